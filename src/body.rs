@@ -1,0 +1,168 @@
+//! The one body type that crosses the gateway, in both directions.
+//!
+//! A request body is either buffered (small, known length: replayable for retries and readable by
+//! later stages) or streamed with a size limit. A response body is either produced by the gateway
+//! or streamed from an upstream; when an upstream body ends, its connection returns to the pool.
+//! A response may carry its access-log record, written when the body is done.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::access_log::Pending;
+use crate::upstream::pool::Lease;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The client sent more body than the listener allows.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit of {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+pub struct Body {
+    kind: Kind,
+    log: Option<Box<Pending>>,
+    bytes: u64,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Limited { body: Incoming, remaining: u64, limit: u64 },
+    Upstream { body: Incoming, lease: Option<Lease> },
+}
+
+impl Body {
+    pub fn empty() -> Self {
+        Self::from_kind(Kind::Full(None))
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let bytes = bytes.into();
+        Self::from_kind(Kind::Full((!bytes.is_empty()).then_some(bytes)))
+    }
+
+    /// A client body streamed through, failing once it passes `limit` bytes.
+    pub fn limited(body: Incoming, limit: u64) -> Self {
+        Self::from_kind(Kind::Limited { body, remaining: limit, limit })
+    }
+
+    /// An upstream response body; `lease` goes back to its pool when the body ends.
+    pub fn upstream(body: Incoming, lease: Lease) -> Self {
+        Self::from_kind(Kind::Upstream { body, lease: Some(lease) })
+    }
+
+    fn from_kind(kind: Kind) -> Self {
+        Self { kind, log: None, bytes: 0 }
+    }
+
+    /// The buffered bytes, when this body is buffered (and so can be sent again).
+    pub fn buffered(&self) -> Option<Bytes> {
+        match &self.kind {
+            Kind::Full(bytes) => Some(bytes.clone().unwrap_or_default()),
+            _ => None,
+        }
+    }
+
+    /// Writes `log` when this body has been sent or dropped, with the bytes that went out.
+    pub fn log_on_end(&mut self, log: Box<Pending>) {
+        self.log = Some(log);
+    }
+}
+
+impl Drop for Body {
+    fn drop(&mut self) {
+        if let Some(log) = self.log.take() {
+            log.finish(self.bytes);
+        }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let polled = match &mut this.kind {
+            Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Limited { body, remaining, limit } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let len = frame.data_ref().map_or(0, |d| d.len() as u64);
+                    if len > *remaining {
+                        Poll::Ready(Some(Err(BodyTooLarge(*limit).into())))
+                    } else {
+                        *remaining -= len;
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+            Kind::Upstream { body, lease } => match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(None) => {
+                    if let Some(lease) = lease.take() {
+                        lease.release();
+                    }
+                    Poll::Ready(None)
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    if body.is_end_stream() {
+                        if let Some(lease) = lease.take() {
+                            lease.release();
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        };
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(bytes) => bytes.is_none(),
+            Kind::Limited { body, .. } => body.is_end_stream(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Limited { body, .. } => body.size_hint(),
+            Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// Why a body could not be buffered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BufferError {
+    TooLarge,
+    /// The client went away or sent a malformed body.
+    Broken,
+}
+
+impl Body {
+    /// Reads the whole body into memory, keeping the limit it was created with.
+    pub async fn buffer(self) -> Result<Body, BufferError> {
+        use http_body_util::BodyExt;
+        if self.buffered().is_some() {
+            return Ok(self);
+        }
+        match self.collect().await {
+            Ok(collected) => Ok(Body::full(collected.to_bytes())),
+            Err(error) if error.is::<BodyTooLarge>() => Err(BufferError::TooLarge),
+            Err(_) => Err(BufferError::Broken),
+        }
+    }
+}

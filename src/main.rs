@@ -1,0 +1,91 @@
+//! The `barbican` command: `run` serves, `validate` checks a config file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use barbican::{Gateway, Source};
+use clap::{Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "barbican", version, about = "A security-edge gateway")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve until SIGTERM or SIGINT; SIGHUP reloads the config.
+    Run {
+        /// The config file; without it, the embedded default config is served.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file: exit 0 when it would load, else print every error and exit 1.
+    Validate { file: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Validate { file } => validate(&file),
+        Command::Run { config } => match run(config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("barbican: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let source = match &config {
+        Some(path) => Source::read(path).map_err(barbican::StartError::Config)?,
+        None => {
+            tracing::info!("no --config given: serving the embedded default (see README)");
+            Source::embedded()
+        }
+    };
+    let gateway = Gateway::start(source).context("cannot start")?;
+    gateway.run_until_signal().context("signal handling failed")?;
+    Ok(())
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    match barbican::config::check(file) {
+        Ok(()) => {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for error in &errors {
+                eprintln!("{error}");
+            }
+            eprintln!("{}: {} error{}", file.display(), errors.len(), if errors.len() == 1 { "" } else { "s" });
+            ExitCode::FAILURE
+        }
+    }
+}

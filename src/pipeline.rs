@@ -1,0 +1,278 @@
+//! The path of one request through the gateway, in the order it is taken.
+//!
+//! ```text
+//! head limits ─ route match ─ body limit ─ ip rules ─ bot ─ (auth ─ WAF ─ CC ─ rate limits) ─ proxy
+//! ```
+//!
+//! The route picks the policies; stages then run in a fixed order, cheapest refusal first: an
+//! address check costs a few comparisons, a user-agent check one regex-set scan, credentials a
+//! signature, the WAF a scan of the whole request, and CC and rate limits touch shared counters
+//! (Redis when clustered), which should only count requests that would otherwise be served.
+//! Each stage returns a [`Verdict`]; the first that answers ends the request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+
+use crate::access_log::Pending;
+use crate::body::{Body, BufferError};
+use crate::config::Snapshot;
+use crate::metrics::RouteStats;
+use crate::respond::{self, Rejection, REQUEST_ID};
+use crate::route::{self, Action, Fixed, Route};
+use crate::server::Conn;
+use crate::stages::{Exchange, Stage, Verdict};
+use crate::upstream::proxy::{forward, Failure};
+use crate::upstream::PickInput;
+
+/// Request bodies up to this size with a known length are read before proxying, so that an
+/// idempotent request can be retried on another target.
+const BUFFER_FOR_RETRY: u64 = 64 * 1024;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// What the access log and metrics need to know about a request once it is answered.
+#[derive(Default)]
+struct Outcome {
+    route: Option<(Arc<str>, Arc<RouteStats>)>,
+    upstream: Option<Arc<str>>,
+    target: Option<Arc<str>>,
+    tenant: Option<String>,
+    consumer: Option<String>,
+    waf_action: Option<&'static str>,
+    limited: bool,
+}
+
+/// Answers one request: routes it, runs the stages, proxies it, and records the outcome.
+pub async fn handle(request: Request<Incoming>, conn: &Conn) -> Response<Body> {
+    let started = Instant::now();
+    let snapshot = conn.shared.snapshot();
+    let request_id = respond::request_id(request.headers().get(REQUEST_ID));
+    let client_ip = snapshot.real_ip.client_ip(conn.peer.ip(), request.headers());
+    let host = route::request_host(request.uri(), request.headers());
+    let sink = conn.shared.access_log();
+    // Only what the log needs is copied, and only when there is a log.
+    let logged = sink
+        .as_ref()
+        .map(|_| (request.method().to_string(), request.uri().path().to_string(), content_length(request.headers())));
+
+    let mut outcome = Outcome::default();
+    let mut response = if conn.shared.is_shutting_down() {
+        respond::reject(Rejection::ShuttingDown, &request_id)
+    } else {
+        dispatch(request, conn, &snapshot, &request_id, client_ip, &host, &mut outcome).await
+    };
+
+    response.headers_mut().insert(REQUEST_ID, request_id.clone());
+    let status = response.status().as_u16();
+    let stats = outcome.route.as_ref().map_or(&conn.shared.metrics.unmatched, |(_, stats)| stats);
+    stats.observe(status, started.elapsed());
+    if let (Some(sink), Some((method, path, bytes_in))) = (sink, logged) {
+        response.body_mut().log_on_end(Box::new(Pending {
+            sink,
+            started,
+            request_id: String::from_utf8_lossy(request_id.as_bytes()).into_owned(),
+            client_ip,
+            method,
+            host,
+            path,
+            status,
+            route: outcome.route.map(|(name, _)| name),
+            upstream: outcome.upstream,
+            target: outcome.target,
+            tenant: outcome.tenant,
+            consumer: outcome.consumer,
+            bytes_in: bytes_in.unwrap_or(0),
+            waf_action: outcome.waf_action,
+            limited: outcome.limited,
+        }));
+    }
+    response
+}
+
+/// Runs a stage; an answer from it is the answer to the request.
+macro_rules! stage {
+    ($stage:expr, $request:expr, $exchange:expr) => {
+        if let Verdict::Respond(response) = $stage.check(&mut $request, &mut $exchange).await {
+            return response;
+        }
+    };
+}
+
+async fn dispatch(
+    request: Request<Incoming>,
+    conn: &Conn,
+    snapshot: &Snapshot,
+    request_id: &HeaderValue,
+    client_ip: IpAddr,
+    host: &str,
+    outcome: &mut Outcome,
+) -> Response<Body> {
+    let reject = |rejection| respond::reject(rejection, request_id);
+    if head_size(&request) > conn.limits.max_header_bytes {
+        return reject(Rejection::HeadersTooLarge);
+    }
+    let Some(route) = snapshot.router.find(host, request.uri().path(), request.method(), request.headers()) else {
+        return reject(Rejection::NoRoute);
+    };
+    outcome.route = Some((route.name.clone(), route.stats.clone()));
+
+    let length = content_length(request.headers());
+    let limit = conn.limits.max_body_bytes;
+    if length.is_some_and(|l| l > limit) {
+        return reject(Rejection::BodyTooLarge);
+    }
+    let mut request =
+        request.map(|incoming| if incoming.is_end_stream() { Body::empty() } else { Body::limited(incoming, limit) });
+
+    let mut exchange = Exchange {
+        snapshot,
+        route,
+        client_ip,
+        request_id,
+        tenant: None,
+        consumer: None,
+        waf_action: None,
+        limited: false,
+    };
+    stage!(snapshot.ip_rules, request, exchange);
+    stage!(snapshot.bot, request, exchange);
+    outcome.tenant = exchange.tenant.take();
+    outcome.consumer = exchange.consumer.take();
+    outcome.waf_action = exchange.waf_action;
+    outcome.limited = exchange.limited;
+
+    let proxy = match &route.action {
+        Action::Proxy(proxy) => proxy,
+        Action::Respond(fixed) => return fixed_response(fixed),
+    };
+    outcome.upstream = Some(proxy.upstream.name.clone());
+    let idempotent = matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    );
+    if idempotent && proxy.upstream.retries > 0 && length.is_some_and(|l| l <= BUFFER_FOR_RETRY) {
+        let (parts, body) = request.into_parts();
+        match body.buffer().await {
+            Ok(body) => request = Request::from_parts(parts, body),
+            Err(BufferError::TooLarge) => return reject(Rejection::BodyTooLarge),
+            Err(BufferError::Broken) => return reject(Rejection::BadRequest),
+        }
+    }
+    let retryable = idempotent && request.body().buffered().is_some();
+    let request = upstream_request(request, route, conn, snapshot, request_id);
+    let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
+    let backends = proxy.backends_for(request.headers());
+    let forwarded = forward(&proxy.upstream, backends, &input, request, retryable).await;
+    outcome.target = forwarded.target.map(|t| t.key.addr.clone());
+    match forwarded.result {
+        Ok(response) => downstream_response(response),
+        Err(Failure::Unavailable) => reject(Rejection::UpstreamUnavailable),
+        Err(Failure::Connect) => reject(Rejection::UpstreamError),
+        Err(Failure::Timeout) => reject(Rejection::UpstreamTimeout),
+        Err(Failure::BodyTooLarge) => reject(Rejection::BodyTooLarge),
+    }
+}
+
+fn fixed_response(fixed: &Fixed) -> Response<Body> {
+    let mut response = Response::new(Body::full(fixed.body.clone()));
+    *response.status_mut() = fixed.status;
+    response.headers_mut().insert(header::CONTENT_TYPE, fixed.content_type.clone());
+    response
+}
+
+/// The size of the request head as the client sent it (approximately, for HTTP/2).
+fn head_size<B>(request: &Request<B>) -> usize {
+    let line = request.method().as_str().len() + request.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    request.headers().iter().fold(line, |n, (name, value)| n + name.as_str().len() + value.len() + 4)
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// Headers that describe one connection and never cross a proxy.
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// The request as the upstream gets it: origin-form URI, HTTP/1.1, no hop-by-hop headers,
+/// forwarding headers added, and the route's header edits applied.
+fn upstream_request(
+    request: Request<Body>,
+    route: &Route,
+    conn: &Conn,
+    snapshot: &Snapshot,
+    request_id: &HeaderValue,
+) -> Request<Body> {
+    let (mut parts, body) = request.into_parts();
+    let path = route.upstream_path(parts.uri.path());
+    let origin_form: Uri = match (parts.uri.query(), &path) {
+        (None, std::borrow::Cow::Borrowed(_)) if parts.uri.authority().is_none() => parts.uri.clone(),
+        (None, _) => Uri::try_from(path.as_ref()).unwrap_or_else(|_| Uri::from_static("/")),
+        (Some(query), _) => Uri::try_from(format!("{path}?{query}")).unwrap_or_else(|_| Uri::from_static("/")),
+    };
+    if parts.headers.get(header::HOST).is_none() {
+        if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            parts.headers.insert(header::HOST, host);
+        }
+    }
+    parts.uri = origin_form;
+    parts.version = Version::HTTP_11;
+    let headers = &mut parts.headers;
+    remove_hop_by_hop(headers);
+    // The gateway answers `expect: 100-continue` itself when it reads the body.
+    headers.remove(header::EXPECT);
+
+    let peer = conn.peer.ip().to_string();
+    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(earlier) => format!("{earlier}, {peer}"),
+        None => peer,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    let trusted_peer = snapshot.real_ip.trusted.iter().any(|net| net.contains(&conn.peer.ip()));
+    if !(trusted_peer && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+    }
+    headers.insert(REQUEST_ID, request_id.clone());
+    for name in &route.remove_headers {
+        headers.remove(name);
+    }
+    for (name, value) in &route.set_headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    Request::from_parts(parts, body)
+}
+
+fn downstream_response(response: Response<Body>) -> Response<Body> {
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, body)
+}
