@@ -133,27 +133,36 @@ async fn pooled(target: &Target) -> Option<Sender> {
 }
 
 async fn connect(upstream: &Upstream, target: &Target) -> Result<Sender, Failure> {
-    let Some(addr) = target.next_addr() else {
+    let addrs = target.connect_order();
+    if addrs.is_empty() {
         return Err(Failure::Unavailable);
+    }
+    // Each address of a host name in turn, all within one connect timeout.
+    let attempt = async {
+        let mut last = None;
+        for addr in addrs {
+            match pool::connect(addr).await {
+                Ok(sender) => return Ok(sender),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
     };
-    let failure = match tokio::time::timeout(upstream.connect_timeout, pool::connect(addr)).await {
+    match tokio::time::timeout(upstream.connect_timeout, attempt).await {
         Ok(Ok(sender)) => {
             target.connect_succeeded();
             return Ok(sender);
         }
-        Ok(Err(error)) => {
-            tracing::debug!(target = %target.key.addr, %error, "connect failed");
-            Failure::Connect
-        }
-        Err(_elapsed) => Failure::Timeout,
-    };
+        Ok(Err(error)) => tracing::debug!(target = %target.key.addr, %error, "connect failed"),
+        Err(_elapsed) => tracing::debug!(target = %target.key.addr, "connect timed out"),
+    }
     let passive = upstream.passive;
     if target.connect_failed(passive.failures, passive.eject_for) {
         tracing::warn!(upstream = %upstream.name, target = %target.key.addr, eject_for = ?passive.eject_for, "target ejected after failed connects");
         target.pool.clear();
     }
-    // A connect timeout is a failed connect, not a slow answer: report it as 502.
-    Err(if failure == Failure::Timeout { Failure::Connect } else { failure })
+    // A connect timeout is a failed connect, not a slow answer: 502, not 504.
+    Err(Failure::Connect)
 }
 
 /// Whether a failed exchange failed because the client's body passed its limit.

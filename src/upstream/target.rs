@@ -95,12 +95,17 @@ impl Target {
 
     /// The next address to connect to, rotating over what DNS returned.
     pub fn next_addr(&self) -> Option<SocketAddr> {
+        self.connect_order().into_iter().next()
+    }
+
+    /// Every address, starting at the next in rotation: try them in this order.
+    pub fn connect_order(&self) -> Vec<SocketAddr> {
         let addrs = self.addrs.load();
-        match addrs.len() {
-            0 => None,
-            1 => Some(addrs[0]),
-            n => Some(addrs[self.next_addr.fetch_add(1, Ordering::Relaxed) % n]),
+        if addrs.len() <= 1 {
+            return addrs.to_vec();
         }
+        let start = self.next_addr.fetch_add(1, Ordering::Relaxed) % addrs.len();
+        addrs[start..].iter().chain(&addrs[..start]).copied().collect()
     }
 
     pub fn addrs(&self) -> Arc<Vec<SocketAddr>> {

@@ -1,0 +1,300 @@
+//! The integration harness: real upstream servers and a real gateway on ephemeral ports, and a
+//! small client. Readiness is signalled (a bound socket, a started gateway), never slept for.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use barbican::{Gateway, Source};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// How an upstream answers.
+#[derive(Clone)]
+pub struct UpstreamBuilder {
+    name: String,
+    delay: Duration,
+    status: u16,
+}
+
+pub fn upstream(name: &str) -> UpstreamBuilder {
+    UpstreamBuilder { name: name.to_string(), delay: Duration::ZERO, status: 200 }
+}
+
+impl UpstreamBuilder {
+    /// Waits this long before answering (not for `/healthz`).
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// Answers with this status (not for `/healthz`).
+    pub fn status(mut self, status: u16) -> Self {
+        self.status = status;
+        self
+    }
+
+    /// Binds an ephemeral port and serves until killed or dropped.
+    pub async fn run(self) -> TestUpstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        self.serve_on(listener)
+    }
+
+    fn serve_on(self, listener: TcpListener) -> TestUpstream {
+        let addr = listener.local_addr().unwrap();
+        let (stop, _) = watch::channel(false);
+        let state = Arc::new(UpstreamState {
+            name: self.name.clone(),
+            delay: self.delay,
+            status: AtomicU16::new(self.status),
+            healthy: AtomicBool::new(true),
+            hits: AtomicU64::new(0),
+        });
+        let stop_rx = stop.subscribe();
+        let task_state = state.clone();
+        tokio::spawn(async move {
+            let mut stop_rx = stop_rx;
+            loop {
+                let accepted = tokio::select! {
+                    _ = stop_rx.wait_for(|s| *s) => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((stream, _)) = accepted else { continue };
+                let state = task_state.clone();
+                let mut conn_stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(state.answer(req).await) }
+                    });
+                    let conn =
+                        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = conn_stop.wait_for(|s| *s) => {}
+                    }
+                });
+            }
+        });
+        TestUpstream { addr, state, stop }
+    }
+}
+
+struct UpstreamState {
+    name: String,
+    delay: Duration,
+    status: AtomicU16,
+    healthy: AtomicBool,
+    hits: AtomicU64,
+}
+
+impl UpstreamState {
+    async fn answer(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        if req.uri().path() == "/healthz" {
+            let ok = self.healthy.load(Ordering::Relaxed);
+            let mut r = Response::new(Full::new(Bytes::from_static(b"ok")));
+            *r.status_mut() = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+            return r;
+        }
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let headers: BTreeMap<String, String> = parts
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .collect();
+        let echo = serde_json::json!({
+            "name": self.name,
+            "method": parts.method.as_str(),
+            "uri": parts.uri.to_string(),
+            "version": format!("{:?}", parts.version),
+            "headers": headers,
+            "body_len": body.len(),
+        });
+        let mut r = Response::new(Full::new(Bytes::from(serde_json::to_vec(&echo).unwrap())));
+        *r.status_mut() = StatusCode::from_u16(self.status.load(Ordering::Relaxed)).unwrap();
+        r.headers_mut().insert("content-type", "application/json".parse().unwrap());
+        r.headers_mut().insert("x-upstream", self.name.parse().unwrap());
+        r
+    }
+}
+
+/// A running upstream. `kill` closes its port and every open connection.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    state: Arc<UpstreamState>,
+    stop: watch::Sender<bool>,
+}
+
+impl TestUpstream {
+    pub fn kill(&self) {
+        self.stop.send_replace(true);
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        self.state.healthy.store(healthy, Ordering::Relaxed);
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::Relaxed);
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.state.hits.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A gateway started from a config file in its own temporary folder.
+pub struct TestGateway {
+    pub gateway: Option<Gateway>,
+    pub dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    pub client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+}
+
+/// Starts a gateway; `yaml` has its listener named `public`. `{dir}` in `yaml` becomes the
+/// gateway's folder.
+pub async fn gateway(yaml: &str) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let text = yaml.replace("{dir}", &dir.path().display().to_string());
+    let path = dir.path().join("barbican.yaml");
+    std::fs::write(&path, text).unwrap();
+    let gateway = start(path).await.unwrap_or_else(|e| panic!("gateway did not start: {e}"));
+    let addr = gateway.listener_addr("public").expect("a listener named public");
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    TestGateway { gateway: Some(gateway), dir, addr, client }
+}
+
+/// Starts a gateway from `path` off the async runtime (start blocks briefly).
+pub async fn start(path: PathBuf) -> Result<Gateway, barbican::StartError> {
+    tokio::task::spawn_blocking(move || {
+        let source = Source::read(&path).map_err(barbican::StartError::Config)?;
+        Gateway::start(source)
+    })
+    .await
+    .unwrap()
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The name of the upstream that answered.
+    pub fn upstream(&self) -> String {
+        self.headers.get("x-upstream").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+    }
+}
+
+impl TestGateway {
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends `request` (its URI a path) and reads the whole answer.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Answer {
+        let (mut parts, body) = request.into_parts();
+        parts.uri = self.url(&parts.uri.to_string()).parse().unwrap();
+        let response = self.client.request(Request::from_parts(parts, body)).await.expect("request failed");
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.expect("body").to_bytes();
+        Answer { status: parts.status, headers: parts.headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Answer {
+        self.send(Request::get(path).body(Full::default()).unwrap()).await
+    }
+
+    pub async fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        let mut builder = Request::get(path);
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        self.send(builder.body(Full::default()).unwrap()).await
+    }
+
+    /// The admin listener's answer to `GET path` with an optional bearer token.
+    pub async fn admin_get(&self, path: &str, token: Option<&str>) -> Answer {
+        let addr = self.gateway().admin_addr().expect("an admin listener");
+        let mut builder = Request::get(format!("http://{addr}{path}"));
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let response = self.client.request(builder.body(Full::default()).unwrap()).await.expect("admin request");
+        let (parts, body) = response.into_parts();
+        Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    }
+
+    /// Rewrites the config file and reloads it, as SIGHUP does.
+    pub async fn rewrite_and_reload(&self, yaml: &str) -> Result<u64, Vec<barbican::ConfigError>> {
+        std::fs::write(
+            self.dir.path().join("barbican.yaml"),
+            yaml.replace("{dir}", &self.dir.path().display().to_string()),
+        )
+        .unwrap();
+        self.gateway().reload().await
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.shutdown();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it holds, failing after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A config with one `public` listener and a short shutdown, followed by `rest`.
+pub fn config(rest: &str) -> String {
+    format!("listeners: [{{ name: public, bind: 127.0.0.1:0 }}]\nworkers: 1\nshutdown_timeout: 2s\n{rest}")
+}

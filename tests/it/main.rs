@@ -1,0 +1,12 @@
+//! Integration tests: real sockets on ephemeral ports, real upstream servers, one gateway per
+//! test. Run with `cargo test`.
+
+mod harness;
+
+mod admin;
+mod balancing;
+mod health;
+mod limits;
+mod routing;
+mod tls;
+mod validate;
