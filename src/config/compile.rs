@@ -168,7 +168,6 @@ impl Compiler<'_> {
         let limits = Limits {
             max_header_bytes: raw.max_header_bytes.map_or(default.max_header_bytes, |s| s.0 as usize),
             max_body_bytes: raw.max_body_bytes.map_or(default.max_body_bytes, |s| s.0),
-            keepalive_timeout: raw.keepalive_timeout.map_or(default.keepalive_timeout, |d| d.0),
             header_read_timeout: raw.header_read_timeout.map_or(default.header_read_timeout, |d| d.0),
         };
         if !(1024..=1 << 20).contains(&limits.max_header_bytes) {

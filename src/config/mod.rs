@@ -140,7 +140,7 @@ pub struct ListenerSpec {
 pub struct Limits {
     pub max_header_bytes: usize,
     pub max_body_bytes: u64,
-    pub keepalive_timeout: Duration,
+    /// Also the idle timeout of keep-alive connections.
     pub header_read_timeout: Duration,
 }
 
@@ -149,8 +149,7 @@ impl Default for Limits {
         Self {
             max_header_bytes: 32 * 1024,
             max_body_bytes: 10 * 1024 * 1024,
-            keepalive_timeout: Duration::from_secs(75),
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(30),
         }
     }
 }

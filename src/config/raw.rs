@@ -66,9 +66,8 @@ pub struct ListenerLimits {
     pub max_header_bytes: Option<Size>,
     /// Largest request body; larger gets 413.
     pub max_body_bytes: Option<Size>,
-    /// How long an idle keep-alive connection is kept open.
-    pub keepalive_timeout: Option<Dur>,
-    /// How long a client may take to send a request head.
+    /// How long a client may take to send a request head, counted from when the connection
+    /// is ready for one: it also closes idle keep-alive connections.
     pub header_read_timeout: Option<Dur>,
 }
 

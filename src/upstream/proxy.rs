@@ -39,21 +39,22 @@ pub async fn forward(
     request: Request<Body>,
     retryable: bool,
 ) -> Forwarded {
-    let attempts = 1 + if retryable { upstream.retries } else { 0 };
+    // At most 11 attempts (retries are capped at 10), tracked without allocating.
+    let mut tried = [0usize; 11];
+    let attempts = (1 + if retryable { upstream.retries as usize } else { 0 }).min(tried.len());
     let (parts, body) = request.into_parts();
     let replay = if retryable { body.buffered() } else { None };
     let (mut parts, mut body) = (Some(parts), Some(body));
-    let mut tried = Vec::new();
     let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: None };
 
-    for attempt in 1..=attempts {
-        let Some(index) = upstream.balancer.pick(&upstream.members, set, input, &tried) else {
+    for attempt in 0..attempts {
+        let Some(index) = upstream.balancer.pick(&upstream.members, set, input, &tried[..attempt]) else {
             break;
         };
-        tried.push(index);
+        tried[attempt] = index;
         let target = &upstream.members[index].target;
         outcome.target = Some(target.clone());
-        let last = attempt == attempts;
+        let last = attempt + 1 == attempts;
         // Only a replayable request is ever sent twice; the last attempt takes the originals.
         let (head, payload) = match (&replay, last) {
             (Some(bytes), false) => (parts.clone(), Some(Body::full(bytes.clone()))),

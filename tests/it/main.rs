@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod balancing;
 mod health;
+mod lifecycle;
 mod limits;
 mod routing;
 mod tls;

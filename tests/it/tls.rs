@@ -174,3 +174,40 @@ async fn a_broken_certificate_is_a_config_error() {
     assert!(text.contains("listeners[0].tls.certificates"), "{text}");
     assert!(text.contains("bad.pem") || text.contains("bad.key"), "{text}");
 }
+
+#[tokio::test]
+async fn certificates_are_read_again_on_reload() {
+    let up = upstream("a").run().await;
+    // Certificate files are rewritten in place before a reload.
+    let dir = tempfile::tempdir().unwrap();
+    let (old_der, cert, key) = certificate(dir.path(), "site", &["site.test"]);
+    let yaml = format!(
+        "listeners: [{{ name: public, bind: 127.0.0.1:0, tls: {{ certificates: [{{ cert: {d}/{cert}, key: {d}/{key} }}] }} }}]
+workers: 1
+shutdown_timeout: 2s
+upstreams: [{{ name: a, targets: [{{ addr: {} }}] }}]
+routes: [{{ name: r, upstream: a }}]
+",
+        up.addr,
+        d = dir.path().display()
+    );
+    let gw = gateway(&yaml).await;
+    let served = |tls: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
+        tls.get_ref().1.peer_certificates().unwrap()[0].as_ref().to_vec()
+    };
+    let before = connect(gw.addr, Some("site.test")).await;
+    assert_eq!(served(&before), old_der);
+
+    let (new_der, _, _) = certificate(dir.path(), "site", &["site.test"]);
+    assert_ne!(new_der, old_der);
+    assert_eq!(gw.rewrite_and_reload(&yaml).await, Ok(2));
+    let after = connect(gw.addr, Some("site.test")).await;
+    assert_eq!(served(&after), new_der, "a new connection gets the new certificate");
+
+    // A certificate file broken on disk: the reload is refused and the last good one serves.
+    std::fs::write(dir.path().join("site.pem"), "garbage").unwrap();
+    let errors = gw.rewrite_and_reload(&yaml).await.expect_err("broken certificate");
+    assert!(errors[0].path.starts_with("listeners[0].tls"), "{errors:?}");
+    let still = connect(gw.addr, Some("site.test")).await;
+    assert_eq!(served(&still), new_der);
+}
