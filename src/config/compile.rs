@@ -38,7 +38,7 @@ pub fn compile(
     revision: u64,
     registries: &Registries<'_>,
 ) -> Result<Snapshot, Vec<ConfigError>> {
-    let mut cx = Compiler { errors: Vec::new(), base_dir, registries };
+    let mut cx = Compiler { errors: Vec::new(), base_dir, registries, files: Vec::new() };
     cx.reject_pending(raw);
     let workers = cx.workers(raw.worker_count());
     let listeners = cx.listeners(&raw.listeners);
@@ -67,11 +67,13 @@ pub fn compile(
         bot,
         access_log,
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        files: cx.files,
     })
 }
 
 struct Compiler<'a> {
     errors: Vec<ConfigError>,
+    files: Vec<std::path::PathBuf>,
     base_dir: &'a Path,
     registries: &'a Registries<'a>,
 }
@@ -153,6 +155,7 @@ impl Compiler<'_> {
                     .iter()
                     .map(|c| (self.base_dir.join(&c.cert), self.base_dir.join(&c.key)))
                     .collect();
+                self.files.extend(pairs.iter().flat_map(|(cert, key)| [cert.clone(), key.clone()]));
                 self.check(|| format!("{path}.tls.certificates"), tls::server_config(&pairs))
             });
             let limits = self.limits(&path, &listener.limits);

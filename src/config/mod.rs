@@ -107,6 +107,9 @@ pub struct Snapshot {
     pub bot: BotRules,
     pub access_log: Option<LogTarget>,
     pub shutdown_timeout: Duration,
+    /// Files besides the config file that this snapshot was built from (certificates, keys):
+    /// a change to any of them reloads the config.
+    pub files: Vec<PathBuf>,
 }
 
 impl Snapshot {
@@ -124,6 +127,7 @@ impl Snapshot {
             bot: BotRules::default(),
             access_log: None,
             shutdown_timeout: Duration::from_secs(30),
+            files: Vec::new(),
         }
     }
 }

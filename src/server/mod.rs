@@ -8,9 +8,12 @@
 //! A reload compiles the new config against the same registries and swaps the snapshot in one
 //! store; requests in flight finish on the snapshot they started with.
 
+pub mod listeners;
+pub mod reload;
 pub mod tls;
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,7 @@ use crate::metrics::Metrics;
 use crate::upstream::watch::Watchers;
 use crate::upstream::Targets;
 use crate::{admin, pipeline};
+use listeners::{Listeners, WorkerCommand};
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -61,6 +65,8 @@ pub struct Shared {
     pub metrics: Metrics,
     access_log: ArcSwapOption<Sink>,
     watchers: Watchers,
+    listeners: Listeners,
+    workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
     shutdown: watch::Sender<bool>,
     reloading: tokio::sync::Mutex<()>,
 }
@@ -90,44 +96,24 @@ impl Shared {
         config::compile(&raw, &source.base_dir, revision, &registries)
     }
 
-    /// Re-reads the config file and applies it; on any error the old snapshot keeps serving.
-    pub async fn reload(&self) -> Result<u64, Vec<ConfigError>> {
-        let _one_at_a_time = self.reloading.lock().await;
-        let result = self.try_reload().await;
-        self.metrics.reload(result.is_ok());
-        match &result {
-            Ok(revision) => tracing::info!(revision, "config reloaded"),
-            Err(errors) => {
-                for error in errors {
-                    tracing::error!(%error, "config reload failed; the previous config keeps serving");
-                }
-            }
-        }
-        result
-    }
-
-    async fn try_reload(&self) -> Result<u64, Vec<ConfigError>> {
-        let source = self.source.lock().unwrap_or_else(|e| e.into_inner()).reread()?;
-        let current = self.snapshot();
-        let next = self.compile(&source, current.revision + 1)?;
-        check_restart_only(&current, &next)?;
-        let revision = next.revision;
-        self.apply(next).await.map_err(|e| vec![ConfigError::new("access_log", e.to_string())])?;
-        *self.source.lock().unwrap_or_else(|e| e.into_inner()) = source;
-        Ok(revision)
-    }
-
-    /// Makes `next` the serving snapshot: resolves new host names first, then swaps, then
-    /// brings background tasks and the access log in line. Runs on the control runtime.
-    async fn apply(&self, next: Snapshot) -> std::io::Result<()> {
+    /// Makes `next` the serving snapshot. Everything that can fail (binding new listeners,
+    /// opening the access log, resolving new host names) happens first; then one store swaps
+    /// the config, and listeners, background tasks and the log follow. Runs on the control
+    /// runtime.
+    async fn apply(&self, next: Snapshot) -> Result<(), Vec<ConfigError>> {
+        let prepared = self.listeners.prepare(&next)?;
         let sink = match (&next.access_log, self.access_log.load_full()) {
             (None, _) => None,
             (Some(target), Some(open)) if open.target == *target => Some(open),
-            (Some(target), _) => Some(Arc::new(Sink::open(target, next.workers)?)),
+            (Some(target), _) => Some(Arc::new(
+                Sink::open(target, next.workers)
+                    .map_err(|e| vec![ConfigError::new("access_log", format!("cannot open: {e}"))])?,
+            )),
         };
         Watchers::resolve_unresolved(&next.upstreams).await;
         let next = Arc::new(next);
         self.snapshot.store(next.clone());
+        self.listeners.commit(prepared, &self.workers);
         self.access_log.store(sink);
         self.watchers.sync(&next.upstreams);
         Ok(())
@@ -136,12 +122,7 @@ impl Shared {
 
 /// Settings that only a restart can change; a reload that changes them is refused whole.
 fn check_restart_only(current: &Snapshot, next: &Snapshot) -> Result<(), Vec<ConfigError>> {
-    let binds =
-        |s: &Snapshot| s.listeners.iter().map(|l| (l.name.clone(), l.bind, l.tls.is_some())).collect::<Vec<_>>();
     let mut errors = Vec::new();
-    if binds(current) != binds(next) {
-        errors.push(ConfigError::new("listeners", "adding, removing or re-binding listeners needs a restart"));
-    }
     if current.admin.as_ref().map(|a| a.bind) != next.admin.as_ref().map(|a| a.bind) {
         errors.push(ConfigError::new("admin.bind", "changing the admin listener needs a restart"));
     }
@@ -168,45 +149,38 @@ pub struct Gateway {
     shared: Arc<Shared>,
     control: Option<tokio::runtime::Runtime>,
     workers: Vec<std::thread::JoinHandle<()>>,
-    listeners: Vec<(String, SocketAddr)>,
     admin_addr: Option<SocketAddr>,
 }
 
 impl Gateway {
     /// Compiles `source`, binds every listener and starts serving.
     pub fn start(source: Source) -> Result<Self, StartError> {
+        Self::start_with(source, HashMap::new())
+    }
+
+    /// Like [`Gateway::start`], listening on `inherited` sockets (by address) instead of
+    /// binding those addresses again: how a new process takes over from an old one.
+    pub fn start_with(
+        source: Source,
+        inherited: HashMap<SocketAddr, std::net::TcpListener>,
+    ) -> Result<Self, StartError> {
         let raw = source.parse().map_err(StartError::Config)?;
-        let workers = raw.worker_count().max(1);
-        let targets = Targets::new(workers);
+        let worker_count = raw.worker_count().max(1);
+        let targets = Targets::new(worker_count);
         let metrics = Metrics::default();
         let snapshot = config::compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics })
             .map_err(StartError::Config)?;
-
-        let mut bound = Vec::new();
-        for spec in &snapshot.listeners {
-            let listener = bind(spec.bind).map_err(|source| StartError::Bind {
-                name: spec.name.clone(),
-                addr: spec.bind,
-                source,
-            })?;
-            bound.push(listener);
-        }
         let admin_listener = match &snapshot.admin {
-            Some(admin) => Some(bind(admin.bind).map_err(|source| StartError::Bind {
+            Some(admin) => Some(listeners::bind(admin.bind).map_err(|source| StartError::Bind {
                 name: "admin".into(),
                 addr: admin.bind,
                 source,
             })?),
             None => None,
         };
-        let listeners: Vec<(String, SocketAddr)> = snapshot
-            .listeners
-            .iter()
-            .zip(&bound)
-            .map(|(spec, l)| (spec.name.clone(), l.local_addr().unwrap_or(spec.bind)))
-            .collect();
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
 
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..worker_count).map(|_| mpsc::unbounded_channel()).unzip();
         let (shutdown, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(Snapshot::empty()),
@@ -215,6 +189,8 @@ impl Gateway {
             metrics,
             access_log: ArcSwapOption::empty(),
             watchers: Watchers::default(),
+            listeners: Listeners::with_inherited(inherited),
+            workers: senders,
             shutdown,
             reloading: tokio::sync::Mutex::new(()),
         });
@@ -224,8 +200,21 @@ impl Gateway {
             .enable_all()
             .build()
             .map_err(StartError::Runtime)?;
-        control.block_on(shared.apply(snapshot)).map_err(StartError::AccessLog)?;
+
+        let mut handles = Vec::new();
+        for (index, commands) in receivers.into_iter().enumerate() {
+            let shared = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("barbican-worker-{index}"))
+                .spawn(move || worker(index, shared, commands))
+                .map_err(StartError::Runtime)?;
+            handles.push(handle);
+        }
+        let gateway = Self { shared: shared.clone(), control: Some(control), workers: handles, admin_addr };
+        let control = gateway.control.as_ref().expect("just built");
+        control.block_on(shared.apply(snapshot)).map_err(StartError::Config)?;
         control.spawn(flush_access_log(shared.clone()));
+        control.spawn(reload::watch_files(shared.clone()));
         if let Some(listener) = admin_listener {
             let listener = {
                 let _entered = control.enter();
@@ -233,30 +222,15 @@ impl Gateway {
             };
             control.spawn(admin::serve(listener, shared.clone()));
         }
-
-        let mut handles = Vec::new();
-        for index in 0..workers {
-            let sockets =
-                bound.iter().map(|l| l.try_clone()).collect::<Result<Vec<_>, _>>().map_err(StartError::Runtime)?;
-            let shared = shared.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("barbican-worker-{index}"))
-                .spawn(move || worker(index, shared, sockets))
-                .map_err(StartError::Runtime)?;
-            handles.push(handle);
-        }
-        for (name, addr) in &listeners {
-            tracing::info!(listener = %name, %addr, workers, "listening");
-        }
         if let Some(addr) = admin_addr {
             tracing::info!(%addr, "admin listening");
         }
-        Ok(Self { shared, control: Some(control), workers: handles, listeners, admin_addr })
+        Ok(gateway)
     }
 
     /// The address listener `name` is bound to (useful with port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.shared.listeners.local_addr(name)
     }
 
     pub fn admin_addr(&self) -> Option<SocketAddr> {
@@ -333,19 +307,6 @@ pub async fn stopped(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|stop| *stop).await;
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(false).ok();
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
 async fn flush_access_log(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -356,7 +317,7 @@ async fn flush_access_log(shared: Arc<Shared>) {
     }
 }
 
-fn worker(index: usize, shared: Arc<Shared>, sockets: Vec<std::net::TcpListener>) {
+fn worker(index: usize, shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiver<WorkerCommand>) {
     WORKER.with(|w| w.set(index));
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -368,17 +329,23 @@ fn worker(index: usize, shared: Arc<Shared>, sockets: Vec<std::net::TcpListener>
     runtime.block_on(async move {
         // Every connection task holds a sender; when all are gone, the worker has drained.
         let (active, mut drained) = mpsc::channel::<()>(1);
-        for (listener_index, socket) in sockets.into_iter().enumerate() {
-            match TcpListener::from_std(socket) {
-                Ok(listener) => {
-                    tokio::spawn(accept(listener_index, listener, shared.clone(), active.clone()));
-                }
-                Err(error) => tracing::error!(%error, "cannot register listener"),
+        let mut shutdown = shared.shutdown.subscribe();
+        loop {
+            let command = tokio::select! {
+                _ = stopped(&mut shutdown) => break,
+                command = commands.recv() => command,
+            };
+            match command {
+                Some(WorkerCommand::Accept { name, socket, stop }) => match TcpListener::from_std(socket) {
+                    Ok(listener) => {
+                        tokio::spawn(accept(name, listener, stop, shared.clone(), active.clone()));
+                    }
+                    Err(error) => tracing::error!(%error, listener = %name, "cannot register listener"),
+                },
+                None => break,
             }
         }
         drop(active);
-        let mut shutdown = shared.shutdown.subscribe();
-        let _ = stopped(&mut shutdown).await;
         let grace = shared.snapshot().shutdown_timeout;
         if tokio::time::timeout(grace, drained.recv()).await.is_err() {
             tracing::warn!(?grace, "connections still open after the shutdown timeout; closing them");
@@ -386,17 +353,25 @@ fn worker(index: usize, shared: Arc<Shared>, sockets: Vec<std::net::TcpListener>
     });
 }
 
-async fn accept(listener_index: usize, listener: TcpListener, shared: Arc<Shared>, active: mpsc::Sender<()>) {
+async fn accept(
+    name: String,
+    listener: TcpListener,
+    mut stop: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    active: mpsc::Sender<()>,
+) {
     let mut shutdown = shared.shutdown.subscribe();
+    let name: Arc<str> = name.into();
     loop {
         let accepted = tokio::select! {
             biased;
             _ = stopped(&mut shutdown) => return,
+            _ = stopped(&mut stop) => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
-                tokio::spawn(connection(stream, peer, listener_index, shared.clone(), active.clone()));
+                tokio::spawn(connection(stream, peer, name.clone(), shared.clone(), active.clone()));
             }
             Err(error) => {
                 // Out of file descriptors, mostly: back off instead of spinning.
@@ -410,13 +385,13 @@ async fn accept(listener_index: usize, listener: TcpListener, shared: Arc<Shared
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
-    listener_index: usize,
+    listener: Arc<str>,
     shared: Arc<Shared>,
     _active: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
     let snapshot = shared.snapshot();
-    let Some(spec) = snapshot.listeners.get(listener_index) else {
+    let Some(spec) = snapshot.listeners.iter().find(|l| *l.name == *listener) else {
         return;
     };
     let tls = spec.tls.clone();

@@ -63,7 +63,7 @@ async fn a_reload_swaps_the_config_and_a_broken_one_keeps_the_old() {
     let ready = gw.admin_get("/readyz", None).await;
     assert_eq!(ready.json()["revision"], 2);
 
-    let rebind = second.replace("bind: 127.0.0.1:0 }]", "bind: 127.0.0.1:1 }]");
-    let errors = gw.rewrite_and_reload(&rebind).await.expect_err("listener changes need a restart");
-    assert_eq!(errors[0].path, "listeners");
+    let moved_admin = second.replace("admin: { bind: 127.0.0.1:0 }", "admin: { bind: 127.0.0.2:0 }");
+    let errors = gw.rewrite_and_reload(&moved_admin).await.expect_err("admin changes need a restart");
+    assert_eq!(errors[0].path, "admin.bind");
 }

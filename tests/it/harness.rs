@@ -60,6 +60,7 @@ impl UpstreamBuilder {
             status: AtomicU16::new(self.status),
             healthy: AtomicBool::new(true),
             hits: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
         let stop_rx = stop.subscribe();
         let task_state = state.clone();
@@ -71,6 +72,7 @@ impl UpstreamBuilder {
                     accepted = listener.accept() => accepted,
                 };
                 let Ok((stream, _)) = accepted else { continue };
+                task_state.connections.fetch_add(1, Ordering::Relaxed);
                 let state = task_state.clone();
                 let mut conn_stop = stop_rx.clone();
                 tokio::spawn(async move {
@@ -97,6 +99,7 @@ struct UpstreamState {
     status: AtomicU16,
     healthy: AtomicBool,
     hits: AtomicU64,
+    connections: AtomicU64,
 }
 
 impl UpstreamState {
@@ -156,6 +159,11 @@ impl TestUpstream {
 
     pub fn hits(&self) -> u64 {
         self.state.hits.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
     }
 }
 
@@ -257,6 +265,35 @@ impl TestGateway {
         let response = self.client.request(builder.body(Full::default()).unwrap()).await.expect("admin request");
         let (parts, body) = response.into_parts();
         Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    }
+
+    /// Sends `method path` to the admin listener with a bearer token and a body.
+    pub async fn admin(&self, method: &str, path: &str, token: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let addr = self.gateway().admin_addr().expect("an admin listener");
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(format!("http://{addr}{path}"))
+            .header("authorization", format!("Bearer {token}"));
+        for (k, v) in headers {
+            builder = builder.header(*k, *v);
+        }
+        let response =
+            self.client.request(builder.body(Full::new(Bytes::from(body.to_string()))).unwrap()).await.unwrap();
+        let (parts, body) = response.into_parts();
+        Answer { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    }
+
+    /// Replaces the config file the way careful tools do: write a sibling, rename it over.
+    pub fn write_config(&self, yaml: &str) {
+        let path = self.dir.path().join("barbican.yaml");
+        let tmp = self.dir.path().join("barbican.yaml.tmp");
+        std::fs::write(&tmp, yaml.replace("{dir}", &self.dir.path().display().to_string())).unwrap();
+        std::fs::rename(tmp, path).unwrap();
+    }
+
+    /// The revision serving now.
+    pub fn revision(&self) -> u64 {
+        self.gateway().shared().snapshot().revision
     }
 
     /// Rewrites the config file and reloads it, as SIGHUP does.

@@ -8,6 +8,7 @@ mod balancing;
 mod health;
 mod lifecycle;
 mod limits;
+mod reload;
 mod routing;
 mod tls;
 mod validate;
