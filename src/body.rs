@@ -49,6 +49,11 @@ impl Body {
         Self::from_kind(Kind::Limited { body, remaining: limit, limit })
     }
 
+    /// A body streamed through as it comes (an upstream answer on an unpooled connection).
+    pub fn streamed(body: Incoming) -> Self {
+        Self::from_kind(Kind::Limited { body, remaining: u64::MAX, limit: u64::MAX })
+    }
+
     /// An upstream response body; `lease` goes back to its pool when the body ends.
     pub fn upstream(body: Incoming, lease: Lease) -> Self {
         Self::from_kind(Kind::Upstream { body, lease: Some(lease) })

@@ -29,6 +29,7 @@ use crate::server::Conn;
 use crate::stages::{Exchange, Stage, Verdict};
 use crate::upstream::proxy::{forward, Failure};
 use crate::upstream::PickInput;
+use crate::websocket::{self, Handshake};
 
 /// Request bodies up to this size with a known length are read before proxying, so that an
 /// idempotent request can be retried on another target.
@@ -153,6 +154,29 @@ async fn dispatch(
         Action::Respond(fixed) => return fixed_response(fixed),
     };
     outcome.upstream = Some(proxy.upstream.name.clone());
+    if let Some(policy) = route.websocket.as_ref().filter(|_| websocket::is_upgrade(&request)) {
+        let request = upstream_request(request, route, conn, snapshot, request_id);
+        let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
+        let handshake = websocket::handshake(request, route.name.clone(), proxy, policy, conn, &input).await;
+        return match handshake {
+            // A 101 keeps its upgrade headers: they are the answer.
+            Handshake::Upgraded(response, target) => {
+                outcome.target = Some(target.key.addr.clone());
+                response
+            }
+            Handshake::Refused(response, target) => {
+                outcome.target = Some(target.key.addr.clone());
+                downstream_response(response)
+            }
+            Handshake::Failed(failure, target) => {
+                outcome.target = target.map(|t| t.key.addr.clone());
+                reject(rejection_for(failure))
+            }
+            Handshake::Overloaded(after) => {
+                respond::reject_retry_after(Rejection::HandshakesOverloaded, request_id, after)
+            }
+        };
+    }
     let idempotent = matches!(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
@@ -173,10 +197,16 @@ async fn dispatch(
     outcome.target = forwarded.target.map(|t| t.key.addr.clone());
     match forwarded.result {
         Ok(response) => downstream_response(response),
-        Err(Failure::Unavailable) => reject(Rejection::UpstreamUnavailable),
-        Err(Failure::Connect) => reject(Rejection::UpstreamError),
-        Err(Failure::Timeout) => reject(Rejection::UpstreamTimeout),
-        Err(Failure::BodyTooLarge) => reject(Rejection::BodyTooLarge),
+        Err(failure) => reject(rejection_for(failure)),
+    }
+}
+
+fn rejection_for(failure: Failure) -> Rejection {
+    match failure {
+        Failure::Unavailable => Rejection::UpstreamUnavailable,
+        Failure::Connect => Rejection::UpstreamError,
+        Failure::Timeout => Rejection::UpstreamTimeout,
+        Failure::BodyTooLarge => Rejection::BodyTooLarge,
     }
 }
 

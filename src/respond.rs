@@ -25,6 +25,8 @@ pub enum Rejection {
     UpstreamError,
     UpstreamTimeout,
     ShuttingDown,
+    /// More WebSocket handshakes than the route admits; `retry-after` says when to come back.
+    HandshakesOverloaded,
 }
 
 impl Rejection {
@@ -37,7 +39,7 @@ impl Rejection {
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::UpstreamUnavailable | Rejection::UpstreamError => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Rejection::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::ShuttingDown | Rejection::HandshakesOverloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -54,6 +56,7 @@ impl Rejection {
             Rejection::UpstreamError => "upstream_error",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::ShuttingDown => "shutting_down",
+            Rejection::HandshakesOverloaded => "too_many_handshakes",
         }
     }
 
@@ -69,6 +72,7 @@ impl Rejection {
             Rejection::UpstreamError => "the upstream could not be reached",
             Rejection::UpstreamTimeout => "the upstream did not answer in time",
             Rejection::ShuttingDown => "the gateway is shutting down",
+            Rejection::HandshakesOverloaded => "too many new WebSocket connections; retry shortly",
         }
     }
 }
@@ -79,6 +83,18 @@ pub fn reject(rejection: Rejection, request_id: &HeaderValue) -> Response<Body> 
     if rejection == Rejection::ShuttingDown {
         response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    response
+}
+
+/// The answer for `rejection` with `retry-after` (whole seconds, at least 1).
+pub fn reject_retry_after(
+    rejection: Rejection,
+    request_id: &HeaderValue,
+    after: std::time::Duration,
+) -> Response<Body> {
+    let mut response = reject(rejection, request_id);
+    let seconds = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     response
 }
 

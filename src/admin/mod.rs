@@ -101,7 +101,9 @@ async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
     }
     match (request.method(), path.as_str()) {
         (&Method::GET, "/metrics") => {
-            let mut response = Response::new(Body::full(shared.metrics.render(&snapshot)));
+            let mut text = shared.metrics.render(&snapshot);
+            text.push_str(&shared.websockets.render(&snapshot));
+            let mut response = Response::new(Body::full(text));
             response
                 .headers_mut()
                 .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));

@@ -24,6 +24,7 @@ use crate::server::tls;
 use crate::stages::bot::BotRules;
 use crate::stages::ip_rules::IpRules;
 use crate::upstream::{BackendSet, Balancer, HashOn, HealthCheck, Member, PassiveHealth, Targets, Upstream};
+use crate::websocket::{AdmissionSpec, WsPolicy};
 
 /// The live state a compiled snapshot attaches to.
 pub struct Registries<'a> {
@@ -110,7 +111,6 @@ impl Compiler<'_> {
                 ("waf", &route.waf),
                 ("rate_limits", &route.rate_limits),
                 ("cc", &route.cc),
-                ("websocket", &route.websocket),
             ];
             for (key, value) in keys {
                 if value.is_some() {
@@ -420,6 +420,7 @@ impl Compiler<'_> {
             path: path_match,
             methods,
             headers,
+            websocket: raw.websocket.as_ref().and_then(|ws| self.websocket(path, ws)),
             action,
             strip_path_prefix: raw.strip_path_prefix,
             set_headers,
@@ -481,6 +482,31 @@ impl Compiler<'_> {
             HeaderValue::from_str(content_type).map_err(|_| "is not a valid header value".into()),
         );
         Some(Action::Respond(Fixed { status: status?, content_type: content_type?, body: raw.body.clone().into() }))
+    }
+
+    fn websocket(&mut self, path: &str, raw: &raw::WebSocket) -> Option<Arc<WsPolicy>> {
+        let policy = WsPolicy {
+            max_message: raw.max_message.map_or(1 << 20, |s| s.0),
+            idle_timeout: raw.idle_timeout.map_or(Duration::from_secs(300), |d| d.0),
+            drain: raw.drain.map_or(Duration::from_secs(60), |d| d.0),
+            health_grace: raw.health_grace.map_or(Duration::from_secs(10), |d| d.0),
+            drain_on_subset_change: raw.drain_on_subset_change,
+            admission: raw.handshakes_per_second.map(|per_second| AdmissionSpec {
+                per_second,
+                burst: f64::from(raw.handshake_burst.unwrap_or(per_second.ceil().max(1.0) as u32)),
+                queue: raw.handshake_queue.map_or(Duration::from_secs(1), |d| d.0),
+            }),
+        };
+        if policy.max_message == 0 || policy.idle_timeout.is_zero() {
+            self.error(format!("{path}.websocket"), "max_message and idle_timeout must be more than zero");
+        }
+        if raw.handshakes_per_second.is_some_and(|r| !(r > 0.0 && r.is_finite())) {
+            self.error(format!("{path}.websocket.handshakes_per_second"), "must be a positive number");
+        }
+        if raw.handshake_burst == Some(0) {
+            self.error(format!("{path}.websocket.handshake_burst"), "must be at least 1");
+        }
+        Some(Arc::new(policy))
     }
 
     fn check_path(&mut self, at: &str, path: &str) {

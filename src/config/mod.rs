@@ -89,7 +89,9 @@ impl Source {
             let location =
                 inner.location().map(|l| format!(" (at {origin}:{}:{})", l.line(), l.column())).unwrap_or_default();
             let path = if path == "." { String::new() } else { path };
-            vec![ConfigError::new(path, format!("{inner}{location}"))]
+            let message = inner.to_string();
+            let message = message.strip_prefix(&format!("{path}: ")).unwrap_or(&message);
+            vec![ConfigError::new(path, format!("{message}{location}"))]
         })
     }
 }

@@ -208,7 +208,30 @@ pub struct Route {
     pub waf: Pending,
     pub rate_limits: Pending,
     pub cc: Pending,
-    pub websocket: Pending,
+    pub websocket: Option<WebSocket>,
+}
+
+/// A route that accepts WebSocket upgrades.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocket {
+    /// Largest message (all its frames together); larger closes the connection with 1009.
+    pub max_message: Option<Size>,
+    /// No frame either way for this long closes the connection with 1001.
+    pub idle_timeout: Option<Dur>,
+    /// When a connection's target leaves, it is closed at a random point of this window.
+    pub drain: Option<Dur>,
+    /// How long a target may fail health checks before its connections are drained.
+    pub health_grace: Option<Dur>,
+    /// Also drain open connections when a subset change leaves their target out.
+    #[serde(default)]
+    pub drain_on_subset_change: bool,
+    /// New handshakes admitted per second on this route (absent: no cap).
+    pub handshakes_per_second: Option<f64>,
+    /// Handshakes admitted at once above the rate; default: one second's worth.
+    pub handshake_burst: Option<u32>,
+    /// How long a handshake may wait for admission before a 503.
+    pub handshake_queue: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

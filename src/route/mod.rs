@@ -56,6 +56,8 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub action: Action,
+    /// Set when the route accepts WebSocket upgrades.
+    pub websocket: Option<Arc<crate::websocket::WsPolicy>>,
     pub strip_path_prefix: bool,
     pub set_headers: Vec<(HeaderName, HeaderValue)>,
     pub remove_headers: Vec<HeaderName>,

@@ -66,6 +66,7 @@ pub struct Shared {
     access_log: ArcSwapOption<Sink>,
     watchers: Watchers,
     listeners: Listeners,
+    pub websockets: Arc<crate::websocket::Registry>,
     workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
     shutdown: watch::Sender<bool>,
     reloading: tokio::sync::Mutex<()>,
@@ -116,6 +117,7 @@ impl Shared {
         self.listeners.commit(prepared, &self.workers);
         self.access_log.store(sink);
         self.watchers.sync(&next.upstreams);
+        self.websockets.sweep(&next);
         Ok(())
     }
 }
@@ -139,6 +141,9 @@ fn check_restart_only(current: &Snapshot, next: &Snapshot) -> Result<(), Vec<Con
 /// One accepted client connection, as requests on it see it.
 pub struct Conn {
     pub shared: Arc<Shared>,
+    /// Held by everything serving this connection, upgraded ones included: the worker drains
+    /// until every clone is gone.
+    pub active: mpsc::Sender<()>,
     pub peer: SocketAddr,
     pub tls: bool,
     pub limits: Limits,
@@ -190,6 +195,7 @@ impl Gateway {
             access_log: ArcSwapOption::empty(),
             watchers: Watchers::default(),
             listeners: Listeners::with_inherited(inherited),
+            websockets: Arc::default(),
             workers: senders,
             shutdown,
             reloading: tokio::sync::Mutex::new(()),
@@ -215,6 +221,7 @@ impl Gateway {
         control.block_on(shared.apply(snapshot)).map_err(StartError::Config)?;
         control.spawn(flush_access_log(shared.clone()));
         control.spawn(reload::watch_files(shared.clone()));
+        control.spawn(sweep_websockets(shared.clone()));
         if let Some(listener) = admin_listener {
             let listener = {
                 let _entered = control.enter();
@@ -307,6 +314,20 @@ pub async fn stopped(signal: &mut watch::Receiver<bool>) {
     let _ = signal.wait_for(|stop| *stop).await;
 }
 
+/// Drains WebSocket connections whose target left or failed, and all of them at shutdown.
+async fn sweep_websockets(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown_signal();
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = stopped(&mut shutdown) => break,
+            _ = ticker.tick() => shared.websockets.sweep(&shared.snapshot()),
+        }
+    }
+    // Spread the closes over most of the shutdown timeout, leaving time to finish.
+    shared.websockets.drain_all(shared.snapshot().shutdown_timeout.mul_f64(0.8));
+}
+
 async fn flush_access_log(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     loop {
@@ -387,7 +408,7 @@ async fn connection(
     peer: SocketAddr,
     listener: Arc<str>,
     shared: Arc<Shared>,
-    _active: mpsc::Sender<()>,
+    active: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
     let snapshot = shared.snapshot();
@@ -395,7 +416,7 @@ async fn connection(
         return;
     };
     let tls = spec.tls.clone();
-    let conn = Arc::new(Conn { shared: shared.clone(), peer, tls: tls.is_some(), limits: spec.limits });
+    let conn = Arc::new(Conn { shared: shared.clone(), active, peer, tls: tls.is_some(), limits: spec.limits });
     drop(snapshot);
     match tls {
         None => serve(TokioIo::new(stream), conn).await,

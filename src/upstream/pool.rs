@@ -72,15 +72,30 @@ impl Pool {
 
 /// Opens a new HTTP/1.1 connection to `addr`; its driver runs as a task on this worker.
 pub async fn connect(addr: SocketAddr) -> std::io::Result<Sender> {
-    let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
-    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
+    let (sender, conn) = handshake(addr).await?;
     tokio::spawn(async move {
         if let Err(error) = conn.await {
             tracing::debug!(%error, "upstream connection ended");
         }
     });
     Ok(sender)
+}
+
+/// Like [`connect`], for one request that may switch protocols (a WebSocket handshake).
+pub async fn connect_upgradable(addr: SocketAddr) -> std::io::Result<Sender> {
+    let (sender, conn) = handshake(addr).await?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::debug!(%error, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}
+
+async fn handshake(addr: SocketAddr) -> std::io::Result<(Sender, http1::Connection<TokioIo<TcpStream>, Body>)> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)
 }
 
 /// A connection on loan for one exchange, with the target's in-flight count held.

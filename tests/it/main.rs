@@ -12,3 +12,4 @@ mod reload;
 mod routing;
 mod tls;
 mod validate;
+mod websocket;
