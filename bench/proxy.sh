@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Whole-gateway load: Barbican as a plain reverse proxy against nginx as one, in the same run.
+#
+#   upstream nginx :18080 (CPU 1) <- nginx proxy :18081 (CPU 0)     <- wrk (CPU 1)
+#                                 <- barbican    :18090 (CPU 0)     <-
+#
+# Rounds are interleaved (nginx, barbican, nginx, barbican, ...) and compared by their medians,
+# as a ratio barbican/nginx: single runs drift by ±15 %, a ratio within one run does not.
+# See bench/README.md.
+#
+# Environment:
+#   ROUNDS=3               rounds per workload (each round runs nginx then barbican)
+#   DURATION=5s            wrk -d of each measured run
+#   WARMUP=1s              one unmeasured wrk run per system before the rounds; 0 skips it
+#   CARGO_TARGET_DIR=target
+#   BARBICAN_REFERENCE     the reference stack's run.sh (default ../shared/reference/run.sh)
+#   REF_DIR                where run.sh keeps its files (its default: /tmp/barbican-reference)
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+reference=${BARBICAN_REFERENCE:-$(dirname "$0")/../../shared/reference/run.sh}
+reference=$(cd "$(dirname "$reference")" && pwd)/$(basename "$reference")
+post_lua=$(dirname "$reference")/post.lua
+rounds=${ROUNDS:-3}
+duration=${DURATION:-5s}
+warmup=${WARMUP:-1s}
+path='/api/v1/users?id=42&name=alice'
+nginx_port=18081
+barbican_port=18090
+
+die() { echo "proxy.sh: $*" >&2; exit 1; }
+
+[[ -x $reference ]] || die "no reference stack at $reference (set BARBICAN_REFERENCE)"
+[[ -f $post_lua ]] || die "no post.lua beside $reference"
+[[ $rounds =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer, not $rounds"
+for tool in wrk nginx taskset curl awk; do
+    command -v "$tool" >/dev/null || die "needs $tool (apt-get install nginx libnginx-mod-http-modsecurity modsecurity-crs wrk)"
+done
+taskset -c 0,1 true 2>/dev/null || die "needs CPUs 0 and 1: the systems under test run on 0, wrk and the upstream on 1"
+
+# --- build ------------------------------------------------------------------------------------
+cd "$repo"
+target_dir=${CARGO_TARGET_DIR:-target}
+echo "== building barbican (release, CARGO_TARGET_DIR=$target_dir)"
+CARGO_TARGET_DIR=$target_dir cargo build --release --locked --bin barbican
+case $target_dir in /*) bin=$target_dir/release/barbican ;; *) bin=$repo/$target_dir/release/barbican ;; esac
+[[ -x $bin ]] || die "the build left no binary at $bin"
+
+# --- start ------------------------------------------------------------------------------------
+stamp=$(date +%Y%m%d-%H%M%S)
+results=$repo/bench/results/proxy-$stamp
+mkdir -p "$results"
+work=$(mktemp -d "${TMPDIR:-/tmp}/barbican-bench.XXXXXX")
+barbican_pid=
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if [[ -n $barbican_pid ]] && kill -0 "$barbican_pid" 2>/dev/null; then
+        kill -TERM "$barbican_pid" 2>/dev/null || true
+        wait "$barbican_pid" 2>/dev/null || true
+    fi
+    "$reference" stop >/dev/null 2>&1 || true
+    rm -rf "$work"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if curl -s -o /dev/null "http://127.0.0.1:$barbican_port/"; then
+    die "something already answers on 127.0.0.1:$barbican_port"
+fi
+
+echo "== starting the reference stack ($reference)"
+"$reference" start
+
+cat >"$work/barbican.yaml" <<EOF
+# Plain proxy, like the reference nginx on :$nginx_port: one worker, no access log.
+listeners:
+  - name: bench
+    bind: 127.0.0.1:$barbican_port
+workers: 1
+shutdown_timeout: 2s
+upstreams:
+  - name: origin
+    targets:
+      - { addr: 127.0.0.1:18080 }
+routes:
+  - name: all
+    match: { path_prefix: / }
+    upstream: origin
+EOF
+cp "$work/barbican.yaml" "$results/barbican.yaml"
+
+echo "== starting barbican on 127.0.0.1:$barbican_port (CPU 0)"
+RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$bin" run --config "$work/barbican.yaml" 2>"$results/barbican.log" &
+barbican_pid=$!
+tries=0
+until curl -fs -o /dev/null "http://127.0.0.1:$barbican_port/"; do
+    kill -0 "$barbican_pid" 2>/dev/null || die "barbican exited; see $results/barbican.log"
+    tries=$((tries + 1))
+    ((tries <= 100)) || die "barbican did not answer within 10s; see $results/barbican.log"
+    sleep 0.1
+done
+
+# Both proxies must answer the workloads with the upstream's 200 "ok", or the figures mean nothing.
+for port in $nginx_port $barbican_port; do
+    body=$(curl -fsS "http://127.0.0.1:$port$path") || die "GET on :$port failed"
+    [[ $body == ok ]] || die "GET on :$port answered ${body@Q}, not ok"
+    body=$(curl -fsS -H 'Content-Type: application/json' --data-binary @<(
+        sed -n "s/^wrk.body *= *'\(.*\)'$/\1/p" "$post_lua"
+    ) "http://127.0.0.1:$port$path") || die "POST on :$port failed"
+    [[ $body == ok ]] || die "POST on :$port answered ${body@Q}, not ok"
+done
+
+# CPU time used by others over half a second, in percent of all CPUs: a build or test run on
+# this 2-core machine lands on the proxies' or wrk's core and skews the figures.
+busy_percent() {
+    local a b
+    a=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    sleep 0.5
+    b=$(awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6 }' /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN {
+        split(a, x, " "); split(b, y, " ")
+        busy = y[1] - x[1]; total = busy + y[2] - x[2]
+        printf "%.0f", (total > 0 ? 100 * busy / total : 0)
+    }'
+}
+busy=$(busy_percent)
+{
+    echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit:    $(git -C "$repo" rev-parse --short HEAD 2>/dev/null)$(git -C "$repo" diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
+    echo "host:      $(uname -srm), $(nproc) CPUs, ${busy}% busy just before the runs"
+    echo "nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //')"
+    echo "wrk:       $(wrk -v 2>&1 | head -n1 | awk '{print $2}')"
+    echo "load:      taskset -c 1 wrk -t1 -c32 -d$duration --latency, $rounds rounds, warm-up $warmup"
+} >"$results/meta.txt"
+if ((busy > 5)); then
+    echo "warning: CPUs ${busy}% busy before the runs; other work on CPUs 0-1 makes the figures noisy" >&2
+fi
+
+# --- measure ----------------------------------------------------------------------------------
+# wrk's p99 ("99%    1.23ms") in milliseconds.
+p99_ms() {
+    awk '$1 == "99%" {
+        v = $2
+        if (v ~ /us$/) { sub(/us$/, "", v); v = v / 1000 }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v) }
+        else if (v ~ /m$/) { sub(/m$/, "", v); v = v * 60000 }
+        else if (v ~ /s$/) { sub(/s$/, "", v); v = v * 1000 }
+        printf "%.3f", v
+    }' "$1"
+}
+requests_per_s() { awk '$1 == "Requests/sec:" { print $2 }' "$1"; }
+# Non-2xx answers plus socket errors: anything but zero makes the run suspect.
+errors() {
+    awk '/Non-2xx or 3xx responses:/ { n += $NF }
+         /Socket errors:/ { for (i = 3; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) n += $i }
+         END { print n + 0 }' "$1"
+}
+
+# run_wrk FILE PORT [wrk args...]
+run_wrk() {
+    local file=$1 port=$2
+    shift 2
+    taskset -c 1 wrk -t1 -c32 "$@" --latency "http://127.0.0.1:$port$path" >"$file" 2>&1 ||
+        die "wrk failed; see $file"
+}
+
+declare -A rps p99 errs
+systems=(nginx barbican)
+declare -A port_of=([nginx]=$nginx_port [barbican]=$barbican_port)
+workloads=(get post)
+declare -A args_of=([get]="" [post]="-s $post_lua")
+
+if [[ $warmup != 0 ]]; then
+    echo "== warm-up ($warmup each)"
+    for sys in "${systems[@]}"; do
+        # shellcheck disable=SC2086
+        run_wrk "$results/warmup-$sys.txt" "${port_of[$sys]}" -d"$warmup" ${args_of[post]}
+    done
+fi
+
+for ((r = 1; r <= rounds; r++)); do
+    for w in "${workloads[@]}"; do
+        for sys in "${systems[@]}"; do
+            file=$results/r$r-$w-$sys.txt
+            printf '== round %d/%d  %-4s %-8s ' "$r" "$rounds" "${w^^}" "$sys"
+            # shellcheck disable=SC2086
+            run_wrk "$file" "${port_of[$sys]}" -d"$duration" ${args_of[$w]}
+            rps[$r,$w,$sys]=$(requests_per_s "$file")
+            p99[$r,$w,$sys]=$(p99_ms "$file")
+            errs[$r,$w,$sys]=$(errors "$file")
+            [[ -n ${rps[$r,$w,$sys]} && -n ${p99[$r,$w,$sys]} ]] || die "cannot read wrk's output in $file"
+            printf '%10.0f req/s  p99 %7.3f ms  errors %s\n' "${rps[$r,$w,$sys]}" "${p99[$r,$w,$sys]}" "${errs[$r,$w,$sys]}"
+        done
+    done
+done
+
+# --- report -----------------------------------------------------------------------------------
+median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+
+report() {
+    local w title r sys
+    local -a n_rps b_rps n_p99 b_p99
+    local total_errors=0
+    echo "Barbican vs nginx, plain reverse proxy to 127.0.0.1:18080; proxies on CPU 0, wrk on CPU 1"
+    echo "wrk -t1 -c32 -d$duration --latency, $rounds interleaved rounds; $(sed -n 's/^commit: *//p' "$results/meta.txt")"
+    for w in "${workloads[@]}"; do
+        n_rps=() b_rps=() n_p99=() b_p99=()
+        case $w in
+            get) title="GET $path" ;;
+            post) title="POST $path, 1 KiB JSON (post.lua)" ;;
+        esac
+        echo
+        echo "$title"
+        printf '  %-14s %12s %10s %15s %10s %12s\n' "" "nginx req/s" "p99 ms" "barbican req/s" "p99 ms" "errors n/b"
+        for ((r = 1; r <= rounds; r++)); do
+            printf '  %-14s %12.0f %10.3f %15.0f %10.3f %12s\n' "round $r" \
+                "${rps[$r,$w,nginx]}" "${p99[$r,$w,nginx]}" "${rps[$r,$w,barbican]}" "${p99[$r,$w,barbican]}" \
+                "${errs[$r,$w,nginx]}/${errs[$r,$w,barbican]}"
+            n_rps+=("${rps[$r,$w,nginx]}") b_rps+=("${rps[$r,$w,barbican]}")
+            n_p99+=("${p99[$r,$w,nginx]}") b_p99+=("${p99[$r,$w,barbican]}")
+            total_errors=$((total_errors + ${errs[$r,$w,nginx]} + ${errs[$r,$w,barbican]}))
+        done
+        local mn_rps mb_rps mn_p99 mb_p99
+        mn_rps=$(median "${n_rps[@]}") mb_rps=$(median "${b_rps[@]}")
+        mn_p99=$(median "${n_p99[@]}") mb_p99=$(median "${b_p99[@]}")
+        printf '  %-14s %12.0f %10.3f %15.0f %10.3f\n' "median" "$mn_rps" "$mn_p99" "$mb_rps" "$mb_p99"
+        printf '  %-14s req/s %sx (higher is better)   p99 %sx (lower is better)\n' "barbican/nginx" \
+            "$(ratio "$mb_rps" "$mn_rps")" "$(ratio "$mb_p99" "$mn_p99")"
+    done
+    if ((total_errors > 0)); then
+        echo
+        echo "WARNING: $total_errors non-2xx answers or socket errors; see the r*-*.txt files"
+    fi
+}
+
+echo
+report | tee "$results/summary.txt"
+echo
+echo "raw wrk output, config and logs: ${results#"$repo"/}"
