@@ -12,7 +12,7 @@
 use std::fmt::{self, Write as _};
 use std::hash::{Hash, Hasher};
 
-use super::lexer::{bare_ok, quotable, write_quoted};
+use super::lexer::{quotable, write_quoted};
 
 /// A position in a source: byte offset, line and column (both from 1; columns in characters).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -1095,16 +1095,17 @@ impl fmt::Display for Target {
             TargetModifier::Count => f.write_char('&')?,
         }
         f.write_str(self.variable.name())?;
-        let plain = |s: &str| !s.contains(['|', '\'', ' ', '\t']) && !s.starts_with('/');
+        let bare = |s: &str| !s.is_empty() && !s.contains(['|', '\'', '"', ' ', '\t', '\r', '\x0b', '\x0c']);
+        let plain = |s: &str| bare(s) && !s.starts_with('/');
         match &self.selector {
             None => Ok(()),
-            Some(Selector::Regex(r)) if !r.contains([' ', '\t', '\'']) => write!(f, ":/{r}/"),
+            Some(Selector::Regex(r)) if bare(r) || r.is_empty() => write!(f, ":/{r}/"),
             Some(Selector::Regex(r)) => {
                 f.write_char(':')?;
                 write_quoted(f, &format!("/{r}/"), '\'')
             }
             Some(Selector::Key(k)) if plain(k) => write!(f, ":{k}"),
-            Some(Selector::XPath(k)) if !k.contains(['|', '\'', ' ', '\t']) => write!(f, ":{k}"),
+            Some(Selector::XPath(k)) if bare(k) => write!(f, ":{k}"),
             Some(Selector::Key(k) | Selector::XPath(k)) => {
                 f.write_char(':')?;
                 write_quoted(f, k, '\'')
@@ -1572,7 +1573,8 @@ impl fmt::Display for Action {
         // Simple values go bare; others are quoted unless only the bare form reads back the
         // same (an odd run of backslashes at the end, see lexer::quotable).
         let simple = !v.contains(|c: char| c.is_whitespace() || matches!(c, ',' | '\'' | '"'));
-        if bare_ok(&v) && (simple || !quotable(&v, '\'')) {
+        let bare = !v.is_empty() && !v.starts_with('\'') && !v.contains(',') && v.trim() == v;
+        if bare && (simple || !quotable(&v, '\'')) {
             f.write_str(&v)
         } else {
             write_quoted(f, &v, '\'')

@@ -54,6 +54,12 @@ pub enum ErrorKind {
     /// A quoted argument or value has no closing quote.
     #[error("missing closing {0} quote")]
     UnterminatedQuote(char),
+    /// An unquoted argument holds a `"`, which would read differently once printed.
+    #[error("a `\"` inside an unquoted argument: quote the whole argument")]
+    QuoteInBareArgument,
+    /// An unquoted argument or value ends in a lone backslash, which would escape what follows.
+    #[error("ends in a lone backslash: double it or quote the value")]
+    TrailingBackslash,
     /// Text follows a closing quote without whitespace in between.
     #[error("expected whitespace after the closing quote")]
     TextAfterQuote,

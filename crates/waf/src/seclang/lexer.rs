@@ -8,7 +8,9 @@
 //! - inside quotes, `\` before the quote character escapes it, and `\\` stays `\\` (so that
 //!   regular expressions keep their backslashes); nothing else is an escape;
 //! - a bare argument runs to the next blank, but a single-quoted part inside it (a variable key
-//!   such as `ARGS:'a b'`, a value such as `msg:'x y'`) is kept whole, quotes included.
+//!   such as `ARGS:'a b'`, a value such as `msg:'x y'`) is kept whole, quotes included;
+//! - a bare argument may not hold `"` nor end in a lone backslash (Barbican is stricter than
+//!   libmodsecurity3 here, so that every parsed tree prints back to text that reads the same).
 //!
 //! Each [`Token`] keeps, for every byte of its (unescaped) text, the source offset it came from,
 //! so the parser can report any sub-part of an argument at its exact line and column.
@@ -126,6 +128,8 @@ fn logical_lines(src: &str) -> Vec<(Vec<u8>, Vec<usize>, usize)> {
     while i < b.len() {
         match b[i] {
             b'\\' if b.get(i + 1) == Some(&b'\n') => i += 2,
+            // A backslash at the very end continues into nothing.
+            b'\\' if i + 1 == b.len() || (i + 2 == b.len() && b[i + 1] == b'\r') => i = b.len(),
             b'\\' if b.get(i + 1) == Some(&b'\r') && b.get(i + 2) == Some(&b'\n') => i += 3,
             b'\n' => {
                 out.push((std::mem::take(&mut text), std::mem::take(&mut offs), i));
@@ -199,10 +203,16 @@ fn split(text: &[u8], offs: &[usize], line_end: usize) -> Result<Option<Line>, L
                         });
                     }
                 } else {
+                    if text[i] == b'"' {
+                        return Err(LexError { kind: ErrorKind::QuoteInBareArgument, start: at(i), end: at(i) + 1 });
+                    }
                     bytes.push(text[i]);
                     map.push(at(i));
                     i += 1;
                 }
+            }
+            if ends_in_lone_backslash(std::str::from_utf8(&bytes).unwrap_or_default()) {
+                return Err(LexError { kind: ErrorKind::TrailingBackslash, start: at(i - 1), end: at(i - 1) + 1 });
             }
         } else {
             let q = text[i];
@@ -266,6 +276,11 @@ pub fn quotable(s: &str, q: char) -> bool {
         run = 0;
     }
     run % 2 == 0
+}
+
+/// Whether `s` ends in an odd run of backslashes (one that would escape what follows).
+pub fn ends_in_lone_backslash(s: &str) -> bool {
+    s.bytes().rev().take_while(|&b| b == b'\\').count() % 2 == 1
 }
 
 /// Whether `s` can be written as a bare argument: not empty, no blanks, no leading quote.

@@ -603,7 +603,12 @@ impl Parser<'_> {
                 } else {
                     let vs = i;
                     i = next_comma(i).unwrap_or(b.len());
-                    value = Some(s.get(vs..i).unwrap_or_default().trim_end().to_string());
+                    let v = s.get(vs..i).unwrap_or_default().trim_end();
+                    if super::lexer::ends_in_lone_backslash(v) {
+                        self.error(ErrorKind::TrailingBackslash, p.at(vs, vs + v.len()));
+                        return out;
+                    }
+                    value = Some(v.to_string());
                 }
             }
             let end = i;
@@ -732,7 +737,7 @@ impl Parser<'_> {
             N::InitCol => {
                 let v = need()?;
                 let (col, key) = v.split_once('=').ok_or_else(|| invalid("expected `collection=key`"))?;
-                let col = Variable::from_name(col.trim())
+                let col = Variable::from_name(col)
                     .filter(|c| c.is_writable() && *c != Variable::Tx)
                     .ok_or_else(|| invalid("expected ip, global, session, user or resource"))?;
                 K::InitCol(col, MacroString::parse(key, true).map_err(ErrorKind::UnknownMacroVariable)?)
@@ -881,7 +886,7 @@ fn non_empty(s: &str) -> Option<String> {
 /// Reads `collection.name` for `setvar`, `expirevar`, `deprecatevar`.
 fn var_ref(s: &str) -> Result<VarRef, String> {
     let (col, name) = s.split_once('.').ok_or_else(|| format!("expected `collection.name`, found `{s}`"))?;
-    let collection = Variable::from_name(col.trim())
+    let collection = Variable::from_name(col)
         .filter(|c| c.is_writable())
         .ok_or_else(|| format!("`{col}` is not a writable collection (tx, ip, global, session, user, resource)"))?;
     if name.is_empty() {
