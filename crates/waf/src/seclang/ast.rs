@@ -926,6 +926,92 @@ pub enum DirectiveKind {
     Setting(Setting),
 }
 
+impl DirectiveKind {
+    /// The directive's canonical name (`SecRule` or `SecAction` for rules: the head's).
+    pub fn name(&self) -> &'static str {
+        match self {
+            DirectiveKind::Rule(r) => r.head.kind.name(),
+            DirectiveKind::DefaultAction(_) => "SecDefaultAction",
+            DirectiveKind::Marker(_) => "SecMarker",
+            DirectiveKind::ComponentSignature(_) => "SecComponentSignature",
+            DirectiveKind::Include { optional: false, .. } => "Include",
+            DirectiveKind::Include { optional: true, .. } => "IncludeOptional",
+            DirectiveKind::RemoveById(_) => "SecRuleRemoveById",
+            DirectiveKind::RemoveByTag(_) => "SecRuleRemoveByTag",
+            DirectiveKind::RemoveByMsg(_) => "SecRuleRemoveByMsg",
+            DirectiveKind::UpdateTarget { selector: RuleSelector::Ids(_), .. } => "SecRuleUpdateTargetById",
+            DirectiveKind::UpdateTarget { selector: RuleSelector::Tag(_), .. } => "SecRuleUpdateTargetByTag",
+            DirectiveKind::UpdateTarget { selector: RuleSelector::Msg(_), .. } => "SecRuleUpdateTargetByMsg",
+            DirectiveKind::UpdateActionById { .. } => "SecRuleUpdateActionById",
+            DirectiveKind::Setting(s) => s.name(),
+        }
+    }
+}
+
+impl RuleKind {
+    /// `SecRule` or `SecAction`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            RuleKind::SecRule { .. } => "SecRule",
+            RuleKind::SecAction => "SecAction",
+        }
+    }
+}
+
+impl Setting {
+    /// The directive's canonical name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Setting::RuleEngine(_) => "SecRuleEngine",
+            Setting::AuditEngine(_) => "SecAuditEngine",
+            Setting::RequestBodyLimitAction(_) => "SecRequestBodyLimitAction",
+            Setting::ResponseBodyLimitAction(_) => "SecResponseBodyLimitAction",
+            Setting::AuditLogType(_) => "SecAuditLogType",
+            Setting::AuditLogFormat(_) => "SecAuditLogFormat",
+            Setting::RemoteRulesFailAction(_) => "SecRemoteRulesFailAction",
+            Setting::ResponseBodyMimeTypesClear => "SecResponseBodyMimeTypesClear",
+            Setting::Switch(d, _) => d.name(),
+            Setting::Number(d, _) => d.name(),
+            Setting::Text(d, _) => d.name(),
+            Setting::List(d, _) => d.name(),
+        }
+    }
+}
+
+/// Every directive name the parser knows, canonical spelling.
+pub fn directive_names() -> Vec<&'static str> {
+    let mut names = vec![
+        "Include",
+        "IncludeOptional",
+        "SecAction",
+        "SecAuditEngine",
+        "SecAuditLogFormat",
+        "SecAuditLogType",
+        "SecComponentSignature",
+        "SecDefaultAction",
+        "SecMarker",
+        "SecRemoteRulesFailAction",
+        "SecRequestBodyLimitAction",
+        "SecResponseBodyLimitAction",
+        "SecResponseBodyMimeTypesClear",
+        "SecRule",
+        "SecRuleEngine",
+        "SecRuleRemoveById",
+        "SecRuleRemoveByMsg",
+        "SecRuleRemoveByTag",
+        "SecRuleUpdateActionById",
+        "SecRuleUpdateTargetById",
+        "SecRuleUpdateTargetByMsg",
+        "SecRuleUpdateTargetByTag",
+    ];
+    names.extend(SwitchDirective::ALL.iter().map(|d| d.name()));
+    names.extend(NumberDirective::ALL.iter().map(|d| d.name()));
+    names.extend(TextDirective::ALL.iter().map(|d| d.name()));
+    names.extend(ListDirective::ALL.iter().map(|d| d.name()));
+    names.sort_unstable();
+    names
+}
+
 /// How `SecRuleUpdateTarget*` picks rules.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RuleSelector {

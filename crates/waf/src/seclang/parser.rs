@@ -308,6 +308,11 @@ impl Parser<'_> {
                     }
                 }
             }
+            "secrulescript" => {
+                let kind = ErrorKind::Unsupported("SecRuleScript: Lua rules are not supported".into());
+                self.error(kind, self.tok(&line.tokens[0]));
+                None
+            }
             _ => self.setting(line, name).map(DirectiveKind::Setting),
         };
         match kind {
