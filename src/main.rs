@@ -31,6 +31,12 @@ enum Command {
         /// The config file; without it, the embedded default config is served.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// A Unix socket on which this process hands its listening sockets to a successor.
+        #[arg(long)]
+        upgrade_socket: Option<PathBuf>,
+        /// Take the listening sockets over from the process serving on `--upgrade-socket`.
+        #[arg(long, requires = "upgrade_socket")]
+        takeover: bool,
     },
     /// Check a config file: exit 0 when it would load, else print every error and exit 1.
     Validate { file: PathBuf },
@@ -41,7 +47,7 @@ fn main() -> ExitCode {
     init_logging(cli.log_format);
     match cli.command {
         Command::Validate { file } => validate(&file),
-        Command::Run { config } => match run(config) {
+        Command::Run { config, upgrade_socket, takeover } => match run(config, upgrade_socket, takeover) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("barbican: {error:#}");
@@ -61,7 +67,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
+fn run(config: Option<PathBuf>, upgrade_socket: Option<PathBuf>, takeover: bool) -> anyhow::Result<()> {
     let source = match &config {
         Some(path) => Source::read(path).map_err(barbican::StartError::Config)?,
         None => {
@@ -69,7 +75,25 @@ fn run(config: Option<PathBuf>) -> anyhow::Result<()> {
             Source::embedded()
         }
     };
-    let gateway = Gateway::start(source).context("cannot start")?;
+    let takeover = match (&upgrade_socket, takeover) {
+        (Some(path), true) => Some(
+            barbican::server::upgrade::Takeover::request(path)
+                .with_context(|| format!("cannot take over from the process on {}", path.display()))?,
+        ),
+        _ => None,
+    };
+    let (inherited, confirm) = match takeover {
+        Some(mut takeover) => (std::mem::take(&mut takeover.sockets), Some(takeover)),
+        None => (Default::default(), None),
+    };
+    let gateway = Gateway::start_with(source, inherited).context("cannot start")?;
+    if let Some(takeover) = confirm {
+        takeover.confirm().context("cannot tell the previous process to drain")?;
+        tracing::info!("took over the listening sockets; the previous process drains");
+    }
+    if let Some(path) = upgrade_socket {
+        gateway.offer_upgrades(path).context("cannot open the upgrade socket")?;
+    }
     gateway.run_until_signal().context("signal handling failed")?;
     Ok(())
 }

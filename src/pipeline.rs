@@ -63,14 +63,15 @@ pub async fn handle(request: Request<Incoming>, conn: &Conn) -> Response<Body> {
         .as_ref()
         .map(|_| (request.method().to_string(), request.uri().path().to_string(), content_length(request.headers())));
 
+    let http1 = request.version() < Version::HTTP_2;
     let mut outcome = Outcome::default();
-    let mut response = if conn.shared.is_shutting_down() {
-        respond::reject(Rejection::ShuttingDown, &request_id)
-    } else {
-        dispatch(request, conn, &snapshot, &request_id, client_ip, &host, &mut outcome).await
-    };
+    let mut response = dispatch(request, conn, &snapshot, &request_id, client_ip, &host, &mut outcome).await;
 
     response.headers_mut().insert(REQUEST_ID, request_id.clone());
+    if http1 && conn.shared.is_shutting_down() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        // Draining: this connection closes after this answer (HTTP/2 gets a GOAWAY instead)
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let status = response.status().as_u16();
     let stats = outcome.route.as_ref().map_or(&conn.shared.metrics.unmatched, |(_, stats)| stats);
     stats.observe(status, started.elapsed());

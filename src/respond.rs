@@ -24,7 +24,6 @@ pub enum Rejection {
     UpstreamUnavailable,
     UpstreamError,
     UpstreamTimeout,
-    ShuttingDown,
     /// More WebSocket handshakes than the route admits; `retry-after` says when to come back.
     HandshakesOverloaded,
 }
@@ -39,7 +38,7 @@ impl Rejection {
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::UpstreamUnavailable | Rejection::UpstreamError => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Rejection::ShuttingDown | Rejection::HandshakesOverloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Rejection::HandshakesOverloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -55,7 +54,6 @@ impl Rejection {
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamError => "upstream_error",
             Rejection::UpstreamTimeout => "upstream_timeout",
-            Rejection::ShuttingDown => "shutting_down",
             Rejection::HandshakesOverloaded => "too_many_handshakes",
         }
     }
@@ -71,7 +69,6 @@ impl Rejection {
             Rejection::UpstreamUnavailable => "no healthy upstream target is available",
             Rejection::UpstreamError => "the upstream could not be reached",
             Rejection::UpstreamTimeout => "the upstream did not answer in time",
-            Rejection::ShuttingDown => "the gateway is shutting down",
             Rejection::HandshakesOverloaded => "too many new WebSocket connections; retry shortly",
         }
     }
@@ -79,11 +76,7 @@ impl Rejection {
 
 /// The gateway's own answer for `rejection`.
 pub fn reject(rejection: Rejection, request_id: &HeaderValue) -> Response<Body> {
-    let mut response = json_error(rejection.status(), rejection.code(), rejection.message(), request_id);
-    if rejection == Rejection::ShuttingDown {
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
+    json_error(rejection.status(), rejection.code(), rejection.message(), request_id)
 }
 
 /// The answer for `rejection` with `retry-after` (whole seconds, at least 1).

@@ -3,8 +3,8 @@
 //!
 //! Precedence is by specificity, not by order in the file: an exact host beats a wildcard host
 //! (a longer wildcard beats a shorter one), which beats a route for any host; within those, an
-//! exact path beats a prefix, a longer prefix a shorter one, a prefix a regex; then routes with
-//! more header and method conditions win; the file order breaks remaining ties.
+//! exact path beats a regex, which beats a prefix (a longer prefix a shorter one), as in nginx;
+//! then routes with more header and method conditions win; the file order breaks what is left.
 
 pub mod canary;
 
@@ -41,8 +41,8 @@ impl PathMatch {
     fn rank(&self) -> (u8, usize) {
         match self {
             PathMatch::Exact(p) => (3, p.len()),
-            PathMatch::Prefix(p) => (2, p.len()),
-            PathMatch::Regex(_) => (1, 0),
+            PathMatch::Regex(_) => (2, 0),
+            PathMatch::Prefix(p) => (1, p.len()),
             PathMatch::Any => (0, 0),
         }
     }

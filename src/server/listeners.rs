@@ -83,7 +83,8 @@ impl Listeners {
         }
     }
 
-    fn take_or_bind(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    /// The socket handed over for `addr`, else a new one bound to it.
+    pub fn take_or_bind(&self, addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
         let mut inherited = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(socket) = inherited.remove(&addr) {
             tracing::info!(%addr, "listening on a socket handed over by the previous process");
@@ -128,6 +129,14 @@ impl Listeners {
         *bound = next;
     }
 
+    /// Closes handed-over sockets that no listener claimed.
+    pub fn release_unclaimed(&self) {
+        let mut inherited = self.inherited.lock().unwrap_or_else(|e| e.into_inner());
+        for (addr, _) in inherited.drain() {
+            tracing::info!(%addr, "closing a handed-over socket this config does not listen on");
+        }
+    }
+
     /// Where listener `name` is bound.
     pub fn local_addr(&self, name: &str) -> Option<SocketAddr> {
         let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
@@ -140,12 +149,13 @@ impl Listeners {
         bound.iter().map(|b| Ok((b.local, b.socket.try_clone()?))).collect()
     }
 
-    /// Stops accepting on every listener (shutdown, or after handing them over).
-    pub fn stop_all(&self) {
-        let bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
-        for listener in bound.iter() {
+    /// Stops accepting on every listener and closes this set's copies of the sockets.
+    pub fn close_all(&self) {
+        let mut bound = self.bound.lock().unwrap_or_else(|e| e.into_inner());
+        for listener in bound.drain(..) {
             listener.stop.send_replace(true);
         }
+        self.release_unclaimed();
     }
 }
 

@@ -11,6 +11,7 @@
 pub mod listeners;
 pub mod reload;
 pub mod tls;
+pub mod upgrade;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -67,6 +68,8 @@ pub struct Shared {
     watchers: Watchers,
     listeners: Listeners,
     pub websockets: Arc<crate::websocket::Registry>,
+    /// The admin listening socket, kept to hand over on upgrade.
+    admin_socket: Option<std::net::TcpListener>,
     workers: Vec<mpsc::UnboundedSender<WorkerCommand>>,
     shutdown: watch::Sender<bool>,
     reloading: tokio::sync::Mutex<()>,
@@ -85,6 +88,20 @@ impl Shared {
     /// Turns true when the gateway starts shutting down.
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
         self.shutdown.subscribe()
+    }
+
+    /// Starts a graceful shutdown (as SIGTERM does).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Every listening socket, the admin one included, for a successor process.
+    fn handover_sockets(&self) -> std::io::Result<Vec<(SocketAddr, std::net::TcpListener)>> {
+        let mut sockets = self.listeners.sockets()?;
+        if let Some(admin) = &self.admin_socket {
+            sockets.push((admin.local_addr()?, admin.try_clone()?));
+        }
+        Ok(sockets)
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -175,8 +192,9 @@ impl Gateway {
         let metrics = Metrics::default();
         let snapshot = config::compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics })
             .map_err(StartError::Config)?;
+        let listeners = Listeners::with_inherited(inherited);
         let admin_listener = match &snapshot.admin {
-            Some(admin) => Some(listeners::bind(admin.bind).map_err(|source| StartError::Bind {
+            Some(admin) => Some(listeners.take_or_bind(admin.bind).map_err(|source| StartError::Bind {
                 name: "admin".into(),
                 addr: admin.bind,
                 source,
@@ -194,8 +212,9 @@ impl Gateway {
             metrics,
             access_log: ArcSwapOption::empty(),
             watchers: Watchers::default(),
-            listeners: Listeners::with_inherited(inherited),
+            listeners,
             websockets: Arc::default(),
+            admin_socket: admin_listener.as_ref().and_then(|l| l.try_clone().ok()),
             workers: senders,
             shutdown,
             reloading: tokio::sync::Mutex::new(()),
@@ -219,6 +238,8 @@ impl Gateway {
         let gateway = Self { shared: shared.clone(), control: Some(control), workers: handles, admin_addr };
         let control = gateway.control.as_ref().expect("just built");
         control.block_on(shared.apply(snapshot)).map_err(StartError::Config)?;
+        // Handed-over sockets this config does not listen on must not linger unserved.
+        shared.listeners.release_unclaimed();
         control.spawn(flush_access_log(shared.clone()));
         control.spawn(reload::watch_files(shared.clone()));
         control.spawn(sweep_websockets(shared.clone()));
@@ -248,6 +269,14 @@ impl Gateway {
         &self.shared
     }
 
+    /// Offers this process's sockets to a successor started with `--takeover` on `path`.
+    pub fn offer_upgrades(&self, path: std::path::PathBuf) -> std::io::Result<()> {
+        let control = self.control.as_ref().expect("control runtime lives as long as the gateway");
+        let offering = upgrade::offer(path, self.shared.clone())?;
+        control.spawn(offering);
+        Ok(())
+    }
+
     /// Reloads the config file (as SIGHUP does).
     pub async fn reload(&self) -> Result<u64, Vec<ConfigError>> {
         let shared = self.shared.clone();
@@ -267,8 +296,11 @@ impl Gateway {
             let mut term = signal(SignalKind::terminate())?;
             let mut int = signal(SignalKind::interrupt())?;
             let mut hup = signal(SignalKind::hangup())?;
+            let mut handed_over = shared.shutdown_signal();
             loop {
                 tokio::select! {
+                    // A successor took the listeners over (see `upgrade`): drain and exit.
+                    _ = stopped(&mut handed_over) => break,
                     _ = term.recv() => break,
                     _ = int.recv() => break,
                     _ = hup.recv() => {
@@ -290,6 +322,7 @@ impl Gateway {
 
     fn stop(&mut self) {
         self.shared.shutdown.send_replace(true);
+        self.shared.listeners.close_all();
         for handle in self.workers.drain(..) {
             let _ = handle.join();
         }
@@ -465,8 +498,20 @@ where
             }
         }
         _ = stopped(&mut shutdown) => {
+            // An HTTP/1.1 client that sends one more request gets its answer with
+            // `connection: close` (see the pipeline) and reconnects elsewhere; closing an idle
+            // keep-alive connection at once could race a request already on its way.
+            let linger = tokio::time::sleep(SHUTDOWN_LINGER);
+            tokio::pin!(linger);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = &mut linger => {}
+            }
             connection.as_mut().graceful_shutdown();
             let _ = connection.await;
         }
     }
 }
+
+/// How long a connection may still take a request after shutdown begins.
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);

@@ -11,5 +11,6 @@ mod limits;
 mod reload;
 mod routing;
 mod tls;
+mod upgrade;
 mod validate;
 mod websocket;

@@ -40,9 +40,10 @@ async fn the_most_specific_route_wins_whatever_the_file_order() {
         ("a.b.example.com", "/", &[][..], "wild-host"),
         ("shop.eu.example.com", "/", &[][..], "long-wild"),
         ("other.test", "/api/v1/exact", &[][..], "any-exact"),
-        ("other.test", "/api/v2/list", &[][..], "any-prefix"),
-        ("other.test", "/api/v2/list", &[("x-env", "prod")][..], "header"),
-        ("other.test", "/api/v2/list", &[("x-env", "staging")][..], "any-prefix"),
+        ("other.test", "/api/v2/list", &[][..], "any-regex"),
+        ("other.test", "/api/list", &[][..], "any-prefix"),
+        ("other.test", "/api/list", &[("x-env", "prod")][..], "header"),
+        ("other.test", "/api/list", &[("x-env", "staging")][..], "any-prefix"),
         ("other.test", "/apiary", &[][..], "any-prefix"),
     ];
     for (host, path, headers, expected) in cases {
@@ -55,11 +56,12 @@ async fn the_most_specific_route_wins_whatever_the_file_order() {
 }
 
 #[tokio::test]
-async fn methods_narrow_a_route_and_regex_is_the_last_resort() {
+async fn methods_narrow_a_route_and_a_regex_beats_a_prefix() {
     let (gw, _ups) = precedence_gateway().await;
     let post = http::Request::post("/api/orders/1").header("host", "x.test").body(Default::default()).unwrap();
     assert_eq!(gw.send(post).await.upstream(), "post-only");
     assert_eq!(gw.get_with("/api/orders/1", &[("host", "x.test")]).await.upstream(), "any-prefix");
+    assert_eq!(gw.get_with("/api/v3/orders", &[("host", "x.test")]).await.upstream(), "any-regex");
 }
 
 #[tokio::test]
