@@ -1185,7 +1185,7 @@ impl fmt::Display for Target {
         let plain = |s: &str| bare(s) && !s.starts_with('/');
         match &self.selector {
             None => Ok(()),
-            Some(Selector::Regex(r)) if bare(r) || r.is_empty() => write!(f, ":/{r}/"),
+            Some(Selector::Regex(r)) if (bare(r) || r.is_empty()) && regex_reads_back(r) => write!(f, ":/{r}/"),
             Some(Selector::Regex(r)) => {
                 f.write_char(':')?;
                 write_quoted(f, &format!("/{r}/"), '\'')
@@ -1198,6 +1198,21 @@ impl fmt::Display for Target {
             }
         }
     }
+}
+
+/// Whether `/r/` written bare reads back as `r`: the parser ends a regex key at the first `/`
+/// not escaped by a backslash.
+fn regex_reads_back(r: &str) -> bool {
+    let b = r.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'/' => return false,
+            _ => i += 1,
+        }
+    }
+    i == b.len()
 }
 
 /// The test of a `SecRule`.

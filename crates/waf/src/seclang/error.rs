@@ -142,6 +142,14 @@ pub enum ErrorKind {
     /// Includes nest deeper than the loader allows.
     #[error("`Include` nests deeper than {0} levels")]
     IncludeTooDeep(usize),
+    /// Two rules have the same id (libmodsecurity3 refuses this too).
+    #[error("rule id {id} is used twice (first at {first})")]
+    DuplicateId {
+        /// The id.
+        id: u64,
+        /// `file:line:col` of the first rule with it.
+        first: String,
+    },
     /// A feature that parses but this engine refuses at load time (remote files).
     #[error("unsupported: {0}")]
     Unsupported(String),

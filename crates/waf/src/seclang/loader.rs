@@ -206,11 +206,8 @@ impl Loader {
     fn check_id(&mut self, rule: &Rule, origin: &Arc<str>, span: Span) {
         let Some(id) = rule.id() else { return };
         if let Some((first_origin, first)) = self.ids.get(&id) {
-            let message = format!(
-                "rule id {id} is used twice (first at {first_origin}:{}:{})",
-                first.start.line, first.start.column
-            );
-            self.error(origin, span, ErrorKind::Unsupported(message));
+            let first = format!("{first_origin}:{}:{}", first.start.line, first.start.column);
+            self.error(origin, span, ErrorKind::DuplicateId { id, first });
         } else {
             self.ids.insert(id, (origin.clone(), span));
         }

@@ -528,6 +528,7 @@ fn loader_reports_cycles_missing_files_and_duplicate_ids() {
     let d = dir.write("d.conf", "SecRule ARGS \"x\" \"id:7\"\nSecAction \"id:7\"\n");
     let e = super::load(&d).unwrap_err();
     assert_eq!(e[0].line(), 2, "{}", errors_text(&e));
+    assert!(matches!(&e[0].kind, ErrorKind::DuplicateId { id: 7, first } if first.ends_with("d.conf:1:1")));
 
     let mut loader = Loader::new();
     loader.load_str(&dir.0.join("inline.conf"), "SecRule ARGS \"x\" \"id:8\"");
@@ -544,4 +545,23 @@ fn wildcards() {
     assert!(!wildcard("REQUEST-9[!0-4]?-*.conf", "REQUEST-942-X.conf"));
     assert!(wildcard("a[", "a["));
     assert!(wildcard("*", ""));
+}
+
+/// Every directive the parser lists as known is accepted by name (case-insensitively); its
+/// argument may be wrong, but it is never an unknown directive.
+#[test]
+fn every_known_directive_is_recognised() {
+    for name in directive_names() {
+        for spelled in [name.to_string(), name.to_ascii_lowercase()] {
+            let src = format!("{spelled} On\n");
+            if let Err(e) = parse(&src, "t") {
+                assert!(
+                    e.iter().all(|e| !matches!(e.kind, ErrorKind::UnknownDirective(_))),
+                    "{spelled}: {}",
+                    errors_text(&e)
+                );
+            }
+        }
+    }
+    assert!(matches!(&errors("SecRuleScript x.lua")[0].kind, ErrorKind::Unsupported(_)));
 }
