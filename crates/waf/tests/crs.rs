@@ -142,6 +142,34 @@ fn check_round_trip(files: &[PathBuf]) {
     }
 }
 
+/// Spans point into the real files: each rule starts on a `SecRule`/`SecAction` line and its
+/// `id` action sits where the text says `id:N`.
+fn check_spans(set: &RuleSet) {
+    let mut texts = std::collections::HashMap::new();
+    for (file, rule) in set.rules() {
+        let path = set.path(file).expect("file of a rule");
+        let text: &String = texts.entry(file).or_insert_with(|| std::fs::read_to_string(path).expect("rule file"));
+        let head = &rule.head.span;
+        let at = &text[head.start.offset..];
+        assert!(at.starts_with("SecRule") || at.starts_with("SecAction"), "{}:{}", path.display(), head.start.line);
+        let line = text.lines().nth(head.start.line - 1).expect("line");
+        assert_eq!(line.chars().nth(head.start.column - 1), Some('S'), "{}:{}", path.display(), head.start.line);
+        for action in &rule.head.actions {
+            if let ActionKind::Id(id) = action.kind {
+                let want = format!("id:{id}");
+                let got = &text[action.span.start.offset..action.span.end.offset];
+                assert_eq!(got.replace('\'', ""), want, "{}:{}", path.display(), action.span.start.line);
+            }
+        }
+    }
+}
+
+#[test]
+fn crs_spans_point_into_the_files() {
+    check_spans(&load(&crs4_files()));
+    check_spans(&load(&crs3_files()));
+}
+
 #[test]
 fn crs_4_28_parses_completely() {
     let files = crs4_files();

@@ -1,6 +1,6 @@
 //! The rule loader: the only part of the crate that reads files.
 //!
-//! It reads rule files, parses them with [`parse_bytes`](super::parse_bytes), replaces each
+//! It reads rule files, parses them with [`parse_bytes`], replaces each
 //! `Include`/`IncludeOptional` by the directives of the files it names (globs, relative to the
 //! including file's folder, as libmodsecurity3 resolves them; cycles and runaway nesting are
 //! errors) and reads the data files of `@pmFromFile` / `@ipMatchFromFile` (relative to the rule
