@@ -1240,6 +1240,65 @@ impl Operator {
     }
 }
 
+/// An operator's argument in the shape its operator reads it; see [`Operator::typed`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OperatorArg<'a> {
+    /// No argument (`@detectSQLi`, `@unconditionalMatch`, ...).
+    None,
+    /// A regular expression (`@rx`, `@rxGlobal`, `@verifyCC`, ...).
+    Regex(&'a str),
+    /// Phrases for `@pm`, matched as a set.
+    Phrases(Vec<&'a str>),
+    /// Data file names (`@pmFromFile`, `@ipMatchFromFile`); the loader holds their contents.
+    Files(Vec<&'a str>),
+    /// Addresses and networks for `@ipMatch`.
+    Networks(Vec<&'a str>),
+    /// Allowed byte ranges for `@validateByteRange`.
+    ByteRanges(Vec<std::ops::RangeInclusive<u8>>),
+    /// The number compared against by `@eq`, `@ge`, `@gt`, `@le`, `@lt`.
+    Integer(i64),
+    /// Text, possibly with macros to expand per transaction (`@streq`, `@within`, a `@rx` or
+    /// `@eq` whose argument holds `%{...}`, ...).
+    Text(&'a MacroString),
+}
+
+impl Operator {
+    /// The argument read the way the operator reads it, for compilers that group operators
+    /// (all literal `@rx` of a phase and variable into one automaton, say).
+    pub fn typed(&self) -> OperatorArg<'_> {
+        use OperatorKind as O;
+        if !self.kind.takes_argument() {
+            return OperatorArg::None;
+        }
+        let Some(lit) = self.argument.as_literal() else { return OperatorArg::Text(&self.argument) };
+        match self.kind {
+            O::Rx | O::RxGlobal | O::VerifyCc | O::VerifyCpf | O::VerifySsn | O::VerifySvnr => OperatorArg::Regex(lit),
+            O::Pm => OperatorArg::Phrases(lit.split_whitespace().collect()),
+            O::PmFromFile | O::IpMatchFromFile => OperatorArg::Files(lit.split_whitespace().collect()),
+            O::IpMatch => OperatorArg::Networks(
+                lit.split(|c: char| c == ',' || c.is_whitespace()).filter(|w| !w.is_empty()).collect(),
+            ),
+            O::ValidateByteRange => OperatorArg::ByteRanges(
+                lit.split(',')
+                    .filter_map(|item| {
+                        let byte = |s: &str| s.trim().parse::<u8>().ok();
+                        match item.split_once('-') {
+                            Some((a, b)) => Some(byte(a)?..=byte(b)?),
+                            None => byte(item).map(|b| b..=b),
+                        }
+                    })
+                    .collect(),
+            ),
+            O::Eq | O::Ge | O::Gt | O::Le | O::Lt => match lit.trim().parse() {
+                Ok(n) => OperatorArg::Integer(n),
+                Err(_) => OperatorArg::Text(&self.argument),
+            },
+            _ => OperatorArg::Text(&self.argument),
+        }
+    }
+}
+
 impl fmt::Display for Operator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.negated {

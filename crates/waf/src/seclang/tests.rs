@@ -565,3 +565,20 @@ fn every_known_directive_is_recognised() {
     }
     assert!(matches!(&errors("SecRuleScript x.lua")[0].kind, ErrorKind::Unsupported(_)));
 }
+
+#[test]
+fn operator_arguments_have_typed_views() {
+    let typed = |src: &str| operator(&one_rule(&format!("SecRule ARGS \"{src}\" \"id:1\""))).clone();
+    assert_eq!(typed("@rx ^a+$").typed(), OperatorArg::Regex("^a+$"));
+    assert_eq!(typed("@pm a  b").typed(), OperatorArg::Phrases(vec!["a", "b"]));
+    assert_eq!(typed("@pmFromFile x.data y.data").typed(), OperatorArg::Files(vec!["x.data", "y.data"]));
+    assert_eq!(typed("@ipMatch 10.0.0.0/8,::1").typed(), OperatorArg::Networks(vec!["10.0.0.0/8", "::1"]));
+    assert_eq!(
+        typed("@validateByteRange 9,10-13,32-126").typed(),
+        OperatorArg::ByteRanges(vec![9..=9, 10..=13, 32..=126])
+    );
+    assert_eq!(typed("@ge 5").typed(), OperatorArg::Integer(5));
+    assert_eq!(typed("@detectSQLi").typed(), OperatorArg::None);
+    let o = typed("@eq %{tx.limit}");
+    assert!(matches!(o.typed(), OperatorArg::Text(m) if m.has_macros()));
+}
