@@ -23,6 +23,9 @@ use super::error::ErrorKind;
 pub struct SourceMap<'a> {
     text: &'a str,
     line_starts: Vec<usize>,
+    /// The last (offset, column) computed, so that positions asked for in increasing order on
+    /// one long line cost linear time in total rather than quadratic.
+    last: std::cell::Cell<(usize, usize)>,
 }
 
 impl<'a> SourceMap<'a> {
@@ -30,7 +33,7 @@ impl<'a> SourceMap<'a> {
     pub fn new(text: &'a str) -> Self {
         let mut line_starts = vec![0];
         line_starts.extend(text.bytes().enumerate().filter(|&(_, b)| b == b'\n').map(|(i, _)| i + 1));
-        SourceMap { text, line_starts }
+        SourceMap { text, line_starts, last: std::cell::Cell::new((0, 1)) }
     }
 
     /// The position of byte `offset` (clamped to the text); columns count characters from 1.
@@ -38,8 +41,15 @@ impl<'a> SourceMap<'a> {
         let offset = offset.min(self.text.len());
         let line = self.line_starts.partition_point(|&s| s <= offset).max(1);
         let start = self.line_starts.get(line - 1).copied().unwrap_or(0);
-        let column = match self.text.get(start..offset) {
-            Some(s) => s.chars().count() + 1,
+        let (last_offset, last_column) = self.last.get();
+        let (from, base) =
+            if last_offset >= start && last_offset <= offset { (last_offset, last_column) } else { (start, 1) };
+        let counted = self.text.get(from..offset).map(|s| base + s.chars().count());
+        let column = match counted.or_else(|| self.text.get(start..offset).map(|s| s.chars().count() + 1)) {
+            Some(c) => {
+                self.last.set((offset, c));
+                c
+            }
             None => offset - start + 1,
         };
         Position { offset, line, column }

@@ -198,7 +198,7 @@ impl Parser<'_> {
         if (min..=max).contains(&found) {
             return true;
         }
-        let at = line.tokens.get(max + 1).unwrap_or(&line.tokens[0]);
+        let at = line.tokens.get(max.saturating_add(1)).unwrap_or(&line.tokens[0]);
         self.error(ErrorKind::ArgumentCount { directive, expected, found }, (at.start, at.end));
         false
     }

@@ -392,6 +392,10 @@ fn hostile_inputs_do_not_panic() {
         b"SecRule ARGS:\xc3\xa9 \"x\xe2\x82\xac\" \"msg:'\xf0\x9f\x92\xa5,',id:1\"",
         b"SecRule ARGS:/\\\xc3\xa9/ \"x\" \"id:1\"",
         b"SecRuleRemoveById -",
+        b"SecRuleRemoveById",
+        b"SecResponseBodyMimeType",
+        b"SecRuleUpdateTargetById",
+        b"SecResponseBodyMimeTypesClear x",
         b"SecRuleRemoveById 5-1",
         b"SecRuleUpdateActionById 1: \"id:1\"",
         b"SecRuleUpdateActionById 1:x \"id:1\"",
@@ -581,4 +585,16 @@ fn operator_arguments_have_typed_views() {
     assert_eq!(typed("@detectSQLi").typed(), OperatorArg::None);
     let o = typed("@eq %{tx.limit}");
     assert!(matches!(o.typed(), OperatorArg::Text(m) if m.has_macros()));
+}
+
+/// A huge one-line rule parses in linear time (positions are counted incrementally).
+#[test]
+fn long_lines_parse_in_linear_time() {
+    let actions: Vec<String> = (0..20_000).map(|i| format!("tag:'t{i}'")).collect();
+    let src = format!("SecRule ARGS \"@rx x\" \"id:1,{}\"", actions.join(","));
+    let started = std::time::Instant::now();
+    let rule = one_rule(&src);
+    assert_eq!(rule.head.actions.len(), 20_001);
+    assert!(rule.head.actions[20_000].span.start.column > 200_000);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
 }
