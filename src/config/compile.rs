@@ -378,20 +378,7 @@ impl Compiler<'_> {
         if raw.strip_path_prefix && !matches!(path_match, PathMatch::Prefix(_)) {
             self.error(format!("{path}.strip_path_prefix"), "needs match.path_prefix");
         }
-        let set_headers = raw
-            .request_headers
-            .set
-            .iter()
-            .filter_map(|(name, value)| {
-                let hpath = format!("{path}.request_headers.set.{name}");
-                let name = self.check(|| hpath.clone(), parse_header_name(name))?;
-                let value = self.check(
-                    || hpath,
-                    HeaderValue::from_str(value).map_err(|_| "is not a valid header value".to_string()),
-                )?;
-                Some((name, value))
-            })
-            .collect();
+        let set_headers = self.header_matches(&format!("{path}.request_headers.set"), &raw.request_headers.set);
         let remove_headers = raw
             .request_headers
             .remove
@@ -515,6 +502,7 @@ impl Compiler<'_> {
         }
     }
 
+    /// Header names and values, each checked (for matches and for `request_headers.set`).
     fn header_matches(&mut self, at: &str, raw: &BTreeMap<String, String>) -> Vec<(HeaderName, HeaderValue)> {
         raw.iter()
             .filter_map(|(name, value)| {
