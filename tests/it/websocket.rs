@@ -294,3 +294,21 @@ async fn connections_to_a_failing_target_drain_after_the_grace_period() {
     assert!(after >= Duration::from_millis(300), "drained before the grace period: {after:?}");
     assert!(after <= Duration::from_secs(2), "drained too late: {after:?}");
 }
+
+#[tokio::test]
+async fn the_handshake_passes_the_route_stages_first() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let blue = echo_server("blue").await;
+    let green = echo_server("green").await;
+    let yaml = chat_config(blue.addr, green.addr, "blue", "idle_timeout: 30s")
+        .replace("upstreams:\n", "bot_detect: { deny_user_agents: ['(?i)sqlmap'] }\nupstreams:\n");
+    let gw = gateway(&yaml).await;
+    let mut request = format!("ws://{}/ws/room", gw.addr).into_client_request().unwrap();
+    request.headers_mut().insert("user-agent", "sqlmap/1.8".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => assert_eq!(response.status(), 403),
+        other => panic!("a denied client must not get a WebSocket: {:?}", other.map(|(_, r)| r.status())),
+    }
+    let mut ws = open(&gw).await;
+    assert_eq!(ask(&mut ws, "ok").await, "blue:ok");
+}
