@@ -13,7 +13,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access_log::Pending;
-use crate::upstream::pool::Lease;
+use crate::upstream::client::ResponseBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -30,8 +30,13 @@ pub struct Body {
 
 enum Kind {
     Full(Option<Bytes>),
-    Limited { body: Incoming, remaining: u64, limit: u64 },
-    Upstream { body: Incoming, lease: Option<Lease> },
+    Limited {
+        body: Incoming,
+        remaining: u64,
+        limit: u64,
+    },
+    /// Read from its upstream connection, which goes back to the pool at the end.
+    Upstream(ResponseBody),
 }
 
 impl Body {
@@ -54,9 +59,9 @@ impl Body {
         Self::from_kind(Kind::Limited { body, remaining: u64::MAX, limit: u64::MAX })
     }
 
-    /// An upstream response body; `lease` goes back to its pool when the body ends.
-    pub fn upstream(body: Incoming, lease: Lease) -> Self {
-        Self::from_kind(Kind::Upstream { body, lease: Some(lease) })
+    /// An upstream response body; its connection goes back to its pool when the body ends.
+    pub fn upstream(body: ResponseBody) -> Self {
+        Self::from_kind(Kind::Upstream(body))
     }
 
     fn from_kind(kind: Kind) -> Self {
@@ -107,24 +112,7 @@ impl http_body::Body for Body {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            Kind::Upstream { body, lease } => match Pin::new(&mut *body).poll_frame(cx) {
-                Poll::Ready(None) => {
-                    if let Some(lease) = lease.take() {
-                        lease.release();
-                    }
-                    Poll::Ready(None)
-                }
-                Poll::Ready(Some(Ok(frame))) => {
-                    if body.is_end_stream() {
-                        if let Some(lease) = lease.take() {
-                            lease.release();
-                        }
-                    }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-                Poll::Pending => Poll::Pending,
-            },
+            Kind::Upstream(body) => body.poll_frame(cx),
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -136,7 +124,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Limited { body, .. } => body.is_end_stream(),
-            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Upstream(body) => body.is_end_stream(),
         }
     }
 
@@ -144,7 +132,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Limited { body, .. } => body.size_hint(),
-            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Upstream(body) => body.size_hint(),
         }
     }
 }

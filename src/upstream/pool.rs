@@ -2,7 +2,9 @@
 //! only ever driven by the runtime that opened it and checkout never contends.
 //!
 //! A connection is leased for one exchange and comes back when the response body has been read
-//! to its end; a body dropped half-way takes its connection with it.
+//! to its end; a body dropped half-way takes its connection with it. Proxied requests use the
+//! inline client of [`super::client`]; health probes and WebSocket handshakes, which are rare and
+//! need hyper's upgrades, use hyper's client through [`connect`] and [`connect_upgradable`].
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -12,6 +14,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use super::client::Connection;
 use super::target::{InFlight, Target};
 use crate::body::Body;
 use crate::server::worker_index;
@@ -24,7 +27,7 @@ const MAX_IDLE: usize = 256;
 pub type Sender = SendRequest<Body>;
 
 struct Idle {
-    sender: Sender,
+    conn: Box<Connection>,
     since: Instant,
 }
 
@@ -42,23 +45,20 @@ impl Pool {
     }
 
     /// The most recently used live connection of this worker, if any.
-    pub fn checkout(&self) -> Option<Sender> {
+    pub fn checkout(&self) -> Option<Box<Connection>> {
         let mut idle = self.slot().lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(conn) = idle.pop() {
-            if !conn.sender.is_closed() && conn.since.elapsed() < IDLE_TIMEOUT {
-                return Some(conn.sender);
+        while let Some(mut entry) = idle.pop() {
+            if entry.since.elapsed() < IDLE_TIMEOUT && entry.conn.is_reusable() {
+                return Some(entry.conn);
             }
         }
         None
     }
 
-    fn checkin(&self, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
+    fn checkin(&self, conn: Box<Connection>) {
         let mut idle = self.slot().lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
-            idle.push(Idle { sender, since: Instant::now() });
+            idle.push(Idle { conn, since: Instant::now() });
         }
     }
 
@@ -70,7 +70,7 @@ impl Pool {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `addr`; its driver runs as a task on this worker.
+/// Opens a new hyper HTTP/1.1 connection to `addr`; its driver runs as a task on this worker.
 pub async fn connect(addr: SocketAddr) -> std::io::Result<Sender> {
     let (sender, conn) = handshake(addr).await?;
     tokio::spawn(async move {
@@ -98,24 +98,22 @@ async fn handshake(addr: SocketAddr) -> std::io::Result<(Sender, http1::Connecti
     http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)
 }
 
-/// A connection on loan for one exchange, with the target's in-flight count held.
+/// One exchange with a target, holding its in-flight count until the response body is done.
 pub struct Lease {
-    sender: Sender,
     in_flight: InFlight,
 }
 
 impl Lease {
-    pub fn new(sender: Sender, in_flight: InFlight) -> Self {
-        Self { sender, in_flight }
+    pub fn new(in_flight: InFlight) -> Self {
+        Self { in_flight }
     }
 
     pub fn target(&self) -> &Arc<Target> {
         self.in_flight.target()
     }
 
-    /// Returns the connection to its pool; the exchange is over.
-    pub fn release(self) {
-        let target = self.in_flight.target().clone();
-        target.pool.checkin(self.sender);
+    /// Returns the exchange's connection to its pool; the exchange is over.
+    pub fn release(self, conn: Box<Connection>) {
+        self.in_flight.target().pool.checkin(conn);
     }
 }

@@ -1,12 +1,15 @@
 //! Sending a request to an upstream: pick a target, lease a connection, apply the connect and
 //! request timeouts, retry idempotent requests elsewhere, and eject targets that refuse connects.
+//! The exchange itself runs inline in the request's task ([`super::client`]).
 
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
+use hyper::ext::ReasonPhrase;
 
 use super::balance::{BackendSet, PickInput};
-use super::pool::{self, Lease, Sender};
+use super::client::{self, Connection, ResponseBody, SendError};
+use super::pool::Lease;
 use super::target::Target;
 use super::Upstream;
 use crate::body::{Body, BodyTooLarge};
@@ -84,56 +87,62 @@ pub async fn forward(
 }
 
 /// One request to one target: a pooled connection when one is idle, else a new one. A pooled
-/// connection that turns out closed before the request left is replaced by a new one.
+/// connection that turns out closed before anything of the request left is replaced by a new one.
 async fn exchange(
     upstream: &Upstream,
     target: &Arc<Target>,
     request: Request<Body>,
 ) -> Result<Response<Body>, Failure> {
     let in_flight = target.start_request();
-    let mut request = request;
-    let mut sender = match pooled(target).await {
-        Some(sender) => sender,
-        None => connect(upstream, target).await?,
+    let (conn, pooled) = match target.pool.checkout() {
+        Some(conn) => (conn, true),
+        None => (connect(upstream, target).await?, false),
     };
-    loop {
-        let sent = tokio::time::timeout(upstream.request_timeout, sender.try_send_request(request)).await;
-        match sent {
-            Err(_elapsed) => return Err(Failure::Timeout),
-            Ok(Ok(response)) => {
-                let (parts, incoming) = response.into_parts();
-                return Ok(Response::from_parts(parts, Body::upstream(incoming, Lease::new(sender, in_flight))));
+    let attempt = async move {
+        let (mut conn, mut pooled) = (conn, pooled);
+        let mut out = client::encode(request, conn.take_write_buffer()).await.map_err(|e| failure(target, e))?;
+        loop {
+            match client::roundtrip(&mut conn, &mut out).await {
+                Ok((head, complete)) => {
+                    conn.put_write_buffer(out.into_buffer());
+                    return Ok((conn, head, complete));
+                }
+                // Never sent: the pooled connection was closing. Send it on a fresh one.
+                Err(SendError::Unsent(error)) if pooled => {
+                    tracing::debug!(target = %target.key.addr, %error, "pooled connection closed; reconnecting");
+                    conn = connect(upstream, target).await?;
+                    pooled = false;
+                }
+                Err(error) => return Err(failure(target, error)),
             }
-            Ok(Err(mut error)) => match error.take_message() {
-                // Never written: the pooled connection was closing. Send it on a fresh one.
-                Some(unsent) => {
-                    tracing::debug!(target = %target.key.addr, error = %error.error(), "pooled connection closed; reconnecting");
-                    request = unsent;
-                    sender = connect(upstream, target).await?;
-                }
-                None => {
-                    let error = error.into_error();
-                    if body_too_large(&error) {
-                        return Err(Failure::BodyTooLarge);
-                    }
-                    tracing::debug!(target = %target.key.addr, %error, "upstream exchange failed");
-                    return Err(Failure::Connect);
-                }
-            },
+        }
+    };
+    let (conn, head, complete) = match tokio::time::timeout(upstream.request_timeout, attempt).await {
+        Err(_elapsed) => return Err(Failure::Timeout),
+        Ok(result) => result?,
+    };
+    let body = ResponseBody::new(conn, &head, complete, Lease::new(in_flight));
+    let mut response = Response::new(Body::upstream(body));
+    *response.status_mut() = head.status;
+    *response.version_mut() = head.version;
+    *response.headers_mut() = head.headers;
+    if let Some(reason) = head.reason.and_then(|r| ReasonPhrase::try_from(r).ok()) {
+        response.extensions_mut().insert(reason);
+    }
+    Ok(response)
+}
+
+fn failure(target: &Target, error: SendError) -> Failure {
+    match error {
+        SendError::Body(error) if error.is::<BodyTooLarge>() => Failure::BodyTooLarge,
+        error => {
+            tracing::debug!(target = %target.key.addr, %error, "upstream exchange failed");
+            Failure::Connect
         }
     }
 }
 
-async fn pooled(target: &Target) -> Option<Sender> {
-    while let Some(mut sender) = target.pool.checkout() {
-        if sender.ready().await.is_ok() {
-            return Some(sender);
-        }
-    }
-    None
-}
-
-async fn connect(upstream: &Upstream, target: &Target) -> Result<Sender, Failure> {
+async fn connect(upstream: &Upstream, target: &Target) -> Result<Box<Connection>, Failure> {
     let addrs = target.connect_order();
     if addrs.is_empty() {
         return Err(Failure::Unavailable);
@@ -142,17 +151,17 @@ async fn connect(upstream: &Upstream, target: &Target) -> Result<Sender, Failure
     let attempt = async {
         let mut last = None;
         for addr in addrs {
-            match pool::connect(addr).await {
-                Ok(sender) => return Ok(sender),
+            match Connection::open(addr).await {
+                Ok(conn) => return Ok(conn),
                 Err(error) => last = Some(error),
             }
         }
         Err(last.unwrap_or_else(|| std::io::Error::other("no address")))
     };
     match tokio::time::timeout(upstream.connect_timeout, attempt).await {
-        Ok(Ok(sender)) => {
+        Ok(Ok(conn)) => {
             target.connect_succeeded();
-            return Ok(sender);
+            return Ok(conn);
         }
         Ok(Err(error)) => tracing::debug!(target = %target.key.addr, %error, "connect failed"),
         Err(_elapsed) => tracing::debug!(target = %target.key.addr, "connect timed out"),
@@ -164,16 +173,4 @@ async fn connect(upstream: &Upstream, target: &Target) -> Result<Sender, Failure
     }
     // A connect timeout is a failed connect, not a slow answer: 502, not 504.
     Err(Failure::Connect)
-}
-
-/// Whether a failed exchange failed because the client's body passed its limit.
-fn body_too_large(error: &hyper::Error) -> bool {
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        if cause.is::<BodyTooLarge>() {
-            return true;
-        }
-        source = cause.source();
-    }
-    false
 }

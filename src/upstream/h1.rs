@@ -1,0 +1,449 @@
+//! HTTP/1.1 as the gateway speaks it to upstreams, with no I/O: request heads out, response heads
+//! and chunked bodies in.
+//!
+//! `client` drives these over a socket; keeping them pure lets every edge case of the wire format
+//! be tested (and fuzzed) alone. The rules follow RFC 9112 and, where it leaves a choice, hyper's
+//! client, which this replaced on the proxy path: the same limits (100 headers, a head of at most
+//! about 400 KiB, 16 KiB of chunk extensions and of trailers), the same framing decisions, and
+//! errors instead of panics for anything an upstream can send.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+
+/// Most header lines accepted in a response head (hyper's default).
+pub const MAX_HEADERS: usize = 100;
+/// Largest response head accepted, in bytes (hyper's default read buffer limit).
+pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// Most bytes of chunk extensions accepted over one body.
+const MAX_EXTENSION_BYTES: u64 = 16 * 1024;
+/// Largest trailer section accepted, in bytes.
+const MAX_TRAILER_BYTES: usize = 16 * 1024;
+
+/// What an upstream sent that is not HTTP/1.1 as this client accepts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseError {
+    #[error("malformed response head: {0}")]
+    Head(httparse::Error),
+    #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
+    HeadTooLarge,
+    #[error("invalid status code")]
+    Status,
+    #[error("invalid header value")]
+    HeaderValue,
+    #[error("invalid content-length")]
+    ContentLength,
+    #[error("transfer-encoding in an HTTP/1.0 response")]
+    TransferEncodingInHttp10,
+    #[error("101 Switching Protocols to a request that asked for no upgrade")]
+    UnexpectedUpgrade,
+    #[error("invalid chunk size line")]
+    ChunkSize,
+    #[error("chunk size too large")]
+    ChunkSizeOverflow,
+    #[error("invalid chunk extension")]
+    ChunkExtension,
+    #[error("missing CRLF after chunk data")]
+    ChunkData,
+    #[error("malformed trailers")]
+    Trailers,
+}
+
+/// How a message body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body at all.
+    Empty,
+    /// Exactly this many bytes.
+    Length(u64),
+    Chunked,
+    /// Everything until the connection closes (responses only).
+    UntilClose,
+}
+
+/// How the request body goes out, from its headers and what the body knows of itself, as hyper's
+/// client decides it: a body that has ended sends nothing; a valid `content-length` is kept; an
+/// exact size becomes one; GET, HEAD and CONNECT without a length send no body; anything else
+/// is chunked. `add_length` tells the encoder to write the `content-length` header.
+pub fn request_framing(method: &Method, headers: &HeaderMap, ended: bool, exact: Option<u64>) -> RequestFraming {
+    if ended {
+        return RequestFraming { framing: Framing::Empty, add_length: false };
+    }
+    if headers.contains_key(header::CONTENT_LENGTH) {
+        if let Some(len) = content_length(headers) {
+            return RequestFraming { framing: Framing::Length(len), add_length: false };
+        }
+    } else if let Some(len) = exact {
+        return RequestFraming { framing: Framing::Length(len), add_length: true };
+    }
+    match *method {
+        Method::GET | Method::HEAD | Method::CONNECT if exact.is_none() => {
+            RequestFraming { framing: Framing::Empty, add_length: false }
+        }
+        _ => RequestFraming { framing: Framing::Chunked, add_length: false },
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestFraming {
+    pub framing: Framing,
+    pub add_length: bool,
+}
+
+/// Writes `METHOD uri HTTP/1.1`, the headers and the framing headers of `framing` into `dst`.
+/// `transfer-encoding` is written only for a chunked body, and `content-length` never with one.
+pub fn encode_request_head(
+    dst: &mut BytesMut,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    framing: RequestFraming,
+) {
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let target = if target.is_empty() { "/" } else { target };
+    dst.reserve(32 + target.len() + headers.len() * 32);
+    dst.put_slice(method.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(target.as_bytes());
+    dst.put_slice(b" HTTP/1.1\r\n");
+    let chunked = framing.framing == Framing::Chunked;
+    for (name, value) in headers {
+        if *name == header::TRANSFER_ENCODING || (chunked && *name == header::CONTENT_LENGTH) {
+            continue;
+        }
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    match framing {
+        RequestFraming { framing: Framing::Length(len), add_length: true } => {
+            dst.put_slice(b"content-length: ");
+            dst.put_slice(itoa::Buffer::new().format(len).as_bytes());
+            dst.put_slice(b"\r\n");
+        }
+        RequestFraming { framing: Framing::Chunked, .. } => dst.put_slice(b"transfer-encoding: chunked\r\n"),
+        _ => {}
+    }
+    dst.put_slice(b"\r\n");
+}
+
+/// The line that starts a chunk of `len` bytes.
+pub fn chunk_size_line(len: usize) -> ChunkLine {
+    let mut line = ChunkLine { bytes: [0; 18], len: 0 };
+    let digits = if len == 0 { 1 } else { (usize::BITS - len.leading_zeros()).div_ceil(4) as usize };
+    for i in 0..digits {
+        line.bytes[digits - 1 - i] = b"0123456789abcdef"[(len >> (4 * i)) & 0xf];
+    }
+    line.bytes[digits] = b'\r';
+    line.bytes[digits + 1] = b'\n';
+    line.len = digits + 2;
+    line
+}
+
+/// A chunk size line, on the stack.
+pub struct ChunkLine {
+    bytes: [u8; 18],
+    len: usize,
+}
+
+impl AsRef<[u8]> for ChunkLine {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// A parsed response head, and how its body is delimited.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub status: StatusCode,
+    pub version: Version,
+    pub headers: HeaderMap,
+    /// The reason phrase, when it is not the status code's usual one.
+    pub reason: Option<Bytes>,
+    pub framing: Framing,
+    /// Whether the connection may carry another request once this body is read.
+    pub keep_alive: bool,
+}
+
+/// Parses the response head at the front of `buf` and removes it (and any 1xx interim heads
+/// before it) from `buf`. `Ok(None)`: more bytes are needed.
+pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ParseError> {
+    loop {
+        let Some(head) = parse_one(buf, method)? else {
+            return Ok(None);
+        };
+        if !head.status.is_informational() {
+            return Ok(Some(head));
+        }
+        // 100 Continue and other interim answers come before the real one.
+    }
+}
+
+/// Where one header's name and value lie in the head.
+#[derive(Clone, Copy, Default)]
+struct Indices {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ParseError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut indices = [Indices::default(); MAX_HEADERS];
+    let (len, code, reason, version, count) = {
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut headers);
+        let bytes: &[u8] = buf;
+        let len = match response.parse(bytes) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => return Err(ParseError::HeadTooLarge),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(ParseError::Head(httparse::Error::TooManyHeaders)),
+            Err(error) => return Err(ParseError::Head(error)),
+        };
+        if len > MAX_HEAD_BYTES {
+            return Err(ParseError::HeadTooLarge);
+        }
+        let base = bytes.as_ptr() as usize;
+        let offset = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            (start, start + part.len())
+        };
+        for (slot, header) in indices.iter_mut().zip(response.headers.iter()) {
+            *slot = Indices { name: offset(header.name.as_bytes()), value: offset(header.value) };
+        }
+        let reason = response.reason.map(|r| offset(r.as_bytes()));
+        (len, response.code.unwrap_or(0), reason, response.version.unwrap_or(1), response.headers.len())
+    };
+    let head = buf.split_to(len).freeze();
+    let status = StatusCode::from_u16(code).map_err(|_| ParseError::Status)?;
+    let version = if version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
+    let mut keep_alive = version == Version::HTTP_11;
+    let mut saw_close = false;
+    let mut headers = HeaderMap::with_capacity(count);
+    for at in &indices[..count] {
+        let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).map_err(|_| ParseError::HeaderValue)?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).map_err(|_| ParseError::HeaderValue)?;
+        if name == header::CONNECTION {
+            // Once any `connection` line asks to close, a later `keep-alive` does not undo it.
+            if saw_close || has_token(&value, b"close") {
+                saw_close = true;
+                keep_alive = false;
+            } else if !keep_alive {
+                keep_alive = has_token(&value, b"keep-alive");
+            }
+        }
+        headers.append(name, value);
+    }
+    let reason = reason
+        .map(|(start, end)| head.slice(start..end))
+        .filter(|r| status.canonical_reason().map(str::as_bytes) != Some(&r[..]));
+    let framing = match status.as_u16() {
+        101 => return Err(ParseError::UnexpectedUpgrade),
+        100..=199 | 204 | 304 => Framing::Empty,
+        _ if *method == Method::HEAD => Framing::Empty,
+        _ if headers.contains_key(header::TRANSFER_ENCODING) => {
+            if version == Version::HTTP_10 {
+                return Err(ParseError::TransferEncodingInHttp10);
+            }
+            // With both, transfer-encoding wins and the connection is not trusted further.
+            if headers.contains_key(header::CONTENT_LENGTH) {
+                keep_alive = false;
+            }
+            if is_chunked(&headers) {
+                Framing::Chunked
+            } else {
+                Framing::UntilClose
+            }
+        }
+        _ if headers.contains_key(header::CONTENT_LENGTH) => {
+            Framing::Length(content_length(&headers).ok_or(ParseError::ContentLength)?)
+        }
+        _ => Framing::UntilClose,
+    };
+    if framing == Framing::UntilClose {
+        keep_alive = false;
+    }
+    Ok(Some(ResponseHead { status, version, headers, reason, framing, keep_alive }))
+}
+
+/// The content length when every `content-length` value (lists included) is the same number.
+pub fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut found = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n = part.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))?;
+            if found.is_some_and(|f| f != n) {
+                return None;
+            }
+            found = Some(n);
+        }
+    }
+    found
+}
+
+/// Whether the last transfer coding is `chunked`.
+fn is_chunked(headers: &HeaderMap) -> bool {
+    let Some(last) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() else {
+        return false;
+    };
+    last.as_bytes().rsplit(|&b| b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
+    value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Decodes a chunked body from the front of a buffer, step by step as bytes arrive.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkedDecoder {
+    state: ChunkState,
+    size: u64,
+    extension_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Start,
+    Size,
+    SizeWhitespace,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    Trailers,
+    End,
+}
+
+/// What one call of [`ChunkedDecoder::decode`] found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Decoded {
+    /// Body bytes (taken from the buffer).
+    Data(Bytes),
+    /// The buffer holds no complete step: read more.
+    NeedMore,
+    /// The trailer fields; the body has ended.
+    Trailers(HeaderMap),
+    /// The body has ended (this is returned again on later calls).
+    End,
+}
+
+impl ChunkedDecoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == ChunkState::End
+    }
+
+    /// Consumes framing from the front of `buf` up to the next data, trailers or end.
+    pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ParseError> {
+        loop {
+            if self.state == ChunkState::End {
+                return Ok(Decoded::End);
+            }
+            if self.state == ChunkState::Trailers {
+                return self.trailers(buf);
+            }
+            if self.state == ChunkState::Data {
+                if buf.is_empty() {
+                    return Ok(Decoded::NeedMore);
+                }
+                let n = usize::try_from(self.size).unwrap_or(usize::MAX).min(buf.len());
+                self.size -= n as u64;
+                if self.size == 0 {
+                    self.state = ChunkState::DataCr;
+                }
+                return Ok(Decoded::Data(buf.split_to(n).freeze()));
+            }
+            let Some(&byte) = buf.first() else {
+                return Ok(Decoded::NeedMore);
+            };
+            buf.advance(1);
+            self.state = self.step(byte)?;
+        }
+    }
+
+    fn step(&mut self, byte: u8) -> Result<ChunkState, ParseError> {
+        use ChunkState::*;
+        Ok(match (self.state, byte) {
+            (Start | Size, b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F') => {
+                let digit = (byte as char).to_digit(16).unwrap_or(0);
+                self.size = self
+                    .size
+                    .checked_mul(16)
+                    .and_then(|s| s.checked_add(u64::from(digit)))
+                    .ok_or(ParseError::ChunkSizeOverflow)?;
+                Size
+            }
+            (Start, _) => return Err(ParseError::ChunkSize),
+            (Size | SizeWhitespace, b'\t' | b' ') => SizeWhitespace,
+            (Size | SizeWhitespace, b';') => Extension,
+            (Size | SizeWhitespace | Extension, b'\r') => SizeLf,
+            (Size | SizeWhitespace, _) => return Err(ParseError::ChunkSize),
+            (Extension, b'\n') => return Err(ParseError::ChunkExtension),
+            (Extension, _) => {
+                self.extension_bytes += 1;
+                if self.extension_bytes >= MAX_EXTENSION_BYTES {
+                    return Err(ParseError::ChunkExtension);
+                }
+                Extension
+            }
+            (SizeLf, b'\n') if self.size == 0 => Trailers,
+            (SizeLf, b'\n') => Data,
+            (SizeLf, _) => return Err(ParseError::ChunkSize),
+            (DataCr, b'\r') => DataLf,
+            (DataLf, b'\n') => Start,
+            (DataCr | DataLf, _) => return Err(ParseError::ChunkData),
+            // `decode` handles these without calling `step`.
+            (Data | Trailers | End, _) => self.state,
+        })
+    }
+
+    /// After the last chunk: an empty line, or trailer fields and an empty line.
+    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Decoded, ParseError> {
+        if buf.starts_with(b"\r\n") {
+            buf.advance(2);
+            self.state = ChunkState::End;
+            return Ok(Decoded::End);
+        }
+        if buf.len() < 2 {
+            return Ok(Decoded::NeedMore);
+        }
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return if buf.len() > MAX_TRAILER_BYTES { Err(ParseError::Trailers) } else { Ok(Decoded::NeedMore) };
+        };
+        let len = end + 4;
+        if len > MAX_TRAILER_BYTES {
+            return Err(ParseError::Trailers);
+        }
+        let section = buf.split_to(len).freeze();
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let parsed = match httparse::parse_headers(&section, &mut fields) {
+            Ok(httparse::Status::Complete((_, parsed))) => parsed,
+            _ => return Err(ParseError::Trailers),
+        };
+        let mut trailers = HeaderMap::with_capacity(parsed.len());
+        for field in parsed {
+            let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| ParseError::Trailers)?;
+            let value = HeaderValue::from_bytes(field.value).map_err(|_| ParseError::Trailers)?;
+            trailers.append(name, value);
+        }
+        self.state = ChunkState::End;
+        Ok(Decoded::Trailers(trailers))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,282 @@
+//! Table-driven cases for the wire format: response heads, framing, chunked bodies, request heads.
+
+use bytes::BytesMut;
+use http::header::{HeaderValue, CONTENT_LENGTH, HOST};
+use http::{HeaderMap, Method, StatusCode, Version};
+
+use super::*;
+
+fn parse(text: &[u8], method: &Method) -> Result<Option<ResponseHead>, ParseError> {
+    parse_response(&mut BytesMut::from(text), method)
+}
+
+#[test]
+fn response_heads_and_their_framing() {
+    use Framing::*;
+    // (response, request method, status, framing, keep-alive)
+    let cases: &[(&[u8], Method, u16, Framing, bool)] = &[
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", Method::GET, 200, Length(2), true),
+        (b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\n", Method::GET, 200, Length(2), true),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n", Method::GET, 200, Length(2), true),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET, 200, Chunked, true),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, Chunked\r\n\r\n", Method::GET, 200, Chunked, true),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", Method::GET, 200, UntilClose, false),
+        // Both: transfer-encoding wins, and the connection is not reused.
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n", Method::GET, 200, Chunked, false),
+        (b"HTTP/1.1 200 OK\r\n\r\n", Method::GET, 200, UntilClose, false),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD, 200, Empty, true),
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n", Method::GET, 204, Empty, true),
+        (b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n", Method::GET, 304, Empty, true),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", Method::GET, 200, Length(0), false),
+        (b"HTTP/1.1 200 OK\r\nConnection: Keep-Alive, CLOSE\r\nContent-Length: 0\r\n\r\n", Method::GET, 200, Length(0), false),
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", Method::GET, 200, Length(0), false),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::GET, 200, Length(1), false),
+        (b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 1\r\n\r\n", Method::GET, 200, Length(1), true),
+        // Interim answers are skipped.
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", Method::POST, 201, Length(0), true),
+        (b"HTTP/1.1 599 Whatever\r\nContent-Length: 0\r\n\r\n", Method::GET, 599, Length(0), true),
+    ];
+    for (text, method, status, framing, keep_alive) in cases {
+        let head = parse(text, method).unwrap_or_else(|e| panic!("{}: {e}", String::from_utf8_lossy(text))).unwrap();
+        let what = String::from_utf8_lossy(text);
+        assert_eq!(head.status.as_u16(), *status, "{what}");
+        assert_eq!(head.framing, *framing, "{what}");
+        assert_eq!(head.keep_alive, *keep_alive, "{what}");
+    }
+}
+
+#[test]
+fn malformed_heads_are_errors_not_panics() {
+    let many_headers: Vec<u8> = {
+        let mut text = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            text.extend_from_slice(format!("x-h{i}: v\r\n").as_bytes());
+        }
+        text.extend_from_slice(b"\r\n");
+        text
+    };
+    let cases: &[(&[u8], ParseError)] = &[
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", ParseError::ContentLength),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1x\r\n\r\n", ParseError::ContentLength),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", ParseError::ContentLength),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", ParseError::ContentLength),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n", ParseError::ContentLength),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n", ParseError::ContentLength),
+        (b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", ParseError::TransferEncodingInHttp10),
+        (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", ParseError::UnexpectedUpgrade),
+        (b"HTTP/1.1 099 Low\r\n\r\n", ParseError::Status),
+        (b"HTTP/1.1 20 OK\r\n\r\n", ParseError::Head(httparse::Error::Status)),
+        (b"HTTP/2.0 200 OK\r\n\r\n", ParseError::Head(httparse::Error::Version)),
+        (b"garbage\r\n\r\n", ParseError::Head(httparse::Error::Version)),
+        (b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n", ParseError::Head(httparse::Error::HeaderName)),
+        (b"HTTP/1.1 200 OK\r\nx: a\x01b\r\n\r\n", ParseError::Head(httparse::Error::HeaderValue)),
+        (&many_headers, ParseError::Head(httparse::Error::TooManyHeaders)),
+    ];
+    for (text, expected) in cases {
+        let what = String::from_utf8_lossy(&text[..text.len().min(60)]).into_owned();
+        match parse(text, &Method::GET) {
+            Err(error) => assert_eq!(error, *expected, "{what}"),
+            Ok(head) => panic!("{what}: parsed as {head:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_head_is_parsed_once_complete_and_leaves_the_body() {
+    let text = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok";
+    for cut in 0..text.len() - 2 {
+        assert!(parse(&text[..cut], &Method::GET).unwrap().is_none(), "cut at {cut}");
+    }
+    let mut buf = BytesMut::from(&text[..]);
+    let head = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
+    assert_eq!(&buf[..], b"ok");
+    assert_eq!(head.version, Version::HTTP_11);
+    assert_eq!(head.headers["content-type"], "text/plain");
+    assert_eq!(head.reason, None);
+}
+
+#[test]
+fn an_endless_head_is_refused_at_the_limit() {
+    let mut text = b"HTTP/1.1 200 OK\r\nx: ".to_vec();
+    text.resize(MAX_HEAD_BYTES + 10, b'a');
+    assert_eq!(parse(&text, &Method::GET).unwrap_err(), ParseError::HeadTooLarge);
+    text.truncate(MAX_HEAD_BYTES - 10);
+    assert!(parse(&text, &Method::GET).unwrap().is_none());
+}
+
+#[test]
+fn unusual_reason_phrases_are_kept() {
+    let head = parse(b"HTTP/1.1 200 Fine\r\nContent-Length: 0\r\n\r\n", &Method::GET).unwrap().unwrap();
+    assert_eq!(head.reason.as_deref(), Some(&b"Fine"[..]));
+    assert_eq!(head.status, StatusCode::OK);
+}
+
+/// Feeds `wire` to a decoder `step` bytes at a time; returns the body, the trailers, and whether
+/// it ended, or the first error.
+fn decode_all(wire: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>, bool, usize), ParseError> {
+    let mut decoder = ChunkedDecoder::new();
+    let mut buf = BytesMut::new();
+    let mut body = Vec::new();
+    let mut trailers = None;
+    let mut fed = 0;
+    loop {
+        match decoder.decode(&mut buf)? {
+            Decoded::Data(data) => body.extend_from_slice(&data),
+            Decoded::Trailers(t) => trailers = Some(t),
+            Decoded::End => return Ok((body, trailers, true, buf.len())),
+            Decoded::NeedMore if fed == wire.len() => return Ok((body, trailers, false, buf.len())),
+            Decoded::NeedMore => {
+                let next = (fed + step).min(wire.len());
+                buf.extend_from_slice(&wire[fed..next]);
+                fed = next;
+            }
+        }
+    }
+}
+
+#[test]
+fn chunked_bodies_decode_whatever_the_read_sizes() {
+    // (wire, body, trailer count, bytes left after the end)
+    let cases: &[(&[u8], &[u8], usize, usize)] = &[
+        (b"2\r\nok\r\n0\r\n\r\n", b"ok", 0, 0),
+        (b"0\r\n\r\n", b"", 0, 0),
+        (b"A\r\n0123456789\r\n3\r\nabc\r\n0\r\n\r\n", b"0123456789abc", 0, 0),
+        (b"a;name=value\r\nxxxxxxxxxx\r\n0;last\r\n\r\n", b"xxxxxxxxxx", 0, 0),
+        (b"2 \t;ext\r\nok\r\n0\r\n\r\n", b"ok", 0, 0),
+        (b"000002\r\nok\r\n0\r\n\r\n", b"ok", 0, 0),
+        (b"2\r\nok\r\n0\r\nX-Sum: 1\r\nX-Other: 2\r\n\r\n", b"ok", 2, 0),
+        // The next response is left in the buffer.
+        (b"2\r\nok\r\n0\r\n\r\nHTTP/1.1", b"ok", 0, 8),
+    ];
+    for (wire, body, trailer_count, left) in cases {
+        for step in [1, 2, 3, 7, wire.len()] {
+            let what = format!("{} by {step}", String::from_utf8_lossy(wire));
+            let (got, trailers, ended, rest) = decode_all(wire, step).unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(got, *body, "{what}");
+            assert!(ended, "{what}");
+            assert_eq!(trailers.map_or(0, |t| t.len()), *trailer_count, "{what}");
+            if step == wire.len() {
+                assert_eq!(rest, *left, "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_chunked_bodies_are_errors() {
+    let long_extension = {
+        let mut wire = b"2;".to_vec();
+        wire.resize(2 + 17 * 1024, b'x');
+        wire
+    };
+    let long_trailers = {
+        let mut wire = b"0\r\nx-a: ".to_vec();
+        wire.resize(20 * 1024, b'y');
+        wire
+    };
+    let cases: &[(&[u8], ParseError)] = &[
+        (b"g\r\n", ParseError::ChunkSize),
+        (b"\r\n", ParseError::ChunkSize),
+        (b";ext\r\n", ParseError::ChunkSize),
+        (b"2 3\r\n", ParseError::ChunkSize),
+        (b"-2\r\n", ParseError::ChunkSize),
+        (b"2\n", ParseError::ChunkSize),
+        (b"2\rx", ParseError::ChunkSize),
+        (b"2;a\nb\r\n", ParseError::ChunkExtension),
+        (b"2\r\nokX\r\n", ParseError::ChunkData),
+        (b"2\r\nok\rX", ParseError::ChunkData),
+        (b"1ffffffffffffffff\r\n", ParseError::ChunkSizeOverflow),
+        (&long_extension, ParseError::ChunkExtension),
+        (b"0\r\nbad header\r\n\r\n", ParseError::Trailers),
+        (&long_trailers, ParseError::Trailers),
+    ];
+    for (wire, expected) in cases {
+        for step in [1, wire.len()] {
+            let what = format!("{} by {step}", String::from_utf8_lossy(&wire[..wire.len().min(40)]));
+            assert_eq!(decode_all(wire, step).unwrap_err(), *expected, "{what}");
+        }
+    }
+}
+
+#[test]
+fn a_truncated_chunked_body_does_not_end() {
+    for wire in [&b"5\r\nab"[..], b"2\r\nok\r\n", b"2\r\nok\r\n0\r\n", b"2\r\nok\r\n0\r\nX: 1\r\n"] {
+        let (_, _, ended, _) = decode_all(wire, 1).unwrap();
+        assert!(!ended, "{}", String::from_utf8_lossy(wire));
+    }
+}
+
+#[test]
+fn chunk_size_lines() {
+    for (len, line) in
+        [(0, "0\r\n"), (1, "1\r\n"), (15, "f\r\n"), (16, "10\r\n"), (1024, "400\r\n"), (65535, "ffff\r\n")]
+    {
+        assert_eq!(chunk_size_line(len).as_ref(), line.as_bytes());
+    }
+    let max = chunk_size_line(usize::MAX);
+    assert_eq!(max.as_ref().len(), usize::BITS as usize / 4 + 2);
+}
+
+fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
+}
+
+#[test]
+fn request_framing_follows_hyper() {
+    use Framing::*;
+    // (method, headers, body ended, exact size, framing, content-length added)
+    type Case = (Method, &'static [(&'static str, &'static str)], bool, Option<u64>, Framing, bool);
+    let cases: &[Case] = &[
+        (Method::GET, &[], true, Some(0), Empty, false),
+        (Method::POST, &[("content-length", "0")], true, Some(0), Empty, false),
+        (Method::POST, &[("content-length", "5")], false, Some(5), Length(5), false),
+        (Method::POST, &[("content-length", "5")], false, None, Length(5), false),
+        (Method::PUT, &[], false, Some(7), Length(7), true),
+        (Method::POST, &[], false, None, Chunked, false),
+        (Method::POST, &[("content-length", "x")], false, None, Chunked, false),
+        (Method::GET, &[], false, None, Empty, false),
+        (Method::HEAD, &[], false, None, Empty, false),
+        (Method::GET, &[], false, Some(3), Length(3), true),
+    ];
+    for (method, pairs, ended, exact, framing, add_length) in cases {
+        let got = request_framing(method, &headers(pairs), *ended, *exact);
+        assert_eq!(
+            got,
+            RequestFraming { framing: *framing, add_length: *add_length },
+            "{method} {pairs:?} {ended} {exact:?}"
+        );
+    }
+}
+
+#[test]
+fn request_heads_are_written_with_their_framing() {
+    let encode = |method: Method, uri: &str, pairs: &[(&'static str, &'static str)], framing| {
+        let mut dst = BytesMut::new();
+        encode_request_head(&mut dst, &method, &uri.parse().unwrap(), &headers(pairs), framing);
+        String::from_utf8(dst.to_vec()).unwrap()
+    };
+    let none = RequestFraming { framing: Framing::Empty, add_length: false };
+    assert_eq!(encode(Method::GET, "/a?b=c", &[("host", "x")], none), "GET /a?b=c HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert_eq!(encode(Method::OPTIONS, "*", &[], none), "OPTIONS * HTTP/1.1\r\n\r\n");
+    let sized = RequestFraming { framing: Framing::Length(12), add_length: true };
+    assert_eq!(encode(Method::PUT, "/", &[], sized), "PUT / HTTP/1.1\r\ncontent-length: 12\r\n\r\n");
+    let chunked = RequestFraming { framing: Framing::Chunked, add_length: false };
+    assert_eq!(
+        encode(Method::POST, "/", &[("content-length", "bad"), ("transfer-encoding", "gzip")], chunked),
+        "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+    );
+}
+
+#[test]
+fn content_lengths() {
+    let mut map = HeaderMap::new();
+    assert_eq!(content_length(&map), None);
+    map.insert(CONTENT_LENGTH, HeaderValue::from_static("18446744073709551615"));
+    assert_eq!(content_length(&map), Some(u64::MAX));
+    map.insert(CONTENT_LENGTH, HeaderValue::from_static("18446744073709551616"));
+    assert_eq!(content_length(&map), None);
+    map.insert(CONTENT_LENGTH, HeaderValue::from_static(" 7 "));
+    assert_eq!(content_length(&map), Some(7));
+    map.insert(HOST, HeaderValue::from_static("x"));
+    assert_eq!(content_length(&map), Some(7));
+}
