@@ -5,12 +5,16 @@
 //! rule files ──loader──▶ text ──lexer──▶ logical lines, tokens ──parser──▶ typed AST (seclang::ast)
 //!      ▲ Include, @pmFromFile data                                            │
 //!      └──────────────────────────────────────────────────────────────────────┘
-//!                              later: compile (automata by phase/variable/transforms) ─▶ eval
+//!                    engine::compile ─▶ RuleSet (shared) ─▶ Transaction per request ─▶ Outcome
 //! ```
 //!
-//! Today the crate holds the SecLang front end ([`seclang`]): it reads ModSecurity rule files
-//! (the OWASP Core Rule Set loads unchanged) into a typed syntax tree whose variables, operators,
-//! transformations and actions are enums that a compiler can group and inspect.
+//! [`seclang`] reads ModSecurity rule files (the OWASP Core Rule Set loads unchanged) into a
+//! typed syntax tree; [`engine`] compiles that tree once into a [`RuleSet`] and evaluates
+//! requests and responses against it with libmodsecurity3's semantics, giving an [`Outcome`]:
+//! pass or block, anomaly scores and the rules that matched.
 #![forbid(unsafe_code)]
 
+pub mod engine;
 pub mod seclang;
+
+pub use engine::{MatchedRule, Outcome, Request, Response, RuleSet, Transaction, Verdict};

@@ -1,0 +1,202 @@
+//! `application/json` bodies, flattened into arguments the way libmodsecurity3 names them:
+//! `{"a":{"b":"c"}}` gives `json.a.b = c`; array elements are `json.a.array_0`,
+//! `json.a.array_1`, ... Strings are unescaped, numbers keep their text, `true`/`false` are
+//! words and `null` is empty. Nesting deeper than the limit
+//! (`SecRequestBodyJsonDepthLimit`) and malformed documents are errors.
+
+use super::Pair;
+
+/// Parses `data`; `Err` holds the message for `REQBODY_ERROR_MSG`.
+pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
+    let mut p = Parser { s: data, i: 0, out: Vec::new(), depth_limit, path: vec![b"json".to_vec()] };
+    p.ws();
+    if p.i >= p.s.len() {
+        return Ok(Vec::new());
+    }
+    p.value(0)?;
+    p.ws();
+    if p.i < p.s.len() {
+        return Err(format!("JSON parsing error: trailing data at offset {}", p.i));
+    }
+    Ok(p.out)
+}
+
+struct Parser<'a> {
+    s: &'a [u8],
+    i: usize,
+    out: Vec<Pair>,
+    depth_limit: usize,
+    /// `json`, then one segment per key or `array_N` on the way to the current value.
+    path: Vec<Vec<u8>>,
+}
+
+impl Parser<'_> {
+    fn ws(&mut self) {
+        while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+            self.i += 1;
+        }
+    }
+
+    fn err<T>(&self, what: &str) -> Result<T, String> {
+        Err(format!("JSON parsing error: {what} at offset {}", self.i))
+    }
+
+    fn emit(&mut self, value: Vec<u8>) {
+        let name = self.path.join(&b'.');
+        self.out.push((name, value));
+    }
+
+    fn value(&mut self, depth: usize) -> Result<(), String> {
+        self.ws();
+        let Some(&c) = self.s.get(self.i) else { return self.err("unexpected end") };
+        match c {
+            b'{' | b'[' => {
+                if depth >= self.depth_limit {
+                    return Err(format!("JSON depth limit of {} exceeded", self.depth_limit));
+                }
+                self.i += 1;
+                if c == b'{' {
+                    self.object(depth + 1)
+                } else {
+                    self.array(depth + 1)
+                }
+            }
+            b'"' => {
+                let s = self.string()?;
+                self.emit(s);
+                Ok(())
+            }
+            b't' | b'f' | b'n' => {
+                let (word, val): (&[u8], &[u8]) = match c {
+                    b't' => (b"true", b"true"),
+                    b'f' => (b"false", b"false"),
+                    _ => (b"null", b""),
+                };
+                if !self.s[self.i..].starts_with(word) {
+                    return self.err("invalid literal");
+                }
+                self.i += word.len();
+                self.emit(val.to_vec());
+                Ok(())
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = self.i;
+                self.i += 1;
+                while self.i < self.s.len() && matches!(self.s[self.i], b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-')
+                {
+                    self.i += 1;
+                }
+                let num = self.s[start..self.i].to_vec();
+                self.emit(num);
+                Ok(())
+            }
+            _ => self.err("unexpected character"),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<(), String> {
+        self.ws();
+        if self.s.get(self.i) == Some(&b'}') {
+            self.i += 1;
+            return Ok(());
+        }
+        loop {
+            self.ws();
+            if self.s.get(self.i) != Some(&b'"') {
+                return self.err("expected a key");
+            }
+            let k = self.string()?;
+            self.ws();
+            if self.s.get(self.i) != Some(&b':') {
+                return self.err("expected `:`");
+            }
+            self.i += 1;
+            self.path.push(k);
+            let r = self.value(depth);
+            self.path.pop();
+            r?;
+            self.ws();
+            match self.s.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return self.err("expected `,` or `}`"),
+            }
+        }
+    }
+
+    fn array(&mut self, depth: usize) -> Result<(), String> {
+        self.ws();
+        if self.s.get(self.i) == Some(&b']') {
+            self.i += 1;
+            return Ok(());
+        }
+        let mut n = 0usize;
+        loop {
+            self.path.push(format!("array_{n}").into_bytes());
+            let r = self.value(depth);
+            self.path.pop();
+            r?;
+            n += 1;
+            self.ws();
+            match self.s.get(self.i) {
+                Some(b',') => self.i += 1,
+                Some(b']') => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                _ => return self.err("expected `,` or `]`"),
+            }
+        }
+    }
+
+    fn string(&mut self) -> Result<Vec<u8>, String> {
+        self.i += 1;
+        let mut out = Vec::new();
+        loop {
+            let Some(&c) = self.s.get(self.i) else { return self.err("unterminated string") };
+            self.i += 1;
+            match c {
+                b'"' => return Ok(out),
+                b'\\' => {
+                    let Some(&e) = self.s.get(self.i) else { return self.err("unterminated escape") };
+                    self.i += 1;
+                    match e {
+                        b'"' | b'\\' | b'/' => out.push(e),
+                        b'b' => out.push(8),
+                        b'f' => out.push(12),
+                        b'n' => out.push(b'\n'),
+                        b'r' => out.push(b'\r'),
+                        b't' => out.push(b'\t'),
+                        b'u' => {
+                            let mut cp = self.hex4()?;
+                            if (0xd800..0xdc00).contains(&cp) && self.s[self.i..].starts_with(b"\\u") {
+                                self.i += 2;
+                                let lo = self.hex4()?;
+                                if (0xdc00..0xe000).contains(&lo) {
+                                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                                }
+                            }
+                            let ch = char::from_u32(cp).unwrap_or('\u{fffd}');
+                            let mut buf = [0; 4];
+                            out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                        }
+                        _ => return self.err("invalid escape"),
+                    }
+                }
+                c if c < 0x20 => return self.err("control character in string"),
+                c => out.push(c),
+            }
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, String> {
+        let Some(h) = self.s.get(self.i..self.i + 4) else { return self.err("short \\u escape") };
+        let Ok(t) = std::str::from_utf8(h) else { return self.err("bad \\u escape") };
+        let Ok(n) = u32::from_str_radix(t, 16) else { return self.err("bad \\u escape") };
+        self.i += 4;
+        Ok(n)
+    }
+}

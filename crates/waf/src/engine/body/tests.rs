@@ -1,0 +1,102 @@
+//! Body processor tests, hostile inputs included: none of them may panic.
+
+use super::*;
+
+#[test]
+fn urlencoded_pairs() {
+    let (p, bad) = urlencoded::parse(b"a=1&b=%41+c&&flag&x=%zz", b'&');
+    assert_eq!(
+        p,
+        vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"b".to_vec(), b"A c".to_vec()),
+            (b"flag".to_vec(), b"".to_vec()),
+            (b"x".to_vec(), b"%zz".to_vec())
+        ]
+    );
+    assert!(bad);
+}
+
+#[test]
+fn json_names_as_libmodsecurity3() {
+    let p = json::parse(br#"{"a":{"b":"c"},"n":[1,true,null,{"d":"e"}],"s":"\u0041\n"}"#, 512).unwrap();
+    let names: Vec<String> =
+        p.iter().map(|(k, v)| format!("{}={}", String::from_utf8_lossy(k), String::from_utf8_lossy(v))).collect();
+    assert_eq!(
+        names,
+        vec![
+            "json.a.b=c",
+            "json.n.array_0=1",
+            "json.n.array_1=true",
+            "json.n.array_2=",
+            "json.n.array_3.d=e",
+            "json.s=A\n"
+        ]
+    );
+    assert!(json::parse(b"[[[[1]]]]", 3).is_err());
+    assert!(json::parse(b"{\"a\":", 10).is_err());
+    assert!(json::parse(b"{} x", 10).is_err());
+}
+
+#[test]
+fn xml_text_and_attributes() {
+    let d = xml::parse(b"<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><r a=\"1&amp;2\"><b c='3'>hi &x;</b><![CDATA[<raw>]]></r>").unwrap();
+    assert_eq!(d.text, b"hi <raw>");
+    assert_eq!(d.attributes, vec![b"1&2".to_vec(), b"3".to_vec()]);
+    assert!(xml::parse(b"<a><b></a>").is_err());
+    assert!(xml::parse(b"not xml").is_err());
+    assert!(xml::parse(b"<a>&unknown;</a>").is_err());
+}
+
+#[test]
+fn multipart_fields_files_and_flags() {
+    let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nvalue\r\n--XyZ\r\nContent-Disposition: form-data; name=\"up\"; filename=\"a.php\"\r\nContent-Type: text/plain\r\n\r\n<?php\r\n--XyZ--\r\n";
+    let m = multipart::parse(b"multipart/form-data; boundary=XyZ", body);
+    assert_eq!(m.error, None);
+    assert_eq!(m.args, vec![(b"f".to_vec(), b"value".to_vec())]);
+    assert_eq!(m.files[0].filename, b"a.php");
+    assert_eq!(m.files[0].content, b"<?php");
+    assert!(m.part_headers.iter().any(|(k, v)| k == b"up" && v == b"Content-Type: text/plain"));
+    assert!(!m.flags.strict_error());
+    let lf = multipart::parse(
+        b"multipart/form-data; boundary=\"XyZ\"",
+        b"--XyZ\nContent-Disposition: form-data; name=a\n\nv\n--XyZ--\n",
+    );
+    assert!(lf.flags.lf_line && lf.flags.boundary_quoted);
+    assert!(multipart::parse(b"multipart/form-data", b"x").error.is_some());
+    assert!(multipart::parse(
+        b"multipart/form-data; boundary=a",
+        b"--a\r\nContent-Disposition: form-data; name=x\r\n\r\nno end"
+    )
+    .error
+    .is_some());
+}
+
+/// Every prefix and some mutations of valid bodies: no processor may panic.
+#[test]
+fn hostile_inputs_never_panic() {
+    let samples: [&[u8]; 5] = [
+        br#"{"a":{"b":["c",1.5e3,{"d":null}]},"e":"\ud83d\ude00\u00"}"#,
+        b"<?xml version='1.0'?><!DOCTYPE a [<!ENTITY % p SYSTEM 'x'>]><a x='1'><b>&lt;&#x41;&#65;</b><!-- c --></a>",
+        b"--B\r\nContent-Disposition: form-data; name=\"a\\\"b\"; filename='x'\r\n folded\r\n\r\nv\n--B\r\nContent-Disposition: form-data\r\n\r\n--B--",
+        b"a=%&b==&=c&%%%&+&;",
+        b"\xff\xfe\x00<\"'{[",
+    ];
+    for s in samples {
+        for end in 0..=s.len() {
+            let cut = &s[..end];
+            let _ = json::parse(cut, 4);
+            let _ = xml::parse(cut);
+            let _ = multipart::parse(b"multipart/form-data; boundary=B", cut);
+            let _ = multipart::parse(cut, s);
+            let _ = urlencoded::parse(cut, b'&');
+        }
+        let mut m = s.to_vec();
+        for i in 0..m.len() {
+            m[i] = m[i].wrapping_add(37);
+            let _ = json::parse(&m, 4);
+            let _ = xml::parse(&m);
+            let _ = multipart::parse(b"multipart/form-data; boundary=B", &m);
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! From the loaded AST to the compiled [`RuleSet`]: built once, immutable, shared by every
+//! transaction (`Send + Sync`).
+//!
+//! Compiling resolves everything that does not depend on a request:
+//! - engine settings (`SecRuleEngine`, body access and limits, argument separator, ...);
+//! - `SecDefaultAction` per phase, folded into each rule that follows it (log flags,
+//!   transformations, what `block` means, the status);
+//! - load-time exceptions: `SecRuleRemoveById/ByTag/ByMsg`, `SecRuleUpdateTargetById/ByTag/ByMsg`
+//!   and `SecRuleUpdateActionById`;
+//! - operators ([`super::operator`]): regexes, phrase automata, byte tables, networks;
+//! - the order of evaluation: per phase, rules and `SecMarker`s in file order.
+//!
+//! Each rule part keeps its targets, transformation chain and operator side by side, so that a
+//! later pass can group the literal `@rx` / `@pm` of one (phase, variable, transformations) key
+//! into one multi-pattern automaton without changing this API. Rules whose operator cannot run
+//! are kept (never matching) and listed by [`RuleSet::unsupported`]; rules whose regex needed
+//! the backtracking engine are listed by [`RuleSet::fallbacks`].
+
+use crate::seclang::ast::{
+    ActionKind, AllowScope, BodyProcessor, DirectiveKind, EngineMode, LimitAction, ListDirective, MacroString,
+    NumberDirective, Phase, RuleKind, RuleSelector, SetVar, Setting, Severity, SwitchDirective, Target, TargetModifier,
+    TextDirective, Transformation, Variable,
+};
+use crate::seclang::{self, DataFile, FileId};
+
+use super::operator::{self, Op};
+use super::transform;
+
+/// Engine settings read from `Sec*` directives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// `SecRuleEngine`.
+    pub engine: EngineMode,
+    /// `SecRequestBodyAccess`.
+    pub request_body_access: bool,
+    /// `SecResponseBodyAccess`.
+    pub response_body_access: bool,
+    /// `SecRequestBodyLimit`.
+    pub request_body_limit: u64,
+    /// `SecRequestBodyLimitAction`.
+    pub request_body_limit_action: LimitAction,
+    /// `SecResponseBodyLimit`.
+    pub response_body_limit: u64,
+    /// `SecResponseBodyLimitAction`.
+    pub response_body_limit_action: LimitAction,
+    /// `SecResponseBodyMimeType` (lowercase).
+    pub response_mime_types: Vec<String>,
+    /// `SecRequestBodyJsonDepthLimit`.
+    pub json_depth_limit: usize,
+    /// `SecArgumentSeparator`.
+    pub argument_separator: u8,
+    /// `SecArgumentsLimit` (0: none).
+    pub arguments_limit: usize,
+    /// `SecPcreMatchLimit`, used as the backtracking engine's limit.
+    pub backtrack_limit: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            engine: EngineMode::Off,
+            request_body_access: false,
+            response_body_access: false,
+            request_body_limit: 134_217_728,
+            request_body_limit_action: LimitAction::Reject,
+            response_body_limit: 524_288,
+            response_body_limit_action: LimitAction::ProcessPartial,
+            response_mime_types: vec!["text/plain".into(), "text/html".into()],
+            json_depth_limit: 10_000,
+            argument_separator: b'&',
+            arguments_limit: 0,
+            backtrack_limit: 1_000_000,
+        }
+    }
+}
+
+/// A rule whose `@rx` pattern needed the backtracking engine (look-around, back-references...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// The rule id (of the chain's head).
+    pub rule_id: u64,
+    /// The pattern.
+    pub pattern: String,
+}
+
+/// A rule part that cannot run in this engine; the rule never matches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unsupported {
+    /// The rule id (of the chain's head).
+    pub rule_id: u64,
+    /// What is missing.
+    pub reason: String,
+}
+
+/// What a full match does to the transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Disruptive {
+    Pass,
+    Deny,
+    Drop,
+    Allow(AllowScope),
+    Redirect,
+}
+
+/// Which members of a collection a target takes.
+#[derive(Clone, Debug)]
+pub(crate) enum Sel {
+    All,
+    /// Lowercase key, compared without case.
+    Key(String),
+    /// Key regex, case-insensitive.
+    Regex(regex::Regex),
+    /// `XML:/xpath`.
+    XPath(String),
+}
+
+impl Sel {
+    fn of(t: &Target) -> Result<Sel, String> {
+        Ok(match &t.selector {
+            None => Sel::All,
+            Some(seclang::ast::Selector::Key(k)) => Sel::Key(k.to_ascii_lowercase()),
+            Some(seclang::ast::Selector::Regex(r)) => Sel::Regex(
+                regex::RegexBuilder::new(r)
+                    .case_insensitive(true)
+                    .build()
+                    .map_err(|e| format!("key regex /{r}/: {e}"))?,
+            ),
+            Some(seclang::ast::Selector::XPath(x)) => Sel::XPath(x.clone()),
+        })
+    }
+
+    /// Whether a key is selected.
+    pub(crate) fn matches(&self, key: &[u8]) -> bool {
+        match self {
+            Sel::All => true,
+            Sel::Key(k) => key.eq_ignore_ascii_case(k.as_bytes()),
+            Sel::Regex(r) => r.is_match(&String::from_utf8_lossy(key)),
+            Sel::XPath(x) => key == x.as_bytes(),
+        }
+    }
+}
+
+/// One target of a rule part.
+#[derive(Clone, Debug)]
+pub(crate) struct TargetSpec {
+    pub variable: Variable,
+    pub sel: Sel,
+    pub count: bool,
+}
+
+/// A `!VAR[:key]` exclusion.
+#[derive(Clone, Debug)]
+pub(crate) struct Exclusion {
+    pub variable: Variable,
+    pub sel: Sel,
+}
+
+impl Exclusion {
+    pub(crate) fn excludes(&self, variable: Variable, key: Option<&[u8]>) -> bool {
+        self.variable == variable
+            && match (&self.sel, key) {
+                (Sel::All, _) => true,
+                (sel, Some(k)) => sel.matches(k),
+                (_, None) => false,
+            }
+    }
+}
+
+/// One `SecRule` (or `SecAction`) of a chain.
+#[derive(Debug)]
+pub(crate) struct Part {
+    pub targets: Vec<TargetSpec>,
+    pub exclusions: Vec<Exclusion>,
+    /// `None` for `SecAction` (matches once, unconditionally).
+    pub op: Option<Op>,
+    pub negated: bool,
+    pub transforms: Vec<Transformation>,
+    pub multi_match: bool,
+    pub capture: bool,
+    /// Run on every matching value, whatever the rest of the chain does (as libmodsecurity3).
+    pub setvars: Vec<SetVar>,
+    /// Run once the whole chain matched (`ctl:`, `setenv`, `initcol`, ...).
+    pub after: Vec<ActionKind>,
+}
+
+/// A rule with its chain: one unit of evaluation.
+#[derive(Debug)]
+pub(crate) struct Rule {
+    pub id: u64,
+    pub phase: Phase,
+    pub parts: Vec<Part>,
+    pub msg: Option<MacroString>,
+    pub logdata: Option<MacroString>,
+    pub severity: Option<Severity>,
+    pub tags: Vec<MacroString>,
+    /// Tags as written, for `ctl:ruleRemoveByTag` and friends.
+    pub tag_text: Vec<String>,
+    pub ver: Option<String>,
+    pub log: bool,
+    pub auditlog: bool,
+    pub disruptive: Disruptive,
+    pub status: u16,
+    pub redirect: Option<MacroString>,
+    pub skip_after: Option<String>,
+    pub skip: u32,
+    /// Set when a part cannot run: the rule never matches.
+    pub broken: bool,
+    /// Where it was written: `file:line`.
+    pub location: String,
+}
+
+/// A step of a phase: a rule (index into the rule table) or a marker.
+#[derive(Debug)]
+pub(crate) enum Step {
+    Rule(usize),
+    Marker(String),
+}
+
+/// A compiled rule set: built once from loaded SecLang, shared by every transaction.
+#[derive(Debug)]
+pub struct RuleSet {
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) phases: [Vec<Step>; 5],
+    pub(crate) settings: Settings,
+    fallbacks: Vec<Fallback>,
+    unsupported: Vec<Unsupported>,
+}
+
+/// Defaults of one phase from `SecDefaultAction`.
+#[derive(Clone, Debug)]
+struct Defaults {
+    log: bool,
+    auditlog: bool,
+    disruptive: Disruptive,
+    status: Option<u16>,
+    transforms: Vec<Transformation>,
+}
+
+impl Default for Defaults {
+    fn default() -> Defaults {
+        Defaults { log: true, auditlog: true, disruptive: Disruptive::Pass, status: None, transforms: Vec::new() }
+    }
+}
+
+fn disruptive_of(a: &ActionKind) -> Option<Disruptive> {
+    Some(match a {
+        ActionKind::Pass => Disruptive::Pass,
+        ActionKind::Deny => Disruptive::Deny,
+        ActionKind::Drop => Disruptive::Drop,
+        ActionKind::Allow(s) => Disruptive::Allow(*s),
+        ActionKind::Redirect(_) | ActionKind::Proxy(_) => Disruptive::Redirect,
+        _ => return None,
+    })
+}
+
+impl RuleSet {
+    /// Compiles loaded rules. Never fails: rules that cannot run are kept, never match, and
+    /// are listed by [`RuleSet::unsupported`].
+    pub fn compile(loaded: &seclang::RuleSet) -> RuleSet {
+        let mut settings = Settings::default();
+        let mut defaults: [Defaults; 5] = Default::default();
+        let mut rules: Vec<Rule> = Vec::new();
+        let mut order: Vec<Result<usize, String>> = Vec::new();
+        let mut fallbacks = Vec::new();
+        let mut unsupported = Vec::new();
+        // Exceptions are applied once everything is read, as libmodsecurity3 applies them to
+        // every rule whatever its position.
+        let mut exceptions: Vec<&DirectiveKind> = Vec::new();
+        let mut mime_cleared = false;
+
+        // Settings first: the backtrack limit is needed while compiling regexes.
+        for d in &loaded.directives {
+            if let DirectiveKind::Setting(s) = &d.directive.kind {
+                apply_setting(&mut settings, s, &mut mime_cleared);
+            }
+        }
+
+        for d in &loaded.directives {
+            match &d.directive.kind {
+                DirectiveKind::Rule(r) => {
+                    let location = format!(
+                        "{}:{}",
+                        loaded.path(d.file).map(|p| p.display().to_string()).unwrap_or_default(),
+                        d.directive.span.start.line
+                    );
+                    let rule = compile_rule(r, d.file, loaded, &defaults, &settings, location);
+                    for p in &rule.1 {
+                        fallbacks.push(Fallback { rule_id: rule.0.id, pattern: p.clone() });
+                    }
+                    if let Some(reason) = &rule.2 {
+                        unsupported.push(Unsupported { rule_id: rule.0.id, reason: reason.clone() });
+                    }
+                    order.push(Ok(rules.len()));
+                    rules.push(rule.0);
+                }
+                DirectiveKind::DefaultAction(actions) => {
+                    let phase = actions
+                        .iter()
+                        .find_map(|a| match a.kind {
+                            ActionKind::Phase(p) => Some(p),
+                            _ => None,
+                        })
+                        .unwrap_or(Phase::RequestBody);
+                    let mut def = Defaults::default();
+                    for a in actions {
+                        match &a.kind {
+                            ActionKind::Log => def.log = true,
+                            ActionKind::NoLog => def.log = false,
+                            ActionKind::AuditLog => def.auditlog = true,
+                            ActionKind::NoAuditLog => def.auditlog = false,
+                            ActionKind::Status(s) => def.status = Some(*s),
+                            ActionKind::Transformation(Transformation::None) => def.transforms.clear(),
+                            ActionKind::Transformation(t) => def.transforms.push(*t),
+                            k => {
+                                if let Some(dis) = disruptive_of(k) {
+                                    def.disruptive = dis;
+                                }
+                            }
+                        }
+                    }
+                    defaults[usize::from(phase.number() - 1)] = def;
+                }
+                DirectiveKind::Marker(m) => order.push(Err(m.clone())),
+                k @ (DirectiveKind::RemoveById(_)
+                | DirectiveKind::RemoveByTag(_)
+                | DirectiveKind::RemoveByMsg(_)
+                | DirectiveKind::UpdateTarget { .. }
+                | DirectiveKind::UpdateActionById { .. }) => exceptions.push(k),
+                _ => {}
+            }
+        }
+
+        let mut removed = vec![false; rules.len()];
+        for k in exceptions {
+            apply_exception(k, &mut rules, &mut removed, &defaults);
+        }
+
+        let mut phases: [Vec<Step>; 5] = Default::default();
+        for o in order {
+            match o {
+                Ok(i) if !removed[i] => phases[usize::from(rules[i].phase.number() - 1)].push(Step::Rule(i)),
+                Ok(_) => {}
+                Err(m) => {
+                    // Markers stand in every phase: skipAfter looks for them in its own.
+                    for p in &mut phases {
+                        p.push(Step::Marker(m.clone()));
+                    }
+                }
+            }
+        }
+        fallbacks.retain(|f: &Fallback| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == f.rule_id));
+        unsupported.retain(|u: &Unsupported| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == u.rule_id));
+        RuleSet { rules, phases, settings, fallbacks, unsupported }
+    }
+
+    /// Rules whose regex runs on the backtracking engine (bounded by `SecPcreMatchLimit`).
+    pub fn fallbacks(&self) -> &[Fallback] {
+        &self.fallbacks
+    }
+
+    /// Rules that cannot run here (they never match), with the reason.
+    pub fn unsupported(&self) -> &[Unsupported] {
+        &self.unsupported
+    }
+
+    /// The engine settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// How many rules are active (after load-time removals).
+    pub fn rule_count(&self) -> usize {
+        self.phases.iter().flatten().filter(|s| matches!(s, Step::Rule(_))).count()
+    }
+}
+
+fn apply_setting(s: &mut Settings, setting: &Setting, mime_cleared: &mut bool) {
+    match setting {
+        Setting::RuleEngine(m) => s.engine = *m,
+        Setting::RequestBodyLimitAction(a) => s.request_body_limit_action = *a,
+        Setting::ResponseBodyLimitAction(a) => s.response_body_limit_action = *a,
+        Setting::ResponseBodyMimeTypesClear => {
+            s.response_mime_types.clear();
+            *mime_cleared = true;
+        }
+        Setting::Switch(SwitchDirective::RequestBodyAccess, b) => s.request_body_access = *b,
+        Setting::Switch(SwitchDirective::ResponseBodyAccess, b) => s.response_body_access = *b,
+        Setting::Number(d, n) => {
+            let n = *n;
+            match d {
+                NumberDirective::RequestBodyLimit => s.request_body_limit = n,
+                NumberDirective::ResponseBodyLimit => s.response_body_limit = n,
+                NumberDirective::RequestBodyJsonDepthLimit => s.json_depth_limit = n as usize,
+                NumberDirective::ArgumentsLimit => s.arguments_limit = n as usize,
+                NumberDirective::PcreMatchLimit => s.backtrack_limit = n as usize,
+                _ => {}
+            }
+        }
+        Setting::Text(TextDirective::ArgumentSeparator, sep) => {
+            if let Some(&b) = sep.as_bytes().first() {
+                s.argument_separator = b;
+            }
+        }
+        Setting::List(ListDirective::ResponseBodyMimeType, types) => {
+            if !*mime_cleared {
+                s.response_mime_types.clear();
+                *mime_cleared = true;
+            }
+            s.response_mime_types.extend(types.iter().map(|t| t.to_ascii_lowercase()));
+        }
+        _ => {}
+    }
+}
+
+/// A compiled rule, the patterns that fell back, and why it cannot run (if it cannot).
+type Compiled = (Rule, Vec<String>, Option<String>);
+
+fn compile_rule(
+    r: &seclang::ast::Rule,
+    file: FileId,
+    loaded: &seclang::RuleSet,
+    defaults: &[Defaults; 5],
+    settings: &Settings,
+    location: String,
+) -> Compiled {
+    let phase = r.phase().unwrap_or(Phase::RequestBody);
+    let def = &defaults[usize::from(phase.number() - 1)];
+    let mut rule = Rule {
+        id: r.id().unwrap_or(0),
+        phase,
+        parts: Vec::new(),
+        msg: None,
+        logdata: None,
+        severity: None,
+        tags: Vec::new(),
+        tag_text: Vec::new(),
+        ver: None,
+        log: def.log,
+        auditlog: def.auditlog,
+        disruptive: Disruptive::Pass,
+        status: def.status.unwrap_or(403),
+        redirect: None,
+        skip_after: None,
+        skip: 0,
+        broken: false,
+        location,
+    };
+    let mut fallbacks = Vec::new();
+    let mut problem: Option<String> = None;
+    for (i, part) in r.parts().enumerate() {
+        let mut p = Part {
+            targets: Vec::new(),
+            exclusions: Vec::new(),
+            op: None,
+            negated: false,
+            transforms: def.transforms.clone(),
+            multi_match: false,
+            capture: false,
+            setvars: Vec::new(),
+            after: Vec::new(),
+        };
+        for a in &part.actions {
+            apply_action(&mut rule, &mut p, &a.kind, def, i == 0, &mut problem);
+        }
+        if let RuleKind::SecRule { targets, operator } = &part.kind {
+            for t in targets {
+                if let Err(e) = add_target(&mut p, t) {
+                    problem.get_or_insert(e);
+                }
+            }
+            p.negated = operator.negated;
+            let files: Vec<&[String]> = if operator.kind.reads_files() {
+                operator
+                    .words()
+                    .iter()
+                    .filter_map(|w| loaded.data_file(file, w))
+                    .map(|f: &DataFile| f.entries.as_slice())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            match operator::compile(operator.kind, &operator.argument, &files, settings.backtrack_limit) {
+                Ok(c) => {
+                    if c.fallback {
+                        fallbacks.push(operator.argument.to_string());
+                    }
+                    p.op = Some(c.op);
+                }
+                Err(e) => {
+                    problem.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(t) = p.transforms.iter().find(|t| !transform::supported(**t)) {
+            problem.get_or_insert(format!("transformation t:{} is not implemented", t.name()));
+        }
+        rule.parts.push(p);
+    }
+    rule.broken = problem.is_some();
+    (rule, fallbacks, problem)
+}
+
+fn add_target(p: &mut Part, t: &Target) -> Result<(), String> {
+    let sel = Sel::of(t)?;
+    match t.modifier {
+        TargetModifier::Exclude => p.exclusions.push(Exclusion { variable: t.variable, sel }),
+        TargetModifier::Count => p.targets.push(TargetSpec { variable: t.variable, sel, count: true }),
+        TargetModifier::None => p.targets.push(TargetSpec { variable: t.variable, sel, count: false }),
+    }
+    Ok(())
+}
+
+fn apply_action(
+    rule: &mut Rule,
+    p: &mut Part,
+    a: &ActionKind,
+    def: &Defaults,
+    head: bool,
+    problem: &mut Option<String>,
+) {
+    match a {
+        ActionKind::Msg(m) => rule.msg = Some(m.clone()),
+        ActionKind::LogData(m) => rule.logdata = Some(m.clone()),
+        ActionKind::Severity(s) => rule.severity = Some(*s),
+        ActionKind::Tag(t) => {
+            rule.tag_text.push(t.to_string());
+            rule.tags.push(t.clone());
+        }
+        ActionKind::Ver(v) => rule.ver = Some(v.clone()),
+        ActionKind::Log => rule.log = true,
+        ActionKind::NoLog => rule.log = false,
+        ActionKind::AuditLog => rule.auditlog = true,
+        ActionKind::NoAuditLog => rule.auditlog = false,
+        ActionKind::Status(s) => rule.status = *s,
+        ActionKind::Block if head => rule.disruptive = def.disruptive.clone(),
+        ActionKind::Redirect(u) | ActionKind::Proxy(u) if head => {
+            rule.disruptive = Disruptive::Redirect;
+            rule.redirect = Some(u.clone());
+        }
+        k if head && disruptive_of(k).is_some() => rule.disruptive = disruptive_of(k).unwrap_or(Disruptive::Pass),
+        ActionKind::SkipAfter(m) => rule.skip_after = Some(m.clone()),
+        ActionKind::Skip(n) => rule.skip = *n,
+        ActionKind::Transformation(Transformation::None) => p.transforms.clear(),
+        ActionKind::Transformation(t) => p.transforms.push(*t),
+        ActionKind::MultiMatch => p.multi_match = true,
+        ActionKind::Capture => p.capture = true,
+        ActionKind::SetVar(sv) => p.setvars.push(sv.clone()),
+        k @ (ActionKind::Ctl(_)
+        | ActionKind::SetEnv(..)
+        | ActionKind::InitCol(..)
+        | ActionKind::ExpireVar(..)
+        | ActionKind::DeprecateVar(..)
+        | ActionKind::SetUid(_)
+        | ActionKind::SetSid(_)
+        | ActionKind::SetRsc(_)) => p.after.push(k.clone()),
+        ActionKind::Exec(_) => {
+            problem.get_or_insert("action exec is not implemented".into());
+        }
+        _ => {}
+    }
+}
+
+/// Applies a load-time exception directive.
+fn apply_exception(k: &DirectiveKind, rules: &mut [Rule], removed: &mut [bool], defaults: &[Defaults; 5]) {
+    let tag_matches = |r: &Rule, re: &str| match regex::Regex::new(re) {
+        Ok(rx) => r.tag_text.iter().any(|t| rx.is_match(t)),
+        Err(_) => r.tag_text.iter().any(|t| t == re),
+    };
+    let msg_matches = |r: &Rule, re: &str| {
+        let msg = r.msg.as_ref().map(|m| m.to_string()).unwrap_or_default();
+        match regex::Regex::new(re) {
+            Ok(rx) => rx.is_match(&msg),
+            Err(_) => msg == re,
+        }
+    };
+    match k {
+        DirectiveKind::RemoveById(ranges) => {
+            for (i, r) in rules.iter().enumerate() {
+                if ranges.iter().any(|g| g.contains(r.id)) {
+                    removed[i] = true;
+                }
+            }
+        }
+        DirectiveKind::RemoveByTag(t) => {
+            for (i, r) in rules.iter().enumerate() {
+                if tag_matches(r, t) {
+                    removed[i] = true;
+                }
+            }
+        }
+        DirectiveKind::RemoveByMsg(m) => {
+            for (i, r) in rules.iter().enumerate() {
+                if msg_matches(r, m) {
+                    removed[i] = true;
+                }
+            }
+        }
+        DirectiveKind::UpdateTarget { selector, targets, replaced } => {
+            for r in rules.iter_mut() {
+                let hit = match selector {
+                    RuleSelector::Ids(ids) => ids.iter().any(|g| g.contains(r.id)),
+                    RuleSelector::Tag(t) => tag_matches(r, t),
+                    RuleSelector::Msg(m) => msg_matches(r, m),
+                };
+                if !hit {
+                    continue;
+                }
+                let Some(head) = r.parts.first_mut() else { continue };
+                if let Some(old) = replaced {
+                    for o in old {
+                        let Ok(sel) = Sel::of(o) else { continue };
+                        head.targets.retain(|t| !(t.variable == o.variable && same_sel(&t.sel, &sel)));
+                    }
+                }
+                for t in targets {
+                    if add_target(head, t).is_err() {
+                        r.broken = true;
+                    }
+                }
+            }
+        }
+        DirectiveKind::UpdateActionById { id, actions, .. } => {
+            for r in rules.iter_mut().filter(|r| r.id == *id) {
+                let def = defaults[usize::from(r.phase.number() - 1)].clone();
+                // Replaced lists: a new msg/logdata/severity replaces the old; new tags, setvars
+                // and transformations are added.
+                let mut problem = None;
+                if let Some(mut head) = r.parts.first_mut().map(|p| std::mem::replace(p, empty_part())) {
+                    for a in actions {
+                        apply_action(r, &mut head, &a.kind, &def, true, &mut problem);
+                    }
+                    if let Some(slot) = r.parts.first_mut() {
+                        *slot = head;
+                    }
+                }
+                if problem.is_some() {
+                    r.broken = true;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn same_sel(a: &Sel, b: &Sel) -> bool {
+    match (a, b) {
+        (Sel::All, Sel::All) => true,
+        (Sel::Key(x), Sel::Key(y)) | (Sel::XPath(x), Sel::XPath(y)) => x == y,
+        (Sel::Regex(x), Sel::Regex(y)) => x.as_str() == y.as_str(),
+        _ => false,
+    }
+}
+
+fn empty_part() -> Part {
+    Part {
+        targets: Vec::new(),
+        exclusions: Vec::new(),
+        op: None,
+        negated: false,
+        transforms: Vec::new(),
+        multi_match: false,
+        capture: false,
+        setvars: Vec::new(),
+        after: Vec::new(),
+    }
+}
+
+/// The body processor a `Content-Type` selects (`multipart/form-data` and
+/// `application/x-www-form-urlencoded`, compared without case as a prefix).
+pub(crate) fn processor_for(content_type: &[u8]) -> Option<BodyProcessor> {
+    let l = content_type.to_ascii_lowercase();
+    if l.starts_with(b"multipart/form-data") {
+        Some(BodyProcessor::Multipart)
+    } else if l.starts_with(b"application/x-www-form-urlencoded") {
+        Some(BodyProcessor::UrlEncoded)
+    } else {
+        None
+    }
+}

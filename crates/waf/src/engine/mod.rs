@@ -1,0 +1,40 @@
+//! The evaluation engine: compiled rules and per-request transactions.
+//!
+//! ```text
+//! seclang::RuleSet (AST) ──compile──▶ RuleSet (Send + Sync, built once, shared)
+//!                                        │
+//! Request / Response ──▶ Transaction ────┴──▶ phases 1..5 ──▶ Outcome (verdict, scores, matches)
+//! ```
+//!
+//! - [`compile`] turns the AST into [`RuleSet`]: settings, default actions folded in,
+//!   load-time exceptions applied, operators compiled ([`operator`]), phases ordered.
+//! - [`transaction`] runs one request: variables, transformations ([`transform`]), operators,
+//!   actions, `ctl:` at run time, and the body processors of [`body`].
+//! - [`request`] is the request/response model the gateway and the regression runner fill.
+
+pub mod body;
+pub mod compile;
+pub(crate) mod operator;
+pub mod request;
+pub mod transaction;
+pub mod transform;
+
+pub use compile::{Fallback, RuleSet, Settings, Unsupported};
+pub use request::{Request, Response};
+pub use transaction::{MatchedRule, Outcome, Transaction, Verdict};
+
+impl RuleSet {
+    /// Evaluates a request (phases 1 and 2), the response when given (phases 3 and 4), then
+    /// phase 5.
+    pub fn evaluate(&self, request: &Request, response: Option<&Response>) -> Outcome {
+        let mut tx = Transaction::new(self);
+        tx.process_request(request);
+        if let Some(r) = response {
+            tx.process_response(r);
+        }
+        tx.finish()
+    }
+}
+
+#[cfg(test)]
+mod tests;

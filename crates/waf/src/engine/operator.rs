@@ -1,0 +1,521 @@
+//! Operators (`@rx`, `@pm`, `@detectSQLi`, ...): compiled once from the AST, run per value.
+//!
+//! `@rx` patterns are read with libmodsecurity3's flags (PCRE `DOTALL | MULTILINE`, no UTF:
+//! bytes in, bytes matched) and compiled with the `regex` crate's bytes API with Unicode off,
+//! which runs in linear time. A pattern `regex` refuses (look-around, back-references,
+//! possessive quantifiers, atomic groups) is compiled by `fancy-regex` instead, on a Latin-1 view
+//! of the bytes so that byte semantics hold, with a backtrack limit
+//! (`SecPcreMatchLimit`); [`Compiled::fallback`] says which. `@pm` phrase lists become one
+//! case-insensitive Aho-Corasick automaton. `@detectSQLi` / `@detectXSS` call `libinjectionrs`,
+//! a Rust port of libinjection.
+//!
+//! Arguments holding `%{...}` macros are expanded per transaction by the caller
+//! ([`Op::needs_expansion`]); everything else is prepared here.
+
+use std::net::IpAddr;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+
+use crate::seclang::ast::{MacroString, OperatorKind};
+
+/// How a regex was compiled.
+#[derive(Debug)]
+pub(crate) enum Rx {
+    /// `regex` crate, linear time.
+    Linear(regex::bytes::Regex),
+    /// `fancy-regex` on a Latin-1 view, with a backtrack limit.
+    Backtracking(fancy_regex::Regex),
+}
+
+/// What a successful regex match captured: group 0..=9 (`None` for groups that did not take
+/// part).
+pub(crate) type Captures = Vec<Option<Vec<u8>>>;
+
+impl Rx {
+    /// Compiles `pattern` with libmodsecurity3's flags. `Err` holds why neither engine took it.
+    pub(crate) fn compile(pattern: &str, backtrack_limit: usize) -> Result<Rx, String> {
+        let translated = translate(pattern);
+        let linear = regex::bytes::RegexBuilder::new(&format!("(?sm-u){translated}"))
+            .size_limit(256 << 20)
+            .dfa_size_limit(32 << 20)
+            .build();
+        match linear {
+            Ok(r) => Ok(Rx::Linear(r)),
+            Err(linear_err) => {
+                let latin1: String = translated.bytes().map(char::from).collect();
+                fancy_regex::RegexBuilder::new(&format!("(?sm){latin1}"))
+                    .backtrack_limit(backtrack_limit)
+                    .delegate_size_limit(256 << 20)
+                    .build()
+                    .map(Rx::Backtracking)
+                    .map_err(|e| format!("regex: {linear_err}; fancy-regex: {e}"))
+            }
+        }
+    }
+
+    /// Whether the pattern needed the backtracking engine.
+    pub(crate) fn is_fallback(&self) -> bool {
+        matches!(self, Rx::Backtracking(_))
+    }
+
+    /// Whether the pattern matches anywhere in `v`.
+    pub(crate) fn is_match(&self, v: &[u8]) -> bool {
+        match self {
+            Rx::Linear(r) => r.is_match(v),
+            Rx::Backtracking(r) => r.is_match(&latin1(v)).unwrap_or(false),
+        }
+    }
+
+    /// The first match and its groups 0..=9.
+    pub(crate) fn captures(&self, v: &[u8]) -> Option<Captures> {
+        match self {
+            Rx::Linear(r) => {
+                let c = r.captures(v)?;
+                Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| m.as_bytes().to_vec())).collect())
+            }
+            Rx::Backtracking(r) => {
+                let s = latin1(v);
+                let c = r.captures(&s).ok()??;
+                Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| from_latin1(m.as_str()))).collect())
+            }
+        }
+    }
+}
+
+fn latin1(v: &[u8]) -> String {
+    v.iter().map(|&b| char::from(b)).collect()
+}
+
+fn from_latin1(s: &str) -> Vec<u8> {
+    s.chars().map(|c| c as u32 as u8).collect()
+}
+
+/// Rewrites the PCRE spellings the `regex` crate reads differently: `\Z` (end, or before a final
+/// newline) and `\z` (end), `[[:...:]]` are kept (both read them), `\x{h}` too.
+fn translate(p: &str) -> String {
+    let mut out = String::with_capacity(p.len());
+    let mut chars = p.chars().peekable();
+    let mut in_class = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('Z') if !in_class => out.push_str(r"(?:\n?\z)"),
+                Some('/') => out.push('/'),
+                Some(n) => {
+                    out.push('\\');
+                    out.push(n);
+                }
+                None => out.push_str(r"\\"),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                // A `]` or `^]` right after the opening bracket is literal in both dialects.
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    out.push_str(r"\]");
+                    chars.next();
+                }
+            }
+            '[' if in_class => {
+                // POSIX classes inside a class: copy through to the closing `:]`.
+                if chars.peek() == Some(&':') {
+                    out.push('[');
+                    for d in chars.by_ref() {
+                        out.push(d);
+                        if d == ']' {
+                            break;
+                        }
+                    }
+                } else {
+                    out.push_str(r"\[");
+                }
+            }
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            '&' | '~' | '-' if in_class => {
+                // `regex` reads `&&`, `~~` and `--` as class set operations; PCRE does not.
+                if c != '-' && chars.peek() == Some(&c) {
+                    out.push('\\');
+                    out.push(c);
+                } else if c == '-' && chars.peek() == Some(&'-') {
+                    out.push_str(r"\-");
+                } else {
+                    out.push(c);
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A compiled operator.
+#[derive(Debug)]
+pub(crate) enum Op {
+    /// `@rx`, `@rxGlobal` with a literal pattern.
+    Rx(Rx),
+    /// `@rx` whose pattern holds macros: compiled per transaction.
+    RxMacro(MacroString),
+    /// `@pm`, `@pmFromFile`: case-insensitive phrases.
+    Pm(AhoCorasick),
+    /// `@beginsWith`, `@endsWith`, `@contains`, `@containsWord`, `@streq`, `@within`,
+    /// `@strmatch`, compared with the expanded argument.
+    Str(StrOp, MacroString),
+    /// `@eq`, `@ge`, `@gt`, `@le`, `@lt`.
+    Num(NumOp, MacroString),
+    /// `@ipMatch`, `@ipMatchFromFile`.
+    IpMatch(Vec<Net>),
+    /// `@detectSQLi`.
+    DetectSqli,
+    /// `@detectXSS`.
+    DetectXss,
+    /// `@validateByteRange`: the allowed bytes.
+    ValidateByteRange(Box<[bool; 256]>),
+    /// `@validateUrlEncoding`.
+    ValidateUrlEncoding,
+    /// `@validateUtf8Encoding`.
+    ValidateUtf8Encoding,
+    /// `@unconditionalMatch`.
+    Always,
+    /// `@noMatch`.
+    Never,
+}
+
+/// String comparisons.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum StrOp {
+    BeginsWith,
+    EndsWith,
+    Contains,
+    ContainsWord,
+    Streq,
+    Within,
+}
+
+/// Integer comparisons.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum NumOp {
+    Eq,
+    Ge,
+    Gt,
+    Le,
+    Lt,
+}
+
+/// An address or network of `@ipMatch`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Net {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Net {
+    fn parse(s: &str) -> Option<Net> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p.parse::<u8>().ok()?)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.trim().parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = p.unwrap_or(max);
+        (prefix <= max).then_some(Net { addr, prefix })
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix)) };
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix)) };
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The result of compiling one operator.
+pub(crate) struct Compiled {
+    pub op: Op,
+    /// Set when the regex needed the backtracking engine.
+    pub fallback: bool,
+}
+
+/// Compiles an operator; `files` holds the entries of its data files (`@pmFromFile`).
+/// `Err` says why the operator cannot run (unsupported operator, bad pattern).
+pub(crate) fn compile(
+    kind: OperatorKind,
+    arg: &MacroString,
+    files: &[&[String]],
+    backtrack_limit: usize,
+) -> Result<Compiled, String> {
+    use OperatorKind as O;
+    let plain = |op| Ok(Compiled { op, fallback: false });
+    let literal = arg.as_literal();
+    match kind {
+        O::Rx | O::RxGlobal => match literal {
+            Some(p) => {
+                let rx = Rx::compile(p, backtrack_limit)?;
+                let fallback = rx.is_fallback();
+                Ok(Compiled { op: Op::Rx(rx), fallback })
+            }
+            None => plain(Op::RxMacro(arg.clone())),
+        },
+        O::Pm => {
+            let text = arg.to_string();
+            plain(Op::Pm(phrases(text.split_whitespace().map(str::as_bytes))?))
+        }
+        O::PmFromFile => {
+            let words = files.iter().flat_map(|f| f.iter()).map(|s| s.trim().as_bytes()).filter(|s| !s.is_empty());
+            plain(Op::Pm(phrases(words)?))
+        }
+        O::BeginsWith => plain(Op::Str(StrOp::BeginsWith, arg.clone())),
+        O::EndsWith => plain(Op::Str(StrOp::EndsWith, arg.clone())),
+        O::Contains | O::Strmatch => plain(Op::Str(StrOp::Contains, arg.clone())),
+        O::ContainsWord => plain(Op::Str(StrOp::ContainsWord, arg.clone())),
+        O::Streq => plain(Op::Str(StrOp::Streq, arg.clone())),
+        O::Within => plain(Op::Str(StrOp::Within, arg.clone())),
+        O::Eq => plain(Op::Num(NumOp::Eq, arg.clone())),
+        O::Ge => plain(Op::Num(NumOp::Ge, arg.clone())),
+        O::Gt => plain(Op::Num(NumOp::Gt, arg.clone())),
+        O::Le => plain(Op::Num(NumOp::Le, arg.clone())),
+        O::Lt => plain(Op::Num(NumOp::Lt, arg.clone())),
+        O::IpMatch | O::IpMatchFromFile => {
+            let text = arg.to_string();
+            let entries: Vec<String> = if kind == O::IpMatch {
+                text.split(|c: char| c == ',' || c.is_whitespace()).map(str::to_string).collect()
+            } else {
+                files.iter().flat_map(|f| f.iter().cloned()).collect()
+            };
+            let nets: Option<Vec<Net>> =
+                entries.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(Net::parse).collect();
+            plain(Op::IpMatch(nets.ok_or_else(|| format!("bad address in `{text}`"))?))
+        }
+        O::DetectSqli => plain(Op::DetectSqli),
+        O::DetectXss => plain(Op::DetectXss),
+        O::ValidateByteRange => {
+            let mut allowed = Box::new([false; 256]);
+            for item in arg.to_string().split(',') {
+                let byte = |s: &str| s.trim().parse::<u8>().map_err(|_| format!("bad byte range `{item}`"));
+                let (a, b) = match item.split_once('-') {
+                    Some((a, b)) => (byte(a)?, byte(b)?),
+                    None => (byte(item)?, byte(item)?),
+                };
+                for x in a..=b {
+                    allowed[usize::from(x)] = true;
+                }
+            }
+            plain(Op::ValidateByteRange(allowed))
+        }
+        O::ValidateUrlEncoding => plain(Op::ValidateUrlEncoding),
+        O::ValidateUtf8Encoding => plain(Op::ValidateUtf8Encoding),
+        O::UnconditionalMatch => plain(Op::Always),
+        O::NoMatch => plain(Op::Never),
+        other => Err(format!("operator @{} is not implemented", other.name())),
+    }
+}
+
+fn phrases<'a>(words: impl Iterator<Item = &'a [u8]>) -> Result<AhoCorasick, String> {
+    let words: Vec<&[u8]> = words.collect();
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(words)
+        .map_err(|e| e.to_string())
+}
+
+/// Runs a string comparison (`arg` already expanded).
+pub(crate) fn str_op(op: StrOp, v: &[u8], arg: &[u8]) -> Option<Vec<u8>> {
+    let hit = match op {
+        StrOp::BeginsWith => v.starts_with(arg),
+        StrOp::EndsWith => v.ends_with(arg),
+        StrOp::Contains => find(v, arg).is_some(),
+        StrOp::Streq => v == arg,
+        StrOp::Within => find(arg, v).is_some(),
+        StrOp::ContainsWord => contains_word(v, arg),
+    };
+    hit.then(|| arg.to_vec())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() {
+        return Some(0);
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn contains_word(v: &[u8], w: &[u8]) -> bool {
+    if w.is_empty() {
+        return true;
+    }
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut start = 0;
+    while let Some(p) = find(&v[start..], w) {
+        let i = start + p;
+        let before = i == 0 || !word(v[i - 1]);
+        let after = i + w.len() >= v.len() || !word(v[i + w.len()]);
+        if before && after {
+            return true;
+        }
+        start = i + 1;
+    }
+    false
+}
+
+/// libmodsecurity3 reads operands like C's `atoi`: leading blanks and sign, then digits; text
+/// that is not a number counts as 0.
+pub(crate) fn to_int(v: &[u8]) -> i64 {
+    let s = v.iter().position(|&b| !crate::engine::transform::is_space(b)).map_or(&[][..], |i| &v[i..]);
+    let (neg, s) = match s.first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    let mut n: i64 = 0;
+    for &b in s.iter().take_while(|b| b.is_ascii_digit()) {
+        n = n.saturating_mul(10).saturating_add(i64::from(b - b'0'));
+    }
+    if neg {
+        -n
+    } else {
+        n
+    }
+}
+
+/// Runs an integer comparison.
+pub(crate) fn num_op(op: NumOp, v: &[u8], arg: &[u8]) -> bool {
+    let (a, b) = (to_int(v), to_int(arg));
+    match op {
+        NumOp::Eq => a == b,
+        NumOp::Ge => a >= b,
+        NumOp::Gt => a > b,
+        NumOp::Le => a <= b,
+        NumOp::Lt => a < b,
+    }
+}
+
+/// `@pm`: the first phrase found.
+pub(crate) fn pm(ac: &AhoCorasick, v: &[u8]) -> Option<Vec<u8>> {
+    ac.find(v).map(|m| v[m.range()].to_vec())
+}
+
+/// `@ipMatch`.
+pub(crate) fn ip_match(nets: &[Net], v: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(v) else { return false };
+    let Ok(ip) = s.trim().parse::<IpAddr>() else { return false };
+    nets.iter().any(|n| n.contains(ip))
+}
+
+/// `@detectSQLi`: the libinjection fingerprint when the value is SQL injection.
+pub(crate) fn detect_sqli(v: &[u8]) -> Option<Vec<u8>> {
+    let r = libinjectionrs::detect_sqli(v);
+    if r.is_injection() {
+        Some(r.fingerprint.map(|f| f.to_string().into_bytes()).unwrap_or_default())
+    } else {
+        None
+    }
+}
+
+/// `@detectXSS`.
+pub(crate) fn detect_xss(v: &[u8]) -> bool {
+    libinjectionrs::detect_xss(v).is_injection()
+}
+
+/// `@validateUrlEncoding`: a `%` not followed by two hex digits.
+pub(crate) fn invalid_url_encoding(v: &[u8]) -> bool {
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' {
+            if i + 2 >= v.len() || !v[i + 1].is_ascii_hexdigit() || !v[i + 2].is_ascii_hexdigit() {
+                return true;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// `@validateUtf8Encoding`: not well-formed UTF-8 (overlong forms, surrogates and code points
+/// past U+10FFFF included).
+pub(crate) fn invalid_utf8(v: &[u8]) -> bool {
+    std::str::from_utf8(v).is_err()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn regex_is_byte_oriented() {
+        let rx = Rx::compile(r"\xbc[\s\x0b]*/", 1000).unwrap();
+        assert!(!rx.is_fallback());
+        assert!(rx.is_match(b"a\xbc /"));
+        let rx = Rx::compile(r"(?i)ab(?=c)", 1000).unwrap();
+        assert!(rx.is_fallback());
+        assert!(rx.is_match(b"\xffABc"));
+        assert!(!rx.is_match(b"abd"));
+        let caps = rx.captures(b"\xfeabc").unwrap();
+        assert_eq!(caps[0].as_deref(), Some(&b"ab"[..]));
+    }
+
+    #[test]
+    fn pcre_spellings() {
+        for (p, yes, no) in [
+            (r"[^]a]", &b"b"[..], &b"]"[..]),
+            (r"a\Z", b"a\n", b"a\nb"),
+            (r"[a&&b]", b"&", b"c"),
+            (r"^b$", b"a\nb\nc", b"ab"),
+            (r"[[:digit:]]x", b"1x", b"ax"),
+            (r"\/x", b"/x", b"x"),
+        ] {
+            let rx = Rx::compile(p, 1000).unwrap();
+            assert!(rx.is_match(yes), "{p} on {yes:?}");
+            assert!(!rx.is_match(no), "{p} on {no:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_like_atoi() {
+        assert_eq!(to_int(b" 42abc"), 42);
+        assert_eq!(to_int(b"-7"), -7);
+        assert_eq!(to_int(b"abc"), 0);
+    }
+
+    #[test]
+    fn networks() {
+        let nets =
+            vec![Net::parse("127.0.0.1").unwrap(), Net::parse("10.0.0.0/8").unwrap(), Net::parse("::1").unwrap()];
+        assert!(ip_match(&nets, b"10.2.3.4"));
+        assert!(ip_match(&nets, b"::1"));
+        assert!(!ip_match(&nets, b"11.0.0.1"));
+    }
+
+    #[test]
+    fn libinjection_answers() {
+        assert_eq!(detect_sqli(b"1' OR '1'='1").as_deref(), Some(&b"s&sos"[..]));
+        assert_eq!(detect_sqli(b"1 UNION SELECT * FROM users").as_deref(), Some(&b"1UEok"[..]));
+        assert!(detect_sqli(b"hello world").is_none());
+        assert!(detect_xss(b"<script>alert(1)</script>"));
+        assert!(detect_xss(b"<img src=x onerror=alert(1)>"));
+        assert!(!detect_xss(b"benign text"));
+    }
+
+    #[test]
+    fn encodings() {
+        assert!(invalid_url_encoding(b"a%2"));
+        assert!(invalid_url_encoding(b"%zz"));
+        assert!(!invalid_url_encoding(b"%20a"));
+        assert!(invalid_utf8(b"\xc0\xaf"));
+        assert!(!invalid_utf8("é".as_bytes()));
+    }
+}

@@ -1,0 +1,1115 @@
+//! One request (and its response) going through a compiled [`RuleSet`]: the per-request state
+//! and the evaluation loop.
+//!
+//! ```text
+//! Request ──headers──▶ phase 1 ──body processor──▶ phase 2 ─┐
+//! Response ─headers──▶ phase 3 ──body (if inspected)──▶ phase 4 ──▶ phase 5 ──▶ Outcome
+//! ```
+//!
+//! Within a phase, rules and markers run in file order. A rule part collects the values of its
+//! targets (minus `!` exclusions and runtime `ctl:ruleRemoveTarget*`), applies its
+//! transformation chain (every step with `multiMatch`), runs its operator, and for each match
+//! updates `MATCHED_VAR(S)`, `TX:0..9` (with `capture`) and runs its `setvar`s, as
+//! libmodsecurity3 does. When every part of a chain matched, the rule's `ctl:` actions run, its
+//! `msg`/`logdata` are expanded, it is recorded, and its disruptive action applies when the
+//! engine is `On` (`DetectionOnly` records but never interrupts).
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::seclang::ast::{
+    ActionKind, AllowScope, BodyProcessor, Ctl, EngineMode, IdRange, LimitAction, MacroPart, MacroString, MacroVar,
+    Phase, SetVarOp, Severity, Target, TargetModifier, Variable,
+};
+
+use super::body::{json, multipart, urlencoded, xml, Pair};
+use super::compile::{processor_for, Disruptive, Exclusion, Part, Rule, RuleSet, Sel, Step, TargetSpec};
+use super::operator::{self, Captures, Op, Rx};
+use super::request::{Request, Response};
+use super::transform;
+
+/// A rule that matched and logs: what the audit log and `POST /api/v1/waf/evaluate` report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchedRule {
+    /// The rule id.
+    pub id: u64,
+    /// The phase it ran in.
+    pub phase: u8,
+    /// `msg`, expanded.
+    pub msg: String,
+    /// `logdata`, expanded.
+    pub data: String,
+    /// `severity`.
+    pub severity: Option<Severity>,
+    /// `tag`s, expanded.
+    pub tags: Vec<String>,
+    /// The variable of the last match (`ARGS:id`).
+    pub matched_var_name: String,
+    /// Where the rule is written (`file:line`).
+    pub location: String,
+    /// Whether the rule's disruptive action interrupted the transaction.
+    pub disruptive: bool,
+}
+
+impl MatchedRule {
+    /// One line in the shape libmodsecurity3 writes to the error log.
+    pub fn log_line(&self) -> String {
+        let mut s = format!(
+            "ModSecurity: Warning. Matched against variable `{}' [file \"{}\"] [id \"{}\"] [msg \"{}\"] [data \"{}\"]",
+            self.matched_var_name, self.location, self.id, self.msg, self.data
+        );
+        if let Some(sev) = self.severity {
+            s.push_str(&format!(" [severity \"{}\"]", sev.number()));
+        }
+        for t in &self.tags {
+            s.push_str(&format!(" [tag \"{t}\"]"));
+        }
+        s
+    }
+}
+
+/// The decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Let the request through.
+    Pass,
+    /// Refuse it with this status (`deny`, `drop` (status 0 asks to close the connection),
+    /// `redirect`).
+    Block {
+        /// The HTTP status.
+        status: u16,
+        /// The rule that decided.
+        rule_id: u64,
+    },
+}
+
+/// What a transaction ends with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// Pass or block.
+    pub verdict: Verdict,
+    /// `TX:blocking_inbound_anomaly_score` (CRS 4), or `TX:inbound_anomaly_score` /
+    /// `TX:anomaly_score` (CRS 3).
+    pub inbound_anomaly_score: i64,
+    /// `TX:blocking_outbound_anomaly_score` (CRS 4), or `TX:outbound_anomaly_score`.
+    pub outbound_anomaly_score: i64,
+    /// The rules that matched and log, in order.
+    pub matched: Vec<MatchedRule>,
+}
+
+/// A request and response being evaluated. Create one per request with
+/// [`Transaction::new`], feed it, then call [`Transaction::finish`].
+#[derive(Debug)]
+pub struct Transaction<'r> {
+    rules: &'r RuleSet,
+    v: Vars,
+    tx: BTreeMap<String, Vec<u8>>,
+    /// IP, GLOBAL, SESSION, USER, RESOURCE: kept for this transaction only.
+    stores: BTreeMap<(u8, String), Vec<u8>>,
+    env: BTreeMap<String, Vec<u8>>,
+    matched_var: (String, Vec<u8>),
+    matched_vars: Vec<(String, Vec<u8>)>,
+    engine: EngineMode,
+    request_body_access: bool,
+    response_body_access: bool,
+    processor: Option<BodyProcessor>,
+    removed_ids: Vec<IdRange>,
+    removed_tags: Vec<String>,
+    removed_targets: Vec<(RuleRef, Exclusion)>,
+    matches: Vec<MatchedRule>,
+    interruption: Option<(u16, u64)>,
+    /// Request phases are skipped up to and including this phase (`allow`).
+    allowed_through: u8,
+    highest_severity: Option<u8>,
+    unique_id: String,
+}
+
+#[derive(Clone, Debug)]
+enum RuleRef {
+    Ids(Vec<IdRange>),
+    Tag(String),
+}
+
+/// The variables taken from the request and response.
+#[derive(Debug, Default)]
+struct Vars {
+    method: Vec<u8>,
+    uri_raw: Vec<u8>,
+    uri: Vec<u8>,
+    filename: Vec<u8>,
+    basename: Option<Vec<u8>>,
+    query: Vec<u8>,
+    protocol: Vec<u8>,
+    line: Vec<u8>,
+    headers: Vec<Pair>,
+    cookies: Vec<Pair>,
+    args_get: Vec<Pair>,
+    args_post: Vec<Pair>,
+    body: Option<Vec<u8>>,
+    body_length: usize,
+    files: Vec<multipart::FilePart>,
+    part_headers: Vec<Pair>,
+    multipart: Option<multipart::Flags>,
+    xml: Option<xml::Document>,
+    reqbody_error: Option<String>,
+    urlencoded_error: bool,
+    remote_addr: Vec<u8>,
+    remote_port: Vec<u8>,
+    server_addr: Vec<u8>,
+    server_port: Vec<u8>,
+    server_name: Vec<u8>,
+    full_request: Vec<u8>,
+    status: Option<u16>,
+    response_protocol: Vec<u8>,
+    response_headers: Vec<Pair>,
+    response_body: Option<Vec<u8>>,
+}
+
+/// A value of a target: which variable, which key, what value.
+struct Val<'a> {
+    var: Variable,
+    key: Option<Cow<'a, [u8]>>,
+    value: Cow<'a, [u8]>,
+}
+
+impl Val<'_> {
+    fn name(&self) -> String {
+        match &self.key {
+            Some(k) => format!("{}:{}", self.var.name(), String::from_utf8_lossy(k)),
+            None => self.var.name().to_string(),
+        }
+    }
+}
+
+/// One successful operator run.
+struct Hit {
+    name: String,
+    value: Vec<u8>,
+    captures: Option<Captures>,
+}
+
+enum Flow<'a> {
+    Next,
+    SkipAfter(&'a str),
+    Skip(u32),
+    EndPhase,
+    Stop,
+}
+
+static UNIQUE: AtomicU64 = AtomicU64::new(1);
+
+fn store_index(v: Variable) -> u8 {
+    match v {
+        Variable::Ip => 1,
+        Variable::Global => 2,
+        Variable::Session => 3,
+        Variable::User => 4,
+        _ => 5,
+    }
+}
+
+impl<'r> Transaction<'r> {
+    /// A fresh transaction over `rules`.
+    pub fn new(rules: &'r RuleSet) -> Transaction<'r> {
+        let s = &rules.settings;
+        Transaction {
+            rules,
+            v: Vars::default(),
+            tx: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            env: BTreeMap::new(),
+            matched_var: (String::new(), Vec::new()),
+            matched_vars: Vec::new(),
+            engine: s.engine,
+            request_body_access: s.request_body_access,
+            response_body_access: s.response_body_access,
+            processor: None,
+            removed_ids: Vec::new(),
+            removed_tags: Vec::new(),
+            removed_targets: Vec::new(),
+            matches: Vec::new(),
+            interruption: None,
+            allowed_through: 0,
+            highest_severity: None,
+            unique_id: format!("{:016x}", UNIQUE.fetch_add(1, Ordering::Relaxed)),
+        }
+    }
+
+    /// Whether a disruptive action stopped the transaction, and with which status and rule.
+    pub fn interruption(&self) -> Option<(u16, u64)> {
+        self.interruption
+    }
+
+    /// A `TX` variable, by case-insensitive name.
+    pub fn tx(&self, name: &str) -> Option<&[u8]> {
+        self.tx.get(&name.to_ascii_lowercase()).map(Vec::as_slice)
+    }
+
+    /// Runs phases 1 and 2 over a request.
+    pub fn process_request(&mut self, req: &Request) {
+        self.load_request(req);
+        self.run_phase(Phase::RequestHeaders);
+        if self.interruption.is_some() {
+            return;
+        }
+        self.process_request_body(req);
+        if self.interruption.is_some() {
+            return;
+        }
+        self.run_phase(Phase::RequestBody);
+    }
+
+    /// Runs phases 3 and 4 over a response (skipped after an interruption).
+    pub fn process_response(&mut self, resp: &Response) {
+        if self.interruption.is_some() {
+            return;
+        }
+        self.v.status = Some(resp.status);
+        self.v.response_protocol = resp.protocol.clone();
+        self.v.response_headers = resp.headers.clone();
+        self.run_phase(Phase::ResponseHeaders);
+        if self.interruption.is_some() {
+            return;
+        }
+        if self.response_body_access {
+            let ct = resp.header_value("content-type").unwrap_or(b"");
+            let mime = ct.split(|&b| b == b';').next().unwrap_or(b"").to_ascii_lowercase();
+            let mime = String::from_utf8_lossy(transform_trim(&mime)).into_owned();
+            if self.rules.settings.response_mime_types.contains(&mime) {
+                let limit = usize::try_from(self.rules.settings.response_body_limit).unwrap_or(usize::MAX);
+                let body = &resp.body[..resp.body.len().min(limit)];
+                self.v.response_body = Some(body.to_vec());
+            }
+        }
+        self.run_phase(Phase::ResponseBody);
+    }
+
+    /// Runs phase 5 and returns the outcome.
+    pub fn finish(mut self) -> Outcome {
+        self.run_phase(Phase::Logging);
+        let score =
+            |names: &[&str]| names.iter().find_map(|n| self.tx.get(*n)).map(|v| operator::to_int(v)).unwrap_or(0);
+        Outcome {
+            verdict: match self.interruption {
+                Some((status, rule_id)) => Verdict::Block { status, rule_id },
+                None => Verdict::Pass,
+            },
+            inbound_anomaly_score: score(&["blocking_inbound_anomaly_score", "inbound_anomaly_score", "anomaly_score"]),
+            outbound_anomaly_score: score(&["blocking_outbound_anomaly_score", "outbound_anomaly_score"]),
+            matched: self.matches,
+        }
+    }
+
+    fn load_request(&mut self, req: &Request) {
+        let v = &mut self.v;
+        v.method = req.method.clone();
+        v.uri_raw = req.uri.clone();
+        v.protocol = req.protocol.clone();
+        let decoded = uri_decode(&req.uri);
+        let qpos_raw = req.uri.iter().position(|&b| b == b'?');
+        let qpos = decoded.iter().position(|&b| b == b'?');
+        let path = match qpos {
+            Some(p) => decoded[..p].to_vec(),
+            None => decoded.clone(),
+        };
+        v.basename = path
+            .iter()
+            .rposition(|&b| b == b'/' || b == b'\\')
+            .filter(|&p| p + 1 < path.len())
+            .map(|p| path[p + 1..].to_vec());
+        v.filename = path;
+        v.uri = strip_authority(&decoded);
+        v.query = qpos_raw.map(|p| req.uri[p + 1..].to_vec()).unwrap_or_default();
+        let mut line = req.method.clone();
+        line.push(b' ');
+        line.extend_from_slice(&req.uri);
+        line.push(b' ');
+        line.extend_from_slice(&req.protocol);
+        v.line = line;
+        let (args, bad) = urlencoded::parse(&v.query, self.rules.settings.argument_separator);
+        v.args_get = args;
+        v.urlencoded_error |= bad;
+        v.headers = req.headers.clone();
+        v.cookies.clear();
+        for (k, val) in &req.headers {
+            if k.eq_ignore_ascii_case(b"cookie") {
+                parse_cookies(val, &mut v.cookies);
+            }
+            if k.eq_ignore_ascii_case(b"host") {
+                v.server_name = val.split(|&b| b == b':').next().unwrap_or(b"").to_vec();
+            }
+        }
+        v.remote_addr = req.remote_addr.to_string().into_bytes();
+        v.remote_port = req.remote_port.to_string().into_bytes();
+        v.server_addr = req.server_addr.to_string().into_bytes();
+        v.server_port = req.server_port.to_string().into_bytes();
+        let mut full = v.line.clone();
+        full.extend_from_slice(b"\n");
+        for (k, val) in &req.headers {
+            full.extend_from_slice(k);
+            full.extend_from_slice(b": ");
+            full.extend_from_slice(val);
+            full.extend_from_slice(b"\n");
+        }
+        full.extend_from_slice(b"\n");
+        v.full_request = full;
+        self.processor = req.header_value("content-type").and_then(processor_for);
+    }
+
+    fn process_request_body(&mut self, req: &Request) {
+        if !self.request_body_access {
+            return;
+        }
+        let s = &self.rules.settings;
+        let limit = usize::try_from(s.request_body_limit).unwrap_or(usize::MAX);
+        let mut body: &[u8] = &req.body;
+        if body.len() > limit {
+            if s.request_body_limit_action == LimitAction::Reject && self.engine == EngineMode::On {
+                self.interruption = Some((413, 0));
+                return;
+            }
+            body = &body[..limit];
+        }
+        self.v.body_length = body.len();
+        self.v.body = Some(body.to_vec());
+        self.v.full_request.extend_from_slice(body);
+        let ct = req.header_value("content-type").unwrap_or(b"");
+        let result: Result<(), String> = match self.processor {
+            Some(BodyProcessor::UrlEncoded) => {
+                let (args, bad) = urlencoded::parse(body, s.argument_separator);
+                self.v.args_post = args;
+                self.v.urlencoded_error |= bad;
+                Ok(())
+            }
+            Some(BodyProcessor::Multipart) => {
+                let m = multipart::parse(ct, body);
+                self.v.args_post = m.args;
+                self.v.files = m.files;
+                self.v.part_headers = m.part_headers;
+                self.v.multipart = Some(m.flags);
+                m.error.map_or(Ok(()), Err)
+            }
+            Some(BodyProcessor::Json) => json::parse(body, s.json_depth_limit).map(|args| self.v.args_post = args),
+            Some(BodyProcessor::Xml) => xml::parse(body).map(|doc| self.v.xml = Some(doc)),
+            _ => Ok(()),
+        };
+        self.v.reqbody_error = result.err();
+    }
+
+    fn run_phase(&mut self, phase: Phase) {
+        let n = phase.number();
+        if self.engine == EngineMode::Off || (n <= 4 && n <= self.allowed_through) {
+            return;
+        }
+        if self.interruption.is_some() && phase != Phase::Logging {
+            return;
+        }
+        let rs: &'r RuleSet = self.rules;
+        let mut skip_to: Option<&str> = None;
+        let mut skip_n = 0u32;
+        for step in &rs.phases[usize::from(n - 1)] {
+            let i = match step {
+                Step::Marker(m) => {
+                    if skip_to == Some(m.as_str()) {
+                        skip_to = None;
+                    }
+                    continue;
+                }
+                Step::Rule(i) => *i,
+            };
+            if skip_to.is_some() {
+                continue;
+            }
+            if skip_n > 0 {
+                skip_n -= 1;
+                continue;
+            }
+            let rule: &'r Rule = &rs.rules[i];
+            if rule.broken || self.removed(rule) {
+                continue;
+            }
+            match self.eval_rule(rule) {
+                Flow::Next => {}
+                Flow::SkipAfter(m) => skip_to = Some(m),
+                Flow::Skip(k) => skip_n = k,
+                Flow::EndPhase => break,
+                Flow::Stop => return,
+            }
+            if self.engine == EngineMode::Off {
+                return;
+            }
+        }
+    }
+
+    fn removed(&self, rule: &Rule) -> bool {
+        self.removed_ids.iter().any(|r| r.contains(rule.id))
+            || (!self.removed_tags.is_empty() && rule.tag_text.iter().any(|t| self.removed_tags.contains(t)))
+    }
+
+    fn eval_rule(&mut self, rule: &'r Rule) -> Flow<'r> {
+        self.matched_vars.clear();
+        for part in &rule.parts {
+            let hits = self.eval_part(rule, part);
+            if hits.is_empty() {
+                return Flow::Next;
+            }
+            for h in hits {
+                if let Some(caps) = &h.captures {
+                    for (i, c) in caps.iter().enumerate() {
+                        if let Some(c) = c {
+                            self.tx.insert(i.to_string(), c.clone());
+                        }
+                    }
+                }
+                self.matched_var = (h.name.clone(), h.value.clone());
+                self.matched_vars.push((h.name, h.value));
+                for sv in &part.setvars {
+                    self.setvar(rule, sv);
+                }
+            }
+        }
+        for part in rule.parts.iter().rev() {
+            for a in &part.after {
+                self.after_action(rule, a);
+            }
+        }
+        if let Some(sev) = rule.severity {
+            let n = sev.number();
+            self.highest_severity = Some(self.highest_severity.map_or(n, |h| h.min(n)));
+        }
+        let intervene = self.engine == EngineMode::On;
+        let mut disrupted = false;
+        let mut flow = Flow::Next;
+        match &rule.disruptive {
+            Disruptive::Pass => {}
+            Disruptive::Deny | Disruptive::Redirect if intervene => {
+                self.interruption = Some((rule.status, rule.id));
+                disrupted = true;
+                flow = Flow::Stop;
+            }
+            Disruptive::Drop if intervene => {
+                self.interruption = Some((0, rule.id));
+                disrupted = true;
+                flow = Flow::Stop;
+            }
+            Disruptive::Allow(scope) if intervene => {
+                flow = Flow::EndPhase;
+                match scope {
+                    AllowScope::All => self.allowed_through = 4,
+                    AllowScope::Request => self.allowed_through = 2,
+                    AllowScope::Phase => {}
+                }
+            }
+            _ => {}
+        }
+        if rule.log && rule.auditlog {
+            let m = MatchedRule {
+                id: rule.id,
+                phase: rule.phase.number(),
+                msg: rule.msg.as_ref().map(|m| lossy(self.expand(m, rule))).unwrap_or_default(),
+                data: rule.logdata.as_ref().map(|m| lossy(self.expand(m, rule))).unwrap_or_default(),
+                severity: rule.severity,
+                tags: rule.tags.iter().map(|t| lossy(self.expand(t, rule))).collect(),
+                matched_var_name: self.matched_var.0.clone(),
+                location: rule.location.clone(),
+                disruptive: disrupted,
+            };
+            self.matches.push(m);
+        }
+        if let Flow::Next = flow {
+            if let Some(m) = &rule.skip_after {
+                return Flow::SkipAfter(m.as_str());
+            }
+            if rule.skip > 0 {
+                return Flow::Skip(rule.skip);
+            }
+        }
+        flow
+    }
+
+    fn eval_part(&self, rule: &Rule, part: &Part) -> Vec<Hit> {
+        let Some(op) = &part.op else {
+            return vec![Hit { name: String::new(), value: Vec::new(), captures: None }];
+        };
+        let mut vals: Vec<Val<'_>> = Vec::new();
+        for t in &part.targets {
+            self.collect(t, rule, &part.exclusions, &mut vals);
+        }
+        // Operator arguments with macros are expanded once per rule part.
+        let expanded: Option<Vec<u8>> = match op {
+            Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, m) => Some(self.expand(m, rule)),
+            _ => None,
+        };
+        let dynamic_rx = match (op, &expanded) {
+            (Op::RxMacro(_), Some(p)) => {
+                Rx::compile(&String::from_utf8_lossy(p), self.rules.settings.backtrack_limit).ok()
+            }
+            _ => None,
+        };
+        let mut hits = Vec::new();
+        for val in vals {
+            let variants = transformed(&val.value, &part.transforms, part.multi_match);
+            for tv in variants {
+                let (hit, caps) =
+                    run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
+                if hit != part.negated {
+                    hits.push(Hit { name: val.name(), value: tv.into_owned(), captures: caps });
+                }
+            }
+        }
+        hits
+    }
+
+    /// Pushes the values of one target, without the excluded ones.
+    fn collect<'a>(&'a self, t: &TargetSpec, rule: &Rule, excl: &[Exclusion], out: &mut Vec<Val<'a>>) {
+        let start = out.len();
+        self.values(t.variable, &t.sel, rule, out);
+        let removed: Vec<&Exclusion> = self
+            .removed_targets
+            .iter()
+            .filter(|(r, _)| match r {
+                RuleRef::Ids(ids) => ids.iter().any(|g| g.contains(rule.id)),
+                RuleRef::Tag(tag) => rule.tag_text.iter().any(|x| x == tag),
+            })
+            .map(|(_, e)| e)
+            .collect();
+        if !excl.is_empty() || !removed.is_empty() {
+            let mut i = start;
+            while i < out.len() {
+                let key = out[i].key.as_deref();
+                let var = out[i].var;
+                if excl.iter().chain(removed.iter().copied()).any(|e| e.excludes(var, key)) {
+                    out.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if t.count {
+            let n = out.len() - start;
+            out.truncate(start);
+            out.push(Val { var: t.variable, key: None, value: Cow::Owned(n.to_string().into_bytes()) });
+        }
+    }
+
+    /// The values of a variable (with its selector).
+    fn values<'a>(&'a self, var: Variable, sel: &Sel, rule: &Rule, out: &mut Vec<Val<'a>>) {
+        use Variable as V;
+        let v = &self.v;
+        let pairs = |list: &'a [Pair], out: &mut Vec<Val<'a>>| {
+            for (k, val) in list {
+                if sel.matches(k) {
+                    out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(val) });
+                }
+            }
+        };
+        let names = |list: &'a [Pair], out: &mut Vec<Val<'a>>| {
+            for (k, _) in list {
+                if sel.matches(k) {
+                    out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(k) });
+                }
+            }
+        };
+        let scalar =
+            |val: &'a [u8], out: &mut Vec<Val<'a>>| out.push(Val { var, key: None, value: Cow::Borrowed(val) });
+        let owned = |val: Vec<u8>, out: &mut Vec<Val<'a>>| out.push(Val { var, key: None, value: Cow::Owned(val) });
+        let flag = |b: bool, out: &mut Vec<Val<'a>>| {
+            out.push(Val { var, key: None, value: Cow::Borrowed(if b { b"1" } else { b"0" }) })
+        };
+        let mp = v.multipart.unwrap_or_default();
+        match var {
+            V::Args => {
+                pairs(&v.args_get, out);
+                pairs(&v.args_post, out);
+            }
+            V::ArgsGet => pairs(&v.args_get, out),
+            V::ArgsPost => pairs(&v.args_post, out),
+            V::ArgsNames => {
+                names(&v.args_get, out);
+                names(&v.args_post, out);
+            }
+            V::ArgsGetNames => names(&v.args_get, out),
+            V::ArgsPostNames => names(&v.args_post, out),
+            V::ArgsCombinedSize => {
+                let n: usize = v.args_get.iter().chain(&v.args_post).map(|(k, x)| k.len() + x.len()).sum();
+                owned(n.to_string().into_bytes(), out)
+            }
+            V::RequestHeaders => pairs(&v.headers, out),
+            V::RequestHeadersNames => names(&v.headers, out),
+            V::RequestCookies => pairs(&v.cookies, out),
+            V::RequestCookiesNames => names(&v.cookies, out),
+            V::ResponseHeaders => pairs(&v.response_headers, out),
+            V::ResponseHeadersNames => names(&v.response_headers, out),
+            V::MultipartPartHeaders => pairs(&v.part_headers, out),
+            V::Files | V::MultipartFilename => {
+                for f in &v.files {
+                    if sel.matches(&f.name) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.filename) });
+                    }
+                }
+            }
+            V::FilesNames | V::MultipartName => {
+                for f in &v.files {
+                    if sel.matches(&f.name) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.name) });
+                    }
+                }
+            }
+            V::FilesSizes => {
+                for f in &v.files {
+                    if sel.matches(&f.name) {
+                        let size = f.content.len().to_string().into_bytes();
+                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Owned(size) });
+                    }
+                }
+            }
+            V::FilesTmpContent => {
+                for f in &v.files {
+                    if sel.matches(&f.name) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.content) });
+                    }
+                }
+            }
+            V::FilesCombinedSize => {
+                owned(v.files.iter().map(|f| f.content.len()).sum::<usize>().to_string().into_bytes(), out)
+            }
+            V::Tx => {
+                for (k, val) in &self.tx {
+                    if sel.matches(k.as_bytes()) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    }
+                }
+            }
+            V::Ip | V::Global | V::Session | V::User | V::Resource => {
+                let idx = store_index(var);
+                for ((s, k), val) in &self.stores {
+                    if *s == idx && sel.matches(k.as_bytes()) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    }
+                }
+            }
+            V::Env => {
+                for (k, val) in &self.env {
+                    if sel.matches(k.as_bytes()) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    }
+                }
+            }
+            V::MatchedVar if !self.matched_var.0.is_empty() => scalar(&self.matched_var.1, out),
+            V::MatchedVarName if !self.matched_var.0.is_empty() => scalar(self.matched_var.0.as_bytes(), out),
+            V::MatchedVars => {
+                for (k, val) in &self.matched_vars {
+                    if sel.matches(k.as_bytes()) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    }
+                }
+            }
+            V::MatchedVarsNames => {
+                for (k, _) in &self.matched_vars {
+                    if sel.matches(k.as_bytes()) {
+                        out.push(Val {
+                            var,
+                            key: Some(Cow::Borrowed(k.as_bytes())),
+                            value: Cow::Borrowed(k.as_bytes()),
+                        });
+                    }
+                }
+            }
+            V::Xml => {
+                if let Some(doc) = &v.xml {
+                    let key = |x: &str| Some(Cow::Owned(x.as_bytes().to_vec()));
+                    match sel {
+                        Sel::XPath(x) if x.contains('@') => {
+                            for a in &doc.attributes {
+                                out.push(Val { var, key: key(x), value: Cow::Borrowed(a) });
+                            }
+                        }
+                        Sel::XPath(x) => out.push(Val { var, key: key(x), value: Cow::Borrowed(&doc.text) }),
+                        _ => scalar(&doc.text, out),
+                    }
+                }
+            }
+            V::QueryString => scalar(&v.query, out),
+            V::RemoteAddr | V::RemoteHost => scalar(&v.remote_addr, out),
+            V::RemotePort => scalar(&v.remote_port, out),
+            V::ServerAddr => scalar(&v.server_addr, out),
+            V::ServerPort => scalar(&v.server_port, out),
+            V::ServerName => scalar(&v.server_name, out),
+            V::ReqbodyProcessor => {
+                if let Some(p) = self.processor {
+                    scalar(p.name().as_bytes(), out)
+                }
+            }
+            V::ReqbodyError | V::ReqbodyProcessorError => flag(v.reqbody_error.is_some(), out),
+            V::ReqbodyErrorMsg | V::ReqbodyProcessorErrorMsg => {
+                scalar(v.reqbody_error.as_deref().unwrap_or("").as_bytes(), out)
+            }
+            V::UrlencodedError => flag(v.urlencoded_error, out),
+            V::RequestBasename => {
+                if let Some(b) = &v.basename {
+                    scalar(b, out)
+                }
+            }
+            V::RequestBody => {
+                if let Some(b) = &v.body {
+                    scalar(b, out)
+                }
+            }
+            V::RequestBodyLength => owned(v.body_length.to_string().into_bytes(), out),
+            V::RequestFilename | V::PathInfo => scalar(&v.filename, out),
+            V::RequestLine => scalar(&v.line, out),
+            V::RequestMethod => scalar(&v.method, out),
+            V::RequestProtocol => scalar(&v.protocol, out),
+            V::RequestUri => scalar(&v.uri, out),
+            V::RequestUriRaw => scalar(&v.uri_raw, out),
+            V::FullRequest => scalar(&v.full_request, out),
+            V::FullRequestLength => owned(v.full_request.len().to_string().into_bytes(), out),
+            V::ResponseBody => {
+                if let Some(b) = &v.response_body {
+                    scalar(b, out)
+                }
+            }
+            V::ResponseStatus => {
+                if let Some(s) = v.status {
+                    owned(s.to_string().into_bytes(), out)
+                }
+            }
+            V::ResponseProtocol => scalar(&v.response_protocol, out),
+            V::ResponseContentType => {
+                if let Some((_, ct)) = v.response_headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
+                {
+                    scalar(ct, out)
+                }
+            }
+            V::ResponseContentLength => {
+                if let Some((_, cl)) =
+                    v.response_headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
+                {
+                    scalar(cl, out)
+                }
+            }
+            V::StatusLine => {
+                if let Some(s) = v.status {
+                    let mut l = v.response_protocol.clone();
+                    l.extend_from_slice(format!(" {s}").as_bytes());
+                    owned(l, out)
+                }
+            }
+            V::UniqueId => scalar(self.unique_id.as_bytes(), out),
+            V::HighestSeverity => {
+                if let Some(h) = self.highest_severity {
+                    owned(h.to_string().into_bytes(), out)
+                }
+            }
+            V::Duration => scalar(b"0", out),
+            V::ModsecBuild => scalar(b"030009", out),
+            V::AuthType => {
+                if let Some((_, a)) = v.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(b"authorization")) {
+                    owned(a.split(|&b| b == b' ').next().unwrap_or(b"").to_vec(), out)
+                }
+            }
+            V::MultipartStrictError => flag(mp.strict_error(), out),
+            V::MultipartBoundaryQuoted => flag(mp.boundary_quoted, out),
+            V::MultipartBoundaryWhitespace => flag(mp.boundary_whitespace, out),
+            V::MultipartDataBefore => flag(mp.data_before, out),
+            V::MultipartDataAfter => flag(mp.data_after, out),
+            V::MultipartHeaderFolding => flag(mp.header_folding, out),
+            V::MultipartLfLine => flag(mp.lf_line, out),
+            V::MultipartCrlfLfLines => flag(mp.crlf_lf_lines, out),
+            V::MultipartMissingSemicolon | V::MultipartSemicolonMissing => flag(mp.missing_semicolon, out),
+            V::MultipartInvalidQuoting => flag(mp.invalid_quoting, out),
+            V::MultipartInvalidPart => flag(mp.invalid_part, out),
+            V::MultipartInvalidHeaderFolding => flag(mp.invalid_header_folding, out),
+            V::MultipartFileLimitExceeded => flag(mp.file_limit_exceeded, out),
+            V::MultipartUnmatchedBoundary => flag(mp.unmatched_boundary, out),
+            V::Rule => {
+                let fields: [(&'static [u8], Option<Vec<u8>>); 5] = [
+                    (b"id", Some(rule.id.to_string().into_bytes())),
+                    (b"msg", rule.msg.as_ref().map(|m| m.to_string().into_bytes())),
+                    (b"logdata", rule.logdata.as_ref().map(|m| m.to_string().into_bytes())),
+                    (b"severity", rule.severity.map(|s| s.number().to_string().into_bytes())),
+                    (b"phase", Some(rule.phase.number().to_string().into_bytes())),
+                ];
+                for (k, val) in fields {
+                    if let Some(val) = val {
+                        if sel.matches(k) {
+                            out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Owned(val) });
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Expands `%{...}` macros.
+    fn expand(&self, m: &MacroString, rule: &Rule) -> Vec<u8> {
+        if let Some(l) = m.as_literal() {
+            return l.as_bytes().to_vec();
+        }
+        let mut out = Vec::new();
+        for p in &m.parts {
+            match p {
+                MacroPart::Literal(s) => out.extend_from_slice(s.as_bytes()),
+                MacroPart::Var(mv) => out.extend_from_slice(&self.macro_value(mv, rule)),
+            }
+        }
+        out
+    }
+
+    fn macro_value(&self, mv: &MacroVar, rule: &Rule) -> Vec<u8> {
+        if mv.variable == Variable::Tx {
+            if let Some(k) = &mv.key {
+                return self.tx.get(&k.to_ascii_lowercase()).cloned().unwrap_or_default();
+            }
+        }
+        let sel = match &mv.key {
+            Some(k) => Sel::Key(k.to_ascii_lowercase()),
+            None => Sel::All,
+        };
+        let mut vals = Vec::new();
+        self.values(mv.variable, &sel, rule, &mut vals);
+        vals.into_iter().next().map(|v| v.value.into_owned()).unwrap_or_default()
+    }
+
+    fn setvar(&mut self, rule: &Rule, sv: &crate::seclang::ast::SetVar) {
+        let name = lossy(self.expand(&sv.var.name, rule)).to_ascii_lowercase();
+        let value = match &sv.op {
+            SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => Some(self.expand(v, rule)),
+            _ => None,
+        };
+        let slot: &mut BTreeMap<String, Vec<u8>> = if sv.var.collection == Variable::Tx {
+            &mut self.tx
+        } else {
+            // Persistent collections live for this transaction only.
+            let idx = store_index(sv.var.collection);
+            let key = (idx, name.clone());
+            let cur = self.stores.get(&key).cloned();
+            let new = apply_setvar(&sv.op, cur.as_deref(), value.as_deref());
+            match new {
+                Some(n) => {
+                    self.stores.insert(key, n);
+                }
+                None => {
+                    self.stores.remove(&key);
+                }
+            }
+            return;
+        };
+        let cur = slot.get(&name).map(Vec::as_slice);
+        match apply_setvar(&sv.op, cur, value.as_deref()) {
+            Some(n) => {
+                slot.insert(name, n);
+            }
+            None => {
+                slot.remove(&name);
+            }
+        }
+    }
+
+    fn after_action(&mut self, rule: &Rule, a: &ActionKind) {
+        match a {
+            ActionKind::Ctl(c) => match c {
+                Ctl::RuleEngine(m) => self.engine = *m,
+                Ctl::RuleRemoveById(ids) => self.removed_ids.extend(ids.iter().copied()),
+                Ctl::RuleRemoveByTag(t) => self.removed_tags.push(t.clone()),
+                Ctl::RuleRemoveTargetById(ids, targets) => {
+                    for t in targets {
+                        if let Some(e) = exclusion(t) {
+                            self.removed_targets.push((RuleRef::Ids(ids.clone()), e));
+                        }
+                    }
+                }
+                Ctl::RuleRemoveTargetByTag(tag, targets) => {
+                    for t in targets {
+                        if let Some(e) = exclusion(t) {
+                            self.removed_targets.push((RuleRef::Tag(tag.clone()), e));
+                        }
+                    }
+                }
+                Ctl::RequestBodyProcessor(p) => self.processor = Some(*p),
+                Ctl::RequestBodyAccess(b) => self.request_body_access = *b,
+                Ctl::ResponseBodyAccess(b) => self.response_body_access = *b,
+                _ => {}
+            },
+            ActionKind::SetEnv(name, value) => {
+                let v = self.expand(value, rule);
+                self.env.insert(name.clone(), v);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The new value of a variable after a `setvar`, or `None` to delete it.
+fn apply_setvar(op: &SetVarOp, cur: Option<&[u8]>, value: Option<&[u8]>) -> Option<Vec<u8>> {
+    match op {
+        SetVarOp::Set(_) => Some(value.unwrap_or_default().to_vec()),
+        SetVarOp::Add(_) | SetVarOp::Sub(_) => {
+            let a = cur.map(operator::to_int).unwrap_or(0);
+            let b = value.map(operator::to_int).unwrap_or(0);
+            let n = if matches!(op, SetVarOp::Add(_)) { a.saturating_add(b) } else { a.saturating_sub(b) };
+            Some(n.to_string().into_bytes())
+        }
+        SetVarOp::Delete => None,
+        SetVarOp::Define => Some(b"1".to_vec()),
+    }
+}
+
+fn exclusion(t: &Target) -> Option<Exclusion> {
+    let spec = Target { modifier: TargetModifier::Exclude, ..t.clone() };
+    let sel = match &spec.selector {
+        None => Sel::All,
+        Some(crate::seclang::ast::Selector::Key(k)) => Sel::Key(k.to_ascii_lowercase()),
+        Some(crate::seclang::ast::Selector::Regex(r)) => {
+            Sel::Regex(regex::RegexBuilder::new(r).case_insensitive(true).build().ok()?)
+        }
+        Some(crate::seclang::ast::Selector::XPath(x)) => Sel::XPath(x.clone()),
+    };
+    Some(Exclusion { variable: spec.variable, sel })
+}
+
+/// The values the operator sees: the end of the chain, or with `multiMatch` the original and
+/// every step that changed it.
+fn transformed<'a>(
+    v: &Cow<'a, [u8]>,
+    chain: &[crate::seclang::ast::Transformation],
+    multi: bool,
+) -> Vec<Cow<'a, [u8]>> {
+    if chain.is_empty() {
+        return vec![v.clone()];
+    }
+    let mut out = Vec::new();
+    if multi {
+        out.push(v.clone());
+    }
+    let mut cur: Cow<'a, [u8]> = v.clone();
+    for t in chain {
+        let next = transform::apply(*t, &cur);
+        let changed = next.as_slice() != cur.as_ref();
+        cur = Cow::Owned(next);
+        if multi && changed {
+            out.push(cur.clone());
+        }
+    }
+    if !multi {
+        out.push(cur);
+    }
+    out
+}
+
+fn run_op(
+    op: &Op,
+    v: &[u8],
+    capture: bool,
+    expanded: Option<&[u8]>,
+    dynamic_rx: Option<&Rx>,
+) -> (bool, Option<Captures>) {
+    match op {
+        Op::Rx(rx) => rx_run(rx, v, capture),
+        Op::RxMacro(_) => match dynamic_rx {
+            Some(rx) => rx_run(rx, v, capture),
+            None => (false, None),
+        },
+        Op::Pm(ac) => match operator::pm(ac, v) {
+            Some(p) => (true, capture.then(|| vec![Some(p)])),
+            None => (false, None),
+        },
+        Op::Str(s, _) => (operator::str_op(*s, v, expanded.unwrap_or_default()).is_some(), None),
+        Op::Num(n, _) => (operator::num_op(*n, v, expanded.unwrap_or_default()), None),
+        Op::IpMatch(nets) => (operator::ip_match(nets, v), None),
+        Op::DetectSqli => match operator::detect_sqli(v) {
+            Some(fp) => (true, capture.then(|| vec![Some(fp)])),
+            None => (false, None),
+        },
+        Op::DetectXss => (operator::detect_xss(v), None),
+        Op::ValidateByteRange(allowed) => (v.iter().any(|&b| !allowed[usize::from(b)]), None),
+        Op::ValidateUrlEncoding => (operator::invalid_url_encoding(v), None),
+        Op::ValidateUtf8Encoding => (operator::invalid_utf8(v), None),
+        Op::Always => (true, None),
+        Op::Never => (false, None),
+    }
+}
+
+fn rx_run(rx: &Rx, v: &[u8], capture: bool) -> (bool, Option<Captures>) {
+    if capture {
+        match rx.captures(v) {
+            Some(c) => (true, Some(c)),
+            None => (false, None),
+        }
+    } else {
+        (rx.is_match(v), None)
+    }
+}
+
+fn lossy(v: Vec<u8>) -> String {
+    String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn transform_trim(v: &[u8]) -> &[u8] {
+    let s = v.iter().position(|&b| !transform::is_space(b)).unwrap_or(v.len());
+    let e = v.iter().rposition(|&b| !transform::is_space(b)).map_or(s, |p| p + 1);
+    &v[s..e]
+}
+
+/// libmodsecurity3's `uri_decode`: `%HH` only (no `+`), invalid escapes kept.
+fn uri_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' && i + 2 < v.len() && v[i + 1].is_ascii_hexdigit() && v[i + 2].is_ascii_hexdigit() {
+            let h = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+            out.push(h(v[i + 1]) << 4 | h(v[i + 2]));
+            i += 3;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `REQUEST_URI` of an absolute-form target (`http://host/path`) is its path.
+fn strip_authority(decoded: &[u8]) -> Vec<u8> {
+    if decoded.first() == Some(&b'/') {
+        return decoded.to_vec();
+    }
+    if let Some(p) = decoded.windows(3).position(|w| w == b"://") {
+        let after = &decoded[p + 3..];
+        return match after.iter().position(|&b| b == b'/') {
+            Some(s) => after[s..].to_vec(),
+            None => Vec::new(),
+        };
+    }
+    decoded.to_vec()
+}
+
+/// `Cookie` header parsing as libmodsecurity3 does it: `;`-separated `name=value` pairs,
+/// leading blanks dropped, values not decoded.
+fn parse_cookies(v: &[u8], out: &mut Vec<Pair>) {
+    let mut parts: Vec<&[u8]> = v.split(|&b| b == b';').collect();
+    if let Some(last) = parts.last_mut() {
+        while let Some((&b, rest)) = last.split_last() {
+            if transform::is_space(b) {
+                *last = rest;
+            } else {
+                break;
+            }
+        }
+    }
+    for c in parts {
+        if c.is_empty() {
+            continue;
+        }
+        let ws = c.iter().take_while(|&&b| transform::is_space(b)).count();
+        let c = &c[ws..];
+        let (k, val) = match c.iter().position(|&b| b == b'=') {
+            Some(p) => (&c[..p], &c[p + 1..]),
+            None => (c, &b""[..]),
+        };
+        if !k.is_empty() {
+            out.push((k.to_vec(), val.to_vec()));
+        }
+    }
+}

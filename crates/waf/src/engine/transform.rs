@@ -1,0 +1,767 @@
+//! Transformations (`t:`), byte for byte as libmodsecurity3 performs them.
+//!
+//! Each function takes the value and returns the transformed bytes; [`apply`] dispatches on
+//! the AST's [`Transformation`]. A transformation never fails: malformed escapes are kept as
+//! they are, the way ModSecurity keeps them. `md5` is the one transformation this engine does
+//! not implement (no rule set in use needs it); [`supported`] says so and the compiler refuses
+//! rules that ask for it.
+
+use sha1::{Digest, Sha1};
+
+use crate::seclang::ast::Transformation;
+
+/// Whether the engine implements a transformation.
+pub fn supported(t: Transformation) -> bool {
+    !matches!(t, Transformation::Md5)
+}
+
+/// Applies one transformation.
+pub fn apply(t: Transformation, v: &[u8]) -> Vec<u8> {
+    use Transformation as T;
+    match t {
+        T::Base64Decode => base64_decode(v, false),
+        T::Base64DecodeExt => base64_decode(v, true),
+        T::Base64Encode => base64_encode(v),
+        T::CmdLine => cmd_line(v),
+        T::CompressWhitespace => compress_whitespace(v),
+        T::CssDecode => css_decode(v),
+        T::EscapeSeqDecode => escape_seq_decode(v),
+        T::HexDecode => hex_decode(v),
+        T::HexEncode => hex_encode(v),
+        T::HtmlEntityDecode => html_entity_decode(v),
+        T::JsDecode => js_decode(v),
+        T::Length => v.len().to_string().into_bytes(),
+        T::Lowercase => v.to_ascii_lowercase(),
+        T::Uppercase => v.to_ascii_uppercase(),
+        T::None | T::Md5 => v.to_vec(),
+        T::NormalizePath => normalize_path(v, false),
+        T::NormalizePathWin => normalize_path(v, true),
+        T::ParityEven7bit => v.iter().map(|&b| parity(b, true)).collect(),
+        T::ParityOdd7bit => v.iter().map(|&b| parity(b, false)).collect(),
+        T::ParityZero7bit => v.iter().map(|&b| b & 0x7f).collect(),
+        T::RemoveComments => remove_comments(v),
+        T::RemoveCommentsChar => remove_comments_char(v),
+        T::RemoveNulls => v.iter().copied().filter(|&b| b != 0).collect(),
+        T::RemoveWhitespace => v.iter().copied().filter(|&b| !is_space(b) && b != 0xa0).collect(),
+        T::ReplaceComments => replace_comments(v),
+        T::ReplaceNulls => v.iter().map(|&b| if b == 0 { b' ' } else { b }).collect(),
+        T::Sha1 => Sha1::digest(v).to_vec(),
+        T::SqlHexDecode => sql_hex_decode(v),
+        T::Trim => trim(v, true, true),
+        T::TrimLeft => trim(v, true, false),
+        T::TrimRight => trim(v, false, true),
+        T::UrlDecode => url_decode(v),
+        T::UrlDecodeUni => url_decode_uni(v),
+        T::UrlEncode => url_encode(v),
+        T::Utf8ToUnicode => utf8_to_unicode(v),
+    }
+}
+
+/// C `isspace` in the "C" locale.
+pub(crate) fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn parity(b: u8, even: bool) -> u8 {
+    let c = b & 0x7f;
+    let ones = c.count_ones();
+    let set = if even { ones % 2 == 1 } else { ones % 2 == 0 };
+    if set {
+        c | 0x80
+    } else {
+        c
+    }
+}
+
+fn trim(v: &[u8], left: bool, right: bool) -> Vec<u8> {
+    let mut s = 0;
+    let mut e = v.len();
+    if left {
+        while s < e && is_space(v[s]) {
+            s += 1;
+        }
+    }
+    if right {
+        while e > s && is_space(v[e - 1]) {
+            e -= 1;
+        }
+    }
+    v[s..e].to_vec()
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+fn b64_val(b: u8) -> Option<u8> {
+    match b {
+        b'A'..=b'Z' => Some(b - b'A'),
+        b'a'..=b'z' => Some(b - b'a' + 26),
+        b'0'..=b'9' => Some(b - b'0' + 52),
+        b'+' | b'-' => Some(62),
+        b'/' | b'_' => Some(63),
+        _ => None,
+    }
+}
+
+/// Base64 decoding. Strict mode (`base64Decode`, mbedtls as libmodsecurity3 calls it) gives
+/// nothing for input with a character outside the alphabet; forgiving mode
+/// (`base64DecodeExt`) skips such characters.
+pub fn base64_decode(v: &[u8], forgiving: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    let mut padding = false;
+    for &b in v {
+        if b == b'=' {
+            padding = true;
+            continue;
+        }
+        if matches!(b, b'\r' | b'\n' | b' ') && !forgiving {
+            continue;
+        }
+        let Some(x) = b64_val(b) else {
+            if forgiving {
+                continue;
+            }
+            return Vec::new();
+        };
+        if padding && !forgiving {
+            return Vec::new();
+        }
+        acc = (acc << 6) | u32::from(x);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    out
+}
+
+fn base64_encode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len().div_ceil(3) * 4);
+    for chunk in v.chunks(3) {
+        let n = chunk.len();
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let x = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        out.push(B64[(x >> 18) as usize & 63]);
+        out.push(B64[(x >> 12) as usize & 63]);
+        out.push(if n > 1 { B64[(x >> 6) as usize & 63] } else { b'=' });
+        out.push(if n > 2 { B64[x as usize & 63] } else { b'=' });
+    }
+    out
+}
+
+/// `cmdLine`: deletes `\ " ' ^`, turns `, ;` and whitespace runs into one space, drops a space
+/// before `/` or `(`, lowercases.
+pub fn cmd_line(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut space = false;
+    for &a in v {
+        match a {
+            b'"' | b'\'' | b'\\' | b'^' => {}
+            b' ' | b',' | b';' | b'\t' | b'\r' | b'\n' => {
+                if !space {
+                    out.push(b' ');
+                    space = true;
+                }
+            }
+            b'/' | b'(' => {
+                if space {
+                    out.pop();
+                }
+                space = false;
+                out.push(a);
+            }
+            _ => {
+                out.push(a.to_ascii_lowercase());
+                space = false;
+            }
+        }
+    }
+    out
+}
+
+fn compress_whitespace(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut in_ws = false;
+    for &b in v {
+        if is_space(b) || b == 0xa0 {
+            if !in_ws {
+                out.push(b' ');
+                in_ws = true;
+            }
+        } else {
+            out.push(b);
+            in_ws = false;
+        }
+    }
+    out
+}
+
+/// `cssDecode` (CSS 2.1 escapes: `\` followed by 1-6 hex digits and an optional space, or by any
+/// other character, which stands for itself).
+pub fn css_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b'\\' {
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        if i + 1 >= v.len() {
+            // A lone backslash at the end is dropped.
+            i += 1;
+            continue;
+        }
+        let mut j = 0;
+        while j < 6 && i + 1 + j < v.len() && hex_val(v[i + 1 + j]).is_some() {
+            j += 1;
+        }
+        if j > 0 {
+            let digits = &v[i + 1..i + 1 + j];
+            let byte = match j {
+                1 => hex_val(digits[0]).unwrap_or(0),
+                4 => {
+                    // Full-width ASCII (U+FF01..U+FF5E) folds to ASCII.
+                    let b = two_hex(&digits[2..]);
+                    if digits[..2].eq_ignore_ascii_case(b"ff") && b > 0x00 && b < 0x5f {
+                        b + 0x20
+                    } else {
+                        b
+                    }
+                }
+                _ => two_hex(&digits[j - 2..]),
+            };
+            out.push(byte);
+            i += 1 + j;
+            if i < v.len() && is_space(v[i]) {
+                i += 1;
+            }
+        } else if v[i + 1] == b'\n' {
+            // Escaped newline: removed.
+            i += 2;
+        } else {
+            out.push(v[i + 1]);
+            i += 2;
+        }
+    }
+    out
+}
+
+fn two_hex(d: &[u8]) -> u8 {
+    (hex_val(d[0]).unwrap_or(0) << 4) | hex_val(d[1]).unwrap_or(0)
+}
+
+fn escape_seq_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b'\\' || i + 1 >= v.len() {
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        let c = v[i + 1];
+        let simple = match c {
+            b'a' => Some(7),
+            b'b' => Some(8),
+            b'f' => Some(12),
+            b'n' => Some(10),
+            b'r' => Some(13),
+            b't' => Some(9),
+            b'v' => Some(11),
+            b'\\' => Some(b'\\'),
+            b'?' => Some(b'?'),
+            b'\'' => Some(b'\''),
+            b'"' => Some(b'"'),
+            _ => None,
+        };
+        if let Some(b) = simple {
+            out.push(b);
+            i += 2;
+            continue;
+        }
+        if c == b'x' {
+            if let (Some(&h), Some(&l)) = (v.get(i + 2), v.get(i + 3)) {
+                if let (Some(h), Some(l)) = (hex_val(h), hex_val(l)) {
+                    out.push((h << 4) | l);
+                    i += 4;
+                    continue;
+                }
+            }
+        }
+        if (b'0'..=b'7').contains(&c) {
+            let mut j = 0;
+            let mut n: u32 = 0;
+            while j < 3 && i + 1 + j < v.len() && (b'0'..=b'7').contains(&v[i + 1 + j]) {
+                n = n * 8 + u32::from(v[i + 1 + j] - b'0');
+                j += 1;
+            }
+            out.push(n as u8);
+            i += 1 + j;
+            continue;
+        }
+        // Unknown escape: the character without the backslash.
+        out.push(c);
+        i += 2;
+    }
+    out
+}
+
+fn hex_decode(v: &[u8]) -> Vec<u8> {
+    v.chunks(2).filter(|c| c.len() == 2).map(two_hex).collect()
+}
+
+fn hex_encode(v: &[u8]) -> Vec<u8> {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(v.len() * 2);
+    for &b in v {
+        out.push(H[usize::from(b >> 4)]);
+        out.push(H[usize::from(b & 15)]);
+    }
+    out
+}
+
+/// `htmlEntityDecode`: `&#DDD;`, `&#xHH;` and `&quot; &amp; &lt; &gt; &nbsp;` (the `;` is
+/// optional); a numeric entity keeps only its low byte.
+pub fn html_entity_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b'&' || i + 1 >= v.len() {
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        if v[i + 1] == b'#' {
+            let (hex, start) = match v.get(i + 2) {
+                Some(b'x' | b'X') => (true, i + 3),
+                _ => (false, i + 2),
+            };
+            let mut j = start;
+            let mut n: u32 = 0;
+            while j < v.len() {
+                let d = if hex { hex_val(v[j]) } else { v[j].is_ascii_digit().then(|| v[j] - b'0') };
+                let Some(d) = d else { break };
+                n = n.saturating_mul(if hex { 16 } else { 10 }).saturating_add(u32::from(d));
+                j += 1;
+            }
+            if j > start {
+                out.push(n as u8);
+                if v.get(j) == Some(&b';') {
+                    j += 1;
+                }
+                i = j;
+                continue;
+            }
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        let mut j = i + 1;
+        while j < v.len() && v[j].is_ascii_alphanumeric() {
+            j += 1;
+        }
+        let name = v[i + 1..j].to_ascii_lowercase();
+        let rep = match name.as_slice() {
+            b"quot" => Some(b'"'),
+            b"amp" => Some(b'&'),
+            b"lt" => Some(b'<'),
+            b"gt" => Some(b'>'),
+            b"nbsp" => Some(0xa0),
+            _ => None,
+        };
+        match rep {
+            Some(b) => {
+                out.push(b);
+                if v.get(j) == Some(&b';') {
+                    j += 1;
+                }
+                i = j;
+            }
+            None => {
+                out.push(v[i]);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// `jsDecode`: `\uHHHH` (full-width ASCII folded to ASCII, otherwise the low byte), `\xHH`,
+/// octal `\OOO`, the C escapes, and `\c` for any other `c`.
+pub fn js_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] != b'\\' {
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        if i + 1 >= v.len() {
+            out.push(v[i]);
+            i += 1;
+            continue;
+        }
+        let c = v[i + 1];
+        if c == b'u' && i + 6 <= v.len() {
+            let d = &v[i + 2..i + 6];
+            if d.iter().all(|&b| hex_val(b).is_some()) {
+                let mut b = two_hex(&d[2..]);
+                let hi = two_hex(&d[..2]);
+                if hi == 0xff && b > 0x00 && b < 0x5f {
+                    b += 0x20;
+                }
+                out.push(b);
+                i += 6;
+                continue;
+            }
+        }
+        if c == b'x' && i + 3 < v.len() {
+            if let (Some(h), Some(l)) = (hex_val(v[i + 2]), hex_val(v[i + 3])) {
+                out.push((h << 4) | l);
+                i += 4;
+                continue;
+            }
+        }
+        if (b'0'..=b'7').contains(&c) {
+            let mut j = 0;
+            let mut n: u32 = 0;
+            while j < 3 && i + 1 + j < v.len() && (b'0'..=b'7').contains(&v[i + 1 + j]) {
+                n = n * 8 + u32::from(v[i + 1 + j] - b'0');
+                j += 1;
+            }
+            out.push(n as u8);
+            i += 1 + j;
+            continue;
+        }
+        let b = match c {
+            b'a' => 7,
+            b'b' => 8,
+            b'f' => 12,
+            b'n' => 10,
+            b'r' => 13,
+            b't' => 9,
+            b'v' => 11,
+            other => other,
+        };
+        out.push(b);
+        i += 2;
+    }
+    out
+}
+
+/// `normalizePath` / `normalizePathWin`: removes `.` segments, resolves `..` and collapses
+/// repeated slashes; the Windows form first turns `\` into `/`.
+pub fn normalize_path(v: &[u8], win: bool) -> Vec<u8> {
+    if v.is_empty() {
+        return Vec::new();
+    }
+    let src: Vec<u8> = if win { v.iter().map(|&b| if b == b'\\' { b'/' } else { b }).collect() } else { v.to_vec() };
+    let absolute = src.first() == Some(&b'/');
+    let trailing =
+        src.last() == Some(&b'/') || src.ends_with(b"/.") || src.ends_with(b"/..") || src == b"." || src == b"..";
+    let mut segs: Vec<&[u8]> = Vec::new();
+    let mut leading_dotdot = 0usize;
+    for seg in src.split(|&b| b == b'/') {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                if segs.pop().is_none() && !absolute {
+                    leading_dotdot += 1;
+                }
+            }
+            s => segs.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(src.len());
+    if absolute {
+        out.push(b'/');
+    }
+    let mut first = true;
+    for _ in 0..leading_dotdot {
+        if !first {
+            out.push(b'/');
+        }
+        out.extend_from_slice(b"..");
+        first = false;
+    }
+    for s in segs {
+        if !first {
+            out.push(b'/');
+        }
+        out.extend_from_slice(s);
+        first = false;
+    }
+    if trailing && out.last() != Some(&b'/') && !first {
+        out.push(b'/');
+    }
+    out
+}
+
+fn remove_comments(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    let mut in_c = false;
+    while i < v.len() {
+        if in_c {
+            if v[i] == b'*' && v.get(i + 1) == Some(&b'/') {
+                in_c = false;
+                i += 2;
+            } else {
+                i += 1;
+            }
+            continue;
+        }
+        if v[i] == b'/' && v.get(i + 1) == Some(&b'*') {
+            in_c = true;
+            i += 2;
+        } else if v[i] == b'<' && v[i..].starts_with(b"<!--") {
+            i += 4;
+            while i < v.len() && !v[i..].starts_with(b"-->") {
+                i += 1;
+            }
+            i = (i + 3).min(v.len());
+        } else if (v[i] == b'-' && v.get(i + 1) == Some(&b'-')) || v[i] == b'#' {
+            break;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn remove_comments_char(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let rest = &v[i..];
+        if rest.starts_with(b"/*") || rest.starts_with(b"*/") || rest.starts_with(b"--") {
+            i += 2;
+        } else if rest.starts_with(b"<!--") {
+            i += 4;
+        } else if rest.starts_with(b"-->") {
+            i += 3;
+        } else if v[i] == b'#' {
+            i += 1;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `replaceComments`: each `/* ... */` (or an unterminated `/*` to the end) becomes one space.
+pub fn replace_comments(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'/' && v.get(i + 1) == Some(&b'*') {
+            let j = match v[i + 2..].windows(2).position(|w| w == b"*/") {
+                Some(p) => i + 2 + p + 2,
+                None => v.len(),
+            };
+            out.push(b' ');
+            i = j;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+fn sql_hex_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'0' && matches!(v.get(i + 1), Some(b'x' | b'X')) {
+            let mut j = i + 2;
+            while j + 1 < v.len() && hex_val(v[j]).is_some() && hex_val(v[j + 1]).is_some() {
+                out.push(two_hex(&v[j..j + 2]));
+                j += 2;
+            }
+            if j > i + 2 {
+                i = j;
+                continue;
+            }
+        }
+        out.push(v[i]);
+        i += 1;
+    }
+    out
+}
+
+/// `urlDecode`: `%HH` and `+`; invalid escapes are kept.
+pub fn url_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'%' if i + 2 < v.len() => {
+                if let (Some(h), Some(l)) = (hex_val(v[i + 1]), hex_val(v[i + 2])) {
+                    out.push((h << 4) | l);
+                    i += 3;
+                } else {
+                    out.push(b'%');
+                    i += 1;
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// `urlDecodeUni`: as `urlDecode`, plus `%uHHHH` (full-width ASCII folded, otherwise the low
+/// byte).
+pub fn url_decode_uni(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'%' => {
+                if matches!(v.get(i + 1), Some(b'u' | b'U'))
+                    && i + 5 < v.len()
+                    && v[i + 2..i + 6].iter().all(|&b| hex_val(b).is_some())
+                {
+                    let hi = two_hex(&v[i + 2..i + 4]);
+                    let mut b = two_hex(&v[i + 4..i + 6]);
+                    if hi == 0xff && b > 0x00 && b < 0x5f {
+                        b += 0x20;
+                    }
+                    out.push(b);
+                    i += 6;
+                } else if i + 2 < v.len() && hex_val(v[i + 1]).is_some() && hex_val(v[i + 2]).is_some() {
+                    out.push(two_hex(&v[i + 1..i + 3]));
+                    i += 3;
+                } else {
+                    out.push(b'%');
+                    i += 1;
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn url_encode(v: &[u8]) -> Vec<u8> {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut out = Vec::with_capacity(v.len());
+    for &b in v {
+        if b == b' ' {
+            out.push(b'+');
+        } else if b.is_ascii_alphanumeric() || matches!(b, b'*' | b'-' | b'.' | b'_') {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[b'%', H[usize::from(b >> 4)], H[usize::from(b & 15)]]);
+        }
+    }
+    out
+}
+
+/// `utf8toUnicode`: every valid multi-byte UTF-8 sequence becomes `%uHHHH` (lowercase hex, at
+/// least four digits); other bytes are kept.
+pub fn utf8_to_unicode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        let b = v[i];
+        let len = match b {
+            0xc0..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf7 => 4,
+            _ => 1,
+        };
+        if len > 1 && i + len <= v.len() && v[i + 1..i + len].iter().all(|&c| c & 0xc0 == 0x80) {
+            let mut cp: u32 = u32::from(b) & (0x7f >> len);
+            for &c in &v[i + 1..i + len] {
+                cp = (cp << 6) | u32::from(c & 0x3f);
+            }
+            out.extend_from_slice(format!("%u{cp:04x}").as_bytes());
+            i += len;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_decoding_keeps_invalid_escapes() {
+        assert_eq!(url_decode(b"a%20b+c%zz%4"), b"a b c%zz%4");
+        assert_eq!(url_decode_uni(b"%u0041%uff01%41"), b"A!A");
+    }
+
+    #[test]
+    fn cmd_line_as_modsecurity() {
+        assert_eq!(cmd_line(b"C:\\WIN\"DOWS ; /bin/ls ,x"), b"c:windows/bin/ls x");
+    }
+
+    #[test]
+    fn entities_and_js() {
+        assert_eq!(html_entity_decode(b"&lt;a&#x41;&#66&quot;&foo;"), b"<aAB\"&foo;");
+        assert_eq!(js_decode(b"\\x41\\u0042\\101\\n\\q"), b"ABA\nq");
+        assert_eq!(css_decode(b"\\41 b\\\"c"), b"Ab\"c");
+    }
+
+    #[test]
+    fn paths() {
+        assert_eq!(normalize_path(b"/a/./b/../c//d", false), b"/a/c/d");
+        assert_eq!(normalize_path(b"../../etc/passwd", false), b"../../etc/passwd");
+        assert_eq!(normalize_path(b"/../../etc/", false), b"/etc/");
+        assert_eq!(normalize_path(b"a\\..\\..\\b", true), b"../b");
+    }
+
+    #[test]
+    fn comments_and_base64() {
+        assert_eq!(replace_comments(b"a/*x*/b/*c"), b"a b ");
+        assert_eq!(base64_decode(b"aGVsbG8=", false), b"hello");
+        assert_eq!(base64_decode(b"aGV$sbG8=", false), b"");
+        assert_eq!(base64_encode(b"hello"), b"aGVsbG8=");
+        assert_eq!(utf8_to_unicode("aé".as_bytes()), b"a%u00e9");
+    }
+
+    #[test]
+    fn no_panic_on_truncated_escapes() {
+        for t in Transformation::ALL {
+            for v in [&b"%"[..], b"%u12", b"\\", b"\\x4", b"\\u00", b"&#", b"&#x", b"/*", b"\xf0\x9f", b"0x4"] {
+                let _ = apply(*t, v);
+            }
+        }
+    }
+}
