@@ -558,7 +558,25 @@ fn read_known(path: &Path) -> (BTreeMap<String, String>, f64) {
 fn crs_4_28_0_regression_suite() {
     let crs = shared_dir();
     let rs = rule_set();
-    let cases = load_cases(&crs);
+    let mut cases = load_cases(&crs);
+    if let Ok(only) = std::env::var("BARBICAN_CRS_ONLY") {
+        // Debugging aid: run the named tests (comma-separated) and print what they logged.
+        cases.retain(|c| only.split(',').any(|o| o == c.name));
+        for c in &cases {
+            for (input, _) in &c.stages {
+                let raw = raw_request(input);
+                println!("{}: {}", c.name, String::from_utf8_lossy(&raw));
+                if let Ok(req) = nginx(&raw) {
+                    let o = rs.evaluate(&req, Some(&backend(&req)));
+                    for m in &o.matched {
+                        println!("  {}", m.log_line());
+                    }
+                }
+            }
+            println!("{:?}", run_case(rs, c));
+        }
+        return;
+    }
     assert!(cases.len() > 4000, "only {} test cases found", cases.len());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let chunk = cases.len().div_ceil(threads);

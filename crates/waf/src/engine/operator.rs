@@ -100,6 +100,20 @@ fn translate(p: &str) -> String {
         match c {
             '\\' => match chars.next() {
                 Some('Z') if !in_class => out.push_str(r"(?:\n?\z)"),
+                // `\x{hh}` is a byte in PCRE without UTF; the regex crate reads it as a code
+                // point (two UTF-8 bytes past 0x7f), so spell it `\xhh`.
+                Some('x') if chars.peek() == Some(&'{') => {
+                    let rest: String = chars.clone().skip(1).take_while(|c| *c != '}').collect();
+                    match u8::from_str_radix(&rest, 16) {
+                        Ok(b) if !rest.is_empty() && rest.len() <= 2 => {
+                            out.push_str(&format!("\\x{b:02x}"));
+                            for _ in 0..rest.len() + 2 {
+                                chars.next();
+                            }
+                        }
+                        _ => out.push_str("\\x"),
+                    }
+                }
                 Some('/') => out.push('/'),
                 Some(n) => {
                     out.push('\\');
@@ -477,6 +491,7 @@ mod tests {
             (r"^b$", b"a\nb\nc", b"ab"),
             (r"[[:digit:]]x", b"1x", b"ax"),
             (r"\/x", b"/x", b"x"),
+            (r"\x{e2}\x80[\x{98}\x99]", b"\xe2\x80\x99", b"\xc3\xa2\x80\x99"),
         ] {
             let rx = Rx::compile(p, 1000).unwrap();
             assert!(rx.is_match(yes), "{p} on {yes:?}");

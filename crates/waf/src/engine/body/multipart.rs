@@ -84,9 +84,9 @@ pub struct Multipart {
 
 /// Reads the boundary out of a `Content-Type` value.
 fn boundary(content_type: &[u8], flags: &mut Flags) -> Result<Vec<u8>, String> {
-    let lower = content_type.to_ascii_lowercase();
-    let Some(pos) = find(&lower, b"boundary") else { return Err("Multipart: Boundary not found in C-T".into()) };
-    if find(&lower[pos + 8..], b"boundary").is_some() {
+    // Case-sensitive, as ModSecurity's strstr.
+    let Some(pos) = find(content_type, b"boundary") else { return Err("Multipart: Boundary not found in C-T".into()) };
+    if find(&content_type[pos + 8..], b"boundary=").is_some() {
         return Err("Multipart: Multiple boundary parameters in C-T".into());
     }
     let mut i = pos + 8;
@@ -152,7 +152,7 @@ pub fn parse(content_type: &[u8], body: &[u8]) -> Multipart {
     let mut flags = Flags::default();
     match run(content_type, body, &mut m, &mut flags) {
         Ok(()) => {}
-        Err(e) => m.error = Some(e),
+        Err(e) => m.error = Some(format!("Multipart parsing error: {e}")),
     }
     m.flags = flags;
     m
@@ -221,6 +221,9 @@ fn run(content_type: &[u8], body: &[u8], m: &mut Multipart, flags: &mut Flags) -
             let Some(colon) = l.iter().position(|&c| c == b':') else {
                 return Err("Multipart: Invalid part header (colon missing)".into());
             };
+            if l[..colon].iter().any(|&c| !(0x21..=0x7e).contains(&c)) {
+                return Err("Multipart: Invalid part header (contains invalid character)".into());
+            }
             headers.push((trim(&l[..colon]).to_vec(), trim(&l[colon + 1..]).to_vec()));
         }
         // Content: up to the next boundary line.
