@@ -545,7 +545,12 @@ fn read_known(path: &Path) -> (BTreeMap<String, String>, f64) {
     let Ok(text) = std::fs::read_to_string(path) else { return (known, rate) };
     for line in text.lines() {
         if let Some(r) = line.strip_prefix("# pass rate: ") {
-            rate = r.split('%').next().and_then(|x| x.trim().parse().ok()).unwrap_or(0.0);
+            // `99.66 % (4949/4966)`: the exact fraction, not the rounded figure.
+            let frac = r.split_once('(').and_then(|(_, f)| f.trim_end_matches(')').split_once('/'));
+            rate = match frac.and_then(|(p, t)| Some((p.parse::<f64>().ok()?, t.parse::<f64>().ok()?))) {
+                Some((p, t)) if t > 0.0 => p * 100.0 / t,
+                _ => r.split('%').next().and_then(|x| x.trim().parse().ok()).unwrap_or(0.0),
+            };
         } else if !line.starts_with('#') && !line.trim().is_empty() {
             let (name, reason) = line.split_once(' ').unwrap_or((line, ""));
             known.insert(name.to_string(), reason.trim().to_string());
