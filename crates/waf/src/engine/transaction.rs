@@ -53,11 +53,16 @@ pub struct MatchedRule {
 }
 
 impl MatchedRule {
-    /// One line in the shape libmodsecurity3 writes to the error log.
+    /// One line in the shape libmodsecurity3 writes to the error log: bytes outside printable
+    /// ASCII, `"` and `\` in `msg` and `data` are written `\xHH`.
     pub fn log_line(&self) -> String {
         let mut s = format!(
             "ModSecurity: Warning. Matched against variable `{}' [file \"{}\"] [id \"{}\"] [msg \"{}\"] [data \"{}\"]",
-            self.matched_var_name, self.location, self.id, self.msg, self.data
+            self.matched_var_name,
+            self.location,
+            self.id,
+            hex_if_needed(&self.msg),
+            hex_if_needed(&self.data)
         );
         if let Some(sev) = self.severity {
             s.push_str(&format!(" [severity \"{}\"]", sev.number()));
@@ -67,6 +72,19 @@ impl MatchedRule {
         }
         s
     }
+}
+
+/// libmodsecurity3's `toHexIfNeeded` with escaping of `"` and `\`.
+fn hex_if_needed(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        if !(32..=126).contains(&b) || b == b'"' || b == b'\\' {
+            out.push_str(&format!("\\x{b:02x}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
 }
 
 /// The decision.
@@ -467,6 +485,11 @@ impl<'r> Transaction<'r> {
                 for sv in &part.setvars {
                     self.setvar(rule, sv);
                 }
+                // libmodsecurity3 logs every match of a `multiMatch` part at once, whether or
+                // not the rest of the chain matches (the nginx overrides of 942131 rely on it).
+                if part.multi_match {
+                    self.record(rule, false);
+                }
             }
         }
         for part in rule.parts.iter().rev() {
@@ -503,19 +526,8 @@ impl<'r> Transaction<'r> {
             }
             _ => {}
         }
-        if rule.log && rule.auditlog {
-            let m = MatchedRule {
-                id: rule.id,
-                phase: rule.phase.number(),
-                msg: rule.msg.as_ref().map(|m| lossy(self.expand(m, rule))).unwrap_or_default(),
-                data: rule.logdata.as_ref().map(|m| lossy(self.expand(m, rule))).unwrap_or_default(),
-                severity: rule.severity,
-                tags: rule.tags.iter().map(|t| lossy(self.expand(t, rule))).collect(),
-                matched_var_name: self.matched_var.0.clone(),
-                location: rule.location.clone(),
-                disruptive: disrupted,
-            };
-            self.matches.push(m);
+        if !rule.parts.first().is_some_and(|p| p.multi_match) {
+            self.record(rule, disrupted);
         }
         if let Flow::Next = flow {
             if let Some(m) = &rule.skip_after {
@@ -526,6 +538,25 @@ impl<'r> Transaction<'r> {
             }
         }
         flow
+    }
+
+    /// Records a match of a rule that logs.
+    fn record(&mut self, rule: &Rule, disruptive: bool) {
+        if !(rule.log && rule.auditlog) {
+            return;
+        }
+        let m = MatchedRule {
+            id: rule.id,
+            phase: rule.phase.number(),
+            msg: rule.msg.as_ref().map(|m| lossy(self.expand(m, rule))).unwrap_or_default(),
+            data: rule.logdata.as_ref().map(|m| lossy(self.expand(m, rule))).unwrap_or_default(),
+            severity: rule.severity,
+            tags: rule.tags.iter().map(|t| lossy(self.expand(t, rule))).collect(),
+            matched_var_name: self.matched_var.0.clone(),
+            location: rule.location.clone(),
+            disruptive,
+        };
+        self.matches.push(m);
     }
 
     fn eval_part(&self, rule: &Rule, part: &Part) -> Vec<Hit> {
@@ -696,8 +727,8 @@ impl<'r> Transaction<'r> {
                     }
                 }
             }
-            V::MatchedVar if !self.matched_var.0.is_empty() => scalar(&self.matched_var.1, out),
-            V::MatchedVarName if !self.matched_var.0.is_empty() => scalar(self.matched_var.0.as_bytes(), out),
+            V::MatchedVar => scalar(&self.matched_var.1, out),
+            V::MatchedVarName => scalar(self.matched_var.0.as_bytes(), out),
             V::MatchedVars => {
                 for (k, val) in &self.matched_vars {
                     if sel.matches(k.as_bytes()) {
@@ -736,26 +767,14 @@ impl<'r> Transaction<'r> {
             V::ServerAddr => scalar(&v.server_addr, out),
             V::ServerPort => scalar(&v.server_port, out),
             V::ServerName => scalar(&v.server_name, out),
-            V::ReqbodyProcessor => {
-                if let Some(p) = self.processor {
-                    scalar(p.name().as_bytes(), out)
-                }
-            }
+            V::ReqbodyProcessor => scalar(self.processor.map_or("", |p| p.name()).as_bytes(), out),
             V::ReqbodyError | V::ReqbodyProcessorError => flag(v.reqbody_error.is_some(), out),
             V::ReqbodyErrorMsg | V::ReqbodyProcessorErrorMsg => {
                 scalar(v.reqbody_error.as_deref().unwrap_or("").as_bytes(), out)
             }
             V::UrlencodedError => flag(v.urlencoded_error, out),
-            V::RequestBasename => {
-                if let Some(b) = &v.basename {
-                    scalar(b, out)
-                }
-            }
-            V::RequestBody => {
-                if let Some(b) = &v.body {
-                    scalar(b, out)
-                }
-            }
+            V::RequestBasename => scalar(v.basename.as_deref().unwrap_or_default(), out),
+            V::RequestBody => scalar(v.body.as_deref().unwrap_or_default(), out),
             V::RequestBodyLength => owned(v.body_length.to_string().into_bytes(), out),
             V::RequestFilename | V::PathInfo => scalar(&v.filename, out),
             V::RequestLine => scalar(&v.line, out),
@@ -765,11 +784,7 @@ impl<'r> Transaction<'r> {
             V::RequestUriRaw => scalar(&v.uri_raw, out),
             V::FullRequest => scalar(&v.full_request, out),
             V::FullRequestLength => owned(v.full_request.len().to_string().into_bytes(), out),
-            V::ResponseBody => {
-                if let Some(b) = &v.response_body {
-                    scalar(b, out)
-                }
-            }
+            V::ResponseBody => scalar(v.response_body.as_deref().unwrap_or_default(), out),
             V::ResponseStatus => {
                 if let Some(s) = v.status {
                     owned(s.to_string().into_bytes(), out)
