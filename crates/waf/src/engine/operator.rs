@@ -90,56 +90,99 @@ fn from_latin1(s: &str) -> Vec<u8> {
     s.chars().map(|c| c as u32 as u8).collect()
 }
 
-/// Rewrites the PCRE spellings the `regex` crate reads differently: `\Z` (end, or before a final
-/// newline) and `\z` (end), `[[:...:]]` are kept (both read them), `\x{h}` too.
+/// Rewrites PCRE (no UTF) spellings that the `regex` crate reads differently or refuses, so
+/// that the pattern keeps PCRE's meaning on bytes:
+/// - every non-ASCII character becomes its UTF-8 bytes, `\xhh` each (PCRE reads the pattern
+///   byte by byte: in a class each byte is a member);
+/// - `\x{hh}` becomes `\xhh` (a byte; the regex crate reads a code point);
+/// - an escaped ASCII punctuation character becomes `\xhh` (PCRE: that character; the regex
+///   crate refuses some and reads `\<`, `\>` as word boundaries);
+/// - `\e`, octal `\0oo`, `\h` and `\Z` are spelled out;
+/// - a `{` that does not start a `{n}`, `{n,}` or `{n,m}` quantifier is literal;
+/// - `&&`, `~~`, `--` inside a class are literal (set operations for the regex crate).
+///
+/// Back-references and look-around are left alone: the regex crate refuses them and the
+/// pattern goes to the backtracking engine, which reads this same translation.
 fn translate(p: &str) -> String {
     let mut out = String::with_capacity(p.len());
-    let mut chars = p.chars().peekable();
+    let chars: Vec<char> = p.chars().collect();
+    let mut i = 0;
     let mut in_class = false;
-    while let Some(c) = chars.next() {
+    let byte = |out: &mut String, b: u8| out.push_str(&format!("\\x{b:02x}"));
+    let non_ascii = |out: &mut String, c: char| {
+        let mut buf = [0; 4];
+        for &b in c.encode_utf8(&mut buf).as_bytes() {
+            byte(out, b);
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
         match c {
-            '\\' => match chars.next() {
-                Some('Z') if !in_class => out.push_str(r"(?:\n?\z)"),
-                // `\x{hh}` is a byte in PCRE without UTF; the regex crate reads it as a code
-                // point (two UTF-8 bytes past 0x7f), so spell it `\xhh`.
-                Some('x') if chars.peek() == Some(&'{') => {
-                    let rest: String = chars.clone().skip(1).take_while(|c| *c != '}').collect();
-                    match u8::from_str_radix(&rest, 16) {
-                        Ok(b) if !rest.is_empty() && rest.len() <= 2 => {
-                            out.push_str(&format!("\\x{b:02x}"));
-                            for _ in 0..rest.len() + 2 {
-                                chars.next();
+            '\\' => {
+                let Some(&n) = chars.get(i) else {
+                    out.push_str(r"\\");
+                    break;
+                };
+                i += 1;
+                match n {
+                    'Z' if !in_class => out.push_str(r"(?:\n?\z)"),
+                    'e' => byte(&mut out, 0x1b),
+                    'h' if in_class => out.push_str(r"\t \xa0"),
+                    'h' => out.push_str(r"[\t \xa0]"),
+                    'x' if chars.get(i) == Some(&'{') => {
+                        let digits: String = chars[i + 1..].iter().take_while(|c| **c != '}').collect();
+                        match u8::from_str_radix(&digits, 16) {
+                            Ok(b)
+                                if !digits.is_empty()
+                                    && digits.len() <= 2
+                                    && chars.get(i + 1 + digits.len()) == Some(&'}') =>
+                            {
+                                byte(&mut out, b);
+                                i += digits.len() + 2;
                             }
+                            _ => out.push_str(r"\x"),
                         }
-                        _ => out.push_str("\\x"),
+                    }
+                    '0' => {
+                        let mut v: u32 = 0;
+                        let mut k = 0;
+                        while k < 2 && chars.get(i + k).is_some_and(|d| ('0'..='7').contains(d)) {
+                            v = v * 8 + chars[i + k].to_digit(8).unwrap_or(0);
+                            k += 1;
+                        }
+                        i += k;
+                        byte(&mut out, v as u8);
+                    }
+                    n if n.is_ascii() && !n.is_ascii_alphanumeric() => byte(&mut out, n as u8),
+                    n if !n.is_ascii() => non_ascii(&mut out, n),
+                    n => {
+                        out.push('\\');
+                        out.push(n);
                     }
                 }
-                Some('/') => out.push('/'),
-                Some(n) => {
-                    out.push('\\');
-                    out.push(n);
-                }
-                None => out.push_str(r"\\"),
-            },
+            }
+            c if !c.is_ascii() => non_ascii(&mut out, c),
             '[' if !in_class => {
                 in_class = true;
                 out.push('[');
                 // A `]` or `^]` right after the opening bracket is literal in both dialects.
-                if chars.peek() == Some(&'^') {
+                if chars.get(i) == Some(&'^') {
                     out.push('^');
-                    chars.next();
+                    i += 1;
                 }
-                if chars.peek() == Some(&']') {
+                if chars.get(i) == Some(&']') {
                     out.push_str(r"\]");
-                    chars.next();
+                    i += 1;
                 }
             }
-            '[' if in_class => {
+            '[' => {
                 // POSIX classes inside a class: copy through to the closing `:]`.
-                if chars.peek() == Some(&':') {
+                if chars.get(i) == Some(&':') {
                     out.push('[');
-                    for d in chars.by_ref() {
+                    while let Some(&d) = chars.get(i) {
                         out.push(d);
+                        i += 1;
                         if d == ']' {
                             break;
                         }
@@ -152,21 +195,39 @@ fn translate(p: &str) -> String {
                 in_class = false;
                 out.push(']');
             }
-            '&' | '~' | '-' if in_class => {
-                // `regex` reads `&&`, `~~` and `--` as class set operations; PCRE does not.
-                if c != '-' && chars.peek() == Some(&c) {
-                    out.push('\\');
-                    out.push(c);
-                } else if c == '-' && chars.peek() == Some(&'-') {
-                    out.push_str(r"\-");
-                } else {
-                    out.push(c);
+            '&' | '~' | '-' if in_class && chars.get(i) == Some(&c) => byte(&mut out, c as u8),
+            '{' if !in_class && quantifier(&chars[i..]) => {
+                // Copy the quantifier through its closing `}`.
+                out.push('{');
+                while let Some(&d) = chars.get(i) {
+                    out.push(d);
+                    i += 1;
+                    if d == '}' {
+                        break;
+                    }
                 }
             }
+            '{' | '}' if !in_class => byte(&mut out, c as u8),
             _ => out.push(c),
         }
     }
     out
+}
+
+/// Whether `rest` (after a `{`) is `n}`, `n,}` or `n,m}`.
+fn quantifier(rest: &[char]) -> bool {
+    let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
+    if digits == 0 {
+        return false;
+    }
+    match rest.get(digits) {
+        Some('}') => true,
+        Some(',') => {
+            let more = rest[digits + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+            rest.get(digits + 1 + more) == Some(&'}')
+        }
+        _ => false,
+    }
 }
 
 /// A compiled operator.
@@ -492,6 +553,12 @@ mod tests {
             (r"[[:digit:]]x", b"1x", b"ax"),
             (r"\/x", b"/x", b"x"),
             (r"\x{e2}\x80[\x{98}\x99]", b"\xe2\x80\x99", b"\xc3\xa2\x80\x99"),
+            (r"[´]", b"\xb4", b"a"),
+            (r"\${x}", b"${x}", b"$x"),
+            (r"{{.*?}}", b"{{a}}", b"{a}"),
+            (r"a{2}b{,3}", b"aab{,3}", b"ab"),
+            (r"\<\!\e", b"<!\x1b", b"<!"),
+            (r"\h\0411", b"\t!1", b"!1"),
         ] {
             let rx = Rx::compile(p, 1000).unwrap();
             assert!(rx.is_match(yes), "{p} on {yes:?}");
