@@ -29,7 +29,7 @@ use super::transform;
 /// Engine settings read from `Sec*` directives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// `SecRuleEngine`.
+    /// `SecRuleEngine` (`DetectionOnly` when not set, as libmodsecurity3 behaves).
     pub engine: EngineMode,
     /// `SecRequestBodyAccess`.
     pub request_body_access: bool,
@@ -58,7 +58,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Settings {
         Settings {
-            engine: EngineMode::Off,
+            // libmodsecurity3 without `SecRuleEngine` runs rules but never disrupts.
+            engine: EngineMode::DetectionOnly,
             request_body_access: false,
             response_body_access: false,
             request_body_limit: 134_217_728,
@@ -81,6 +82,9 @@ pub struct Fallback {
     pub rule_id: u64,
     /// The pattern.
     pub pattern: String,
+    /// Whether a linear-time prefilter (the pattern without look-around and back-references)
+    /// screens values before the backtracking engine runs.
+    pub prefilter: bool,
 }
 
 /// A rule part that cannot run in this engine; the rule never matches.
@@ -284,8 +288,8 @@ impl RuleSet {
                         d.directive.span.start.line
                     );
                     let rule = compile_rule(r, d.file, loaded, &defaults, &settings, location);
-                    for p in &rule.1 {
-                        fallbacks.push(Fallback { rule_id: rule.0.id, pattern: p.clone() });
+                    for (p, prefilter) in &rule.1 {
+                        fallbacks.push(Fallback { rule_id: rule.0.id, pattern: p.clone(), prefilter: *prefilter });
                     }
                     if let Some(reason) = &rule.2 {
                         unsupported.push(Unsupported { rule_id: rule.0.id, reason: reason.clone() });
@@ -412,8 +416,9 @@ fn apply_setting(s: &mut Settings, setting: &Setting, mime_cleared: &mut bool) {
     }
 }
 
-/// A compiled rule, the patterns that fell back, and why it cannot run (if it cannot).
-type Compiled = (Rule, Vec<String>, Option<String>);
+/// A compiled rule, the patterns that fell back (with whether they have a prefilter), and why
+/// it cannot run (if it cannot).
+type Compiled = (Rule, Vec<(String, bool)>, Option<String>);
 
 fn compile_rule(
     r: &seclang::ast::Rule,
@@ -482,7 +487,7 @@ fn compile_rule(
             match operator::compile(operator.kind, &operator.argument, &files, settings.backtrack_limit) {
                 Ok(c) => {
                     if c.fallback {
-                        fallbacks.push(operator.argument.to_string());
+                        fallbacks.push((operator.argument.to_string(), c.prefilter));
                     }
                     p.op = Some(c.op);
                 }

@@ -23,8 +23,10 @@ use crate::seclang::ast::{MacroString, OperatorKind};
 pub(crate) enum Rx {
     /// `regex` crate, linear time.
     Linear(regex::bytes::Regex),
-    /// `fancy-regex` on a Latin-1 view, with a backtrack limit.
-    Backtracking(fancy_regex::Regex),
+    /// `fancy-regex` on a Latin-1 view, with a backtrack limit, behind a linear-time
+    /// prefilter: a relaxed form of the pattern (see [`relax`]) that matches whenever the
+    /// pattern does, so a value it rejects never reaches the backtracking engine.
+    Backtracking(fancy_regex::Regex, Option<regex::bytes::Regex>),
 }
 
 /// What a successful regex match captured: group 0..=9 (`None` for groups that did not take
@@ -43,26 +45,37 @@ impl Rx {
             Ok(r) => Ok(Rx::Linear(r)),
             Err(linear_err) => {
                 let latin1: String = translated.bytes().map(char::from).collect();
-                fancy_regex::RegexBuilder::new(&format!("(?sm){latin1}"))
+                let fancy = fancy_regex::RegexBuilder::new(&format!("(?sm){latin1}"))
                     .backtrack_limit(backtrack_limit)
                     .delegate_size_limit(256 << 20)
                     .build()
-                    .map(Rx::Backtracking)
-                    .map_err(|e| format!("regex: {linear_err}; fancy-regex: {e}"))
+                    .map_err(|e| format!("regex: {linear_err}; fancy-regex: {e}"))?;
+                let prefilter = regex::bytes::RegexBuilder::new(&format!("(?sm-u){}", relax(&translated)))
+                    .size_limit(256 << 20)
+                    .build()
+                    .ok();
+                Ok(Rx::Backtracking(fancy, prefilter))
             }
         }
     }
 
     /// Whether the pattern needed the backtracking engine.
     pub(crate) fn is_fallback(&self) -> bool {
-        matches!(self, Rx::Backtracking(_))
+        matches!(self, Rx::Backtracking(..))
+    }
+
+    /// Whether a backtracking pattern has a linear-time prefilter.
+    pub(crate) fn has_prefilter(&self) -> bool {
+        matches!(self, Rx::Backtracking(_, Some(_)))
     }
 
     /// Whether the pattern matches anywhere in `v`.
     pub(crate) fn is_match(&self, v: &[u8]) -> bool {
         match self {
             Rx::Linear(r) => r.is_match(v),
-            Rx::Backtracking(r) => r.is_match(&latin1(v)).unwrap_or(false),
+            Rx::Backtracking(_, Some(pre)) if !pre.is_match(v) => false,
+            // A pattern that exceeds the backtrack limit does not match, as in libmodsecurity3.
+            Rx::Backtracking(r, _) => r.is_match(&latin1(v)).unwrap_or(false),
         }
     }
 
@@ -73,7 +86,8 @@ impl Rx {
                 let c = r.captures(v)?;
                 Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| m.as_bytes().to_vec())).collect())
             }
-            Rx::Backtracking(r) => {
+            Rx::Backtracking(_, Some(pre)) if !pre.is_match(v) => None,
+            Rx::Backtracking(r, _) => {
                 let s = latin1(v);
                 let c = r.captures(&s).ok()??;
                 Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| from_latin1(m.as_str()))).collect())
@@ -214,6 +228,101 @@ fn translate(p: &str) -> String {
     out
 }
 
+/// A relaxed form of a translated pattern that the regex crate can take and that matches
+/// every input the pattern matches: look-around groups are dropped, back-references become
+/// `.*?`, atomic groups plain groups, possessive quantifiers greedy ones.
+pub(crate) fn relax(p: &str) -> String {
+    let chars: Vec<char> = p.chars().collect();
+    let mut out = String::with_capacity(p.len());
+    let mut i = 0;
+    let mut in_class = false;
+    while i < chars.len() {
+        let c = chars[i];
+        if c == '\\' {
+            match chars.get(i + 1) {
+                Some(d) if !in_class && d.is_ascii_digit() && *d != '0' => {
+                    out.push_str("(?:.*?)");
+                    i += 2;
+                    while chars.get(i).is_some_and(char::is_ascii_digit) {
+                        i += 1;
+                    }
+                }
+                Some(&d) => {
+                    out.push('\\');
+                    out.push(d);
+                    i += 2;
+                }
+                None => i += 1,
+            }
+            continue;
+        }
+        if in_class {
+            if c == ']' {
+                in_class = false;
+            }
+            out.push(c);
+            i += 1;
+            continue;
+        }
+        let rest: String = chars[i..chars.len().min(i + 4)].iter().collect();
+        if rest.starts_with("(?=") || rest.starts_with("(?!") || rest.starts_with("(?<=") || rest.starts_with("(?<!") {
+            i = group_end(&chars, i);
+            continue;
+        }
+        if rest.starts_with("(?>") {
+            out.push_str("(?:");
+            i += 3;
+            continue;
+        }
+        match c {
+            '[' => {
+                in_class = true;
+                out.push('[');
+                i += 1;
+                // A leading `]` (or `^]`) is a member, not the end.
+                if chars.get(i) == Some(&'^') {
+                    out.push('^');
+                    i += 1;
+                }
+                if chars.get(i) == Some(&']') {
+                    out.push(']');
+                    i += 1;
+                }
+            }
+            '+' if matches!(out.chars().last(), Some('*' | '+' | '?' | '}')) && !out.ends_with("\\+") => i += 1,
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The index just past the group opening at `chars[start]`.
+fn group_end(chars: &[char], start: usize) -> usize {
+    let mut depth = 0;
+    let mut i = start;
+    let mut in_class = false;
+    while i < chars.len() {
+        match chars[i] {
+            '\\' => i += 1,
+            '[' if !in_class => in_class = true,
+            ']' if in_class => in_class = false,
+            '(' if !in_class => depth += 1,
+            ')' if !in_class => {
+                depth -= 1;
+                if depth == 0 {
+                    return i + 1;
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    chars.len()
+}
+
 /// Whether `rest` (after a `{`) is `n}`, `n,}` or `n,m}`.
 fn quantifier(rest: &[char]) -> bool {
     let digits = rest.iter().take_while(|c| c.is_ascii_digit()).count();
@@ -322,6 +431,8 @@ pub(crate) struct Compiled {
     pub op: Op,
     /// Set when the regex needed the backtracking engine.
     pub fallback: bool,
+    /// Set when that backtracking regex has a linear-time prefilter.
+    pub prefilter: bool,
 }
 
 /// Compiles an operator; `files` holds the entries of its data files (`@pmFromFile`).
@@ -333,14 +444,14 @@ pub(crate) fn compile(
     backtrack_limit: usize,
 ) -> Result<Compiled, String> {
     use OperatorKind as O;
-    let plain = |op| Ok(Compiled { op, fallback: false });
+    let plain = |op| Ok(Compiled { op, fallback: false, prefilter: false });
     let literal = arg.as_literal();
     match kind {
         O::Rx | O::RxGlobal => match literal {
             Some(p) => {
                 let rx = Rx::compile(p, backtrack_limit)?;
-                let fallback = rx.is_fallback();
-                Ok(Compiled { op: Op::Rx(rx), fallback })
+                let (fallback, prefilter) = (rx.is_fallback(), rx.has_prefilter());
+                Ok(Compiled { op: Op::Rx(rx), fallback, prefilter })
             }
             None => plain(Op::RxMacro(arg.clone())),
         },
@@ -536,7 +647,7 @@ mod tests {
         assert!(!rx.is_fallback());
         assert!(rx.is_match(b"a\xbc /"));
         let rx = Rx::compile(r"(?i)ab(?=c)", 1000).unwrap();
-        assert!(rx.is_fallback());
+        assert!(rx.is_fallback() && rx.has_prefilter());
         assert!(rx.is_match(b"\xffABc"));
         assert!(!rx.is_match(b"abd"));
         let caps = rx.captures(b"\xfeabc").unwrap();
@@ -564,6 +675,16 @@ mod tests {
             assert!(rx.is_match(yes), "{p} on {yes:?}");
             assert!(!rx.is_match(no), "{p} on {no:?}");
         }
+    }
+
+    #[test]
+    fn relaxed_patterns_accept_more() {
+        assert_eq!(relax(r"<\?(?!xml)"), r"<\?");
+        assert_eq!(relax(r#"(?<!&amp);|['"=]"#), r#";|['"=]"#);
+        assert_eq!(relax(r"\b(\w+)\b=\1(?>a++)[(?!]"), r"\b(\w+)\b=(?:.*?)(?:a+)[(?!]");
+        let rx = Rx::compile(r"<\?(?!xml)", 1000).unwrap();
+        assert!(rx.has_prefilter());
+        assert!(rx.is_match(b"a<?php") && !rx.is_match(b"<?xml") && !rx.is_match(b"plain"));
     }
 
     #[test]

@@ -38,3 +38,183 @@ SecRule REQUEST_HEADERS:User-Agent "@pm nikto sqlmap" "id:2,phase:1,deny,capture
     assert_eq!(ids(&o), vec![2]);
     assert_eq!(o.matched[0].msg, "scanner SQLMap");
 }
+
+fn post(uri: &str, ct: &str, body: &str) -> Request {
+    Request::new("POST", uri).header("Host", "x").header("Content-Type", ct).body(body)
+}
+
+#[test]
+fn chains_need_every_part_and_setvar_runs_per_match() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRule ARGS "@rx a" "id:10,phase:1,pass,log,setvar:tx.hits=+1,chain"
+    SecRule ARGS_NAMES "@streq x" "setvar:tx.full=1"
+SecRule TX:hits "@eq 2" "id:11,phase:1,pass,log"
+SecRule &TX:full "@eq 1" "id:12,phase:1,pass,log""#,
+    );
+    // Two values match the head (setvar runs twice), the chain completes.
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/?x=a&y=ab"), None)), vec![10, 11, 12]);
+    // The head matches once, the chain does not: its setvar still ran, as in libmodsecurity3.
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/?y=a"), None)), Vec::<u64>::new());
+}
+
+#[test]
+fn skip_after_jumps_to_the_marker() {
+    let rs = rules(
+        r#"SecRule ARGS:skip "@eq 1" "id:20,phase:1,pass,nolog,skipAfter:END"
+SecAction "id:21,phase:1,pass,log"
+SecMarker END
+SecAction "id:22,phase:1,pass,log""#,
+    );
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/?skip=1"), None)), vec![22]);
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/?skip=0"), None)), vec![21, 22]);
+}
+
+#[test]
+fn exclusions_counts_and_missing_variables() {
+    let rs = rules(
+        r#"SecRule ARGS|!ARGS:safe "@rx evil" "id:30,phase:2,pass,log"
+SecRule &ARGS "@eq 3" "id:31,phase:2,pass,log"
+SecRule REQUEST_HEADERS:X-Missing "!@rx ." "id:32,phase:1,pass,log"
+SecRule &REQUEST_HEADERS:X-Missing "@eq 0" "id:33,phase:1,pass,log"
+SecRule REQUEST_COOKIES:/^sess/ "@rx evil" "id:34,phase:1,pass,log""#,
+    );
+    let o = rs.evaluate(&Request::new("GET", "/?safe=evil&a=1&b=2").header("Cookie", "sessid=evil; other=x"), None);
+    // A negated operator on a variable that is absent does not run (32), a count does (33).
+    assert_eq!(ids(&o), vec![33, 34, 31]);
+}
+
+#[test]
+fn runtime_ctl_removes_rules_and_targets() {
+    let rs = rules(
+        r#"SecRuleEngine On
+SecRule REQUEST_URI "@beginsWith /admin" "id:40,phase:1,pass,nolog,ctl:ruleRemoveById=41,ctl:ruleRemoveTargetById=42;ARGS:q"
+SecRule ARGS "@rx x" "id:41,phase:2,deny,log"
+SecRule ARGS "@rx x" "id:42,phase:2,deny,log""#,
+    );
+    assert_eq!(rs.evaluate(&Request::new("GET", "/admin?q=x"), None).verdict, Verdict::Pass);
+    let o = rs.evaluate(&Request::new("GET", "/admin?r=x"), None);
+    assert_eq!(o.verdict, Verdict::Block { status: 403, rule_id: 42 });
+    assert_eq!(rs.evaluate(&Request::new("GET", "/?q=x"), None).verdict, Verdict::Block { status: 403, rule_id: 41 });
+}
+
+#[test]
+fn load_time_exceptions_and_default_actions() {
+    let rs = rules(
+        r#"SecRuleEngine On
+SecDefaultAction "phase:2,log,auditlog,deny,status:406"
+SecRule ARGS "@rx x" "id:50,phase:2,block"
+SecRule ARGS "@rx y" "id:51,phase:2,block,tag:'noisy'"
+SecRule ARGS:a "@rx z" "id:52,phase:2,block"
+SecRuleRemoveByTag noisy
+SecRuleUpdateTargetById 52 "!ARGS:a|ARGS:b""#,
+    );
+    assert_eq!(rs.rule_count(), 2);
+    assert_eq!(rs.evaluate(&Request::new("GET", "/?a=x"), None).verdict, Verdict::Block { status: 406, rule_id: 50 });
+    assert_eq!(rs.evaluate(&Request::new("GET", "/?a=y"), None).verdict, Verdict::Pass);
+    assert_eq!(rs.evaluate(&Request::new("GET", "/?a=z"), None).verdict, Verdict::Pass);
+    assert_eq!(rs.evaluate(&Request::new("GET", "/?b=z"), None).verdict, Verdict::Block { status: 406, rule_id: 52 });
+}
+
+#[test]
+fn transformations_multimatch_and_capture() {
+    let rs = rules(
+        r#"SecRule ARGS "@rx ^<script>$" "id:60,phase:1,pass,log,t:none,t:urlDecodeUni,t:lowercase"
+SecRule ARGS "@streq %41" "id:61,phase:1,pass,log,multiMatch,t:none,t:urlDecode"
+SecRule ARGS:v "@rx (\d+)-(\d+)" "id:62,phase:1,pass,log,capture,msg:'%{TX.2}/%{TX.1}'""#,
+    );
+    let o = rs.evaluate(&Request::new("GET", "/?a=%253CScRiPt%253E&b=%2541&v=12-34"), None);
+    assert_eq!(ids(&o), vec![60, 61, 62]);
+    assert_eq!(o.matched[2].msg, "34/12");
+}
+
+#[test]
+fn anomaly_scoring_blocks_at_the_threshold() {
+    let rs = rules(
+        r#"SecRuleEngine On
+SecAction "id:70,phase:1,pass,nolog,setvar:tx.inbound_anomaly_score_threshold=5"
+SecRule ARGS "@detectSQLi" "id:71,phase:2,pass,log,capture,logdata:'%{TX.0}',setvar:tx.blocking_inbound_anomaly_score=+5"
+SecRule ARGS "@detectXSS" "id:72,phase:2,pass,log,setvar:tx.blocking_inbound_anomaly_score=+5"
+SecRule TX:BLOCKING_INBOUND_ANOMALY_SCORE "@ge %{tx.inbound_anomaly_score_threshold}" "id:79,phase:2,deny,log""#,
+    );
+    let o = rs.evaluate(&Request::new("GET", "/?id=1%27%20OR%20%271%27=%271"), None);
+    assert_eq!(o.verdict, Verdict::Block { status: 403, rule_id: 79 });
+    assert_eq!(o.inbound_anomaly_score, 5);
+    assert_eq!(o.matched[0].data, "s&sos");
+    let o = rs.evaluate(&Request::new("GET", "/?q=%3Cimg%20src%3Dx%20onerror%3Dalert(1)%3E"), None);
+    assert_eq!(ids(&o), vec![72, 79]);
+    assert_eq!(rs.evaluate(&Request::new("GET", "/?q=hello"), None).verdict, Verdict::Pass);
+}
+
+#[test]
+fn body_processors_feed_args_files_and_xml() {
+    let rs = rules(
+        r#"SecRequestBodyAccess On
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:80,phase:1,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQUEST_HEADERS:Content-Type "^text/xml" "id:81,phase:1,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule ARGS:json.a.b "@streq evil" "id:82,phase:2,pass,log"
+SecRule XML:/* "@rx evil" "id:83,phase:2,pass,log"
+SecRule XML://@* "@rx bad" "id:84,phase:2,pass,log"
+SecRule FILES "@endsWith .php" "id:85,phase:2,pass,log"
+SecRule ARGS_POST:f "@streq v" "id:86,phase:2,pass,log"
+SecRule REQBODY_ERROR "!@eq 0" "id:87,phase:2,pass,log,logdata:'%{REQBODY_ERROR_MSG}'"
+SecRule ARGS_NAMES "@streq json.list.array_1" "id:88,phase:2,pass,log""#,
+    );
+    let o = rs.evaluate(&post("/", "application/json", r#"{"a":{"b":"evil"},"list":[1,2]}"#), None);
+    assert_eq!(ids(&o), vec![82, 88]);
+    let o = rs.evaluate(&post("/", "text/xml", r#"<r x="bad"><i>evil</i></r>"#), None);
+    assert_eq!(ids(&o), vec![83, 84]);
+    let mp = "--b\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nv\r\n--b\r\nContent-Disposition: form-data; name=\"u\"; filename=\"x.php\"\r\n\r\n<?php\r\n--b--\r\n";
+    let o = rs.evaluate(&post("/", "multipart/form-data; boundary=b", mp), None);
+    assert_eq!(ids(&o), vec![85, 86]);
+    let o = rs.evaluate(&post("/", "application/json", "{broken"), None);
+    assert_eq!(ids(&o), vec![87]);
+    assert!(o.matched[0].data.starts_with("JSON parsing error"));
+}
+
+#[test]
+fn response_phases_see_status_headers_and_body() {
+    let rs = rules(
+        r#"SecRuleEngine On
+SecResponseBodyAccess On
+SecRule RESPONSE_STATUS "@eq 500" "id:90,phase:3,pass,log"
+SecRule RESPONSE_HEADERS:X-Powered-By "@contains PHP" "id:91,phase:3,pass,log"
+SecRule RESPONSE_BODY "@pm sql syntax" "id:92,phase:4,deny,status:502,log""#,
+    );
+    let resp =
+        Response::new(500).header("X-Powered-By", "PHP/8").header("Content-Type", "text/html").body("SQL syntax near");
+    let o = rs.evaluate(&Request::new("GET", "/"), Some(&resp));
+    assert_eq!(ids(&o), vec![90, 91, 92]);
+    assert_eq!(o.verdict, Verdict::Block { status: 502, rule_id: 92 });
+    // A body whose type is not inspected is not read.
+    let resp = Response::new(200).header("Content-Type", "image/png").body("SQL syntax");
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/"), Some(&resp))), Vec::<u64>::new());
+}
+
+#[test]
+fn allow_stops_the_request_phases() {
+    let rs = rules(
+        r#"SecRuleEngine On
+SecRule REMOTE_ADDR "@ipMatch 127.0.0.0/8,::1" "id:100,phase:1,allow,nolog"
+SecRule ARGS "@rx x" "id:101,phase:2,deny""#,
+    );
+    assert_eq!(rs.evaluate(&Request::new("GET", "/?a=x"), None).verdict, Verdict::Pass);
+    let other = Request::new("GET", "/?a=x").remote_addr("10.0.0.1".parse().expect("ip"));
+    assert_eq!(rs.evaluate(&other, None).verdict, Verdict::Block { status: 403, rule_id: 101 });
+}
+
+#[test]
+fn the_rule_set_is_shared_across_threads() {
+    fn shared<T: Send + Sync>() {}
+    shared::<RuleSet>();
+}
+
+#[test]
+fn unsupported_operators_are_listed_not_silent() {
+    let rs = rules(r#"SecRule REMOTE_ADDR "@geoLookup" "id:110,phase:1,deny""#);
+    assert_eq!(rs.unsupported().len(), 1);
+    assert_eq!(rs.unsupported()[0].rule_id, 110);
+    let rs = rules(r#"SecRule ARGS "@rx a(?=b)" "id:111,phase:1,deny""#);
+    assert_eq!(rs.fallbacks()[0].rule_id, 111);
+    assert!(rs.fallbacks()[0].prefilter);
+}
