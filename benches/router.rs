@@ -103,8 +103,9 @@ fn snapshot() -> Snapshot {
     let raw = source.parse().unwrap_or_else(|errors| panic!("the table does not parse: {errors:?}"));
     let targets = Targets::new(1);
     let metrics = Metrics::default();
-    let snapshot = compile(&raw, &base_dir, 1, &Registries { targets: &targets, metrics: &metrics })
-        .unwrap_or_else(|errors| panic!("the table does not compile: {errors:?}"));
+    let snapshot =
+        compile(&raw, &base_dir, 1, &Registries { targets: &targets, metrics: &metrics, waf: &Default::default() })
+            .unwrap_or_else(|errors| panic!("the table does not compile: {errors:?}"));
     assert_eq!(snapshot.router.routes().len(), ROUTES);
     snapshot
 }

@@ -1,4 +1,5 @@
-//! The JSON access log: one line per request, written when its response body is done.
+//! JSON-lines logs: the access log (one line per request, written when its response body is
+//! done) and, through the same [`Sink`], the WAF audit log.
 //!
 //! Lines are buffered per worker thread and written in batches (when a buffer passes 32 KiB and
 //! every 200 ms), so logging costs a memcpy on the hot path, not a system call. A file is opened
@@ -50,7 +51,8 @@ impl Sink {
         Ok(Self { target: target.clone(), output, buffers })
     }
 
-    fn write_line(&self, record: &Record<'_>) {
+    /// Appends `record` as one JSON line (the access log, the WAF audit log).
+    pub fn write_json<T: Serialize>(&self, record: &T) {
         let slot = &self.buffers[worker_index() % self.buffers.len()];
         let mut buffer = slot.lock().unwrap_or_else(|e| e.into_inner());
         if serde_json::to_writer(&mut *buffer, record).is_ok() {
@@ -152,7 +154,7 @@ impl Pending {
             waf_action: self.waf_action,
             limited: self.limited,
         };
-        self.sink.write_line(&record);
+        self.sink.write_json(&record);
     }
 }
 

@@ -24,6 +24,7 @@ pub mod secret;
 pub mod server;
 pub mod stages;
 pub mod upstream;
+pub mod waf;
 pub mod websocket;
 
 pub use config::{ConfigError, Source};

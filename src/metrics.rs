@@ -147,6 +147,23 @@ impl Metrics {
             }
         }
 
+        header(
+            &mut out,
+            "barbican_waf_decisions_total",
+            "counter",
+            "WAF decisions, by rule set and action (pass, detect, block).",
+        );
+        for (name, ruleset) in &snapshot.waf.rulesets {
+            for (action, n) in ruleset.stats.counts() {
+                let _ = writeln!(
+                    out,
+                    "barbican_waf_decisions_total{{ruleset=\"{}\",action=\"{}\"}} {n}",
+                    escape(name),
+                    action.as_str()
+                );
+            }
+        }
+
         header(&mut out, "barbican_config_reloads_total", "counter", "Config reloads, by result.");
         let _ =
             writeln!(out, "barbican_config_reloads_total{{result=\"ok\"}} {}", self.reloads_ok.load(Ordering::Relaxed));

@@ -145,6 +145,7 @@ async fn dispatch(
     };
     stage!(snapshot.ip_rules, request, exchange);
     stage!(snapshot.bot, request, exchange);
+    stage!(snapshot.waf, request, exchange);
     outcome.tenant = exchange.tenant.take();
     outcome.consumer = exchange.consumer.take();
     outcome.waf_action = exchange.waf_action;

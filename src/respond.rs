@@ -19,6 +19,7 @@ pub enum Rejection {
     BadRequest,
     IpDenied,
     BotDenied,
+    WafBlocked,
     HeadersTooLarge,
     BodyTooLarge,
     UpstreamUnavailable,
@@ -33,7 +34,7 @@ impl Rejection {
         match self {
             Rejection::NoRoute => StatusCode::NOT_FOUND,
             Rejection::BadRequest => StatusCode::BAD_REQUEST,
-            Rejection::IpDenied | Rejection::BotDenied => StatusCode::FORBIDDEN,
+            Rejection::IpDenied | Rejection::BotDenied | Rejection::WafBlocked => StatusCode::FORBIDDEN,
             Rejection::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::UpstreamUnavailable | Rejection::UpstreamError => StatusCode::BAD_GATEWAY,
@@ -49,6 +50,7 @@ impl Rejection {
             Rejection::BadRequest => "bad_request",
             Rejection::IpDenied => "ip_denied",
             Rejection::BotDenied => "bot_denied",
+            Rejection::WafBlocked => "waf_blocked",
             Rejection::HeadersTooLarge => "headers_too_large",
             Rejection::BodyTooLarge => "body_too_large",
             Rejection::UpstreamUnavailable => "upstream_unavailable",
@@ -64,6 +66,7 @@ impl Rejection {
             Rejection::BadRequest => "the request could not be read",
             Rejection::IpDenied => "requests from this address are not allowed",
             Rejection::BotDenied => "this client is not allowed",
+            Rejection::WafBlocked => "the request was blocked by the web application firewall",
             Rejection::HeadersTooLarge => "the request head is larger than this gateway accepts",
             Rejection::BodyTooLarge => "the request body is larger than this gateway accepts",
             Rejection::UpstreamUnavailable => "no healthy upstream target is available",
@@ -72,6 +75,15 @@ impl Rejection {
             Rejection::HandshakesOverloaded => "too many new WebSocket connections; retry shortly",
         }
     }
+}
+
+/// The JSON body of the answer for `rejection`, for answers that add fields to it.
+pub fn error_body(rejection: Rejection, request_id: &HeaderValue) -> serde_json::Value {
+    serde_json::json!({
+        "error": rejection.code(),
+        "message": rejection.message(),
+        "request_id": String::from_utf8_lossy(request_id.as_bytes()),
+    })
 }
 
 /// The gateway's own answer for `rejection`.

@@ -94,6 +94,7 @@ async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
     let needed = match (request.method(), path.as_str()) {
         (&Method::GET, "/metrics" | "/api/v1/config") => Role::Viewer,
         (&Method::PUT, "/api/v1/config") => Role::Admin,
+        (&Method::POST, "/api/v1/waf/evaluate") => Role::Security,
         _ => return error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
     };
     if !role.covers(needed) {
@@ -115,8 +116,68 @@ async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
                 serde_yaml::from_str::<serde_json::Value>(&text).map(redact).unwrap_or(serde_json::Value::Null);
             ok(serde_json::json!({"revision": snapshot.revision, "config": config}))
         }
+        (&Method::POST, _) => evaluate(request, &snapshot, &request_id).await,
         _ => put_config(request, shared, &request_id).await,
     }
+}
+
+/// `POST /api/v1/waf/evaluate`: runs a request through a rule set without sending it anywhere.
+async fn evaluate(
+    request: Request<Incoming>,
+    snapshot: &crate::config::Snapshot,
+    request_id: &HeaderValue,
+) -> Response<Body> {
+    use http_body_util::BodyExt;
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Ask {
+        method: Option<String>,
+        uri: String,
+        #[serde(default)]
+        headers: Vec<(String, String)>,
+        #[serde(default)]
+        body: String,
+        ruleset: Option<String>,
+        route: Option<String>,
+    }
+    let error = |status, code, message: &str| respond::json_error(status, code, message, request_id);
+    let body = match http_body_util::Limited::new(request.into_body(), MAX_CONFIG_BYTES).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request is larger than 4 MiB"),
+    };
+    let ask: Ask = match serde_json::from_slice(&body) {
+        Ok(ask) => ask,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &format!("not an evaluate request: {e}")),
+    };
+    let by_route = ask.route.as_deref().and_then(|name| {
+        snapshot.router.routes().iter().find(|r| &*r.name == name).and_then(|r| r.waf.as_ref()).map(|p| &p.ruleset)
+    });
+    let ruleset = match (&ask.ruleset, by_route) {
+        (Some(name), _) => snapshot.waf.rulesets.get(name),
+        (None, Some(ruleset)) => Some(ruleset),
+        (None, None) => None,
+    };
+    let Some(ruleset) = ruleset else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such WAF rule set (name one with ruleset, or a route with a WAF)",
+        );
+    };
+    let mut inspected = barbican_waf::Request::new(ask.method.unwrap_or_else(|| "GET".into()), ask.uri).body(ask.body);
+    inspected.headers = ask.headers.into_iter().map(|(k, v)| (k.into_bytes(), v.into_bytes())).collect();
+    let outcome = ruleset.rules.evaluate(&inspected, None);
+    let action = if matches!(outcome.verdict, barbican_waf::Verdict::Block { .. }) { "block" } else { "pass" };
+    let matched: Vec<serde_json::Value> = outcome
+        .matched
+        .iter()
+        .map(|m| serde_json::json!({"id": m.id, "msg": m.msg, "data": m.data, "severity": m.severity.map(|s| s.number())}))
+        .collect();
+    respond::json(
+        StatusCode::OK,
+        &serde_json::json!({"action": action, "anomaly_score": outcome.inbound_anomaly_score, "matched": matched}),
+        request_id,
+    )
 }
 
 async fn put_config(request: Request<Incoming>, shared: &Shared, request_id: &HeaderValue) -> Response<Body> {

@@ -24,12 +24,14 @@ use crate::server::tls;
 use crate::stages::bot::BotRules;
 use crate::stages::ip_rules::IpRules;
 use crate::upstream::{BackendSet, Balancer, HashOn, HealthCheck, Member, PassiveHealth, Targets, Upstream};
+use crate::waf::{RoutePolicy, WafConfig};
 use crate::websocket::{AdmissionSpec, WsPolicy};
 
 /// The live state a compiled snapshot attaches to.
 pub struct Registries<'a> {
     pub targets: &'a Targets,
     pub metrics: &'a Metrics,
+    pub waf: &'a crate::waf::Rulesets,
 }
 
 /// Compiles `raw` (relative paths against `base_dir`) into revision `revision`.
@@ -46,13 +48,11 @@ pub fn compile(
     let admin = raw.admin.as_ref().and_then(|a| cx.admin(a));
     let real_ip = raw.real_ip.as_ref().map(|r| cx.real_ip(r)).unwrap_or_default();
     let upstreams = cx.upstreams(&raw.upstreams);
-    let routes = cx.routes(&raw.routes, &upstreams);
+    let waf = cx.waf(raw.waf.as_ref());
+    let routes = cx.routes(&raw.routes, &upstreams, &waf);
     let ip_rules = raw.ip_rules.as_ref().map(|r| cx.ip_rules(r)).unwrap_or_default();
     let bot = raw.bot_detect.as_ref().map(|b| cx.bot(b)).unwrap_or_default();
-    let access_log = raw.access_log.as_deref().map(|target| match target {
-        "stdout" | "-" => LogTarget::Stdout,
-        path => LogTarget::File(base_dir.join(path)),
-    });
+    let access_log = raw.access_log.as_deref().map(|target| cx.log_target(target));
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
@@ -67,6 +67,7 @@ pub fn compile(
         ip_rules,
         bot,
         access_log,
+        waf,
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
         files: cx.files,
     })
@@ -97,7 +98,6 @@ impl Compiler<'_> {
             ("tenants", &raw.tenants),
             ("rate_limits", &raw.rate_limits),
             ("cc", &raw.cc),
-            ("waf", &raw.waf),
         ];
         for (name, value) in sections {
             if value.is_some() {
@@ -108,7 +108,6 @@ impl Compiler<'_> {
             let keys = [
                 ("auth", &route.auth),
                 ("allow_consumers", &route.allow_consumers),
-                ("waf", &route.waf),
                 ("rate_limits", &route.rate_limits),
                 ("cc", &route.cc),
             ];
@@ -313,7 +312,7 @@ impl Compiler<'_> {
         })
     }
 
-    fn routes(&mut self, raw: &[raw::Route], upstreams: &[Arc<Upstream>]) -> Vec<Route> {
+    fn routes(&mut self, raw: &[raw::Route], upstreams: &[Arc<Upstream>], waf: &WafConfig) -> Vec<Route> {
         let mut names = HashSet::new();
         let mut out = Vec::new();
         for (i, route) in raw.iter().enumerate() {
@@ -321,14 +320,14 @@ impl Compiler<'_> {
             if !names.insert(route.name.as_str()) {
                 self.error(format!("{path}.name"), format!("another route is named {:?}", route.name));
             }
-            if let Some(route) = self.route(&path, route, upstreams) {
+            if let Some(route) = self.route(&path, route, upstreams, waf) {
                 out.push(route);
             }
         }
         out
     }
 
-    fn route(&mut self, path: &str, raw: &raw::Route, upstreams: &[Arc<Upstream>]) -> Option<Route> {
+    fn route(&mut self, path: &str, raw: &raw::Route, upstreams: &[Arc<Upstream>], waf: &WafConfig) -> Option<Route> {
         let errors_before = self.errors.len();
         let m = &raw.matcher;
         let hosts: Vec<HostMatch> = m
@@ -400,6 +399,15 @@ impl Compiler<'_> {
         if raw.respond.is_some() && (!raw.subset.is_empty() || !raw.canary.is_empty()) {
             self.error(path, "subset and canary need an upstream, not respond");
         }
+        let route_waf = raw.waf.as_ref().and_then(|w| match waf.rulesets.get(&w.ruleset) {
+            Some(ruleset) => {
+                Some(RoutePolicy { ruleset: ruleset.clone(), mode: w.mode, expose_rule_ids: w.expose_rule_ids })
+            }
+            None => {
+                self.error(format!("{path}.waf.ruleset"), format!("no WAF rule set named {:?}", w.ruleset));
+                None
+            }
+        });
         let action = action?;
         (self.errors.len() == errors_before).then(|| Route {
             name: raw.name.as_str().into(),
@@ -407,6 +415,7 @@ impl Compiler<'_> {
             path: path_match,
             methods,
             headers,
+            waf: route_waf,
             websocket: raw.websocket.as_ref().and_then(|ws| self.websocket(path, ws)),
             action,
             strip_path_prefix: raw.strip_path_prefix,
@@ -494,6 +503,49 @@ impl Compiler<'_> {
             self.error(format!("{path}.websocket.handshake_burst"), "must be at least 1");
         }
         Some(Arc::new(policy))
+    }
+
+    fn waf(&mut self, raw: Option<&raw::Waf>) -> WafConfig {
+        let Some(raw) = raw else {
+            return WafConfig::default();
+        };
+        let request_body_limit = raw.request_body_limit.map_or(crate::waf::DEFAULT_BODY_LIMIT, |s| s.0);
+        let mut rulesets = BTreeMap::new();
+        for (name, spec) in &raw.rulesets {
+            if let Some(level) = spec.paranoia_level.filter(|l| !(1..=4).contains(l)) {
+                self.error(format!("waf.rulesets.{name}.paranoia_level"), format!("{level} is not 1 to 4"));
+            }
+            for i in crate::waf::malformed_exclusions(&spec.exclusions) {
+                self.error(
+                    format!("waf.rulesets.{name}.exclusions[{i}]"),
+                    "needs exactly one of remove_rule, remove_tag and remove_target",
+                );
+            }
+            if spec.include.is_empty() && spec.setup.is_none() {
+                self.error(format!("waf.rulesets.{name}.include"), "needs at least one rule file");
+                continue;
+            }
+            match self.registries.waf.build(name, spec, self.base_dir, request_body_limit) {
+                Ok(built) => {
+                    self.files.extend(built.files);
+                    rulesets.insert(name.clone(), built.ruleset);
+                }
+                Err(errors) => {
+                    for error in errors {
+                        self.error(format!("waf.rulesets.{name}"), error);
+                    }
+                }
+            }
+        }
+        let audit_log = raw.audit_log.as_deref().map(|target| self.log_target(target));
+        WafConfig { rulesets, audit_log, request_body_limit, ..WafConfig::default() }
+    }
+
+    fn log_target(&self, target: &str) -> LogTarget {
+        match target {
+            "stdout" | "-" => LogTarget::Stdout,
+            path => LogTarget::File(self.base_dir.join(path)),
+        }
     }
 
     fn check_path(&mut self, at: &str, path: &str) {

@@ -108,6 +108,7 @@ pub struct Snapshot {
     pub ip_rules: IpRules,
     pub bot: BotRules,
     pub access_log: Option<LogTarget>,
+    pub waf: crate::waf::WafConfig,
     pub shutdown_timeout: Duration,
     /// Files besides the config file that this snapshot was built from (certificates, keys):
     /// a change to any of them reloads the config.
@@ -128,6 +129,7 @@ impl Snapshot {
             ip_rules: IpRules::default(),
             bot: BotRules::default(),
             access_log: None,
+            waf: crate::waf::WafConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             files: Vec::new(),
         }
@@ -167,5 +169,6 @@ pub fn check(path: &Path) -> Result<(), Vec<ConfigError>> {
     let raw = source.parse()?;
     let targets = crate::upstream::Targets::new(1);
     let metrics = crate::metrics::Metrics::default();
-    compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics }).map(drop)
+    let waf = crate::waf::Rulesets::default();
+    compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics, waf: &waf }).map(drop)
 }

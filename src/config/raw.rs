@@ -39,7 +39,71 @@ pub struct RawConfig {
     pub tenants: Pending,
     pub rate_limits: Pending,
     pub cc: Pending,
-    pub waf: Pending,
+    pub waf: Option<Waf>,
+}
+
+/// The WAF: rule sets in SecLang (OWASP CRS loads unchanged) and where matches are logged.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Waf {
+    #[serde(default)]
+    pub rulesets: BTreeMap<String, WafRuleset>,
+    /// One JSON line per request that matched any rule: a file path or `stdout`.
+    pub audit_log: Option<String>,
+    /// Largest request body the WAF reads; a larger one is refused with 413.
+    pub request_body_limit: Option<Size>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WafRuleset {
+    /// Rule files or globs, read in order after `setup`.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// SecLang read first (for CRS: its crs-setup.conf).
+    pub setup: Option<String>,
+    pub paranoia_level: Option<u8>,
+    pub inbound_anomaly_threshold: Option<u32>,
+    #[serde(default)]
+    pub exclusions: Vec<Exclusion>,
+}
+
+/// A tuning of a rule set, one key each: `{ remove_rule: ID }`, `{ remove_tag: TAG }`, or
+/// `{ remove_target: { rule: ID, target: "ARGS:name" } }`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusion {
+    pub remove_rule: Option<u64>,
+    pub remove_tag: Option<String>,
+    pub remove_target: Option<RemoveTarget>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoveTarget {
+    pub rule: u64,
+    pub target: String,
+}
+
+/// A route's WAF: which rule set, and whether it blocks or only detects.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteWaf {
+    pub ruleset: String,
+    #[serde(default)]
+    pub mode: WafMode,
+    /// Whether a block answer lists the ids of the rules that matched.
+    #[serde(default)]
+    pub expose_rule_ids: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WafMode {
+    #[default]
+    Block,
+    Detect,
+    Off,
 }
 
 impl RawConfig {
@@ -205,7 +269,7 @@ pub struct Route {
 
     pub auth: Pending,
     pub allow_consumers: Pending,
-    pub waf: Pending,
+    pub waf: Option<RouteWaf>,
     pub rate_limits: Pending,
     pub cc: Pending,
     pub websocket: Option<WebSocket>,

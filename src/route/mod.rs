@@ -56,6 +56,8 @@ pub struct Route {
     pub methods: Option<Vec<Method>>,
     pub headers: Vec<(HeaderName, HeaderValue)>,
     pub action: Action,
+    /// The route's WAF rule set and mode.
+    pub waf: Option<crate::waf::RoutePolicy>,
     /// Set when the route accepts WebSocket upgrades.
     pub websocket: Option<Arc<crate::websocket::WsPolicy>>,
     pub strip_path_prefix: bool,

@@ -27,7 +27,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::access_log::Sink;
+use crate::access_log::{LogTarget, Sink};
 use crate::config::{self, ConfigError, Limits, Registries, Snapshot, Source};
 use crate::metrics::Metrics;
 use crate::upstream::watch::Watchers;
@@ -64,7 +64,10 @@ pub struct Shared {
     source: Mutex<Source>,
     pub targets: Targets,
     pub metrics: Metrics,
+    /// Compiled WAF rule sets, reused across reloads while their files are unchanged.
+    waf: crate::waf::Rulesets,
     access_log: ArcSwapOption<Sink>,
+    audit_log: ArcSwapOption<Sink>,
     watchers: Watchers,
     listeners: Listeners,
     pub websockets: Arc<crate::websocket::Registry>,
@@ -90,6 +93,12 @@ impl Shared {
         self.shutdown.subscribe()
     }
 
+    fn flush_logs(&self) {
+        for sink in [self.access_log.load_full(), self.audit_log.load_full()].into_iter().flatten() {
+            sink.flush();
+        }
+    }
+
     /// Starts a graceful shutdown (as SIGTERM does).
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
@@ -110,7 +119,7 @@ impl Shared {
 
     fn compile(&self, source: &Source, revision: u64) -> Result<Snapshot, Vec<ConfigError>> {
         let raw = source.parse()?;
-        let registries = Registries { targets: &self.targets, metrics: &self.metrics };
+        let registries = Registries { targets: &self.targets, metrics: &self.metrics, waf: &self.waf };
         config::compile(&raw, &source.base_dir, revision, &registries)
     }
 
@@ -120,23 +129,32 @@ impl Shared {
     /// runtime.
     async fn apply(&self, next: Snapshot) -> Result<(), Vec<ConfigError>> {
         let prepared = self.listeners.prepare(&next)?;
-        let sink = match (&next.access_log, self.access_log.load_full()) {
-            (None, _) => None,
-            (Some(target), Some(open)) if open.target == *target => Some(open),
-            (Some(target), _) => Some(Arc::new(
-                Sink::open(target, next.workers)
-                    .map_err(|e| vec![ConfigError::new("access_log", format!("cannot open: {e}"))])?,
-            )),
-        };
+        let sink = reopen(self.access_log.load_full(), next.access_log.as_ref(), next.workers)
+            .map_err(|e| vec![ConfigError::new("access_log", format!("cannot open: {e}"))])?;
+        let audit = reopen(self.audit_log.load_full(), next.waf.audit_log.as_ref(), next.workers)
+            .map_err(|e| vec![ConfigError::new("waf.audit_log", format!("cannot open: {e}"))])?;
+        if let Some(audit) = &audit {
+            let _ = next.waf.audit.set(audit.clone());
+        }
         Watchers::resolve_unresolved(&next.upstreams).await;
         let next = Arc::new(next);
         self.snapshot.store(next.clone());
         self.listeners.commit(prepared, &self.workers);
         self.access_log.store(sink);
+        self.audit_log.store(audit);
         self.watchers.sync(&next.upstreams);
         self.websockets.sweep(&next);
         Ok(())
     }
+}
+
+/// The sink for `target`: the one already open when it writes there, else a new one.
+fn reopen(open: Option<Arc<Sink>>, target: Option<&LogTarget>, workers: usize) -> std::io::Result<Option<Arc<Sink>>> {
+    Ok(match (target, open) {
+        (None, _) => None,
+        (Some(target), Some(open)) if open.target == *target => Some(open),
+        (Some(target), _) => Some(Arc::new(Sink::open(target, workers)?)),
+    })
 }
 
 /// Settings that only a restart can change; a reload that changes them is refused whole.
@@ -190,8 +208,10 @@ impl Gateway {
         let worker_count = raw.worker_count().max(1);
         let targets = Targets::new(worker_count);
         let metrics = Metrics::default();
-        let snapshot = config::compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics })
-            .map_err(StartError::Config)?;
+        let waf = crate::waf::Rulesets::default();
+        let snapshot =
+            config::compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics, waf: &waf })
+                .map_err(StartError::Config)?;
         let listeners = Listeners::with_inherited(inherited);
         let admin_listener = match &snapshot.admin {
             Some(admin) => Some(listeners.take_or_bind(admin.bind).map_err(|source| StartError::Bind {
@@ -210,7 +230,9 @@ impl Gateway {
             source: Mutex::new(source),
             targets,
             metrics,
+            waf,
             access_log: ArcSwapOption::empty(),
+            audit_log: ArcSwapOption::empty(),
             watchers: Watchers::default(),
             listeners,
             websockets: Arc::default(),
@@ -240,7 +262,7 @@ impl Gateway {
         control.block_on(shared.apply(snapshot)).map_err(StartError::Config)?;
         // Handed-over sockets this config does not listen on must not linger unserved.
         shared.listeners.release_unclaimed();
-        control.spawn(flush_access_log(shared.clone()));
+        control.spawn(flush_logs(shared.clone()));
         control.spawn(reload::watch_files(shared.clone()));
         control.spawn(sweep_websockets(shared.clone()));
         if let Some(listener) = admin_listener {
@@ -327,9 +349,7 @@ impl Gateway {
             let _ = handle.join();
         }
         self.shared.watchers.stop();
-        if let Some(sink) = self.shared.access_log() {
-            sink.flush();
-        }
+        self.shared.flush_logs();
         if let Some(control) = self.control.take() {
             control.shutdown_background();
         }
@@ -361,13 +381,12 @@ async fn sweep_websockets(shared: Arc<Shared>) {
     shared.websockets.drain_all(shared.snapshot().shutdown_timeout.mul_f64(0.8));
 }
 
-async fn flush_access_log(shared: Arc<Shared>) {
+/// Writes out buffered access-log and audit-log lines every 200 ms.
+async fn flush_logs(shared: Arc<Shared>) {
     let mut ticker = tokio::time::interval(Duration::from_millis(200));
     loop {
         ticker.tick().await;
-        if let Some(sink) = shared.access_log() {
-            sink.flush();
-        }
+        shared.flush_logs();
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod bot;
 pub mod ip_rules;
+pub mod waf;
 
 use std::future::Future;
 use std::net::IpAddr;

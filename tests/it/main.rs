@@ -13,4 +13,5 @@ mod routing;
 mod tls;
 mod upgrade;
 mod validate;
+mod waf;
 mod websocket;

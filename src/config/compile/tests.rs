@@ -15,7 +15,12 @@ fn errors(yaml: &str) -> Vec<ConfigError> {
         Err(errors) => return errors,
     };
     let (targets, metrics) = (Targets::new(1), Metrics::default());
-    match compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics }) {
+    match compile(
+        &raw,
+        &source.base_dir,
+        1,
+        &Registries { targets: &targets, metrics: &metrics, waf: &Default::default() },
+    ) {
         Ok(_) => Vec::new(),
         Err(errors) => errors,
     }
@@ -141,7 +146,7 @@ fn the_embedded_default_compiles() {
     let source = Source::embedded();
     let raw = source.parse().unwrap();
     let (targets, metrics) = (Targets::new(1), Metrics::default());
-    compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics })
+    compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics, waf: &Default::default() })
         .map_err(|e| format!("{e:?}"))
         .unwrap();
 }

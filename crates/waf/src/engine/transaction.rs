@@ -171,6 +171,9 @@ struct Vars {
     multipart: Option<multipart::Flags>,
     xml: Option<xml::Document>,
     reqbody_error: Option<String>,
+    /// Whether a JSON, XML or multipart processor ran (`REQBODY_ERROR` is then `0` or `1`;
+    /// it is empty otherwise, as in libmodsecurity3).
+    reqbody_processed: bool,
     urlencoded_error: bool,
     remote_addr: Vec<u8>,
     remote_port: Vec<u8>,
@@ -324,8 +327,14 @@ impl<'r> Transaction<'r> {
         v.method = req.method.clone();
         v.uri_raw = req.uri.clone();
         v.protocol = req.protocol.clone();
-        let decoded = uri_decode(&req.uri);
-        let qpos_raw = req.uri.iter().position(|&b| b == b'?');
+        // The fragment (from the first `#` as sent) is not part of the path or the query; the
+        // raw URI and the request line keep it, as in libmodsecurity3.
+        let target = match req.uri.iter().position(|&b| b == b'#') {
+            Some(f) => &req.uri[..f],
+            None => &req.uri[..],
+        };
+        let decoded = uri_decode(target);
+        let qpos_raw = target.iter().position(|&b| b == b'?');
         let qpos = decoded.iter().position(|&b| b == b'?');
         let path = match qpos {
             Some(p) => decoded[..p].to_vec(),
@@ -338,7 +347,7 @@ impl<'r> Transaction<'r> {
             .map(|p| path[p + 1..].to_vec());
         v.filename = path;
         v.uri = strip_authority(&decoded);
-        v.query = qpos_raw.map(|p| req.uri[p + 1..].to_vec()).unwrap_or_default();
+        v.query = qpos_raw.map(|p| target[p + 1..].to_vec()).unwrap_or_default();
         let mut line = req.method.clone();
         line.push(b' ');
         line.extend_from_slice(&req.uri);
@@ -393,7 +402,12 @@ impl<'r> Transaction<'r> {
         self.v.body = Some(body.to_vec());
         self.v.full_request.extend_from_slice(body);
         let ct = req.header_value("content-type").unwrap_or(b"");
-        let result: Result<(), String> = match self.processor {
+        // An empty multipart body is not parsed (no error); JSON and XML see it (XML fails).
+        let processor = self.processor;
+        self.v.reqbody_processed =
+            matches!(processor, Some(BodyProcessor::Json | BodyProcessor::Xml | BodyProcessor::Multipart));
+        let result: Result<(), String> = match processor {
+            Some(BodyProcessor::Multipart) if body.is_empty() => Ok(()),
             Some(BodyProcessor::UrlEncoded) => {
                 let (args, bad) = urlencoded::parse(body, s.argument_separator);
                 self.v.args_post = args;
@@ -768,7 +782,8 @@ impl<'r> Transaction<'r> {
             V::ServerPort => scalar(&v.server_port, out),
             V::ServerName => scalar(&v.server_name, out),
             V::ReqbodyProcessor => scalar(self.processor.map_or("", |p| p.name()).as_bytes(), out),
-            V::ReqbodyError | V::ReqbodyProcessorError => flag(v.reqbody_error.is_some(), out),
+            V::ReqbodyError | V::ReqbodyProcessorError if v.reqbody_processed => flag(v.reqbody_error.is_some(), out),
+            V::ReqbodyError | V::ReqbodyProcessorError => scalar(b"", out),
             V::ReqbodyErrorMsg | V::ReqbodyProcessorErrorMsg => {
                 scalar(v.reqbody_error.as_deref().unwrap_or("").as_bytes(), out)
             }

@@ -8,15 +8,19 @@ use super::Pair;
 
 /// Parses `data`; `Err` holds the message for `REQBODY_ERROR_MSG`.
 pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
+    // An empty body is no document and no error; blanks alone are an unfinished one (yajl).
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut p = Parser { s: data, i: 0, out: Vec::new(), depth_limit, path: vec![b"json".to_vec()] };
     p.ws();
     if p.i >= p.s.len() {
-        return Ok(Vec::new());
+        return Err("JSON parsing error: parse error: premature EOF\n".into());
     }
     p.value(0)?;
     p.ws();
     if p.i < p.s.len() {
-        return Err(format!("JSON parsing error: trailing data at offset {}", p.i));
+        return Err(format!("JSON parsing error: parse error: trailing garbage at offset {}", p.i));
     }
     Ok(p.out)
 }
@@ -38,7 +42,7 @@ impl Parser<'_> {
     }
 
     fn err<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!("JSON parsing error: {what} at offset {}", self.i))
+        Err(format!("JSON parsing error: parse error: {what} at offset {}", self.i))
     }
 
     fn emit(&mut self, value: Vec<u8>) {

@@ -221,9 +221,6 @@ fn run(content_type: &[u8], body: &[u8], m: &mut Multipart, flags: &mut Flags) -
             let Some(colon) = l.iter().position(|&c| c == b':') else {
                 return Err("Multipart: Invalid part header (colon missing)".into());
             };
-            if l[..colon].iter().any(|&c| !(0x21..=0x7e).contains(&c)) {
-                return Err("Multipart: Invalid part header (contains invalid character)".into());
-            }
             headers.push((trim(&l[..colon]).to_vec(), trim(&l[colon + 1..]).to_vec()));
         }
         // Content: up to the next boundary line.
@@ -278,6 +275,10 @@ fn add_part(
     };
     let (name, filename) = content_disposition(cd, flags)?;
     let name = name.unwrap_or_default();
+    if name.is_empty() {
+        // libmodsecurity3 3.0.9 gives up on a part named "" with this very message.
+        return Err("Multipart: Final boundary missing.".into());
+    }
     for (k, v) in &headers {
         let mut l = k.clone();
         l.extend_from_slice(b": ");

@@ -13,8 +13,13 @@ pub struct Document {
     pub attributes: Vec<Vec<u8>>,
 }
 
-/// Parses `data`; `Err` holds the message for `REQBODY_ERROR_MSG`.
+/// Parses `data`; `Err` holds the message for `REQBODY_ERROR_MSG`, libmodsecurity3's one
+/// message for any XML failure (the detail follows for the debug log).
 pub fn parse(data: &[u8]) -> Result<Document, String> {
+    parse_detailed(data).map_err(|detail| format!("XML parsing error: XML: Failed parsing document. ({detail})"))
+}
+
+fn parse_detailed(data: &[u8]) -> Result<Document, String> {
     let mut doc = Document::default();
     let mut stack: Vec<Vec<u8>> = Vec::new();
     let mut seen_root = false;
@@ -22,7 +27,7 @@ pub fn parse(data: &[u8]) -> Result<Document, String> {
     let mut entities: Vec<Vec<u8>> = Vec::new();
     let mut i = 0;
     fn err<T>(what: &str, at: usize) -> Result<T, String> {
-        Err(format!("XML parsing error: {what} at offset {at}"))
+        Err(format!("{what} at offset {at}"))
     }
     let s = data;
     while i < s.len() {
