@@ -65,10 +65,10 @@ fn each_broken_config_exits_1_with_a_located_message() {
 
 #[test]
 fn every_error_is_printed_not_just_the_first() {
-    let yaml = GOOD.replace("upstream: orders", "upstream: ordrs") + "ip_rules: { deny: [bogus] }\nwaf: {}\n";
+    let yaml = GOOD.replace("upstream: orders", "upstream: ordrs") + "ip_rules: { deny: [bogus] }\nrate_limits: []\n";
     let (code, stderr) = validate(&yaml);
     assert_eq!(code, 1);
-    for path in ["routes[0].upstream", "ip_rules.deny[0]", "waf"] {
+    for path in ["routes[0].upstream", "ip_rules.deny[0]", "rate_limits"] {
         assert!(stderr.lines().any(|l| l.starts_with(path)), "missing {path}: {stderr}");
     }
 }
