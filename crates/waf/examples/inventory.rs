@@ -17,6 +17,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use barbican_waf::engine::support::{self, Support};
 use barbican_waf::seclang::ast::{
     directive_names, Action, ActionKind, ActionName, CtlOption, DirectiveKind, MacroString, OperatorKind, RuleKind,
     SetVarOp, Target, TargetModifier, Transformation, Variable,
@@ -205,7 +206,10 @@ fn load(label: &str, setup: PathBuf, rules: &Path, hint: &str) -> Result<(RuleSe
     Ok((set, files.len()))
 }
 
-fn table(out: &mut String, title: &str, known: &[String], v4: &Counts, v3: &Counts, note: &str) {
+/// What the engine does with a name of a table.
+type Implemented = fn(&str) -> Support;
+
+fn table(out: &mut String, title: &str, known: &[String], v4: &Counts, v3: &Counts, note: &str, imp: Implemented) {
     let _ = writeln!(out, "## {title}\n");
     if !note.is_empty() {
         let _ = writeln!(out, "{note}\n");
@@ -218,21 +222,113 @@ fn table(out: &mut String, title: &str, known: &[String], v4: &Counts, v3: &Coun
     for name in &names {
         let n4 = v4.get(*name).copied().unwrap_or(0);
         let n3 = v3.get(*name).copied().unwrap_or(0);
-        let _ = writeln!(out, "| `{name}` | {n4} | {n3} | parsed |");
+        let _ = writeln!(out, "| `{name}` | {n4} | {n3} | {} |", imp(name));
     }
     let _ = writeln!(out, "| **distinct** | **{}** | **{}** | |", v4.len(), v3.len());
     let unused: Vec<String> = known.iter().filter(|k| !names.contains(k)).map(|k| format!("`{k}`")).collect();
     if !unused.is_empty() {
         let _ = writeln!(out, "\nAlso parsed, used by neither version: {}.", unused.join(", "));
+        let missing: Vec<String> = known
+            .iter()
+            .filter(|k| !names.contains(k))
+            .filter_map(|k| match imp(k) {
+                Support::No(why) => Some(format!("`{k}` ({why})")),
+                _ => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            let _ = writeln!(out, "\nOf those, not implemented: {}.", missing.join(", "));
+        }
     }
     out.push('\n');
+}
+
+fn imp_directive(n: &str) -> Support {
+    support::directive(n)
+}
+
+fn imp_variable(n: &str) -> Support {
+    Variable::from_name(n).map_or(Support::No("unknown"), support::variable)
+}
+
+fn imp_operator(n: &str) -> Support {
+    OperatorKind::from_name(n.trim_start_matches('@')).map_or(Support::No("unknown"), support::operator)
+}
+
+fn imp_transformation(n: &str) -> Support {
+    Transformation::from_name(n).map_or(Support::No("unknown"), support::transformation)
+}
+
+fn imp_action(n: &str) -> Support {
+    ActionName::from_name(n).map_or(Support::No("unknown"), support::action)
+}
+
+fn imp_ctl(n: &str) -> Support {
+    CtlOption::from_name(n).map_or(Support::No("unknown"), support::ctl)
+}
+
+fn imp_feature(_: &str) -> Support {
+    Support::Evaluated
 }
 
 fn names<T: Copy>(all: &[T], f: impl Fn(T) -> String) -> Vec<String> {
     all.iter().map(|&t| f(t)).collect()
 }
 
-fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize)) -> String {
+/// What compiling a version with the engine gives.
+struct EngineReport {
+    active: usize,
+    fallbacks: Vec<barbican_waf::engine::Fallback>,
+    unsupported: Vec<barbican_waf::engine::Unsupported>,
+}
+
+impl EngineReport {
+    fn of(set: &RuleSet) -> EngineReport {
+        let rs = barbican_waf::RuleSet::compile(set);
+        EngineReport {
+            active: rs.rule_count(),
+            fallbacks: rs.fallbacks().to_vec(),
+            unsupported: rs.unsupported().to_vec(),
+        }
+    }
+
+    fn lines(&self, label: &str, out: &mut String) {
+        let _ = writeln!(out, "- {label}: {} rules compiled.", self.active);
+        if self.fallbacks.is_empty() {
+            let _ =
+                writeln!(out, "  Every `@rx` runs on the linear-time `regex` crate; none falls back to backtracking.");
+        } else {
+            let list: Vec<String> = self
+                .fallbacks
+                .iter()
+                .map(|f| format!("{}{}", f.rule_id, if f.prefilter { "" } else { " (no prefilter)" }))
+                .collect();
+            let _ = writeln!(
+                out,
+                "  On the backtracking engine (look-around or back-references), each behind a linear-time \
+                 prefilter: {}.",
+                list.join(", ")
+            );
+        }
+        if self.unsupported.is_empty() {
+            let _ = writeln!(out, "  No rule needs something the engine lacks.");
+        } else {
+            let list: Vec<String> = self.unsupported.iter().map(|u| format!("{} ({})", u.rule_id, u.reason)).collect();
+            let _ = writeln!(out, "  Never match, for lack of support: {}.", list.join("; "));
+        }
+    }
+}
+
+/// The `# pass rate:` line of the regression suite's failure list.
+fn suite_rate() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/crs-4.28.0-known-failures.txt");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix("# pass rate: ").map(str::to_string)))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&EngineReport, &EngineReport)) -> String {
     let mut out = String::new();
     out.push_str(
         "# WAF coverage: what the OWASP Core Rule Set uses of SecLang\n\n\
@@ -243,9 +339,29 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize)) -> String {
          - CRS 4.28.0: `crs-setup.conf.example` + `rules/*.conf` from the coreruleset repository.\n\
          - CRS 3.3.4: Debian's `modsecurity-crs` (`/etc/modsecurity/crs/crs-setup.conf` + \
          `/usr/share/modsecurity-crs/rules/*.conf`).\n\n\
-         \"implemented\" says how far Barbican goes with each name: `parsed` means the SecLang front end \
-         (`crates/waf/src/seclang`) reads it into a typed tree and reports misuse as `file:line:col`; the \
-         evaluation engine that runs rules comes next and will turn these into `evaluated`.\n\n",
+         \"implemented\" says what the evaluation engine (`crates/waf/src/engine`) does with each name, \
+         as its `engine::support` module states it: `evaluated` (libmodsecurity3's semantics), `partial` \
+         (evaluated, with the difference named), `accepted, no effect` (read, no bearing on verdicts), \
+         `**no**` (a rule that needs it never matches and is listed at start-up). Everything listed \
+         parses: the SecLang front end reports misuse as `file:line:col`.\n\n",
+    );
+    let _ = writeln!(out, "## Engine\n");
+    engines.0.lines("CRS 4.28.0", &mut out);
+    engines.1.lines("CRS 3.3.4", &mut out);
+    let _ = writeln!(
+        out,
+        "- The CRS 4.28.0 regression suite (go-ftw YAML, nginx overrides applied, run in-process by \
+         `crates/waf/tests/crs_regression.rs`): {}; failures are listed in \
+         `crates/waf/tests/crs-4.28.0-known-failures.txt`.",
+        suite_rate()
+    );
+    out.push_str(
+        "- Against nginx + libmodsecurity3 3.0.9 (Debian 12) on the same requests \
+         (`crates/waf/tests/differential/run.sh`), 4962 of 4972 test stages log the same rule ids. The \
+         ten others are libmodsecurity3 3.0.9 defects that the CRS suite does not share, where Barbican \
+         gives the suite's answer: 3.0.9 keeps the CRLF at the end of `MULTIPART_PART_HEADERS` values, \
+         so 922110 fires on legal charsets (9 stages); its Aho-Corasick misses `.env` in \
+         `/.a0proj/secrets.env` (930130, 1 stage).\n\n",
     );
     let _ = writeln!(out, "## Totals\n");
     let _ = writeln!(out, "| | CRS 4.28.0 | CRS 3.3.4 |");
@@ -268,28 +384,35 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize)) -> String {
     out.push('\n');
 
     let known_directives: Vec<String> = directive_names().into_iter().map(str::to_string).collect();
-    table(
-        &mut out,
-        "Directives",
-        &known_directives,
-        &v4.directives,
-        &v3.directives,
-        "Each chained `SecRule` counts once.",
-    );
+    let note = "Each chained `SecRule` counts once.";
+    table(&mut out, "Directives", &known_directives, &v4.directives, &v3.directives, note, imp_directive);
     let vars = names(Variable::ALL, |v| v.name().to_string());
     let note = "In rule targets, `SecRuleUpdateTarget*` and `ctl:ruleRemoveTarget*`.";
-    table(&mut out, "Variables", &vars, &v4.variables, &v3.variables, note);
-    table(&mut out, "Operators", &names(OperatorKind::ALL, |o| format!("@{o}")), &v4.operators, &v3.operators, "");
+    table(&mut out, "Variables", &vars, &v4.variables, &v3.variables, note, imp_variable);
+    let ops = names(OperatorKind::ALL, |o| format!("@{o}"));
+    table(&mut out, "Operators", &ops, &v4.operators, &v3.operators, "", imp_operator);
     let t = names(Transformation::ALL, |t| t.name().to_string());
-    table(&mut out, "Transformations", &t, &v4.transformations, &v3.transformations, "");
-    table(&mut out, "Actions", &names(ActionName::ALL, |a| a.name().to_string()), &v4.actions, &v3.actions, "");
-    table(&mut out, "ctl options", &names(CtlOption::ALL, |c| c.name().to_string()), &v4.ctl, &v3.ctl, "");
+    table(&mut out, "Transformations", &t, &v4.transformations, &v3.transformations, "", imp_transformation);
+    let a = names(ActionName::ALL, |a| a.name().to_string());
+    table(&mut out, "Actions", &a, &v4.actions, &v3.actions, "", imp_action);
+    let c = names(CtlOption::ALL, |c| c.name().to_string());
+    table(&mut out, "ctl options", &c, &v4.ctl, &v3.ctl, "", imp_ctl);
     let note =
         "Variables read by `%{...}` in operator arguments, `msg`, `logdata`, `tag`, `setvar`, `initcol`, `expirevar`.";
-    table(&mut out, "Variables in macros", &[], &v4.macro_variables, &v3.macro_variables, note);
-    table(&mut out, "Language features", &[], &v4.features, &v3.features, "");
+    table(&mut out, "Variables in macros", &[], &v4.macro_variables, &v3.macro_variables, note, imp_variable);
+    table(&mut out, "Language features", &[], &v4.features, &v3.features, "", imp_feature);
     out.push_str(
-        "## Not parsed\n\n\
+        "## Not implemented\n\n\
+         Used by CRS 3.3.4 only, and only when configured for it: `@geoLookup` with `GEO` (910100, country \
+         blocking, needs a GeoIP database) and `@rbl` (910140, DNS blocklists); persistent collections \
+         (`IP`, `GLOBAL`, `initcol`, `expirevar`: CRS 3.3.4's DoS and brute-force rules) live for one \
+         transaction only. Used by neither version: `@gsbLookup`, `@inspectFile`, `@fuzzyHash`, \
+         `@validateDTD`, `@validateSchema`, `@validateHash`, `@verifyCC`, `@verifyCPF`, `@verifySSN`, \
+         `@verifySVNR`, `@rsub`, `t:md5`, `exec`, `ctl:parseXmlIntoArgs`, `SecArgumentsLimit` \
+         (read, not enforced), XPath other than `/*` and `//@*`. Multi-pattern grouping of `@rx` per \
+         (phase, variable, transformation chain) into `regex-automata` sets is the next step: today each \
+         rule part runs its own automaton.\n\n\
+         ## Not parsed\n\n\
          Everything both CRS versions use parses. Outside the CRS, the parser refuses with an error \
          (never silently): `SecRuleScript` (Lua rules), remote `@pmFromFile https://...` data, and \
          unquoted arguments holding a `\"` or ending in a lone backslash (libmodsecurity3 accepts those; \
@@ -311,7 +434,8 @@ fn run() -> Result<(), String> {
     let setup3 = PathBuf::from("/etc/modsecurity/crs/crs-setup.conf");
     let rules3 = Path::new("/usr/share/modsecurity-crs/rules");
     let (set3, files3) = load("CRS 3.3.4", setup3, rules3, "apt-get install modsecurity-crs")?;
-    let text = render(&Inventory::of(&set4), &Inventory::of(&set3), (files4, files3));
+    let engines = (EngineReport::of(&set4), EngineReport::of(&set3));
+    let text = render(&Inventory::of(&set4), &Inventory::of(&set3), (files4, files3), (&engines.0, &engines.1));
     if check {
         let current = std::fs::read_to_string(&out_path).unwrap_or_default();
         if current != text {

@@ -11,11 +11,13 @@
 //! - [`transaction`] runs one request: variables, transformations ([`transform`]), operators,
 //!   actions, `ctl:` at run time, and the body processors of [`body`].
 //! - [`request`] is the request/response model the gateway and the regression runner fill.
+//! - [`support`] says, name by name, what is evaluated (the source of `docs/waf-coverage.md`).
 
 pub mod body;
 pub mod compile;
 pub(crate) mod operator;
 pub mod request;
+pub mod support;
 pub mod transaction;
 pub mod transform;
 

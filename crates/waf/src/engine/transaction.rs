@@ -134,19 +134,25 @@ pub struct Transaction<'r> {
     processor: Option<BodyProcessor>,
     removed_ids: Vec<IdRange>,
     removed_tags: Vec<String>,
+    removed_msgs: Vec<String>,
     removed_targets: Vec<(RuleRef, Exclusion)>,
+    request_body_limit: u64,
+    response_body_limit: u64,
     matches: Vec<MatchedRule>,
     interruption: Option<(u16, u64)>,
     /// Request phases are skipped up to and including this phase (`allow`).
     allowed_through: u8,
     highest_severity: Option<u8>,
     unique_id: String,
+    /// Seconds since the Unix epoch when the transaction began (`TIME*`).
+    started: u64,
 }
 
 #[derive(Clone, Debug)]
 enum RuleRef {
     Ids(Vec<IdRange>),
     Tag(String),
+    Msg(String),
 }
 
 /// The variables taken from the request and response.
@@ -171,6 +177,8 @@ struct Vars {
     multipart: Option<multipart::Flags>,
     xml: Option<xml::Document>,
     reqbody_error: Option<String>,
+    inbound_data_error: bool,
+    outbound_data_error: bool,
     /// Whether a JSON, XML or multipart processor ran (`REQBODY_ERROR` is then `0` or `1`;
     /// it is empty otherwise, as in libmodsecurity3).
     reqbody_processed: bool,
@@ -248,12 +256,16 @@ impl<'r> Transaction<'r> {
             processor: None,
             removed_ids: Vec::new(),
             removed_tags: Vec::new(),
+            removed_msgs: Vec::new(),
             removed_targets: Vec::new(),
+            request_body_limit: s.request_body_limit,
+            response_body_limit: s.response_body_limit,
             matches: Vec::new(),
             interruption: None,
             allowed_through: 0,
             highest_severity: None,
             unique_id: format!("{:016x}", UNIQUE.fetch_add(1, Ordering::Relaxed)),
+            started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         }
     }
 
@@ -298,7 +310,8 @@ impl<'r> Transaction<'r> {
             let mime = ct.split(|&b| b == b';').next().unwrap_or(b"").to_ascii_lowercase();
             let mime = String::from_utf8_lossy(transform_trim(&mime)).into_owned();
             if self.rules.settings.response_mime_types.contains(&mime) {
-                let limit = usize::try_from(self.rules.settings.response_body_limit).unwrap_or(usize::MAX);
+                let limit = usize::try_from(self.response_body_limit).unwrap_or(usize::MAX);
+                self.v.outbound_data_error = resp.body.len() > limit;
                 let body = &resp.body[..resp.body.len().min(limit)];
                 self.v.response_body = Some(body.to_vec());
             }
@@ -389,9 +402,10 @@ impl<'r> Transaction<'r> {
             return;
         }
         let s = &self.rules.settings;
-        let limit = usize::try_from(s.request_body_limit).unwrap_or(usize::MAX);
+        let limit = usize::try_from(self.request_body_limit).unwrap_or(usize::MAX);
         let mut body: &[u8] = &req.body;
         if body.len() > limit {
+            self.v.inbound_data_error = true;
             if s.request_body_limit_action == LimitAction::Reject && self.engine == EngineMode::On {
                 self.interruption = Some((413, 0));
                 return;
@@ -477,6 +491,8 @@ impl<'r> Transaction<'r> {
     fn removed(&self, rule: &Rule) -> bool {
         self.removed_ids.iter().any(|r| r.contains(rule.id))
             || (!self.removed_tags.is_empty() && rule.tag_text.iter().any(|t| self.removed_tags.contains(t)))
+            || (!self.removed_msgs.is_empty()
+                && rule.msg.as_ref().is_some_and(|m| self.removed_msgs.contains(&m.to_string())))
     }
 
     fn eval_rule(&mut self, rule: &'r Rule) -> Flow<'r> {
@@ -616,6 +632,7 @@ impl<'r> Transaction<'r> {
             .filter(|(r, _)| match r {
                 RuleRef::Ids(ids) => ids.iter().any(|g| g.contains(rule.id)),
                 RuleRef::Tag(tag) => rule.tag_text.iter().any(|x| x == tag),
+                RuleRef::Msg(msg) => rule.msg.as_ref().is_some_and(|m| m.to_string() == *msg),
             })
             .map(|(_, e)| e)
             .collect();
@@ -833,6 +850,17 @@ impl<'r> Transaction<'r> {
                 }
             }
             V::Duration => scalar(b"0", out),
+            V::InboundDataError => flag(v.inbound_data_error, out),
+            V::OutboundDataError => flag(v.outbound_data_error, out),
+            V::Time
+            | V::TimeDay
+            | V::TimeEpoch
+            | V::TimeHour
+            | V::TimeMin
+            | V::TimeMon
+            | V::TimeSec
+            | V::TimeWday
+            | V::TimeYear => owned(time_var(var, self.started), out),
             V::ModsecBuild => scalar(b"030009", out),
             V::AuthType => {
                 if let Some((_, a)) = v.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(b"authorization")) {
@@ -944,6 +972,16 @@ impl<'r> Transaction<'r> {
                 Ctl::RuleEngine(m) => self.engine = *m,
                 Ctl::RuleRemoveById(ids) => self.removed_ids.extend(ids.iter().copied()),
                 Ctl::RuleRemoveByTag(t) => self.removed_tags.push(t.clone()),
+                Ctl::RuleRemoveByMsg(m) => self.removed_msgs.push(m.clone()),
+                Ctl::RuleRemoveTargetByMsg(msg, targets) => {
+                    for t in targets {
+                        if let Some(e) = exclusion(t) {
+                            self.removed_targets.push((RuleRef::Msg(msg.clone()), e));
+                        }
+                    }
+                }
+                Ctl::RequestBodyLimit(n) => self.request_body_limit = *n,
+                Ctl::ResponseBodyLimit(n) => self.response_body_limit = *n,
                 Ctl::RuleRemoveTargetById(ids, targets) => {
                     for t in targets {
                         if let Some(e) = exclusion(t) {
@@ -970,6 +1008,36 @@ impl<'r> Transaction<'r> {
             _ => {}
         }
     }
+}
+
+/// `TIME`, `TIME_EPOCH`, `TIME_YEAR`... of a Unix time, in UTC.
+fn time_var(var: Variable, epoch: u64) -> Vec<u8> {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let wday = (days + 4).rem_euclid(7);
+    let text = match var {
+        Variable::TimeEpoch => epoch.to_string(),
+        Variable::TimeYear => year.to_string(),
+        Variable::TimeMon => (month - 1).to_string(),
+        Variable::TimeDay => format!("{day:02}"),
+        Variable::TimeHour => format!("{h:02}"),
+        Variable::TimeMin => format!("{m:02}"),
+        Variable::TimeSec => format!("{s:02}"),
+        Variable::TimeWday => wday.to_string(),
+        _ => format!("{h:02}:{m:02}:{s:02}"),
+    };
+    text.into_bytes()
 }
 
 /// The new value of a variable after a `setvar`, or `None` to delete it.
@@ -1141,5 +1209,34 @@ fn parse_cookies(v: &[u8], out: &mut Vec<Pair>) {
         if !k.is_empty() {
             out.push((k.to_vec(), val.to_vec()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_variables_in_utc() {
+        let t = |v| String::from_utf8(time_var(v, 1_700_000_000)).unwrap_or_default();
+        assert_eq!(t(Variable::Time), "22:13:20");
+        assert_eq!(t(Variable::TimeYear), "2023");
+        assert_eq!(t(Variable::TimeMon), "10");
+        assert_eq!(t(Variable::TimeDay), "14");
+        assert_eq!(t(Variable::TimeWday), "2");
+        assert_eq!(t(Variable::TimeEpoch), "1700000000");
+    }
+
+    #[test]
+    fn fragments_and_absolute_targets() {
+        assert_eq!(strip_authority(b"http://h/p?q"), b"/p?q");
+        assert_eq!(strip_authority(b"http://h"), b"");
+        assert_eq!(uri_decode(b"/a%2fb%zz%4"), b"/a/b%zz%4");
+        let mut c = Vec::new();
+        parse_cookies(b" a=1; b = 2;;c; ", &mut c);
+        assert_eq!(
+            c,
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"b ".to_vec(), b" 2".to_vec()), (b"c".to_vec(), b"".to_vec())]
+        );
     }
 }
