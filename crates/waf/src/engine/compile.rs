@@ -113,7 +113,7 @@ pub(crate) enum Sel {
     /// Lowercase key, compared without case.
     Key(String),
     /// Key regex, case-insensitive.
-    Regex(regex::Regex),
+    Regex(regex::bytes::Regex),
     /// `XML:/xpath`.
     XPath(String),
 }
@@ -124,7 +124,7 @@ impl Sel {
             None => Sel::All,
             Some(seclang::ast::Selector::Key(k)) => Sel::Key(k.to_ascii_lowercase()),
             Some(seclang::ast::Selector::Regex(r)) => Sel::Regex(
-                regex::RegexBuilder::new(r)
+                regex::bytes::RegexBuilder::new(r)
                     .case_insensitive(true)
                     .build()
                     .map_err(|e| format!("key regex /{r}/: {e}"))?,
@@ -138,7 +138,7 @@ impl Sel {
         match self {
             Sel::All => true,
             Sel::Key(k) => key.eq_ignore_ascii_case(k.as_bytes()),
-            Sel::Regex(r) => r.is_match(&String::from_utf8_lossy(key)),
+            Sel::Regex(r) => r.is_match(key),
             Sel::XPath(x) => key == x.as_bytes(),
         }
     }
@@ -179,6 +179,9 @@ pub(crate) struct Part {
     pub op: Option<Op>,
     pub negated: bool,
     pub transforms: Vec<Transformation>,
+    /// The chain's index among the rule set's distinct chains: transactions cache
+    /// transformed values by (chain, value), so that rules sharing a chain transform once.
+    pub chain_id: usize,
     pub multi_match: bool,
     pub capture: bool,
     /// Run on every matching value, whatever the rest of the chain does (as libmodsecurity3).
@@ -338,6 +341,11 @@ impl RuleSet {
         for k in exceptions {
             apply_exception(k, &mut rules, &mut removed, &defaults);
         }
+        let mut chains: std::collections::HashMap<Vec<Transformation>, usize> = std::collections::HashMap::new();
+        for part in rules.iter_mut().flat_map(|r| r.parts.iter_mut()) {
+            let next = chains.len();
+            part.chain_id = *chains.entry(part.transforms.clone()).or_insert(next);
+        }
 
         let mut phases: [Vec<Step>; 5] = Default::default();
         for o in order {
@@ -459,6 +467,7 @@ fn compile_rule(
             op: None,
             negated: false,
             transforms: def.transforms.clone(),
+            chain_id: 0,
             multi_match: false,
             capture: false,
             setvars: Vec::new(),
@@ -663,6 +672,7 @@ fn empty_part() -> Part {
         op: None,
         negated: false,
         transforms: Vec::new(),
+        chain_id: 0,
         multi_match: false,
         capture: false,
         setvars: Vec::new(),

@@ -218,3 +218,50 @@ fn unsupported_operators_are_listed_not_silent() {
     assert_eq!(rs.fallbacks()[0].rule_id, 111);
     assert!(rs.fallbacks()[0].prefilter);
 }
+
+/// Requests made of arbitrary bytes (a fixed pseudo-random sequence) through every body
+/// processor and a rule of each kind: evaluation never panics.
+#[test]
+fn hostile_requests_never_panic() {
+    let rs = rules(
+        r#"SecRuleEngine On
+SecRequestBodyAccess On
+SecResponseBodyAccess On
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:1,phase:1,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQUEST_HEADERS:Content-Type "^text/xml" "id:2,phase:1,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule ARGS|ARGS_NAMES|REQUEST_COOKIES|REQUEST_HEADERS|XML:/*|XML://@*|FILES|MULTIPART_PART_HEADERS "@rx (?i)(a+)+b" "id:3,phase:2,pass,log,capture,multiMatch,t:none,t:urlDecodeUni,t:htmlEntityDecode,t:jsDecode,t:cssDecode,t:cmdLine,t:base64Decode,t:normalizePathWin,t:utf8toUnicode,t:escapeSeqDecode,setvar:'tx.%{MATCHED_VAR_NAME}=%{TX.1}'"
+SecRule REQUEST_URI|REQUEST_FILENAME|REQUEST_BASENAME|QUERY_STRING "@detectSQLi" "id:4,phase:2,pass,log"
+SecRule REQUEST_BODY "@detectXSS" "id:5,phase:2,pass,log"
+SecRule ARGS "@validateUtf8Encoding" "id:6,phase:2,pass,log"
+SecRule ARGS "@validateByteRange 32-126" "id:7,phase:2,pass,log"
+SecRule REQUEST_URI_RAW "@validateUrlEncoding" "id:8,phase:2,pass,log"
+SecRule TX:/.*/ "@gt %{tx.nothing}" "id:9,phase:2,pass,log"
+SecRule RESPONSE_BODY "@pm a b" "id:10,phase:4,pass,log""#,
+    );
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let alphabet: &[u8] = b"aAb%u0{}[]<>\"'&=;:,/\\?#+-*\r\n \t\x00\xc3\xa9\xff--B\x0e";
+    let mut bytes =
+        |n: usize| -> Vec<u8> { (0..n).map(|_| alphabet[(next() % alphabet.len() as u64) as usize]).collect() };
+    let types =
+        ["application/json", "text/xml", "multipart/form-data; boundary=B", "application/x-www-form-urlencoded", ""];
+    for i in 0..400 {
+        let mut uri = b"/".to_vec();
+        uri.extend(bytes(i % 40));
+        let mut body =
+            if i % 3 == 0 { b"--B\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\n".to_vec() } else { Vec::new() };
+        body.extend(bytes(i % 90));
+        let req = Request::new(bytes(i % 5 + 1), uri)
+            .header("Content-Type", types[i % types.len()])
+            .header("Cookie", bytes(i % 20))
+            .header(bytes(i % 7 + 1), bytes(i % 30))
+            .body(body);
+        let resp = Response::new(200).header("Content-Type", "text/html").body(bytes(i % 50));
+        let _ = rs.evaluate(&req, Some(&resp));
+    }
+}

@@ -15,8 +15,10 @@
 //! engine is `On` (`DetectionOnly` records but never interrupts).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::seclang::ast::{
     ActionKind, AllowScope, BodyProcessor, Ctl, EngineMode, IdRange, LimitAction, MacroPart, MacroString, MacroVar,
@@ -146,6 +148,8 @@ pub struct Transaction<'r> {
     unique_id: String,
     /// Seconds since the Unix epoch when the transaction began (`TIME*`).
     started: u64,
+    /// Transformed values by chain and original value.
+    transformed: RefCell<TransformCache>,
 }
 
 #[derive(Clone, Debug)]
@@ -266,6 +270,7 @@ impl<'r> Transaction<'r> {
             highest_severity: None,
             unique_id: format!("{:016x}", UNIQUE.fetch_add(1, Ordering::Relaxed)),
             started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            transformed: RefCell::new(HashMap::new()),
         }
     }
 
@@ -610,6 +615,15 @@ impl<'r> Transaction<'r> {
         };
         let mut hits = Vec::new();
         for val in vals {
+            if !part.multi_match && !part.transforms.is_empty() {
+                let tv = self.transform_cached(part, &val.value);
+                let (hit, caps) =
+                    run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
+                if hit != part.negated {
+                    hits.push(Hit { name: val.name(), value: tv.to_vec(), captures: caps });
+                }
+                continue;
+            }
             let variants = transformed(&val.value, &part.transforms, part.multi_match);
             for tv in variants {
                 let (hit, caps) =
@@ -620,6 +634,26 @@ impl<'r> Transaction<'r> {
             }
         }
         hits
+    }
+
+    /// The value at the end of the part's transformation chain, computed once per transaction
+    /// for each (chain, value).
+    fn transform_cached(&self, part: &Part, v: &[u8]) -> Arc<[u8]> {
+        let mut cache = self.transformed.borrow_mut();
+        let per_chain = cache.entry(part.chain_id).or_default();
+        if let Some(t) = per_chain.get(v) {
+            return t.clone();
+        }
+        let mut cur = Cow::Borrowed(v);
+        for t in &part.transforms {
+            cur = Cow::Owned(transform::apply(*t, &cur));
+        }
+        let out: Arc<[u8]> = Arc::from(cur.as_ref());
+        // Bounded: a request with very many distinct values stops caching, not growing.
+        if per_chain.len() < 4096 {
+            per_chain.insert(v.to_vec(), out.clone());
+        }
+        out
     }
 
     /// Pushes the values of one target, without the excluded ones.
@@ -1010,6 +1044,41 @@ impl<'r> Transaction<'r> {
     }
 }
 
+/// Transformed values: chain id, then original value.
+type TransformCache = HashMap<usize, HashMap<Vec<u8>, Arc<[u8]>, FastHash>>;
+
+/// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for the per-transaction
+/// transformation cache: its keys are request values, and a collision only costs a compare.
+#[derive(Clone, Copy, Default)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FxHasher;
+    fn build_hasher(&self) -> FxHasher {
+        FxHasher(0)
+    }
+}
+
+struct FxHasher(u64);
+
+impl std::hash::Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 /// `TIME`, `TIME_EPOCH`, `TIME_YEAR`... of a Unix time, in UTC.
 fn time_var(var: Variable, epoch: u64) -> Vec<u8> {
     let days = (epoch / 86_400) as i64;
@@ -1061,7 +1130,7 @@ fn exclusion(t: &Target) -> Option<Exclusion> {
         None => Sel::All,
         Some(crate::seclang::ast::Selector::Key(k)) => Sel::Key(k.to_ascii_lowercase()),
         Some(crate::seclang::ast::Selector::Regex(r)) => {
-            Sel::Regex(regex::RegexBuilder::new(r).case_insensitive(true).build().ok()?)
+            Sel::Regex(regex::bytes::RegexBuilder::new(r).case_insensitive(true).build().ok()?)
         }
         Some(crate::seclang::ast::Selector::XPath(x)) => Sel::XPath(x.clone()),
     };
@@ -1131,13 +1200,17 @@ fn run_op(
 }
 
 fn rx_run(rx: &Rx, v: &[u8], capture: bool) -> (bool, Option<Captures>) {
+    // Most values do not match: the DFA answers that alone, groups are only resolved on a match.
+    if !rx.is_match(v) {
+        return (false, None);
+    }
     if capture {
         match rx.captures(v) {
             Some(c) => (true, Some(c)),
             None => (false, None),
         }
     } else {
-        (rx.is_match(v), None)
+        (true, None)
     }
 }
 
