@@ -20,8 +20,11 @@
 //! it against the error log: `expect_ids`, `no_expect_ids`, `match_regex`, `no_match_regex`
 //! and `status`. `tests/nginx-overrides.yaml` replaces the output of the tests it names.
 //!
-//! Every test that fails is listed, with the reason, in `crs-4.28.0-known-failures.txt` beside
-//! this file. The test fails when a test not in that list fails, or when the pass rate falls
+//! Debian's CRS 3.3.4 runs against its own suite the same way (its README's set-up, no
+//! overrides: that suite was written for Apache and ModSecurity 2).
+//!
+//! Every test that fails is listed, with the reason, in `crs-4.28.0-known-failures.txt` (and
+//! `crs-3.3.4-known-failures.txt`) beside this file. The test fails when a test not in that list fails, or when the pass rate falls
 //! below the one recorded there: the list can only shrink. `BARBICAN_UPDATE_KNOWN_FAILURES=1`
 //! rewrites the file (reasons are kept for tests already listed).
 
@@ -82,11 +85,19 @@ fn rule_set() -> &'static RuleSet {
     RS.get_or_init(|| {
         let crs = shared_dir();
         let base = crs.join(CRS_TAG);
+        compile(&reference_conf(&crs), &base.join("crs-setup.conf.example"), HARNESS, &base.join("rules/*.conf"))
+    })
+}
+
+/// Loads the engine settings, a CRS setup file, the harness settings and the rules, in that
+/// order, and compiles them.
+fn compile(reference: &Path, setup: &Path, harness: &str, rules: &Path) -> RuleSet {
+    {
         let mut loader = Loader::new();
-        loader.load_file(&reference_conf(&crs));
-        loader.load_file(&base.join("crs-setup.conf.example"));
-        loader.load_str(&base.join("harness.conf"), HARNESS);
-        loader.load_file(&base.join("rules/*.conf"));
+        loader.load_file(reference);
+        loader.load_file(setup);
+        loader.load_str(&setup.with_file_name("harness.conf"), harness);
+        loader.load_file(rules);
         let loaded = loader.finish().unwrap_or_else(|e| panic!("{e:?}"));
         let rs = RuleSet::compile(&loaded);
         for f in rs.fallbacks() {
@@ -96,7 +107,7 @@ fn rule_set() -> &'static RuleSet {
             eprintln!("rule {} cannot run: {}", u.rule_id, u.reason);
         }
         rs
-    })
+    }
 }
 
 /// One stage's expectations.
@@ -126,11 +137,13 @@ fn expect_of(out: &Value) -> Expect {
         Some(v) => v.as_u64().map(|n| n as u16).into_iter().collect(),
         None => Vec::new(),
     };
+    // The older format (CRS 3) says `log_contains` / `no_log_contains` beside `log`.
+    let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
     Expect {
         ids: ids(get("expect_ids")),
         no_ids: ids(get("no_expect_ids")),
-        match_regex: get("match_regex").and_then(Value::as_str).map(str::to_string),
-        no_match_regex: get("no_match_regex").and_then(Value::as_str).map(str::to_string),
+        match_regex: text(get("match_regex")).or_else(|| text(out.get("log_contains"))),
+        no_match_regex: text(get("no_match_regex")).or_else(|| text(out.get("no_log_contains"))),
         status,
         expect_error: out.get("expect_error").and_then(Value::as_bool).unwrap_or(false),
     }
@@ -142,12 +155,13 @@ struct Case {
     stages: Vec<(Value, Expect)>,
 }
 
-fn load_cases(crs: &Path) -> Vec<Case> {
-    let base = crs.join(CRS_TAG).join("tests");
-    let overrides: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(base.join("nginx-overrides.yaml")).expect("nginx-overrides.yaml"),
-    )
-    .expect("overrides parse");
+/// The test cases under `tests`, with the platform overrides of `overrides` applied.
+fn load_cases(tests: &Path, overrides: Option<&Path>) -> Vec<Case> {
+    let overrides: Value = match overrides {
+        Some(p) => serde_yaml::from_str(&std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+            .expect("overrides parse"),
+        None => Value::Null,
+    };
     let mut over: HashMap<(u64, Option<u64>), Value> = HashMap::new();
     if let Some(Value::Sequence(list)) = overrides.get("test_overrides") {
         for o in list {
@@ -166,13 +180,18 @@ fn load_cases(crs: &Path) -> Vec<Case> {
         }
     }
     let mut files = Vec::new();
-    collect_yaml(&base.join("tests"), &mut files);
+    collect_yaml(tests, &mut files);
     files.sort();
     let mut cases = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         let doc: Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        let Some(rule) = doc.get("rule_id").and_then(Value::as_u64) else { continue };
+        // go-ftw takes the rule id from the file name when the file does not say it.
+        let from_name = || {
+            let stem = f.file_stem()?.to_string_lossy().into_owned();
+            stem.chars().take_while(char::is_ascii_digit).collect::<String>().parse().ok()
+        };
+        let Some(rule) = doc.get("rule_id").and_then(Value::as_u64).or_else(from_name) else { continue };
         let Some(Value::Sequence(tests)) = doc.get("tests") else { continue };
         for (i, t) in tests.iter().enumerate() {
             let id = t.get("test_id").and_then(Value::as_u64).unwrap_or(i as u64 + 1);
@@ -187,7 +206,9 @@ fn load_cases(crs: &Path) -> Vec<Case> {
                     stages.push((input, expect_of(&out)));
                 }
             }
-            cases.push(Case { name: format!("{rule}-{id}"), stages });
+            let name =
+                t.get("test_title").and_then(Value::as_str).map_or_else(|| format!("{rule}-{id}"), str::to_string);
+            cases.push(Case { name, stages });
         }
     }
     cases
@@ -282,7 +303,16 @@ fn raw_request(input: &Value) -> Vec<u8> {
     let auto = input.get("autocomplete_headers").and_then(Value::as_bool).unwrap_or(true)
         && !input.get("stop_magic").and_then(Value::as_bool).unwrap_or(false);
     let has = |h: &[(String, String)], n: &str| h.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
-    let mut data = text(input.get("data")).map(|d| render_template(&d).into_bytes()).unwrap_or_default();
+    // CRS 3's files may give `data` as a list of lines, sent joined by CRLF (the python ftw of
+    // that time), without go-ftw's LF to CRLF rewriting.
+    let listed = matches!(input.get("data"), Some(Value::Sequence(_)));
+    let data_text = match input.get("data") {
+        Some(Value::Sequence(lines)) => {
+            Some(lines.iter().filter_map(|l| text(Some(l))).collect::<Vec<_>>().join("\r\n"))
+        }
+        d => text(d),
+    };
+    let mut data = data_text.map(|d| render_template(&d).into_bytes()).unwrap_or_default();
     if !data.is_empty() && auto {
         if !has(&headers, "Content-Type") {
             headers.push(("Content-Type".into(), "application/x-www-form-urlencoded".into()));
@@ -308,7 +338,9 @@ fn raw_request(input: &Value) -> Vec<u8> {
             data = esc;
         }
     }
-    if headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("Content-Type") && v.contains("multipart/form-data;")) {
+    if !listed
+        && headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("Content-Type") && v.contains("multipart/form-data;"))
+    {
         let mut o = Vec::with_capacity(data.len());
         for &b in &data {
             if b == b'\n' {
@@ -584,8 +616,41 @@ fn read_known(path: &Path) -> (BTreeMap<String, String>, f64) {
 #[test]
 fn crs_4_28_0_regression_suite() {
     let crs = shared_dir();
-    let rs = rule_set();
-    let mut cases = load_cases(&crs);
+    let tests = crs.join(CRS_TAG).join("tests");
+    let cases = load_cases(&tests.join("tests"), Some(&tests.join("nginx-overrides.yaml")));
+    run_suite(&format!("CRS {CRS_TAG}"), rule_set(), cases, 4000, KNOWN_FAILURES);
+}
+
+/// The harness settings of CRS 3.3.4's suite (its `tests/regression/README.md`).
+const HARNESS_3: &str = r#"
+SecRuleEngine DetectionOnly
+SecResponseBodyAccess On
+SecAction "id:900005,phase:1,nolog,pass,ctl:ruleRemoveById=910000,\
+    setvar:tx.paranoia_level=4,\
+    setvar:tx.crs_validate_utf8_encoding=1,\
+    setvar:tx.arg_name_length=100,\
+    setvar:tx.arg_length=400"
+"#;
+
+/// Debian's CRS 3.3.4 (package `modsecurity-crs`) against its own regression suite (the
+/// suite has no nginx overrides: it was written for Apache and ModSecurity 2).
+#[test]
+fn crs_3_3_4_regression_suite() {
+    const RULES: &str = "/usr/share/modsecurity-crs/rules";
+    const SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
+    assert!(
+        Path::new(RULES).is_dir() && Path::new(SETUP).is_file(),
+        "Debian's CRS 3.3.4 is not installed ({RULES}, {SETUP}): run `apt-get install modsecurity-crs`"
+    );
+    let crs = shared_dir();
+    let tests = crs.join("v3.3.4/tests/regression/tests");
+    assert!(tests.is_dir(), "the CRS 3.3.4 regression suite is not at {}", tests.display());
+    let rs = compile(&reference_conf(&crs), Path::new(SETUP), HARNESS_3, &Path::new(RULES).join("*.conf"));
+    run_suite("CRS v3.3.4", &rs, load_cases(&tests, None), 2000, "crs-3.3.4-known-failures.txt");
+}
+
+/// Runs a suite and holds it to its failure list (see the module documentation).
+fn run_suite(label: &str, rs: &RuleSet, mut cases: Vec<Case>, min_cases: usize, known_file: &str) {
     if let Ok(only) = std::env::var("BARBICAN_CRS_ONLY") {
         // Debugging aid: run the named tests (comma-separated) and print what they logged.
         cases.retain(|c| only.split(',').any(|o| o == c.name));
@@ -604,7 +669,7 @@ fn crs_4_28_0_regression_suite() {
         }
         return;
     }
-    assert!(cases.len() > 4000, "only {} test cases found", cases.len());
+    assert!(cases.len() > min_cases, "only {} test cases found", cases.len());
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let chunk = cases.len().div_ceil(threads);
     let results: Vec<(String, Result<(), String>)> = std::thread::scope(|s| {
@@ -619,16 +684,17 @@ fn crs_4_28_0_regression_suite() {
         results.iter().filter_map(|(n, r)| r.as_ref().err().map(|e| (n.clone(), e.clone()))).collect();
     let passed = total - failed.len();
     let rate = passed as f64 * 100.0 / total as f64;
-    println!("CRS {CRS_TAG} regression: {passed}/{total} passed ({rate:.2} %), {} failed", failed.len());
+    println!("{label} regression: {passed}/{total} passed ({rate:.2} %), {} failed", failed.len());
 
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(KNOWN_FAILURES);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(known_file);
     let (known, recorded) = read_known(&path);
     if std::env::var_os("BARBICAN_UPDATE_KNOWN_FAILURES").is_some() {
         let mut out = String::new();
         out.push_str(&format!(
-            "# CRS {CRS_TAG} regression tests that fail on Barbican's engine, with the reason.\n\
-             # Written by `BARBICAN_UPDATE_KNOWN_FAILURES=1 cargo test -p barbican-waf --test crs_regression`;\n\
-             # crs_regression.rs fails when a test outside this list fails or the rate drops.\n\
+            "# {label} regression tests that fail on Barbican's engine, with the reason.\n\
+             # Written by `BARBICAN_UPDATE_KNOWN_FAILURES=1 cargo test -p barbican-waf --test crs_regression`\n\
+             # (a reason starting with `[` is kept); crs_regression.rs fails when a test outside this\n\
+             # list fails or the rate drops.\n\
              # pass rate: {rate:.2} % ({passed}/{total})\n"
         ));
         for (name, reason) in &failed {
@@ -642,9 +708,9 @@ fn crs_4_28_0_regression_suite() {
         failed.iter().filter(|(n, _)| !known.contains_key(*n)).map(|(n, r)| format!("{n}: {r}")).collect();
     let fixed: Vec<&String> = known.keys().filter(|n| !failed.contains_key(*n)).collect();
     if !fixed.is_empty() {
-        println!("{} listed failures now pass, remove them from {KNOWN_FAILURES}: {fixed:?}", fixed.len());
+        println!("{} listed failures now pass, remove them from {known_file}: {fixed:?}", fixed.len());
     }
-    assert!(new.is_empty(), "{} tests fail that are not in {KNOWN_FAILURES}:\n{}", new.len(), new.join("\n"));
+    assert!(new.is_empty(), "{} tests fail that are not in {known_file}:\n{}", new.len(), new.join("\n"));
     assert!(rate + 1e-9 >= recorded, "pass rate {rate:.2} % fell below the recorded {recorded:.2} %");
 }
 
@@ -672,7 +738,8 @@ fn differential_against_libmodsecurity3() {
     let out_path = std::env::var("BARBICAN_DIFF_OUT").unwrap_or_else(|_| "/tmp/crs-diff.txt".into());
     let only = std::env::var("BARBICAN_CRS_ONLY").ok();
     let rs = rule_set();
-    let mut cases = load_cases(&shared_dir());
+    let tests = shared_dir().join(CRS_TAG).join("tests");
+    let mut cases = load_cases(&tests.join("tests"), Some(&tests.join("nginx-overrides.yaml")));
     if let Some(only) = &only {
         cases.retain(|c| only.split(',').any(|o| c.name.starts_with(o)));
     }

@@ -265,3 +265,12 @@ SecRule RESPONSE_BODY "@pm a b" "id:10,phase:4,pass,log""#,
         let _ = rs.evaluate(&req, Some(&resp));
     }
 }
+
+/// libmodsecurity3 keeps backslashes in a quoted operator argument as written (ModSecurity 2
+/// under Apache halves them): `\\\\` in the file is two literal backslashes for the regex.
+#[test]
+fn operator_backslashes_stay_as_written() {
+    let rs = rules(r#"SecRule ARGS:bs "@rx (?:^|[^\\\\])\\\\[cd]" "id:1,phase:1,pass,log""#);
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/?bs=a%5Cc"), None)), Vec::<u64>::new());
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/?bs=a%5C%5Cc"), None)), vec![1]);
+}
