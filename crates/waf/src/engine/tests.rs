@@ -274,3 +274,22 @@ fn operator_backslashes_stay_as_written() {
     assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/?bs=a%5Cc"), None)), Vec::<u64>::new());
     assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/?bs=a%5C%5Cc"), None)), vec![1]);
 }
+
+/// MATCHED_VARS keeps the matches of consecutive matching rules and is cleared by a rule
+/// that does not match; matches on MATCHED_VARS join it (libmodsecurity3 3.0.9 gives
+/// mv=2, mv2=6 here).
+#[test]
+fn matched_vars_accumulate_until_a_rule_fails() {
+    let rs = rules(
+        r#"SecRule ARGS:none "@rx ." "id:1,phase:1,pass,nolog"
+SecRule ARGS:a "@rx x" "id:2,phase:1,pass,nolog"
+SecRule ARGS:b "@rx y" "id:3,phase:1,pass,nolog,chain"
+    SecRule MATCHED_VARS "@rx ." "setvar:tx.mv=+1"
+SecRule ARGS:c "@rx z" "id:4,phase:1,pass,nolog,chain"
+    SecRule ARGS:d "@rx w" "chain"
+    SecRule MATCHED_VARS "@rx ." "setvar:tx.mv2=+1"
+SecRule TX:mv "@eq 2" "id:5,phase:1,pass,log,chain"
+    SecRule TX:mv2 "@eq 6" "t:none""#,
+    );
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/?a=x&b=y&c=z&d=w"), None)), vec![5]);
+}

@@ -501,10 +501,14 @@ impl<'r> Transaction<'r> {
     }
 
     fn eval_rule(&mut self, rule: &'r Rule) -> Flow<'r> {
-        self.matched_vars.clear();
         for part in &rule.parts {
             let hits = self.eval_part(rule, part);
             if hits.is_empty() {
+                // libmodsecurity3 clears MATCHED_VAR(S) when a rule part does not match, and
+                // only then: the matches of consecutive matching rules accumulate (checked
+                // against 3.0.9; CRS chains that inspect MATCHED_VARS count them all).
+                self.matched_var = (String::new(), Vec::new());
+                self.matched_vars.clear();
                 return Flow::Next;
             }
             for h in hits {
