@@ -364,13 +364,14 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
         suite_rate("3.3.4")
     );
     out.push_str(
-        "- Against nginx + libmodsecurity3 3.0.9 (Debian 12) on the same requests \
-         (`crates/waf/tests/differential/run.sh`), 4962 of 4972 test stages log the same rule ids, and \
-         all but those and 8 more (the same 922110 cause) reach the same inbound anomaly score. The \
-         others are libmodsecurity3 3.0.9 defects that the CRS suite does not share, where Barbican \
-         gives the suite's answer: 3.0.9 keeps the CRLF at the end of `MULTIPART_PART_HEADERS` values, \
-         so 922110 fires on legal charsets; its Aho-Corasick misses `.env` in `/.a0proj/secrets.env` \
-         (930130).\n\n",
+        "- Against nginx + libmodsecurity3 3.0.9 (Debian 12) on the same requests, set up alike \
+         (`crates/waf/tests/differential/run.sh`): with CRS 4.28.0, 4962 of 4972 test stages log the \
+         same rule ids, and all but those and 8 more (the same 922110 cause) reach the same inbound \
+         anomaly score; with Debian's CRS 3.3.4 and its suite, 2402 of 2403 stages log the same ids. \
+         The differences are libmodsecurity3 3.0.9 defects that the CRS suite does not share, where \
+         Barbican gives the suite's answer: 3.0.9 keeps the CRLF at the end of \
+         `MULTIPART_PART_HEADERS` values, so 922110 fires on legal charsets; its Aho-Corasick misses \
+         `.env` in `/.a0proj/secrets.env` (930130).\n\n",
     );
     let _ = writeln!(out, "## Totals\n");
     let _ = writeln!(out, "| | CRS 4.28.0 | CRS 3.3.4 |");
