@@ -1,0 +1,511 @@
+//! The variables of a transaction: what the request and response give (`Vars`, filled by
+//! `load_request`) and how a variable with its selector resolves to values (`values`):
+//! collections, scalars that are always present (empty when unset, as libmodsecurity3's
+//! anchored variables), `MATCHED_VAR(S)`, `TX` and the other stores, multipart flags, XML, time.
+
+use std::borrow::Cow;
+
+use crate::seclang::ast::Variable;
+
+use super::super::body::{multipart, urlencoded, xml, Pair};
+use super::super::compile::{processor_for, Rule, Sel};
+use super::super::request::Request;
+use super::super::transform;
+use super::Transaction;
+
+/// The variables taken from the request and response.
+#[derive(Debug, Default)]
+pub(super) struct Vars {
+    pub(super) method: Vec<u8>,
+    pub(super) uri_raw: Vec<u8>,
+    pub(super) uri: Vec<u8>,
+    pub(super) filename: Vec<u8>,
+    pub(super) basename: Option<Vec<u8>>,
+    pub(super) query: Vec<u8>,
+    pub(super) protocol: Vec<u8>,
+    pub(super) line: Vec<u8>,
+    pub(super) headers: Vec<Pair>,
+    pub(super) cookies: Vec<Pair>,
+    pub(super) args_get: Vec<Pair>,
+    pub(super) args_post: Vec<Pair>,
+    pub(super) body: Option<Vec<u8>>,
+    pub(super) body_length: usize,
+    pub(super) files: Vec<multipart::FilePart>,
+    pub(super) part_headers: Vec<Pair>,
+    pub(super) multipart: Option<multipart::Flags>,
+    pub(super) xml: Option<xml::Document>,
+    pub(super) reqbody_error: Option<String>,
+    pub(super) inbound_data_error: bool,
+    pub(super) outbound_data_error: bool,
+    /// Whether a JSON, XML or multipart processor ran (`REQBODY_ERROR` is then `0` or `1`;
+    /// it is empty otherwise, as in libmodsecurity3).
+    pub(super) reqbody_processed: bool,
+    pub(super) urlencoded_error: bool,
+    pub(super) remote_addr: Vec<u8>,
+    pub(super) remote_port: Vec<u8>,
+    pub(super) server_addr: Vec<u8>,
+    pub(super) server_port: Vec<u8>,
+    pub(super) server_name: Vec<u8>,
+    pub(super) full_request: Vec<u8>,
+    pub(super) status: Option<u16>,
+    pub(super) response_protocol: Vec<u8>,
+    pub(super) response_headers: Vec<Pair>,
+    pub(super) response_body: Option<Vec<u8>>,
+}
+
+/// A value of a target: which variable, which key, what value.
+pub(super) struct Val<'a> {
+    pub(super) var: Variable,
+    pub(super) key: Option<Cow<'a, [u8]>>,
+    pub(super) value: Cow<'a, [u8]>,
+}
+
+impl Val<'_> {
+    pub(super) fn name(&self) -> String {
+        match &self.key {
+            Some(k) => format!("{}:{}", self.var.name(), String::from_utf8_lossy(k)),
+            None => self.var.name().to_string(),
+        }
+    }
+}
+
+pub(super) fn store_index(v: Variable) -> u8 {
+    match v {
+        Variable::Ip => 1,
+        Variable::Global => 2,
+        Variable::Session => 3,
+        Variable::User => 4,
+        _ => 5,
+    }
+}
+
+impl Transaction<'_> {
+    pub(super) fn load_request(&mut self, req: &Request) {
+        let v = &mut self.v;
+        v.method = req.method.clone();
+        v.uri_raw = req.uri.clone();
+        v.protocol = req.protocol.clone();
+        // The fragment (from the first `#` as sent) is not part of the path or the query; the
+        // raw URI and the request line keep it, as in libmodsecurity3.
+        let target = match req.uri.iter().position(|&b| b == b'#') {
+            Some(f) => &req.uri[..f],
+            None => &req.uri[..],
+        };
+        let decoded = uri_decode(target);
+        let qpos_raw = target.iter().position(|&b| b == b'?');
+        let qpos = decoded.iter().position(|&b| b == b'?');
+        let path = match qpos {
+            Some(p) => decoded[..p].to_vec(),
+            None => decoded.clone(),
+        };
+        v.basename = path
+            .iter()
+            .rposition(|&b| b == b'/' || b == b'\\')
+            .filter(|&p| p + 1 < path.len())
+            .map(|p| path[p + 1..].to_vec());
+        v.filename = path;
+        v.uri = strip_authority(&decoded);
+        v.query = qpos_raw.map(|p| target[p + 1..].to_vec()).unwrap_or_default();
+        let mut line = req.method.clone();
+        line.push(b' ');
+        line.extend_from_slice(&req.uri);
+        line.push(b' ');
+        line.extend_from_slice(&req.protocol);
+        v.line = line;
+        let (args, bad) = urlencoded::parse(&v.query, self.rules.settings.argument_separator);
+        v.args_get = args;
+        v.urlencoded_error |= bad;
+        v.headers = req.headers.clone();
+        v.cookies.clear();
+        for (k, val) in &req.headers {
+            if k.eq_ignore_ascii_case(b"cookie") {
+                parse_cookies(val, &mut v.cookies);
+            }
+            if k.eq_ignore_ascii_case(b"host") {
+                v.server_name = val.split(|&b| b == b':').next().unwrap_or(b"").to_vec();
+            }
+        }
+        v.remote_addr = req.remote_addr.to_string().into_bytes();
+        v.remote_port = req.remote_port.to_string().into_bytes();
+        v.server_addr = req.server_addr.to_string().into_bytes();
+        v.server_port = req.server_port.to_string().into_bytes();
+        let mut full = v.line.clone();
+        full.extend_from_slice(b"\n");
+        for (k, val) in &req.headers {
+            full.extend_from_slice(k);
+            full.extend_from_slice(b": ");
+            full.extend_from_slice(val);
+            full.extend_from_slice(b"\n");
+        }
+        full.extend_from_slice(b"\n");
+        v.full_request = full;
+        self.processor = req.header_value("content-type").and_then(processor_for);
+    }
+
+    /// The values of a variable (with its selector).
+    pub(super) fn values<'a>(&'a self, var: Variable, sel: &Sel, rule: &Rule, out: &mut Vec<Val<'a>>) {
+        use Variable as V;
+        let v = &self.v;
+        let pairs = |list: &'a [Pair], out: &mut Vec<Val<'a>>| {
+            for (k, val) in list {
+                if sel.matches(k) {
+                    out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(val) });
+                }
+            }
+        };
+        let names = |list: &'a [Pair], out: &mut Vec<Val<'a>>| {
+            for (k, _) in list {
+                if sel.matches(k) {
+                    out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(k) });
+                }
+            }
+        };
+        let scalar =
+            |val: &'a [u8], out: &mut Vec<Val<'a>>| out.push(Val { var, key: None, value: Cow::Borrowed(val) });
+        let owned = |val: Vec<u8>, out: &mut Vec<Val<'a>>| out.push(Val { var, key: None, value: Cow::Owned(val) });
+        let flag = |b: bool, out: &mut Vec<Val<'a>>| {
+            out.push(Val { var, key: None, value: Cow::Borrowed(if b { b"1" } else { b"0" }) })
+        };
+        let mp = v.multipart.unwrap_or_default();
+        match var {
+            V::Args => {
+                pairs(&v.args_get, out);
+                pairs(&v.args_post, out);
+            }
+            V::ArgsGet => pairs(&v.args_get, out),
+            V::ArgsPost => pairs(&v.args_post, out),
+            V::ArgsNames => {
+                names(&v.args_get, out);
+                names(&v.args_post, out);
+            }
+            V::ArgsGetNames => names(&v.args_get, out),
+            V::ArgsPostNames => names(&v.args_post, out),
+            V::ArgsCombinedSize => {
+                let n: usize = v.args_get.iter().chain(&v.args_post).map(|(k, x)| k.len() + x.len()).sum();
+                owned(n.to_string().into_bytes(), out)
+            }
+            V::RequestHeaders => pairs(&v.headers, out),
+            V::RequestHeadersNames => names(&v.headers, out),
+            V::RequestCookies => pairs(&v.cookies, out),
+            V::RequestCookiesNames => names(&v.cookies, out),
+            V::ResponseHeaders => pairs(&v.response_headers, out),
+            V::ResponseHeadersNames => names(&v.response_headers, out),
+            V::MultipartPartHeaders => pairs(&v.part_headers, out),
+            V::Files | V::MultipartFilename => {
+                for f in &v.files {
+                    if sel.matches(&f.name) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.filename) });
+                    }
+                }
+            }
+            V::FilesNames | V::MultipartName => {
+                for f in &v.files {
+                    if sel.matches(&f.name) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.name) });
+                    }
+                }
+            }
+            V::FilesSizes => {
+                for f in &v.files {
+                    if sel.matches(&f.name) {
+                        let size = f.content.len().to_string().into_bytes();
+                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Owned(size) });
+                    }
+                }
+            }
+            V::FilesTmpContent => {
+                for f in &v.files {
+                    if sel.matches(&f.name) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.content) });
+                    }
+                }
+            }
+            V::FilesCombinedSize => {
+                owned(v.files.iter().map(|f| f.content.len()).sum::<usize>().to_string().into_bytes(), out)
+            }
+            V::Tx => {
+                for (k, val) in &self.tx {
+                    if sel.matches(k.as_bytes()) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    }
+                }
+            }
+            V::Ip | V::Global | V::Session | V::User | V::Resource => {
+                let idx = store_index(var);
+                for ((s, k), val) in &self.stores {
+                    if *s == idx && sel.matches(k.as_bytes()) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    }
+                }
+            }
+            V::Env => {
+                for (k, val) in &self.env {
+                    if sel.matches(k.as_bytes()) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    }
+                }
+            }
+            V::MatchedVar => scalar(&self.matched_var.1, out),
+            V::MatchedVarName => scalar(self.matched_var.0.as_bytes(), out),
+            V::MatchedVars => {
+                for (k, val) in &self.matched_vars {
+                    if sel.matches(k.as_bytes()) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    }
+                }
+            }
+            V::MatchedVarsNames => {
+                for (k, _) in &self.matched_vars {
+                    if sel.matches(k.as_bytes()) {
+                        out.push(Val {
+                            var,
+                            key: Some(Cow::Borrowed(k.as_bytes())),
+                            value: Cow::Borrowed(k.as_bytes()),
+                        });
+                    }
+                }
+            }
+            V::Xml => {
+                if let Some(doc) = &v.xml {
+                    let key = |x: &str| Some(Cow::Owned(x.as_bytes().to_vec()));
+                    match sel {
+                        Sel::XPath(x) if x.contains('@') => {
+                            for a in &doc.attributes {
+                                out.push(Val { var, key: key(x), value: Cow::Borrowed(a) });
+                            }
+                        }
+                        Sel::XPath(x) => out.push(Val { var, key: key(x), value: Cow::Borrowed(&doc.text) }),
+                        _ => scalar(&doc.text, out),
+                    }
+                }
+            }
+            V::QueryString => scalar(&v.query, out),
+            V::RemoteAddr | V::RemoteHost => scalar(&v.remote_addr, out),
+            V::RemotePort => scalar(&v.remote_port, out),
+            V::ServerAddr => scalar(&v.server_addr, out),
+            V::ServerPort => scalar(&v.server_port, out),
+            V::ServerName => scalar(&v.server_name, out),
+            V::ReqbodyProcessor => scalar(self.processor.map_or("", |p| p.name()).as_bytes(), out),
+            V::ReqbodyError | V::ReqbodyProcessorError if v.reqbody_processed => flag(v.reqbody_error.is_some(), out),
+            V::ReqbodyError | V::ReqbodyProcessorError => scalar(b"", out),
+            V::ReqbodyErrorMsg | V::ReqbodyProcessorErrorMsg => {
+                scalar(v.reqbody_error.as_deref().unwrap_or("").as_bytes(), out)
+            }
+            V::UrlencodedError => flag(v.urlencoded_error, out),
+            V::RequestBasename => scalar(v.basename.as_deref().unwrap_or_default(), out),
+            V::RequestBody => scalar(v.body.as_deref().unwrap_or_default(), out),
+            V::RequestBodyLength => owned(v.body_length.to_string().into_bytes(), out),
+            V::RequestFilename | V::PathInfo => scalar(&v.filename, out),
+            V::RequestLine => scalar(&v.line, out),
+            V::RequestMethod => scalar(&v.method, out),
+            V::RequestProtocol => scalar(&v.protocol, out),
+            V::RequestUri => scalar(&v.uri, out),
+            V::RequestUriRaw => scalar(&v.uri_raw, out),
+            V::FullRequest => scalar(&v.full_request, out),
+            V::FullRequestLength => owned(v.full_request.len().to_string().into_bytes(), out),
+            V::ResponseBody => scalar(v.response_body.as_deref().unwrap_or_default(), out),
+            V::ResponseStatus => {
+                if let Some(s) = v.status {
+                    owned(s.to_string().into_bytes(), out)
+                }
+            }
+            V::ResponseProtocol => scalar(&v.response_protocol, out),
+            V::ResponseContentType => {
+                if let Some((_, ct)) = v.response_headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(b"content-type"))
+                {
+                    scalar(ct, out)
+                }
+            }
+            V::ResponseContentLength => {
+                if let Some((_, cl)) =
+                    v.response_headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(b"content-length"))
+                {
+                    scalar(cl, out)
+                }
+            }
+            V::StatusLine => {
+                if let Some(s) = v.status {
+                    let mut l = v.response_protocol.clone();
+                    l.extend_from_slice(format!(" {s}").as_bytes());
+                    owned(l, out)
+                }
+            }
+            V::UniqueId => scalar(self.unique_id.as_bytes(), out),
+            V::HighestSeverity => {
+                if let Some(h) = self.highest_severity {
+                    owned(h.to_string().into_bytes(), out)
+                }
+            }
+            V::Duration => scalar(b"0", out),
+            V::InboundDataError => flag(v.inbound_data_error, out),
+            V::OutboundDataError => flag(v.outbound_data_error, out),
+            V::Time
+            | V::TimeDay
+            | V::TimeEpoch
+            | V::TimeHour
+            | V::TimeMin
+            | V::TimeMon
+            | V::TimeSec
+            | V::TimeWday
+            | V::TimeYear => owned(time_var(var, self.started), out),
+            V::ModsecBuild => scalar(b"030009", out),
+            V::AuthType => {
+                if let Some((_, a)) = v.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(b"authorization")) {
+                    owned(a.split(|&b| b == b' ').next().unwrap_or(b"").to_vec(), out)
+                }
+            }
+            V::MultipartStrictError => flag(mp.strict_error(), out),
+            V::MultipartBoundaryQuoted => flag(mp.boundary_quoted, out),
+            V::MultipartBoundaryWhitespace => flag(mp.boundary_whitespace, out),
+            V::MultipartDataBefore => flag(mp.data_before, out),
+            V::MultipartDataAfter => flag(mp.data_after, out),
+            V::MultipartHeaderFolding => flag(mp.header_folding, out),
+            V::MultipartLfLine => flag(mp.lf_line, out),
+            V::MultipartCrlfLfLines => flag(mp.crlf_lf_lines, out),
+            V::MultipartMissingSemicolon | V::MultipartSemicolonMissing => flag(mp.missing_semicolon, out),
+            V::MultipartInvalidQuoting => flag(mp.invalid_quoting, out),
+            V::MultipartInvalidPart => flag(mp.invalid_part, out),
+            V::MultipartInvalidHeaderFolding => flag(mp.invalid_header_folding, out),
+            V::MultipartFileLimitExceeded => flag(mp.file_limit_exceeded, out),
+            V::MultipartUnmatchedBoundary => flag(mp.unmatched_boundary, out),
+            V::Rule => {
+                let fields: [(&'static [u8], Option<Vec<u8>>); 5] = [
+                    (b"id", Some(rule.id.to_string().into_bytes())),
+                    (b"msg", rule.msg.as_ref().map(|m| m.to_string().into_bytes())),
+                    (b"logdata", rule.logdata.as_ref().map(|m| m.to_string().into_bytes())),
+                    (b"severity", rule.severity.map(|s| s.number().to_string().into_bytes())),
+                    (b"phase", Some(rule.phase.number().to_string().into_bytes())),
+                ];
+                for (k, val) in fields {
+                    if let Some(val) = val {
+                        if sel.matches(k) {
+                            out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Owned(val) });
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `TIME`, `TIME_EPOCH`, `TIME_YEAR`... of a Unix time, in UTC.
+fn time_var(var: Variable, epoch: u64) -> Vec<u8> {
+    let days = (epoch / 86_400) as i64;
+    let secs = epoch % 86_400;
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let wday = (days + 4).rem_euclid(7);
+    let text = match var {
+        Variable::TimeEpoch => epoch.to_string(),
+        Variable::TimeYear => year.to_string(),
+        Variable::TimeMon => (month - 1).to_string(),
+        Variable::TimeDay => format!("{day:02}"),
+        Variable::TimeHour => format!("{h:02}"),
+        Variable::TimeMin => format!("{m:02}"),
+        Variable::TimeSec => format!("{s:02}"),
+        Variable::TimeWday => wday.to_string(),
+        _ => format!("{h:02}:{m:02}:{s:02}"),
+    };
+    text.into_bytes()
+}
+
+/// libmodsecurity3's `uri_decode`: `%HH` only (no `+`), invalid escapes kept.
+fn uri_decode(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    let mut i = 0;
+    while i < v.len() {
+        if v[i] == b'%' && i + 2 < v.len() && v[i + 1].is_ascii_hexdigit() && v[i + 2].is_ascii_hexdigit() {
+            let h = |b: u8| (b as char).to_digit(16).unwrap_or(0) as u8;
+            out.push(h(v[i + 1]) << 4 | h(v[i + 2]));
+            i += 3;
+        } else {
+            out.push(v[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// `REQUEST_URI` of an absolute-form target (`http://host/path`) is its path.
+fn strip_authority(decoded: &[u8]) -> Vec<u8> {
+    if decoded.first() == Some(&b'/') {
+        return decoded.to_vec();
+    }
+    if let Some(p) = decoded.windows(3).position(|w| w == b"://") {
+        let after = &decoded[p + 3..];
+        return match after.iter().position(|&b| b == b'/') {
+            Some(s) => after[s..].to_vec(),
+            None => Vec::new(),
+        };
+    }
+    decoded.to_vec()
+}
+
+/// `Cookie` header parsing as libmodsecurity3 does it: `;`-separated `name=value` pairs,
+/// leading blanks dropped, values not decoded.
+fn parse_cookies(v: &[u8], out: &mut Vec<Pair>) {
+    let mut parts: Vec<&[u8]> = v.split(|&b| b == b';').collect();
+    if let Some(last) = parts.last_mut() {
+        while let Some((&b, rest)) = last.split_last() {
+            if transform::is_space(b) {
+                *last = rest;
+            } else {
+                break;
+            }
+        }
+    }
+    for c in parts {
+        if c.is_empty() {
+            continue;
+        }
+        let ws = c.iter().take_while(|&&b| transform::is_space(b)).count();
+        let c = &c[ws..];
+        let (k, val) = match c.iter().position(|&b| b == b'=') {
+            Some(p) => (&c[..p], &c[p + 1..]),
+            None => (c, &b""[..]),
+        };
+        if !k.is_empty() {
+            out.push((k.to_vec(), val.to_vec()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seclang::ast::Variable;
+
+    #[test]
+    fn time_variables_in_utc() {
+        let t = |v| String::from_utf8(time_var(v, 1_700_000_000)).unwrap_or_default();
+        assert_eq!(t(Variable::Time), "22:13:20");
+        assert_eq!(t(Variable::TimeYear), "2023");
+        assert_eq!(t(Variable::TimeMon), "10");
+        assert_eq!(t(Variable::TimeDay), "14");
+        assert_eq!(t(Variable::TimeWday), "2");
+        assert_eq!(t(Variable::TimeEpoch), "1700000000");
+    }
+
+    #[test]
+    fn fragments_and_absolute_targets() {
+        assert_eq!(strip_authority(b"http://h/p?q"), b"/p?q");
+        assert_eq!(strip_authority(b"http://h"), b"");
+        assert_eq!(uri_decode(b"/a%2fb%zz%4"), b"/a/b%zz%4");
+        let mut c = Vec::new();
+        parse_cookies(b" a=1; b = 2;;c; ", &mut c);
+        assert_eq!(
+            c,
+            vec![(b"a".to_vec(), b"1".to_vec()), (b"b ".to_vec(), b" 2".to_vec()), (b"c".to_vec(), b"".to_vec())]
+        );
+    }
+}
