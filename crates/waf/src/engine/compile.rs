@@ -7,7 +7,7 @@
 //!   transformations, what `block` means, the status);
 //! - load-time exceptions: `SecRuleRemoveById/ByTag/ByMsg`, `SecRuleUpdateTargetById/ByTag/ByMsg`
 //!   and `SecRuleUpdateActionById`;
-//! - operators ([`super::operator`]): regexes, phrase automata, byte tables, networks;
+//! - operators (`operator`): regexes, phrase automata, byte tables, networks;
 //! - the order of evaluation: per phase, rules and `SecMarker`s in file order.
 //!
 //! Each rule part keeps its targets, transformation chain and operator side by side, so that a

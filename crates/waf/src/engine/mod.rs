@@ -7,7 +7,7 @@
 //! ```
 //!
 //! - [`compile`] turns the AST into [`RuleSet`]: settings, default actions folded in,
-//!   load-time exceptions applied, operators compiled ([`operator`]), phases ordered.
+//!   load-time exceptions applied, operators compiled (`operator`), phases ordered.
 //! - [`transaction`] runs one request: variables, transformations ([`transform`]), operators,
 //!   actions, `ctl:` at run time, and the body processors of [`body`].
 //! - [`request`] is the request/response model the gateway and the regression runner fill.

@@ -14,7 +14,7 @@
 //! `msg`/`logdata` are expanded, it is recorded, and its disruptive action applies when the
 //! engine is `On` (`DetectionOnly` records but never interrupts).
 //!
-//! [`variables`] holds what the request and response give and resolves a target to values.
+//! `variables` holds what the request and response give and resolves a target to values.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
