@@ -206,7 +206,10 @@ SecRule ARGS "@rx x" "id:101,phase:2,deny""#,
 #[test]
 fn the_rule_set_is_shared_across_threads() {
     fn shared<T: Send + Sync>() {}
+    fn sent<T: Send>() {}
     shared::<RuleSet>();
+    // A transaction may move between threads with its request (an async task).
+    sent::<Transaction<'static>>();
 }
 
 #[test]

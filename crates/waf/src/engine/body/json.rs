@@ -6,8 +6,14 @@
 
 use super::Pair;
 
-/// Parses `data`; `Err` holds the message for `REQBODY_ERROR_MSG`.
+/// The deepest nesting parsed whatever the setting: the parser recurses, and a gateway thread's
+/// stack must hold it.
+pub const MAX_DEPTH: usize = 1000;
+
+/// Parses `data`; `Err` holds the message for `REQBODY_ERROR_MSG`. Nesting deeper than
+/// `depth_limit` (or [`MAX_DEPTH`]) is an error.
 pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
+    let depth_limit = depth_limit.min(MAX_DEPTH);
     // An empty body is no document and no error; blanks alone are an unfinished one (yajl).
     if data.is_empty() {
         return Ok(Vec::new());

@@ -100,3 +100,11 @@ fn hostile_inputs_never_panic() {
         }
     }
 }
+
+#[test]
+fn json_nesting_is_bounded_whatever_the_setting() {
+    let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(json::parse(deep.as_bytes(), usize::MAX).is_err());
+    let ok = format!("{}1{}", "[".repeat(900), "]".repeat(900));
+    assert!(json::parse(ok.as_bytes(), usize::MAX).is_ok());
+}
