@@ -58,8 +58,8 @@ pub fn directive(name: &str) -> Support {
         | "SecResponseBodyLimit"
         | "SecResponseBodyMimeType"
         | "SecResponseBodyMimeTypesClear"
-        | "SecRequestBodyJsonDepthLimit"
         | "SecArgumentSeparator" => Evaluated,
+        "SecRequestBodyJsonDepthLimit" => Partial("capped at 1000 levels whatever the setting"),
         "SecRuleUpdateActionById" => Partial("applied to the chain's first rule; a chain offset is ignored"),
         "SecResponseBodyLimitAction" => Partial("the body is always inspected up to the limit (ProcessPartial)"),
         "SecPcreMatchLimit" => Partial("the backtrack limit of patterns on the backtracking engine"),
