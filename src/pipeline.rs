@@ -56,16 +56,20 @@ pub async fn handle(request: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let snapshot = conn.shared.snapshot();
     let request_id = respond::request_id(request.headers().get(REQUEST_ID));
     let client_ip = snapshot.real_ip.client_ip(conn.peer.ip(), request.headers());
-    let host = route::request_host(request.uri(), request.headers());
     let sink = conn.shared.access_log();
     // Only what the log needs is copied, and only when there is a log.
-    let logged = sink
-        .as_ref()
-        .map(|_| (request.method().to_string(), request.uri().path().to_string(), content_length(request.headers())));
+    let logged = sink.as_ref().map(|_| {
+        (
+            request.method().to_string(),
+            route::request_host(request.uri(), request.headers()).into_owned(),
+            request.uri().path().to_string(),
+            content_length(request.headers()),
+        )
+    });
 
     let http1 = request.version() < Version::HTTP_2;
     let mut outcome = Outcome::default();
-    let mut response = dispatch(request, conn, &snapshot, &request_id, client_ip, &host, &mut outcome).await;
+    let mut response = dispatch(request, conn, &snapshot, &request_id, client_ip, &mut outcome).await;
 
     response.headers_mut().insert(REQUEST_ID, request_id.clone());
     if http1 && conn.shared.is_shutting_down() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
@@ -75,7 +79,7 @@ pub async fn handle(request: Request<Incoming>, conn: &Conn) -> Response<Body> {
     let status = response.status().as_u16();
     let stats = outcome.route.as_ref().map_or(&conn.shared.metrics.unmatched, |(_, stats)| stats);
     stats.observe(status, started.elapsed());
-    if let (Some(sink), Some((method, path, bytes_in))) = (sink, logged) {
+    if let (Some(sink), Some((method, host, path, bytes_in))) = (sink, logged) {
         response.body_mut().log_on_end(Box::new(Pending {
             sink,
             started,
@@ -113,16 +117,17 @@ async fn dispatch(
     snapshot: &Snapshot,
     request_id: &HeaderValue,
     client_ip: IpAddr,
-    host: &str,
     outcome: &mut Outcome,
 ) -> Response<Body> {
     let reject = |rejection| respond::reject(rejection, request_id);
     if head_size(&request) > conn.limits.max_header_bytes {
         return reject(Rejection::HeadersTooLarge);
     }
-    let Some(route) = snapshot.router.find(host, request.uri().path(), request.method(), request.headers()) else {
+    let host = route::request_host(request.uri(), request.headers());
+    let Some(route) = snapshot.router.find(&host, request.uri().path(), request.method(), request.headers()) else {
         return reject(Rejection::NoRoute);
     };
+    drop(host);
     outcome.route = Some((route.name.clone(), route.stats.clone()));
 
     let length = content_length(request.headers());
@@ -241,6 +246,13 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names is cheaper than seven removals.
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        remove_named_hop_by_hop(headers);
+    }
+}
+
+fn remove_named_hop_by_hop(headers: &mut HeaderMap) {
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -264,29 +276,40 @@ fn upstream_request(
 ) -> Request<Body> {
     let (mut parts, body) = request.into_parts();
     let path = route.upstream_path(parts.uri.path());
-    let origin_form: Uri = match (parts.uri.query(), &path) {
-        (None, std::borrow::Cow::Borrowed(_)) if parts.uri.authority().is_none() => parts.uri.clone(),
-        (None, _) => Uri::try_from(path.as_ref()).unwrap_or_else(|_| Uri::from_static("/")),
-        (Some(query), _) => Uri::try_from(format!("{path}?{query}")).unwrap_or_else(|_| Uri::from_static("/")),
+    // Already origin-form and unchanged: kept as it is.
+    let unchanged = parts.uri.authority().is_none() && parts.uri.scheme().is_none() && path == parts.uri.path();
+    let origin_form: Option<Uri> = match parts.uri.query() {
+        _ if unchanged => None,
+        None => Some(Uri::try_from(path.as_ref()).unwrap_or_else(|_| Uri::from_static("/"))),
+        Some(query) => Some(Uri::try_from(format!("{path}?{query}")).unwrap_or_else(|_| Uri::from_static("/"))),
     };
     if parts.headers.get(header::HOST).is_none() {
         if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
             parts.headers.insert(header::HOST, host);
         }
     }
-    parts.uri = origin_form;
+    if let Some(origin_form) = origin_form {
+        parts.uri = origin_form;
+    }
     parts.version = Version::HTTP_11;
     let headers = &mut parts.headers;
-    remove_hop_by_hop(headers);
-    // The gateway answers `expect: 100-continue` itself when it reads the body.
-    headers.remove(header::EXPECT);
+    // One pass over the names finds what has to go (usually nothing): hop-by-hop headers, and
+    // `expect`, which the gateway answers itself when it reads the body.
+    let (mut hop_by_hop, mut expect) = (false, false);
+    for name in headers.keys() {
+        hop_by_hop |= HOP_BY_HOP.contains(name);
+        expect |= name == header::EXPECT;
+    }
+    if hop_by_hop {
+        remove_named_hop_by_hop(headers);
+    }
+    if expect {
+        headers.remove(header::EXPECT);
+    }
+    // Room for the forwarding headers below, so that the map grows once at most.
+    headers.reserve(4);
 
-    let peer = conn.peer.ip().to_string();
-    let forwarded_for = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(earlier) => format!("{earlier}, {peer}"),
-        None => peer,
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for(headers.get(X_FORWARDED_FOR), conn.peer.ip()) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     let trusted_peer = snapshot.real_ip.trusted.iter().any(|net| net.contains(&conn.peer.ip()));
@@ -303,8 +326,66 @@ fn upstream_request(
     Request::from_parts(parts, body)
 }
 
+/// `x-forwarded-for` with `peer` appended to what earlier proxies wrote.
+fn forwarded_for(earlier: Option<&HeaderValue>, peer: IpAddr) -> Option<HeaderValue> {
+    let earlier = earlier.and_then(|v| v.to_str().ok());
+    // Written on the stack when it fits (an address takes at most 45 bytes).
+    let mut stack = [0u8; 128];
+    let mut cursor = std::io::Cursor::new(&mut stack[..]);
+    if write_forwarded_for(&mut cursor, earlier, peer).is_ok() {
+        let len = cursor.position() as usize;
+        return HeaderValue::from_bytes(&stack[..len]).ok();
+    }
+    let mut long = Vec::new();
+    write_forwarded_for(&mut long, earlier, peer).ok()?;
+    HeaderValue::from_bytes(&long).ok()
+}
+
+fn write_forwarded_for(out: &mut impl std::io::Write, earlier: Option<&str>, peer: IpAddr) -> std::io::Result<()> {
+    if let Some(earlier) = earlier {
+        out.write_all(earlier.as_bytes())?;
+        out.write_all(b", ")?;
+    }
+    match peer {
+        // The common case, without the formatting machinery.
+        IpAddr::V4(ip) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in ip.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.write_all(b".")?;
+                }
+                out.write_all(digits.format(octet).as_bytes())?;
+            }
+            Ok(())
+        }
+        IpAddr::V6(_) => write!(out, "{peer}"),
+    }
+}
+
 fn downstream_response(response: Response<Body>) -> Response<Body> {
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_appends_the_peer() {
+        let v4: IpAddr = "10.0.0.255".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let earlier = HeaderValue::from_static("203.0.113.9");
+        let long = HeaderValue::from_str(&"198.51.100.1, ".repeat(20)).unwrap();
+        let cases = [
+            (None, v4, "10.0.0.255".to_string()),
+            (Some(&earlier), v4, "203.0.113.9, 10.0.0.255".to_string()),
+            (Some(&earlier), v6, "203.0.113.9, 2001:db8::1".to_string()),
+            (Some(&long), v4, format!("{}, 10.0.0.255", long.to_str().unwrap())),
+        ];
+        for (earlier, peer, expected) in cases {
+            assert_eq!(forwarded_for(earlier, peer).unwrap(), expected.as_str());
+        }
+    }
 }

@@ -204,8 +204,8 @@ impl Router {
 }
 
 /// The request's host, lower-case, without port or trailing dot: from the URI authority
-/// (HTTP/2, absolute-form) or else the `host` header.
-pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
+/// (HTTP/2, absolute-form) or else the `host` header. Borrowed unless it had upper case.
+pub fn request_host<'r>(uri: &'r http::Uri, headers: &'r HeaderMap) -> std::borrow::Cow<'r, str> {
     let raw = uri
         .authority()
         .map(|a| a.host())
@@ -216,7 +216,12 @@ pub fn request_host(uri: &http::Uri, headers: &HeaderMap) -> String {
     } else {
         raw.rsplit_once(':').map_or(raw, |(h, _)| h)
     };
-    without_port.trim_end_matches('.').to_ascii_lowercase()
+    let host = without_port.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        host.to_ascii_lowercase().into()
+    } else {
+        host.into()
+    }
 }
 
 #[cfg(test)]

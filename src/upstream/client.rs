@@ -30,6 +30,8 @@ use crate::body::{Body, BoxError};
 /// Request bodies of known length up to this size are read before sending and go out with the
 /// head in one write.
 const COALESCE_BODY: u64 = 64 * 1024;
+/// Room for a typical request head, so that encoding one rarely grows the buffer.
+const HEAD_CAPACITY: usize = 1024;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -38,8 +40,6 @@ pub struct Connection {
     stream: TcpStream,
     /// Bytes read and not yet consumed.
     read: BytesMut,
-    /// Kept between requests so that encoding a head does not allocate.
-    write: BytesMut,
 }
 
 impl Connection {
@@ -48,16 +48,7 @@ impl Connection {
     pub async fn open(addr: SocketAddr) -> io::Result<Box<Self>> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Box::new(Self { stream, read: BytesMut::new(), write: BytesMut::new() }))
-    }
-
-    /// The buffer requests are encoded into, lent out for one request.
-    pub fn take_write_buffer(&mut self) -> BytesMut {
-        std::mem::take(&mut self.write)
-    }
-
-    pub fn put_write_buffer(&mut self, buf: BytesMut) {
-        self.write = buf;
+        Ok(Box::new(Self { stream, read: BytesMut::new() }))
     }
 
     /// Whether an idle connection can carry a request: the upstream has neither closed it nor
@@ -103,39 +94,42 @@ pub struct Outgoing {
     method: Method,
 }
 
-/// Encodes `request` into `buf` (cleared first). A body of known length up to 64 KiB is read
-/// here so that it leaves with the head.
-pub async fn encode(request: Request<Body>, mut buf: BytesMut) -> Result<Outgoing, SendError> {
-    let (parts, mut body) = request.into_parts();
-    let hint = body.size_hint();
-    let framing = h1::request_framing(&parts.method, &parts.headers, body.is_end_stream(), hint.exact());
-    buf.clear();
-    h1::encode_request_head(&mut buf, &parts.method, &parts.uri, &parts.headers, framing);
-    let rest = match framing.framing {
-        Framing::Empty => None,
-        Framing::Length(len) if len <= COALESCE_BODY => {
-            let mut left = len;
-            while let Some(frame) = body.frame().await {
-                let Ok(data) = frame.map_err(SendError::Body)?.into_data() else {
-                    continue;
-                };
-                left = left.checked_sub(data.len() as u64).ok_or_else(|| SendError::Body(too_long()))?;
-                buf.extend_from_slice(&data);
-            }
-            if left != 0 {
-                return Err(SendError::Body(too_short()));
-            }
-            None
-        }
-        framing => Some((body, framing)),
+/// Encodes `request`. A body of known length up to 64 KiB is read here so that it leaves with
+/// the head (and can be sent again: the pipeline buffers the bodies of retryable requests up to
+/// the same size).
+pub async fn encode(request: Request<Body>) -> Result<Outgoing, SendError> {
+    let mut out = {
+        // The head is not kept across the wait for the body.
+        let (parts, body) = request.into_parts();
+        let framing =
+            h1::request_framing(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
+        let mut buf = BytesMut::with_capacity(HEAD_CAPACITY);
+        h1::encode_request_head(&mut buf, &parts.method, &parts.uri, &parts.headers, framing);
+        let rest = (framing.framing != Framing::Empty).then_some((body, framing.framing));
+        Outgoing { buf, rest, method: parts.method }
     };
-    Ok(Outgoing { buf, rest, method: parts.method })
+    if let Some((mut body, Framing::Length(len))) =
+        out.rest.take_if(|(_, f)| matches!(f, Framing::Length(l) if *l <= COALESCE_BODY))
+    {
+        let mut left = len;
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame.map_err(SendError::Body)?.into_data() else {
+                continue;
+            };
+            left = left.checked_sub(data.len() as u64).ok_or_else(|| SendError::Body(too_long()))?;
+            out.buf.extend_from_slice(&data);
+        }
+        if left != 0 {
+            return Err(SendError::Body(too_short()));
+        }
+    }
+    Ok(out)
 }
 
 impl Outgoing {
-    /// Hands the encoding buffer back for the next request.
-    pub fn into_buffer(self) -> BytesMut {
-        self.buf
+    /// Whether the whole request is in memory, so that it can be sent again elsewhere.
+    pub fn is_replayable(&self) -> bool {
+        self.rest.is_none()
     }
 }
 
@@ -160,11 +154,20 @@ pub async fn roundtrip(conn: &mut Connection, out: &mut Outgoing) -> Result<(Res
             Err(error) => return Err(unsent_or_io(written, error)),
         }
     }
-    let Some((body, framing)) = out.rest.as_mut() else {
+    if out.rest.is_none() {
         let head = read_head(&mut conn.stream, &mut conn.read, &out.method).await?;
         return Ok((head, true));
+    }
+    // Boxed: this rarer path would otherwise make every request's future larger (and futures
+    // are moved whole as they are awaited).
+    Box::pin(stream_body(conn, out)).await
+}
+
+/// Streams the rest of the body while watching for the answer, which may come early.
+async fn stream_body(conn: &mut Connection, out: &mut Outgoing) -> Result<(ResponseHead, bool), SendError> {
+    let Some((body, framing)) = out.rest.as_mut() else {
+        return Err(SendError::Body("no body to stream".into()));
     };
-    // A streamed body: send it while watching for the answer, which may come early.
     let (mut reader, mut writer) = conn.stream.split();
     let mut recv = pin!(read_head(&mut reader, &mut conn.read, &out.method));
     let mut send = pin!(send_body(&mut writer, body, *framing));
@@ -383,3 +386,6 @@ impl ResponseBody {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

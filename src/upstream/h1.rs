@@ -223,7 +223,8 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
     let version = if version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
     let mut keep_alive = version == Version::HTTP_11;
     let mut saw_close = false;
-    let mut headers = HeaderMap::with_capacity(count);
+    // One more for the `x-request-id` the gateway adds.
+    let mut headers = HeaderMap::with_capacity(count + 1);
     for at in &indices[..count] {
         let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).map_err(|_| ParseError::HeaderValue)?;
         let value =

@@ -8,7 +8,7 @@ use http::{Request, Response, StatusCode};
 use hyper::ext::ReasonPhrase;
 
 use super::balance::{BackendSet, PickInput};
-use super::client::{self, Connection, ResponseBody, SendError};
+use super::client::{self, Connection, Outgoing, ResponseBody, SendError};
 use super::pool::Lease;
 use super::target::Target;
 use super::Upstream;
@@ -44,40 +44,48 @@ pub async fn forward(
 ) -> Forwarded {
     // At most 11 attempts (retries are capped at 10), tracked without allocating.
     let mut tried = [0usize; 11];
-    let attempts = (1 + if retryable { upstream.retries as usize } else { 0 }).min(tried.len());
-    let (parts, body) = request.into_parts();
-    let replay = if retryable { body.buffered() } else { None };
-    let (mut parts, mut body) = (Some(parts), Some(body));
+    let mut request = Some(request);
+    // The request is encoded once, on the first attempt: a retry sends the same bytes again.
+    let mut out: Option<Outgoing> = None;
     let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: None };
-
-    for attempt in 0..attempts {
+    let mut attempts = 1;
+    let mut attempt = 0;
+    while attempt < attempts {
         let Some(index) = upstream.balancer.pick(&upstream.members, set, input, &tried[..attempt]) else {
             break;
         };
         tried[attempt] = index;
+        attempt += 1;
         let target = &upstream.members[index].target;
         outcome.target = Some(target.clone());
-        let last = attempt + 1 == attempts;
-        // Only a replayable request is ever sent twice; the last attempt takes the originals.
-        let (head, payload) = match (&replay, last) {
-            (Some(bytes), false) => (parts.clone(), Some(Body::full(bytes.clone()))),
-            _ => (parts.take(), body.take()),
+        let out = match (&mut out, request.take()) {
+            (Some(out), _) => out,
+            (None, Some(request)) => match encode(upstream, request).await {
+                Ok(encoded) => out.insert(encoded),
+                Err(failure) => {
+                    outcome.result = Err(failure);
+                    return outcome;
+                }
+            },
+            (None, None) => break,
         };
-        let (Some(head), Some(payload)) = (head, payload) else {
-            break;
-        };
-        match exchange(upstream, target, Request::from_parts(head, payload)).await {
+        // Only a request held whole in memory is ever sent twice.
+        let replayable = retryable && out.is_replayable();
+        if replayable {
+            attempts = (1 + upstream.retries as usize).min(tried.len());
+        }
+        match exchange(upstream, target, out).await {
             Ok(response) => {
                 let retry_status =
                     matches!(response.status(), StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE);
                 outcome.result = Ok(response);
-                if !(retry_status && replay.is_some()) {
+                if !(retry_status && replayable) {
                     return outcome;
                 }
             }
             Err(failure) => {
                 outcome.result = Err(failure);
-                if matches!(failure, Failure::Timeout | Failure::BodyTooLarge) || replay.is_none() {
+                if matches!(failure, Failure::Timeout | Failure::BodyTooLarge) || !replayable {
                     return outcome;
                 }
             }
@@ -86,13 +94,23 @@ pub async fn forward(
     outcome
 }
 
+/// Encodes the request for the wire, reading a small body of known length (the client's time
+/// to send it counts against the request timeout, as the exchange does).
+async fn encode(upstream: &Upstream, request: Request<Body>) -> Result<Outgoing, Failure> {
+    match tokio::time::timeout(upstream.request_timeout, client::encode(request)).await {
+        Err(_elapsed) => Err(Failure::Timeout),
+        Ok(Ok(out)) => Ok(out),
+        Ok(Err(SendError::Body(error))) if error.is::<BodyTooLarge>() => Err(Failure::BodyTooLarge),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "request body could not be read");
+            Err(Failure::Connect)
+        }
+    }
+}
+
 /// One request to one target: a pooled connection when one is idle, else a new one. A pooled
 /// connection that turns out closed before anything of the request left is replaced by a new one.
-async fn exchange(
-    upstream: &Upstream,
-    target: &Arc<Target>,
-    request: Request<Body>,
-) -> Result<Response<Body>, Failure> {
+async fn exchange(upstream: &Upstream, target: &Arc<Target>, out: &mut Outgoing) -> Result<Response<Body>, Failure> {
     let in_flight = target.start_request();
     let (conn, pooled) = match target.pool.checkout() {
         Some(conn) => (conn, true),
@@ -100,17 +118,13 @@ async fn exchange(
     };
     let attempt = async move {
         let (mut conn, mut pooled) = (conn, pooled);
-        let mut out = client::encode(request, conn.take_write_buffer()).await.map_err(|e| failure(target, e))?;
         loop {
-            match client::roundtrip(&mut conn, &mut out).await {
-                Ok((head, complete)) => {
-                    conn.put_write_buffer(out.into_buffer());
-                    return Ok((conn, head, complete));
-                }
+            match client::roundtrip(&mut conn, out).await {
+                Ok((head, complete)) => return Ok((conn, head, complete)),
                 // Never sent: the pooled connection was closing. Send it on a fresh one.
                 Err(SendError::Unsent(error)) if pooled => {
                     tracing::debug!(target = %target.key.addr, %error, "pooled connection closed; reconnecting");
-                    conn = connect(upstream, target).await?;
+                    conn = Box::pin(connect(upstream, target)).await?;
                     pooled = false;
                 }
                 Err(error) => return Err(failure(target, error)),
