@@ -496,6 +496,9 @@ where
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
+        // One buffer per answer rather than a writev of head and body: answers are mostly
+        // small, and the copy costs less than the vectored write.
+        .writev(false)
         .header_read_timeout(limits.header_read_timeout)
         // Room past our own limit, so that our JSON 431 answers most oversized heads.
         .max_buf_size((limits.max_header_bytes * 2).max(8192));
