@@ -159,6 +159,8 @@ impl AsRef<[u8]> for ChunkLine {
 pub struct ResponseHead {
     pub status: StatusCode,
     pub version: Version,
+    /// The header fields, less the connection options this parser consumed (`keep-alive`, and
+    /// `connection` when it says only `close` or `keep-alive`): they are hop-by-hop.
     pub headers: HeaderMap,
     /// The reason phrase, when it is not the status code's usual one.
     pub reason: Option<Bytes>,
@@ -237,6 +239,12 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
             } else if !keep_alive {
                 keep_alive = has_token(&value, b"keep-alive");
             }
+            // Hop-by-hop and fully read here, unless it names other headers to drop later.
+            if only_options(&value) {
+                continue;
+            }
+        } else if name == KEEP_ALIVE {
+            continue;
         }
         headers.append(name, value);
     }
@@ -297,6 +305,16 @@ fn is_chunked(headers: &HeaderMap) -> bool {
         return false;
     };
     last.as_bytes().rsplit(|&b| b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+
+/// Whether a `connection` value holds nothing but `close` and `keep-alive`.
+fn only_options(value: &HeaderValue) -> bool {
+    value.as_bytes().split(|&b| b == b',').all(|t| {
+        let t = t.trim_ascii();
+        t.is_empty() || t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive")
+    })
 }
 
 fn has_token(value: &HeaderValue, token: &[u8]) -> bool {

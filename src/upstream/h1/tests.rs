@@ -280,3 +280,19 @@ fn content_lengths() {
     map.insert(HOST, HeaderValue::from_static("x"));
     assert_eq!(content_length(&map), Some(7));
 }
+
+#[test]
+fn connection_options_are_consumed_unless_they_name_headers() {
+    let head = parse(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+        &Method::GET,
+    )
+    .unwrap()
+    .unwrap();
+    assert!(head.keep_alive);
+    assert_eq!(head.headers.len(), 1, "{:?}", head.headers);
+    let head =
+        parse(b"HTTP/1.1 200 OK\r\nConnection: close, x-secret\r\nx-secret: s\r\n\r\n", &Method::GET).unwrap().unwrap();
+    assert!(!head.keep_alive);
+    assert_eq!(head.headers["connection"], "close, x-secret", "kept for the pipeline to drop what it names");
+}
