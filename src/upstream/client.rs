@@ -51,6 +51,11 @@ impl Connection {
         Ok(Box::new(Self { stream, read: BytesMut::new() }))
     }
 
+    /// What has been read from the upstream and not consumed yet.
+    pub fn buffered(&self) -> &[u8] {
+        &self.read
+    }
+
     /// Whether an idle connection can carry a request: the upstream has neither closed it nor
     /// sent anything unasked. Costs no system call unless the socket has had an event.
     pub fn is_reusable(&mut self) -> bool {

@@ -366,6 +366,20 @@ impl ChunkedDecoder {
         self.state == ChunkState::End
     }
 
+    /// Checks as much of the first chunk-size line as `bytes` holds, consuming nothing: a body
+    /// that is broken from its first bytes can still be answered with a 502 instead of a
+    /// response that breaks off.
+    pub fn check_start(bytes: &[u8]) -> Result<(), ParseError> {
+        let mut decoder = Self::new();
+        for &byte in bytes {
+            decoder.state = decoder.step(byte)?;
+            if matches!(decoder.state, ChunkState::Data | ChunkState::Trailers) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Consumes framing from the front of `buf` up to the next data, trailers or end.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, ParseError> {
         loop {

@@ -9,6 +9,7 @@ use hyper::ext::ReasonPhrase;
 
 use super::balance::{BackendSet, PickInput};
 use super::client::{self, Connection, Outgoing, ResponseBody, SendError};
+use super::h1::{ChunkedDecoder, Framing};
 use super::pool::Lease;
 use super::target::Target;
 use super::Upstream;
@@ -135,6 +136,12 @@ async fn exchange(upstream: &Upstream, target: &Arc<Target>, out: &mut Outgoing)
         Err(_elapsed) => return Err(Failure::Timeout),
         Ok(result) => result?,
     };
+    if head.framing == Framing::Chunked {
+        if let Err(error) = ChunkedDecoder::check_start(conn.buffered()) {
+            tracing::debug!(target = %target.key.addr, %error, "upstream body broken from its start");
+            return Err(Failure::Connect);
+        }
+    }
     let body = ResponseBody::new(conn, &head, complete, Lease::new(in_flight));
     let mut response = Response::new(Body::upstream(body));
     *response.status_mut() = head.status;

@@ -296,3 +296,13 @@ fn connection_options_are_consumed_unless_they_name_headers() {
     assert!(!head.keep_alive);
     assert_eq!(head.headers["connection"], "close, x-secret", "kept for the pipeline to drop what it names");
 }
+
+#[test]
+fn the_first_chunk_size_line_is_checked_without_consuming() {
+    for good in [&b""[..], b"1", b"1f;ext=", b"2\r\nok\r\nzz", b"0\r\nX: 1\r\n\r\n", b"a \t\r"] {
+        assert_eq!(ChunkedDecoder::check_start(good), Ok(()), "{}", String::from_utf8_lossy(good));
+    }
+    for bad in [&b"zz\r\n"[..], b"\r\n", b"2\n", b"2 3", b"1ffffffffffffffff\r\n"] {
+        assert!(ChunkedDecoder::check_start(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+    }
+}
