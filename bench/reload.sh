@@ -20,6 +20,7 @@ for tool in wrk nginx taskset; do command -v $tool >/dev/null || { echo "needs $
 config() {  # $1: which of two configs (they differ in route, weights and a header edit)
     cat > "$work/barbican.yaml.tmp" <<YAML
 listeners: [{ name: public, bind: 127.0.0.1:18092 }]
+admin: { bind: 127.0.0.1:18099 }
 workers: 1
 upstreams: [{ name: u, targets: [{ addr: 127.0.0.1:18080, weight: $((1 + $1)) }] }]
 routes:
@@ -46,4 +47,5 @@ for r in $(seq "$rounds"); do
 done
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 sm=$(median "${steady[@]}"); lm=$(median "${reloading[@]}")
+echo "revision now serving: $(curl -s http://127.0.0.1:18099/readyz) (each reload is one revision)"
 echo "median: steady $sm req/s, reloading $lm req/s, ratio $(awk -v l="$lm" -v s="$sm" 'BEGIN {printf "%.2f", l/s}')x (goal >= 0.90x)"
