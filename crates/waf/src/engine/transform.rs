@@ -606,32 +606,10 @@ fn sql_hex_decode(v: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `urlDecode`: `%HH` and `+`; invalid escapes are kept.
+/// `urlDecode`: `%HH` and `+`; invalid escapes are kept (the same decoding as urlencoded
+/// bodies and query strings).
 pub fn url_decode(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        match v[i] {
-            b'%' if i + 2 < v.len() => {
-                if let (Some(h), Some(l)) = (hex_val(v[i + 1]), hex_val(v[i + 2])) {
-                    out.push((h << 4) | l);
-                    i += 3;
-                } else {
-                    out.push(b'%');
-                    i += 1;
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
+    super::body::urlencoded::decode(v, &mut false)
 }
 
 /// `urlDecodeUni`: as `urlDecode`, plus `%uHHHH` (full-width ASCII folded, otherwise the low
