@@ -292,24 +292,9 @@ fn escape_seq_decode(v: &[u8]) -> Vec<u8> {
             i += 2;
             continue;
         }
-        if c == b'x' {
-            if let (Some(&h), Some(&l)) = (v.get(i + 2), v.get(i + 3)) {
-                if let (Some(h), Some(l)) = (hex_val(h), hex_val(l)) {
-                    out.push((h << 4) | l);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        if (b'0'..=b'7').contains(&c) {
-            let mut j = 0;
-            let mut n: u32 = 0;
-            while j < 3 && i + 1 + j < v.len() && (b'0'..=b'7').contains(&v[i + 1 + j]) {
-                n = n * 8 + u32::from(v[i + 1 + j] - b'0');
-                j += 1;
-            }
-            out.push(n as u8);
-            i += 1 + j;
+        if let Some((byte, len)) = hex_or_octal_escape(v, i) {
+            out.push(byte);
+            i += len;
             continue;
         }
         // Unknown escape: the character without the backslash.
@@ -429,22 +414,9 @@ pub fn js_decode(v: &[u8]) -> Vec<u8> {
                 continue;
             }
         }
-        if c == b'x' && i + 3 < v.len() {
-            if let (Some(h), Some(l)) = (hex_val(v[i + 2]), hex_val(v[i + 3])) {
-                out.push((h << 4) | l);
-                i += 4;
-                continue;
-            }
-        }
-        if (b'0'..=b'7').contains(&c) {
-            let mut j = 0;
-            let mut n: u32 = 0;
-            while j < 3 && i + 1 + j < v.len() && (b'0'..=b'7').contains(&v[i + 1 + j]) {
-                n = n * 8 + u32::from(v[i + 1 + j] - b'0');
-                j += 1;
-            }
-            out.push(n as u8);
-            i += 1 + j;
+        if let Some((byte, len)) = hex_or_octal_escape(v, i) {
+            out.push(byte);
+            i += len;
             continue;
         }
         let b = match c {
@@ -693,6 +665,23 @@ pub fn utf8_to_unicode(v: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// `\xHH` or up to three octal digits after the backslash at `i` (as `escapeSeqDecode` and
+/// `jsDecode` read them): the byte and how many bytes the escape takes, backslash included.
+fn hex_or_octal_escape(v: &[u8], i: usize) -> Option<(u8, usize)> {
+    let c = *v.get(i + 1)?;
+    if c == b'x' && i + 3 < v.len() {
+        if let (Some(h), Some(l)) = (hex_val(v[i + 2]), hex_val(v[i + 3])) {
+            return Some(((h << 4) | l, 4));
+        }
+    }
+    if (b'0'..=b'7').contains(&c) {
+        let digits = v[i + 1..].iter().take(3).take_while(|b| (b'0'..=b'7').contains(b)).count();
+        let n = v[i + 1..i + 1 + digits].iter().fold(0u32, |n, &d| n * 8 + u32::from(d - b'0'));
+        return Some((n as u8, 1 + digits));
+    }
+    None
 }
 
 #[cfg(test)]
