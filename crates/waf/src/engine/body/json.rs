@@ -3,12 +3,26 @@
 //! `json.a.array_1`, ... Strings are unescaped, numbers keep their text, `true`/`false` are
 //! words and `null` is empty. Nesting deeper than the limit
 //! (`SecRequestBodyJsonDepthLimit`) and malformed documents are errors.
+//!
+//! Every value's name repeats the whole path to it, so a long key or deep nesting over many
+//! values would make the arguments far larger than the document (`{"<100 KiB key>":[0,0,...]}`
+//! turned 256 KiB into 8 GiB). Their names may add up to [`NAME_BYTES_PER_BODY_BYTE`] times the
+//! document's size (at least [`MIN_NAME_BUDGET`]); past that the document is an error, so memory
+//! and the time rules spend on `ARGS_NAMES` stay linear in the body.
 
 use super::Pair;
 
 /// The deepest nesting parsed whatever the setting: the parser recurses, and a gateway thread's
 /// stack must hold it.
 pub const MAX_DEPTH: usize = 1000;
+
+/// How many bytes of argument names one byte of document may produce. Ordinary documents stay
+/// well below it (under 4 for a typical API payload, about 10 for GeoJSON-like arrays of
+/// coordinate pairs).
+pub const NAME_BYTES_PER_BODY_BYTE: usize = 16;
+
+/// The name budget of a small document.
+pub const MIN_NAME_BUDGET: usize = 1 << 20;
 
 /// Parses `data`; `Err` holds the message for `REQBODY_ERROR_MSG`. Nesting deeper than
 /// `depth_limit` (or [`MAX_DEPTH`]) is an error.
@@ -18,7 +32,16 @@ pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
     if data.is_empty() {
         return Ok(Vec::new());
     }
-    let mut p = Parser { s: data, i: 0, out: Vec::new(), depth_limit, path: vec![b"json".to_vec()] };
+    let mut p = Parser {
+        s: data,
+        i: 0,
+        out: Vec::new(),
+        depth_limit,
+        path: vec![b"json".to_vec()],
+        path_len: 4,
+        name_bytes: 0,
+        name_limit: data.len().saturating_mul(NAME_BYTES_PER_BODY_BYTE).max(MIN_NAME_BUDGET),
+    };
     p.ws();
     if p.i >= p.s.len() {
         return Err("JSON parsing error: parse error: premature EOF\n".into());
@@ -38,6 +61,11 @@ struct Parser<'a> {
     depth_limit: usize,
     /// `json`, then one segment per key or `array_N` on the way to the current value.
     path: Vec<Vec<u8>>,
+    /// The length of the name `path` makes (segments and the dots between them).
+    path_len: usize,
+    /// Bytes of names emitted so far, and how many are allowed.
+    name_bytes: usize,
+    name_limit: usize,
 }
 
 impl Parser<'_> {
@@ -51,9 +79,25 @@ impl Parser<'_> {
         Err(format!("JSON parsing error: parse error: {what} at offset {}", self.i))
     }
 
-    fn emit(&mut self, value: Vec<u8>) {
+    fn emit(&mut self, value: Vec<u8>) -> Result<(), String> {
+        self.name_bytes += self.path_len;
+        if self.name_bytes > self.name_limit {
+            return self.err(&format!("argument names longer than {} bytes in all", self.name_limit));
+        }
         let name = self.path.join(&b'.');
         self.out.push((name, value));
+        Ok(())
+    }
+
+    fn push(&mut self, segment: Vec<u8>) {
+        self.path_len += 1 + segment.len();
+        self.path.push(segment);
+    }
+
+    fn pop(&mut self) {
+        if let Some(segment) = self.path.pop() {
+            self.path_len -= 1 + segment.len();
+        }
     }
 
     fn value(&mut self, depth: usize) -> Result<(), String> {
@@ -73,8 +117,7 @@ impl Parser<'_> {
             }
             b'"' => {
                 let s = self.string()?;
-                self.emit(s);
-                Ok(())
+                self.emit(s)
             }
             b't' | b'f' | b'n' => {
                 let (word, val): (&[u8], &[u8]) = match c {
@@ -86,8 +129,7 @@ impl Parser<'_> {
                     return self.err("invalid literal");
                 }
                 self.i += word.len();
-                self.emit(val.to_vec());
-                Ok(())
+                self.emit(val.to_vec())
             }
             b'-' | b'0'..=b'9' => {
                 let start = self.i;
@@ -97,8 +139,7 @@ impl Parser<'_> {
                     self.i += 1;
                 }
                 let num = self.s[start..self.i].to_vec();
-                self.emit(num);
-                Ok(())
+                self.emit(num)
             }
             _ => self.err("unexpected character"),
         }
@@ -121,9 +162,9 @@ impl Parser<'_> {
                 return self.err("expected `:`");
             }
             self.i += 1;
-            self.path.push(k);
+            self.push(k);
             let r = self.value(depth);
-            self.path.pop();
+            self.pop();
             r?;
             self.ws();
             match self.s.get(self.i) {
@@ -145,9 +186,9 @@ impl Parser<'_> {
         }
         let mut n = 0usize;
         loop {
-            self.path.push(format!("array_{n}").into_bytes());
+            self.push(format!("array_{n}").into_bytes());
             let r = self.value(depth);
-            self.path.pop();
+            self.pop();
             r?;
             n += 1;
             self.ws();

@@ -4,8 +4,20 @@
 //! irregularity that ModSecurity flags is flagged here too (`MULTIPART_*` variables, folded
 //! into `MULTIPART_STRICT_ERROR`). Fatal problems (no boundary, no final boundary, a part
 //! without a usable `Content-Disposition`) are errors for `REQBODY_ERROR`.
+//!
+//! Work stays linear in the body: each part's end is searched from the part's start only, and
+//! `MULTIPART_PART_HEADERS`, which repeats the part's name for every header line, may hold at
+//! most [`HEADER_NAME_BYTES_PER_BODY_BYTE`] times the body's size in names (at least
+//! [`MIN_HEADER_NAME_BUDGET`]); past that the body is an error.
 
 use super::Pair;
+
+/// How many bytes of part names `MULTIPART_PART_HEADERS` may repeat per byte of body: a long
+/// name followed by many short header lines must not turn 256 KiB into 200 MiB.
+pub const HEADER_NAME_BYTES_PER_BODY_BYTE: usize = 16;
+
+/// The part-header name budget of a small body.
+pub const MIN_HEADER_NAME_BUDGET: usize = 1 << 20;
 
 /// An uploaded file part.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -177,6 +189,7 @@ fn run(content_type: &[u8], body: &[u8], m: &mut Multipart, flags: &mut Flags) -
         flags.data_before = true;
     }
     let mut rest = &body[first + marker.len()..];
+    let mut name_budget = body.len().saturating_mul(HEADER_NAME_BYTES_PER_BODY_BYTE).max(MIN_HEADER_NAME_BUDGET);
     let mut saw_crlf = false;
     let mut saw_lf = false;
     loop {
@@ -223,18 +236,19 @@ fn run(content_type: &[u8], body: &[u8], m: &mut Multipart, flags: &mut Flags) -
             };
             headers.push((trim(&l[..colon]).to_vec(), trim(&l[colon + 1..]).to_vec()));
         }
-        // Content: up to the next boundary line.
-        let mut crlf_marker = b"\r\n".to_vec();
-        crlf_marker.extend_from_slice(&marker);
+        // Content: up to the next boundary line. The first `\r\n--boundary` is the first
+        // `\n--boundary` with a CR before it: one search, which stops at the part's end (a
+        // search for a CRLF marker that a LF-only body never has would read to the end of the
+        // body for every part).
         let mut lf_marker = b"\n".to_vec();
         lf_marker.extend_from_slice(&marker);
-        let (content, after) = match (find(rest, &crlf_marker), find(rest, &lf_marker)) {
-            (Some(c), Some(l)) if c < l => (&rest[..c], &rest[c + crlf_marker.len()..]),
-            (_, Some(l)) => {
+        let (content, after) = match find(rest, &lf_marker) {
+            Some(l) if l > 0 && rest[l - 1] == b'\r' => (&rest[..l - 1], &rest[l + lf_marker.len()..]),
+            Some(l) => {
                 note_line_end(true, &mut saw_crlf, &mut saw_lf);
                 (&rest[..l], &rest[l + lf_marker.len()..])
             }
-            _ => {
+            None => {
                 flags.unmatched_boundary = true;
                 return Err("Multipart: Final boundary missing".into());
             }
@@ -242,7 +256,7 @@ fn run(content_type: &[u8], body: &[u8], m: &mut Multipart, flags: &mut Flags) -
         if content.windows(marker.len() + 2).any(|w| w[..2] == *b"\r\n" && w[2..] == marker[..]) {
             flags.unmatched_boundary = true;
         }
-        add_part(m, flags, headers, content)?;
+        add_part(m, flags, headers, content, &mut name_budget)?;
         rest = after;
     }
     flags.lf_line = saw_lf && !saw_crlf;
@@ -269,6 +283,7 @@ fn add_part(
     flags: &mut Flags,
     headers: Vec<(Vec<u8>, Vec<u8>)>,
     content: &[u8],
+    name_budget: &mut usize,
 ) -> Result<(), String> {
     let Some((_, cd)) = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(b"content-disposition")) else {
         return Err("Multipart: Part missing Content-Disposition header".into());
@@ -279,6 +294,10 @@ fn add_part(
         // libmodsecurity3 3.0.9 gives up on a part named "" with this very message.
         return Err("Multipart: Final boundary missing.".into());
     }
+    let repeated = name.len().saturating_mul(headers.len());
+    *name_budget = name_budget
+        .checked_sub(repeated)
+        .ok_or_else(|| String::from("Multipart: Part headers repeat part names over the size limit"))?;
     for (k, v) in &headers {
         let mut l = k.clone();
         l.extend_from_slice(b": ");

@@ -3,6 +3,11 @@
 //! `XML://@*` (every attribute value). The parser checks well-formedness (one root, tags
 //! closed in order, quoted attributes, known entities) so that broken documents raise
 //! `REQBODY_ERROR` as libxml2 would; it never fetches external entities.
+//!
+//! Work is linear in the document: declared entity names are looked up in a set, and each is
+//! read up to the first byte that cannot be in a name.
+
+use std::collections::HashSet;
 
 /// What rules can read of a document.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -24,7 +29,7 @@ fn parse_detailed(data: &[u8]) -> Result<Document, String> {
     let mut stack: Vec<Vec<u8>> = Vec::new();
     let mut seen_root = false;
     // Entities declared in the DOCTYPE: references to them read as empty (never resolved).
-    let mut entities: Vec<Vec<u8>> = Vec::new();
+    let mut entities: HashSet<Vec<u8>> = HashSet::new();
     let mut i = 0;
     fn err<T>(what: &str, at: usize) -> Result<T, String> {
         Err(format!("{what} at offset {at}"))
@@ -77,13 +82,15 @@ fn parse_detailed(data: &[u8]) -> Result<Document, String> {
             let mut k = 0;
             while let Some(p) = find(&decl[k..], b"<!ENTITY") {
                 k += p + 8;
+                // Up to a byte no name has: `<!ENTITY<!ENTITY...` must not copy the rest of the
+                // declaration once per occurrence.
                 let name: Vec<u8> = decl[k..]
                     .iter()
                     .skip_while(|b| b.is_ascii_whitespace() || **b == b'%')
-                    .take_while(|b| !b.is_ascii_whitespace())
+                    .take_while(|b| !b.is_ascii_whitespace() && !matches!(b, b'<' | b'>' | b'"' | b'\'' | b'[' | b']'))
                     .copied()
                     .collect();
-                entities.push(name);
+                entities.insert(name);
             }
             i += j + 1;
         } else if rest.starts_with(b"</") {
@@ -192,7 +199,7 @@ fn find(h: &[u8], n: &[u8]) -> Option<usize> {
 }
 
 /// Decodes the five predefined entities and character references; `None` for anything else.
-fn decode_entities(v: &[u8], declared: &[Vec<u8>]) -> Option<Vec<u8>> {
+fn decode_entities(v: &[u8], declared: &HashSet<Vec<u8>>) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
     while i < v.len() {
@@ -219,7 +226,7 @@ fn decode_entities(v: &[u8], declared: &[Vec<u8>]) -> Option<Vec<u8>> {
                 let mut buf = [0; 4];
                 out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
             }
-            _ if declared.iter().any(|d| d == name) => {}
+            _ if declared.contains(name) => {}
             _ => return None,
         }
         i = end + 1;
