@@ -3,7 +3,7 @@
 //! 4.28.0 at paranoia 1 with the reference engine settings, on one thread.
 //!
 //! ```text
-//! cargo run --release -p barbican-waf --example crs_eval_speed [-- SECONDS]
+//! cargo run --release -p barbican-waf --example crs_eval_speed [-- SECONDS [GET|POST]]
 //! ```
 //!
 //! It prints evaluations per second per request kind; compare with the nginx +
@@ -26,6 +26,7 @@ fn shared() -> PathBuf {
 
 fn main() {
     let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
+    let only = std::env::args().nth(2);
     let shared = shared();
     let crs = shared.join("crs/v4.28.0");
     let started = Instant::now();
@@ -56,6 +57,9 @@ fn main() {
         .body(POST_BODY);
     let resp = Response::new(200).header("Content-Type", "text/plain").body("ok\n");
     for (label, req) in [("GET", &get), ("POST JSON 1 KiB", &post)] {
+        if only.as_deref().is_some_and(|o| !label.starts_with(o)) {
+            continue;
+        }
         let o = rs.evaluate(req, Some(&resp));
         assert_eq!(o.verdict, Verdict::Pass, "{label}: {:?}", o.matched);
         let until = Instant::now() + Duration::from_secs(secs);

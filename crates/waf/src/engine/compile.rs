@@ -10,9 +10,9 @@
 //! - operators (`operator`): regexes, phrase automata, byte tables, networks;
 //! - the order of evaluation: per phase, rules and `SecMarker`s in file order.
 //!
-//! Each rule part keeps its targets, transformation chain and operator side by side, so that a
-//! later pass can group the literal `@rx` / `@pm` of one (phase, variable, transformations) key
-//! into one multi-pattern automaton without changing this API. Rules whose operator cannot run
+//! Each rule part keeps its targets, transformation chain and operator side by side; the
+//! literal `@rx` patterns of one transformation chain are then joined into one multi-pattern
+//! automaton ([`super::prescan`]) that tells, per request, which rules cannot match. Rules whose operator cannot run
 //! are kept (never matching) and listed by [`RuleSet::unsupported`]; rules whose regex needed
 //! the backtracking engine are listed by [`RuleSet::fallbacks`].
 
@@ -24,6 +24,7 @@ use crate::seclang::ast::{
 use crate::seclang::{self, DataFile, FileId};
 
 use super::operator::{self, Op};
+use super::prescan::Prescan;
 use super::transform;
 
 /// Engine settings read from `Sec*` directives.
@@ -182,6 +183,8 @@ pub(crate) struct Part {
     /// The chain's index among the rule set's distinct chains: transactions cache
     /// transformed values by (chain, value), so that rules sharing a chain transform once.
     pub chain_id: usize,
+    /// This part's pattern index in its chain's prescan automaton, when it takes part.
+    pub prescan: Option<usize>,
     pub multi_match: bool,
     pub capture: bool,
     /// Run on every matching value, whatever the rest of the chain does (as libmodsecurity3).
@@ -209,6 +212,9 @@ pub(crate) struct Rule {
     pub status: u16,
     pub redirect: Option<MacroString>,
     pub skip_after: Option<String>,
+    /// With `skip_after`: the index, in the rule's phase, of the step after the marker (the
+    /// phase's length when the marker does not follow the rule).
+    pub resume_at: usize,
     pub skip: u32,
     /// Set when a part cannot run: the rule never matches.
     pub broken: bool,
@@ -229,6 +235,7 @@ pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     pub(crate) phases: [Vec<Step>; 5],
     pub(crate) settings: Settings,
+    pub(crate) prescan: Prescan,
     fallbacks: Vec<Fallback>,
     unsupported: Vec<Unsupported>,
 }
@@ -346,6 +353,8 @@ impl RuleSet {
             let next = chains.len();
             part.chain_id = *chains.entry(part.transforms.clone()).or_insert(next);
         }
+        let live = rules.iter_mut().zip(&removed).filter(|(r, &gone)| !gone && !r.broken);
+        let prescan = Prescan::build(live.flat_map(|(r, _)| r.parts.iter_mut()), chains.len());
 
         let mut phases: [Vec<Step>; 5] = Default::default();
         for o in order {
@@ -360,9 +369,17 @@ impl RuleSet {
                 }
             }
         }
+        for steps in &phases {
+            for (at, step) in steps.iter().enumerate() {
+                let Step::Rule(i) = step else { continue };
+                let Some(marker) = &rules[*i].skip_after else { continue };
+                let found = steps[at..].iter().position(|s| matches!(s, Step::Marker(m) if m == marker));
+                rules[*i].resume_at = found.map_or(steps.len(), |k| at + k + 1);
+            }
+        }
         fallbacks.retain(|f: &Fallback| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == f.rule_id));
         unsupported.retain(|u: &Unsupported| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == u.rule_id));
-        RuleSet { rules, phases, settings, fallbacks, unsupported }
+        RuleSet { rules, phases, settings, prescan, fallbacks, unsupported }
     }
 
     /// Rules whose regex runs on the backtracking engine (bounded by `SecPcreMatchLimit`).
@@ -454,6 +471,7 @@ fn compile_rule(
         status: def.status.unwrap_or(403),
         redirect: None,
         skip_after: None,
+        resume_at: 0,
         skip: 0,
         broken: false,
         location,
@@ -461,18 +479,7 @@ fn compile_rule(
     let mut fallbacks = Vec::new();
     let mut problem: Option<String> = None;
     for (i, part) in r.parts().enumerate() {
-        let mut p = Part {
-            targets: Vec::new(),
-            exclusions: Vec::new(),
-            op: None,
-            negated: false,
-            transforms: def.transforms.clone(),
-            chain_id: 0,
-            multi_match: false,
-            capture: false,
-            setvars: Vec::new(),
-            after: Vec::new(),
-        };
+        let mut p = Part { transforms: def.transforms.clone(), ..empty_part() };
         for a in &part.actions {
             apply_action(&mut rule, &mut p, &a.kind, def, i == 0, &mut problem);
         }
@@ -673,6 +680,7 @@ fn empty_part() -> Part {
         negated: false,
         transforms: Vec::new(),
         chain_id: 0,
+        prescan: None,
         multi_match: false,
         capture: false,
         setvars: Vec::new(),

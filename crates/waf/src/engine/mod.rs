@@ -7,7 +7,8 @@
 //! ```
 //!
 //! - [`compile`] turns the AST into [`RuleSet`]: settings, default actions folded in,
-//!   load-time exceptions applied, operators compiled (`operator`), phases ordered.
+//!   load-time exceptions applied, operators compiled (`operator`), phases ordered, and the
+//!   `@rx` patterns of each transformation chain joined into one automaton (`prescan`).
 //! - [`transaction`] runs one request: variables, transformations ([`transform`]), operators,
 //!   actions, `ctl:` at run time, and the body processors of [`body`].
 //! - [`request`] is the request/response model the gateway and the regression runner fill.
@@ -16,6 +17,7 @@
 pub mod body;
 pub mod compile;
 pub(crate) mod operator;
+pub(crate) mod prescan;
 pub mod request;
 pub mod support;
 pub mod transaction;

@@ -58,6 +58,31 @@ pub fn apply(t: Transformation, v: &[u8]) -> Vec<u8> {
 }
 
 /// C `isspace` in the "C" locale.
+/// Whether `apply(t, v)` certainly returns `v` unchanged, told by a cheap scan for the bytes
+/// the transformation acts on. `false` means "maybe changed": the caller applies it.
+pub fn unchanged(t: Transformation, v: &[u8]) -> bool {
+    use Transformation as T;
+    let none_of = |set: &[u8]| !v.iter().any(|b| set.contains(b));
+    match t {
+        T::None => true,
+        T::UrlDecode | T::UrlDecodeUni => none_of(b"%+"),
+        T::HtmlEntityDecode => none_of(b"&"),
+        T::JsDecode | T::CssDecode | T::EscapeSeqDecode => none_of(b"\\"),
+        T::Lowercase => !v.iter().any(u8::is_ascii_uppercase),
+        T::Uppercase => !v.iter().any(u8::is_ascii_lowercase),
+        T::RemoveNulls | T::ReplaceNulls => none_of(b"\0"),
+        T::Utf8ToUnicode => v.is_ascii(),
+        T::RemoveWhitespace => !v.iter().any(|&b| is_space(b) || b == 0xa0),
+        T::CompressWhitespace => {
+            !v.iter().any(|&b| (is_space(b) && b != b' ') || b == 0xa0) && !v.windows(2).any(|w| w == b"  ")
+        }
+        T::Trim => v.first().zip(v.last()).is_none_or(|(&a, &z)| !is_space(a) && !is_space(z)),
+        T::TrimLeft => v.first().is_none_or(|&a| !is_space(a)),
+        T::TrimRight => v.last().is_none_or(|&z| !is_space(z)),
+        _ => false,
+    }
+}
+
 pub(crate) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }

@@ -22,6 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use regex_automata::PatternSet;
+
 use crate::seclang::ast::{
     ActionKind, AllowScope, BodyProcessor, Ctl, EngineMode, IdRange, LimitAction, MacroPart, MacroString, MacroVar,
     Phase, SetVarOp, Severity, Target, TargetModifier, Variable,
@@ -30,6 +32,7 @@ use crate::seclang::ast::{
 use super::body::{json, multipart, urlencoded, xml};
 use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, Step, TargetSpec};
 use super::operator::{self, Captures, Op, Rx};
+use super::prescan::{self, Bits};
 use super::request::{Request, Response};
 use super::transform;
 
@@ -152,6 +155,11 @@ pub struct Transaction<'r> {
     started: u64,
     /// Transformed values by chain and original value.
     transformed: RefCell<TransformCache>,
+    /// Prescan bitsets by (chain, variable), dropped whenever request or response data is
+    /// loaded.
+    prescanned: RefCell<HashMap<(usize, Variable), Bits, FastHash>>,
+    /// Scratch space for prescanning.
+    found: RefCell<PatternSet>,
 }
 
 #[derive(Clone, Debug)]
@@ -168,9 +176,10 @@ struct Hit {
     captures: Option<Captures>,
 }
 
-enum Flow<'a> {
+enum Flow {
     Next,
-    SkipAfter(&'a str),
+    /// Resume after the rule's `skipAfter` marker.
+    SkipAfter,
     Skip(u32),
     EndPhase,
     Stop,
@@ -211,6 +220,8 @@ impl<'r> Transaction<'r> {
             unique_id: format!("{:016x}", UNIQUE.fetch_add(1, Ordering::Relaxed)),
             started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             transformed: RefCell::new(HashMap::new()),
+            prescanned: RefCell::new(HashMap::default()),
+            found: RefCell::new(rules.prescan.pattern_set()),
         }
     }
 
@@ -235,6 +246,7 @@ impl<'r> Transaction<'r> {
         if self.interruption.is_some() {
             return;
         }
+        self.prescanned.get_mut().clear();
         self.run_phase(Phase::RequestBody);
     }
 
@@ -246,6 +258,7 @@ impl<'r> Transaction<'r> {
         self.v.status = Some(resp.status);
         self.v.response_protocol = resp.protocol.clone();
         self.v.response_headers = resp.headers.clone();
+        self.prescanned.get_mut().clear();
         self.run_phase(Phase::ResponseHeaders);
         if self.interruption.is_some() {
             return;
@@ -261,6 +274,7 @@ impl<'r> Transaction<'r> {
                 self.v.response_body = Some(body.to_vec());
             }
         }
+        self.prescanned.get_mut().clear();
         self.run_phase(Phase::ResponseBody);
     }
 
@@ -335,32 +349,23 @@ impl<'r> Transaction<'r> {
             return;
         }
         let rs: &'r RuleSet = self.rules;
-        let mut skip_to: Option<&str> = None;
+        let steps = &rs.phases[usize::from(n - 1)];
         let mut skip_n = 0u32;
-        for step in &rs.phases[usize::from(n - 1)] {
-            let i = match step {
-                Step::Marker(m) => {
-                    if skip_to == Some(m.as_str()) {
-                        skip_to = None;
-                    }
-                    continue;
-                }
-                Step::Rule(i) => *i,
-            };
-            if skip_to.is_some() {
-                continue;
-            }
+        let mut at = 0;
+        while let Some(step) = steps.get(at) {
+            at += 1;
+            let Step::Rule(i) = step else { continue };
             if skip_n > 0 {
                 skip_n -= 1;
                 continue;
             }
-            let rule: &'r Rule = &rs.rules[i];
+            let rule: &'r Rule = &rs.rules[*i];
             if rule.broken || self.removed(rule) {
                 continue;
             }
             match self.eval_rule(rule) {
                 Flow::Next => {}
-                Flow::SkipAfter(m) => skip_to = Some(m),
+                Flow::SkipAfter => at = rule.resume_at,
                 Flow::Skip(k) => skip_n = k,
                 Flow::EndPhase => break,
                 Flow::Stop => return,
@@ -378,7 +383,7 @@ impl<'r> Transaction<'r> {
                 && rule.msg.as_ref().is_some_and(|m| self.removed_msgs.contains(&m.to_string())))
     }
 
-    fn eval_rule(&mut self, rule: &'r Rule) -> Flow<'r> {
+    fn eval_rule(&mut self, rule: &'r Rule) -> Flow {
         for part in &rule.parts {
             let hits = self.eval_part(rule, part);
             if hits.is_empty() {
@@ -447,8 +452,8 @@ impl<'r> Transaction<'r> {
             self.record(rule, disrupted);
         }
         if let Flow::Next = flow {
-            if let Some(m) = &rule.skip_after {
-                return Flow::SkipAfter(m.as_str());
+            if rule.skip_after.is_some() {
+                return Flow::SkipAfter;
             }
             if rule.skip > 0 {
                 return Flow::Skip(rule.skip);
@@ -465,10 +470,10 @@ impl<'r> Transaction<'r> {
         let m = MatchedRule {
             id: rule.id,
             phase: rule.phase.number(),
-            msg: rule.msg.as_ref().map(|m| lossy(self.expand(m, rule))).unwrap_or_default(),
-            data: rule.logdata.as_ref().map(|m| lossy(self.expand(m, rule))).unwrap_or_default(),
+            msg: rule.msg.as_ref().map(|m| lossy(self.expand(m, rule).into_owned())).unwrap_or_default(),
+            data: rule.logdata.as_ref().map(|m| lossy(self.expand(m, rule).into_owned())).unwrap_or_default(),
             severity: rule.severity,
-            tags: rule.tags.iter().map(|t| lossy(self.expand(t, rule))).collect(),
+            tags: rule.tags.iter().map(|t| lossy(self.expand(t, rule).into_owned())).collect(),
             matched_var_name: self.matched_var.0.clone(),
             location: rule.location.clone(),
             disruptive,
@@ -480,12 +485,17 @@ impl<'r> Transaction<'r> {
         let Some(op) = &part.op else {
             return vec![Hit { name: String::new(), value: Vec::new(), captures: None }];
         };
+        if let Some(index) = part.prescan {
+            if !self.may_match(rule, part, index) {
+                return Vec::new();
+            }
+        }
         let mut vals: Vec<Val<'_>> = Vec::new();
         for t in &part.targets {
             self.collect(t, rule, &part.exclusions, &mut vals);
         }
         // Operator arguments with macros are expanded once per rule part.
-        let expanded: Option<Vec<u8>> = match op {
+        let expanded: Option<Cow<'_, [u8]>> = match op {
             Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, m) => Some(self.expand(m, rule)),
             _ => None,
         };
@@ -518,24 +528,66 @@ impl<'r> Transaction<'r> {
         hits
     }
 
-    /// The value at the end of the part's transformation chain, computed once per transaction
-    /// for each (chain, value).
-    fn transform_cached(&self, part: &Part, v: &[u8]) -> Arc<[u8]> {
+    /// Whether the prescan leaves it possible that the part's pattern matches a value of one
+    /// of its targets (see `prescan`).
+    fn may_match(&self, rule: &Rule, part: &Part, index: usize) -> bool {
+        part.targets.iter().any(|t| {
+            let key = (part.chain_id, t.variable);
+            if let Some(bits) = self.prescanned.borrow().get(&key) {
+                return prescan::has(bits, index);
+            }
+            let bits = self.prescan_variable(rule, part, t.variable);
+            let hit = prescan::has(&bits, index);
+            self.prescanned.borrow_mut().insert(key, bits);
+            hit
+        })
+    }
+
+    /// Scans every member of a variable, through the part's chain, with the chain's automaton.
+    fn prescan_variable(&self, rule: &Rule, part: &Part, var: Variable) -> Bits {
+        let prescan = &self.rules.prescan;
+        let mut bits: Bits = vec![0; prescan.words(part.chain_id)].into_boxed_slice();
+        let mut vals = Vec::new();
+        self.values(var, &Sel::All, rule, &mut vals);
+        if var == Variable::Xml {
+            // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
+            self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
+        }
+        let mut found = self.found.borrow_mut();
+        for v in &vals {
+            if part.transforms.is_empty() {
+                prescan.scan(part.chain_id, &v.value, &mut found, &mut bits);
+            } else {
+                prescan.scan(part.chain_id, &self.transform_cached(part, &v.value), &mut found, &mut bits);
+            }
+        }
+        bits
+    }
+
+    /// The value at the end of the part's transformation chain. A value no step changes is
+    /// returned as it is (told by a cheap scan per step); the others are computed once per
+    /// transaction for each (chain, value).
+    fn transform_cached<'v>(&self, part: &Part, v: &'v [u8]) -> Transformed<'v> {
+        let Some(first) = part.transforms.iter().position(|&t| !transform::unchanged(t, v)) else {
+            return Transformed::Same(v);
+        };
         let mut cache = self.transformed.borrow_mut();
         let per_chain = cache.entry(part.chain_id).or_default();
         if let Some(t) = per_chain.get(v) {
-            return t.clone();
+            return Transformed::Changed(t.clone());
         }
         let mut cur = Cow::Borrowed(v);
-        for t in &part.transforms {
-            cur = Cow::Owned(transform::apply(*t, &cur));
+        for &t in &part.transforms[first..] {
+            if !transform::unchanged(t, &cur) {
+                cur = Cow::Owned(transform::apply(t, &cur));
+            }
         }
         let out: Arc<[u8]> = Arc::from(cur.as_ref());
         // Bounded: a request with very many distinct values stops caching, not growing.
         if per_chain.len() < 4096 {
             per_chain.insert(v.to_vec(), out.clone());
         }
-        out
+        Transformed::Changed(out)
     }
 
     /// Pushes the values of one target, without the excluded ones.
@@ -572,9 +624,9 @@ impl<'r> Transaction<'r> {
     }
 
     /// Expands `%{...}` macros.
-    fn expand(&self, m: &MacroString, rule: &Rule) -> Vec<u8> {
+    fn expand<'m>(&self, m: &'m MacroString, rule: &Rule) -> Cow<'m, [u8]> {
         if let Some(l) = m.as_literal() {
-            return l.as_bytes().to_vec();
+            return Cow::Borrowed(l.as_bytes());
         }
         let mut out = Vec::new();
         for p in &m.parts {
@@ -583,7 +635,7 @@ impl<'r> Transaction<'r> {
                 MacroPart::Var(mv) => out.extend_from_slice(&self.macro_value(mv, rule)),
             }
         }
-        out
+        Cow::Owned(out)
     }
 
     fn macro_value(&self, mv: &MacroVar, rule: &Rule) -> Vec<u8> {
@@ -602,7 +654,7 @@ impl<'r> Transaction<'r> {
     }
 
     fn setvar(&mut self, rule: &Rule, sv: &crate::seclang::ast::SetVar) {
-        let name = lossy(self.expand(&sv.var.name, rule)).to_ascii_lowercase();
+        let name = lossy(self.expand(&sv.var.name, rule).into_owned()).to_ascii_lowercase();
         let value = match &sv.op {
             SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => Some(self.expand(v, rule)),
             _ => None,
@@ -672,10 +724,28 @@ impl<'r> Transaction<'r> {
                 _ => {}
             },
             ActionKind::SetEnv(name, value) => {
-                let v = self.expand(value, rule);
+                let v = self.expand(value, rule).into_owned();
                 self.env.insert(name.clone(), v);
             }
             _ => {}
+        }
+    }
+}
+
+/// A value at the end of a transformation chain.
+enum Transformed<'v> {
+    /// No step changed it.
+    Same(&'v [u8]),
+    /// Computed (and cached).
+    Changed(Arc<[u8]>),
+}
+
+impl std::ops::Deref for Transformed<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Transformed::Same(v) => v,
+            Transformed::Changed(v) => v,
         }
     }
 }

@@ -223,6 +223,14 @@ impl Transaction<'_> {
             V::FilesCombinedSize => {
                 owned(v.files.iter().map(|f| f.content.len()).sum::<usize>().to_string().into_bytes(), out)
             }
+            V::Tx if matches!(sel, Sel::Key(_)) => {
+                // A named TX variable: one lookup instead of a walk over the collection.
+                if let Sel::Key(k) = sel {
+                    if let Some((k, val)) = self.tx.get_key_value(k.as_str()) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    }
+                }
+            }
             V::Tx => {
                 for (k, val) in &self.tx {
                     if sel.matches(k.as_bytes()) {
