@@ -38,6 +38,12 @@ impl RuleSet {
         }
         tx.finish()
     }
+
+    /// Whether any rule runs on the response (phase 3 or 4). A gateway that finds none can
+    /// end a transaction with the request instead of keeping it for the response.
+    pub fn has_response_rules(&self) -> bool {
+        self.phases[2..4].iter().flatten().any(|s| matches!(s, compile::Step::Rule(_)))
+    }
 }
 
 #[cfg(test)]
