@@ -354,7 +354,7 @@ impl RuleSet {
             part.chain_id = *chains.entry(part.transforms.clone()).or_insert(next);
         }
         let live = rules.iter_mut().zip(&removed).filter(|(r, &gone)| !gone && !r.broken);
-        let prescan = Prescan::build(live.flat_map(|(r, _)| r.parts.iter_mut()), chains.len());
+        let prescan = Prescan::build(live.flat_map(|(r, _)| r.parts.iter_mut()));
 
         let mut phases: [Vec<Step>; 5] = Default::default();
         for o in order {

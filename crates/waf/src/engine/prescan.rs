@@ -1,85 +1,128 @@
-//! Prescanning: the `@rx` patterns that look at values after the same transformation chain are
-//! compiled together into one multi-pattern automaton, so that a request value is scanned once
-//! per chain instead of once per rule.
+//! Prescanning: every literal `@rx` pattern of the rule set is compiled into one multi-pattern
+//! automaton, so that a request value is scanned once per distinct transformed form instead of
+//! once per rule.
 //!
 //! ```text
-//! compile:      rules ──(chain id, pattern)──▶ one regex-automata set per chain (MatchKind::All)
-//! transaction:  (chain, variable) ──every value, transformed, scanned once──▶ bitset of patterns
-//!               rule part ──its pattern's bit in the bitsets of its target variables──▶ 0: no match
+//! compile:      (chain, pattern) of every eligible rule part ──▶ one regex-automata set (MatchKind::All)
+//!               + per chain: the mask of its patterns; per variable: the chains that look at it
+//! transaction:  variable ──each value × its chains' transformations──▶ distinct forms (most values
+//!               leave most chains unchanged: one form) ──one scan each──▶ bitset of patterns
+//!               rule part ──its pattern's bit in its targets' bitsets──▶ clear: cannot match
 //! ```
 //!
-//! The bitset of a (chain, variable) is the union over every member of the collection, so it
-//! over-approximates what a part with a key selector or exclusions sees: a clear bit proves
-//! the part cannot match and it is skipped; a set bit sends the part through the ordinary
-//! per-value evaluation, which decides. Benign traffic clears nearly every bit, so most rules
-//! cost a few bit tests. Only parts whose answer is a pure function of request data take
-//! part: a literal, non-negated `@rx` on the linear engine, no `multiMatch`, no counting, and
-//! targets whose values do not change within a phase (not `TX`, `MATCHED_VAR`, ...).
+//! A pattern's bit is set when it matches some member of the variable transformed by the
+//! pattern's chain. The bitset covers the whole collection, so it over-approximates what a part
+//! with a key selector or exclusions sees: a clear bit proves the part cannot match and it is
+//! skipped; a set bit sends the part through the ordinary per-value evaluation, which decides.
+//! Benign traffic clears nearly every bit, so most rules cost a few bit tests. Only parts whose
+//! answer is a pure function of request data take part: a literal, non-negated `@rx` on the
+//! linear engine, no `multiMatch`, no counting, and targets whose values do not change within a
+//! phase (not `TX`, `MATCHED_VAR`, ...).
+
+use std::collections::HashMap;
 
 use regex_automata::meta::{self, Regex};
+use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind, PatternSet};
 
-use crate::seclang::ast::Variable;
+use crate::seclang::ast::{Transformation, Variable};
 
 use super::compile::Part;
 use super::operator::{Op, Rx};
 
-/// The prescan automata of a rule set, by transformation chain id.
+/// The prescan automaton of a rule set and what its patterns belong to.
 #[derive(Debug, Default)]
 pub(crate) struct Prescan {
-    sets: Vec<Option<Regex>>,
+    re: Option<Regex>,
+    /// By chain id: the transformations, and the bits of the chain's patterns.
+    chains: Vec<(Vec<Transformation>, Bits)>,
+    /// By variable: the chains whose prescanned parts look at it.
+    by_variable: HashMap<Variable, Vec<usize>>,
 }
 
-/// A bitset of the patterns of one chain that matched some value.
+/// A bitset of patterns.
 pub(crate) type Bits = Box<[u64]>;
 
 impl Prescan {
-    /// Assigns every eligible part its pattern index (`Part::prescan`) and compiles one
-    /// automaton per chain. A chain whose automaton cannot be built keeps per-rule evaluation.
-    pub(crate) fn build<'a>(parts: impl Iterator<Item = &'a mut Part>, chains: usize) -> Prescan {
-        let mut patterns: Vec<Vec<String>> = vec![Vec::new(); chains];
+    /// Assigns every eligible part its pattern index (`Part::prescan`) and compiles the
+    /// automaton. When it cannot be built, every part keeps per-rule evaluation.
+    pub(crate) fn build<'a>(parts: impl Iterator<Item = &'a mut Part>) -> Prescan {
+        let mut patterns: Vec<(usize, String)> = Vec::new();
         let mut members: Vec<(&'a mut Part, usize)> = Vec::new();
+        let mut transforms: HashMap<usize, Vec<Transformation>> = HashMap::new();
+        let mut by_variable: HashMap<Variable, Vec<usize>> = HashMap::new();
         for part in parts {
             let Some(pattern) = eligible(part) else { continue };
-            let list = &mut patterns[part.chain_id];
-            let index = match list.iter().position(|p| *p == pattern) {
+            let key = (part.chain_id, pattern);
+            let index = match patterns.iter().position(|p| *p == key) {
                 Some(i) => i,
                 None => {
-                    list.push(pattern);
-                    list.len() - 1
+                    patterns.push(key);
+                    patterns.len() - 1
                 }
             };
+            transforms.entry(part.chain_id).or_insert_with(|| part.transforms.clone());
+            for t in &part.targets {
+                let chains = by_variable.entry(t.variable).or_default();
+                if !chains.contains(&part.chain_id) {
+                    chains.push(part.chain_id);
+                }
+            }
             members.push((part, index));
         }
-        let sets: Vec<Option<Regex>> = patterns.iter().map(|p| (!p.is_empty()).then(|| compile(p)).flatten()).collect();
-        for (part, index) in members {
-            if sets[part.chain_id].is_some() {
-                part.prescan = Some(index);
-            }
+        let Some(re) = compile(patterns.iter().map(|(_, p)| p.as_str())) else {
+            return Prescan::default();
+        };
+        let words = patterns.len().div_ceil(64);
+        let chain_count = transforms.keys().max().map_or(0, |m| m + 1);
+        let mut chains: Vec<(Vec<Transformation>, Bits)> =
+            (0..chain_count).map(|c| (transforms.remove(&c).unwrap_or_default(), zeros(words))).collect();
+        for (i, (chain, _)) in patterns.iter().enumerate() {
+            set(&mut chains[*chain].1, i);
         }
-        Prescan { sets }
+        for (part, index) in members {
+            part.prescan = Some(index);
+        }
+        Prescan { re: Some(re), chains, by_variable }
     }
 
-    /// How many 64-bit words a bitset of this chain takes (0: the chain has no automaton).
-    pub(crate) fn words(&self, chain: usize) -> usize {
-        self.sets.get(chain).and_then(Option::as_ref).map_or(0, |r| r.pattern_len().div_ceil(64))
+    /// An empty bitset.
+    pub(crate) fn empty(&self) -> Bits {
+        zeros(self.re.as_ref().map_or(0, |r| r.pattern_len().div_ceil(64)))
     }
 
-    /// Adds the patterns of `chain` that match somewhere in `value` to `bits`.
-    pub(crate) fn scan(&self, chain: usize, value: &[u8], found: &mut PatternSet, bits: &mut [u64]) {
-        let Some(Some(re)) = self.sets.get(chain) else { return };
+    /// The chains (id and transformations) whose prescanned parts look at `var`.
+    pub(crate) fn chains_of(&self, var: Variable) -> impl Iterator<Item = (usize, &[Transformation])> {
+        let ids = self.by_variable.get(&var).map_or(&[][..], Vec::as_slice);
+        ids.iter().map(|&c| (c, self.chains[c].0.as_slice()))
+    }
+
+    /// Sets in `bits` the patterns that match somewhere in `value` and belong to one of
+    /// `chains` (the chains that turn the value into this form).
+    pub(crate) fn scan(&self, value: &[u8], chains: &[usize], found: &mut PatternSet, bits: &mut [u64]) {
+        let Some(re) = &self.re else { return };
         found.clear();
         re.which_overlapping_matches(&Input::new(value), found);
-        for p in found.iter() {
-            bits[p.as_usize() / 64] |= 1 << (p.as_usize() % 64);
+        for p in found.iter().map(|p| p.as_usize()) {
+            if chains.iter().any(|&c| has(&self.chains[c].1, p)) {
+                set(bits, p);
+            }
         }
     }
 
-    /// A pattern set sized for the largest automaton.
+    /// A pattern set for [`Prescan::scan`].
     pub(crate) fn pattern_set(&self) -> PatternSet {
-        PatternSet::new(self.sets.iter().flatten().map(Regex::pattern_len).max().unwrap_or(0))
+        PatternSet::new(self.re.as_ref().map_or(0, Regex::pattern_len))
     }
+}
+
+fn zeros(words: usize) -> Bits {
+    vec![0; words].into_boxed_slice()
+}
+
+fn set(bits: &mut [u64], index: usize) {
+    bits[index / 64] |= 1 << (index % 64);
 }
 
 /// Whether a bit is set.
@@ -98,7 +141,7 @@ fn eligible(part: &Part) -> Option<String> {
 
 /// Variables whose values only change when the transaction loads request or response data
 /// (when the prescan bitsets are dropped), never while rules run.
-pub(crate) fn stable(v: Variable) -> bool {
+fn stable(v: Variable) -> bool {
     use Variable as V;
     matches!(
         v,
@@ -138,19 +181,23 @@ pub(crate) fn stable(v: Variable) -> bool {
     )
 }
 
-/// One automaton for the patterns of a chain: every pattern that matches anywhere is reported
+/// One automaton for all patterns: every pattern that matches anywhere is reported
 /// (`MatchKind::All`, overlapping search); no capture groups are kept.
-fn compile(patterns: &[String]) -> Option<Regex> {
-    let built = Regex::builder()
+fn compile<'p>(patterns: impl Iterator<Item = &'p str>) -> Option<Regex> {
+    let patterns: Vec<&str> = patterns.collect();
+    if patterns.is_empty() {
+        return None;
+    }
+    Regex::builder()
         .syntax(syntax::Config::new().utf8(false))
         .configure(
             meta::Config::new()
                 .match_kind(MatchKind::All)
                 .utf8_empty(false)
-                .which_captures(regex_automata::nfa::thompson::WhichCaptures::None)
+                .which_captures(WhichCaptures::None)
                 .nfa_size_limit(Some(512 << 20))
-                .hybrid_cache_capacity(64 << 20),
+                .hybrid_cache_capacity(128 << 20),
         )
-        .build_many(patterns);
-    built.ok()
+        .build_many(&patterns)
+        .ok()
 }

@@ -23,10 +23,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use regex_automata::PatternSet;
+use smallvec::SmallVec;
 
 use crate::seclang::ast::{
     ActionKind, AllowScope, BodyProcessor, Ctl, EngineMode, IdRange, LimitAction, MacroPart, MacroString, MacroVar,
-    Phase, SetVarOp, Severity, Target, TargetModifier, Variable,
+    Phase, SetVarOp, Severity, Target, TargetModifier, Transformation, Variable,
 };
 
 use super::body::{json, multipart, urlencoded, xml};
@@ -133,8 +134,9 @@ pub struct Transaction<'r> {
     /// IP, GLOBAL, SESSION, USER, RESOURCE: kept for this transaction only.
     stores: BTreeMap<(u8, String), Vec<u8>>,
     env: BTreeMap<String, Vec<u8>>,
-    matched_var: (String, Vec<u8>),
-    matched_vars: Vec<(String, Vec<u8>)>,
+    /// `MATCHED_VAR_NAME` and `MATCHED_VAR` (`None`: empty).
+    matched_var: Option<Matched>,
+    matched_vars: Vec<Matched>,
     engine: EngineMode,
     request_body_access: bool,
     response_body_access: bool,
@@ -155,9 +157,9 @@ pub struct Transaction<'r> {
     started: u64,
     /// Transformed values by chain and original value.
     transformed: RefCell<TransformCache>,
-    /// Prescan bitsets by (chain, variable), dropped whenever request or response data is
+    /// Prescan bitsets by variable, dropped whenever request or response data is
     /// loaded.
-    prescanned: RefCell<HashMap<(usize, Variable), Bits, FastHash>>,
+    prescanned: RefCell<HashMap<Variable, Bits, FastHash>>,
     /// Scratch space for prescanning.
     found: RefCell<PatternSet>,
 }
@@ -171,10 +173,16 @@ enum RuleRef {
 
 /// One successful operator run.
 struct Hit {
-    name: String,
-    value: Vec<u8>,
+    name: Arc<str>,
+    value: Arc<[u8]>,
     captures: Option<Captures>,
 }
+
+/// The hits of a rule part: most parts have none or one.
+type Hits = SmallVec<[Hit; 2]>;
+
+/// A matched variable's name and value, shared by `MATCHED_VAR` and `MATCHED_VARS`.
+type Matched = (Arc<str>, Arc<[u8]>);
 
 enum Flow {
     Next,
@@ -187,7 +195,7 @@ enum Flow {
 
 mod variables;
 
-use variables::{store_index, Val, Vars};
+use variables::{store_index, Val, Vals, Vars};
 
 static UNIQUE: AtomicU64 = AtomicU64::new(1);
 
@@ -201,7 +209,7 @@ impl<'r> Transaction<'r> {
             tx: BTreeMap::new(),
             stores: BTreeMap::new(),
             env: BTreeMap::new(),
-            matched_var: (String::new(), Vec::new()),
+            matched_var: None,
             matched_vars: Vec::new(),
             engine: s.engine,
             request_body_access: s.request_body_access,
@@ -390,7 +398,7 @@ impl<'r> Transaction<'r> {
                 // libmodsecurity3 clears MATCHED_VAR(S) when a rule part does not match, and
                 // only then: the matches of consecutive matching rules accumulate (checked
                 // against 3.0.9; CRS chains that inspect MATCHED_VARS count them all).
-                self.matched_var = (String::new(), Vec::new());
+                self.matched_var = None;
                 self.matched_vars.clear();
                 return Flow::Next;
             }
@@ -402,8 +410,9 @@ impl<'r> Transaction<'r> {
                         }
                     }
                 }
-                self.matched_var = (h.name.clone(), h.value.clone());
-                self.matched_vars.push((h.name, h.value));
+                let matched = (h.name, h.value);
+                self.matched_var = Some(matched.clone());
+                self.matched_vars.push(matched);
                 for sv in &part.setvars {
                     self.setvar(rule, sv);
                 }
@@ -474,23 +483,25 @@ impl<'r> Transaction<'r> {
             data: rule.logdata.as_ref().map(|m| lossy(self.expand(m, rule).into_owned())).unwrap_or_default(),
             severity: rule.severity,
             tags: rule.tags.iter().map(|t| lossy(self.expand(t, rule).into_owned())).collect(),
-            matched_var_name: self.matched_var.0.clone(),
+            matched_var_name: self.matched_var.as_ref().map(|(name, _)| name.to_string()).unwrap_or_default(),
             location: rule.location.clone(),
             disruptive,
         };
         self.matches.push(m);
     }
 
-    fn eval_part(&self, rule: &Rule, part: &Part) -> Vec<Hit> {
+    fn eval_part(&self, rule: &Rule, part: &Part) -> Hits {
+        let mut hits = Hits::new();
         let Some(op) = &part.op else {
-            return vec![Hit { name: String::new(), value: Vec::new(), captures: None }];
+            hits.push(Hit { name: Arc::from(""), value: Arc::from(&[][..]), captures: None });
+            return hits;
         };
         if let Some(index) = part.prescan {
             if !self.may_match(rule, part, index) {
-                return Vec::new();
+                return hits;
             }
         }
-        let mut vals: Vec<Val<'_>> = Vec::new();
+        let mut vals = Vals::new();
         for t in &part.targets {
             self.collect(t, rule, &part.exclusions, &mut vals);
         }
@@ -505,14 +516,17 @@ impl<'r> Transaction<'r> {
             }
             _ => None,
         };
-        let mut hits = Vec::new();
         for val in vals {
             if !part.multi_match && !part.transforms.is_empty() {
-                let tv = self.transform_cached(part, &val.value);
+                let tv = self.transform_cached(part.chain_id, &part.transforms, &val.value);
                 let (hit, caps) =
                     run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
                 if hit != part.negated {
-                    hits.push(Hit { name: val.name(), value: tv.to_vec(), captures: caps });
+                    let value = match tv {
+                        Transformed::Same(v) => Arc::from(v),
+                        Transformed::Changed(v) => v,
+                    };
+                    hits.push(Hit { name: val.name(), value, captures: caps });
                 }
                 continue;
             }
@@ -521,7 +535,7 @@ impl<'r> Transaction<'r> {
                 let (hit, caps) =
                     run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
                 if hit != part.negated {
-                    hits.push(Hit { name: val.name(), value: tv.into_owned(), captures: caps });
+                    hits.push(Hit { name: val.name(), value: Arc::from(tv.as_ref()), captures: caps });
                 }
             }
         }
@@ -532,33 +546,40 @@ impl<'r> Transaction<'r> {
     /// of its targets (see `prescan`).
     fn may_match(&self, rule: &Rule, part: &Part, index: usize) -> bool {
         part.targets.iter().any(|t| {
-            let key = (part.chain_id, t.variable);
-            if let Some(bits) = self.prescanned.borrow().get(&key) {
+            if let Some(bits) = self.prescanned.borrow().get(&t.variable) {
                 return prescan::has(bits, index);
             }
-            let bits = self.prescan_variable(rule, part, t.variable);
+            let bits = self.prescan_variable(rule, t.variable);
             let hit = prescan::has(&bits, index);
-            self.prescanned.borrow_mut().insert(key, bits);
+            self.prescanned.borrow_mut().insert(t.variable, bits);
             hit
         })
     }
 
-    /// Scans every member of a variable, through the part's chain, with the chain's automaton.
-    fn prescan_variable(&self, rule: &Rule, part: &Part, var: Variable) -> Bits {
+    /// Scans every member of a variable with the prescan automaton, once per distinct form the
+    /// member takes through the chains that look at the variable.
+    fn prescan_variable(&self, rule: &Rule, var: Variable) -> Bits {
         let prescan = &self.rules.prescan;
-        let mut bits: Bits = vec![0; prescan.words(part.chain_id)].into_boxed_slice();
-        let mut vals = Vec::new();
+        let mut bits = prescan.empty();
+        let mut vals = Vals::new();
         self.values(var, &Sel::All, rule, &mut vals);
         if var == Variable::Xml {
             // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
         }
         let mut found = self.found.borrow_mut();
+        let mut forms: SmallVec<[(Transformed<'_>, SmallVec<[usize; 8]>); 4]> = SmallVec::new();
         for v in &vals {
-            if part.transforms.is_empty() {
-                prescan.scan(part.chain_id, &v.value, &mut found, &mut bits);
-            } else {
-                prescan.scan(part.chain_id, &self.transform_cached(part, &v.value), &mut found, &mut bits);
+            forms.clear();
+            for (chain, transforms) in prescan.chains_of(var) {
+                let form = self.transform_cached(chain, transforms, &v.value);
+                match forms.iter_mut().find(|(f, _)| **f == *form) {
+                    Some((_, chains)) => chains.push(chain),
+                    None => forms.push((form, SmallVec::from_slice(&[chain]))),
+                }
+            }
+            for (form, chains) in &forms {
+                prescan.scan(form, chains, &mut found, &mut bits);
             }
         }
         bits
@@ -567,17 +588,17 @@ impl<'r> Transaction<'r> {
     /// The value at the end of the part's transformation chain. A value no step changes is
     /// returned as it is (told by a cheap scan per step); the others are computed once per
     /// transaction for each (chain, value).
-    fn transform_cached<'v>(&self, part: &Part, v: &'v [u8]) -> Transformed<'v> {
-        let Some(first) = part.transforms.iter().position(|&t| !transform::unchanged(t, v)) else {
+    fn transform_cached<'v>(&self, chain: usize, transforms: &[Transformation], v: &'v [u8]) -> Transformed<'v> {
+        let Some(first) = transforms.iter().position(|&t| !transform::unchanged(t, v)) else {
             return Transformed::Same(v);
         };
         let mut cache = self.transformed.borrow_mut();
-        let per_chain = cache.entry(part.chain_id).or_default();
+        let per_chain = cache.entry(chain).or_default();
         if let Some(t) = per_chain.get(v) {
             return Transformed::Changed(t.clone());
         }
         let mut cur = Cow::Borrowed(v);
-        for &t in &part.transforms[first..] {
+        for &t in &transforms[first..] {
             if !transform::unchanged(t, &cur) {
                 cur = Cow::Owned(transform::apply(t, &cur));
             }
@@ -591,7 +612,7 @@ impl<'r> Transaction<'r> {
     }
 
     /// Pushes the values of one target, without the excluded ones.
-    fn collect<'a>(&'a self, t: &TargetSpec, rule: &Rule, excl: &[Exclusion], out: &mut Vec<Val<'a>>) {
+    fn collect<'a>(&'a self, t: &TargetSpec, rule: &Rule, excl: &[Exclusion], out: &mut Vals<'a>) {
         let start = out.len();
         self.values(t.variable, &t.sel, rule, out);
         let removed: Vec<&Exclusion> = self
@@ -648,7 +669,7 @@ impl<'r> Transaction<'r> {
             Some(k) => Sel::Key(k.to_ascii_lowercase()),
             None => Sel::All,
         };
-        let mut vals = Vec::new();
+        let mut vals = Vals::new();
         self.values(mv.variable, &sel, rule, &mut vals);
         vals.into_iter().next().map(|v| v.value.into_owned()).unwrap_or_default()
     }
@@ -815,11 +836,7 @@ fn exclusion(t: &Target) -> Option<Exclusion> {
 
 /// The values the operator sees: the end of the chain, or with `multiMatch` the original and
 /// every step that changed it.
-fn transformed<'a>(
-    v: &Cow<'a, [u8]>,
-    chain: &[crate::seclang::ast::Transformation],
-    multi: bool,
-) -> Vec<Cow<'a, [u8]>> {
+fn transformed<'a>(v: &Cow<'a, [u8]>, chain: &[Transformation], multi: bool) -> Vec<Cow<'a, [u8]>> {
     if chain.is_empty() {
         return vec![v.clone()];
     }

@@ -4,6 +4,9 @@
 //! anchored variables), `MATCHED_VAR(S)`, `TX` and the other stores, multipart flags, XML, time.
 
 use std::borrow::Cow;
+use std::sync::Arc;
+
+use smallvec::SmallVec;
 
 use crate::seclang::ast::Variable;
 
@@ -60,11 +63,23 @@ pub(super) struct Val<'a> {
     pub(super) value: Cow<'a, [u8]>,
 }
 
+/// The values of a target: most targets have a few.
+pub(super) type Vals<'a> = SmallVec<[Val<'a>; 8]>;
+
 impl Val<'_> {
-    pub(super) fn name(&self) -> String {
+    /// `VAR:key`, or `VAR` for a scalar.
+    pub(super) fn name(&self) -> Arc<str> {
+        let var = self.var.name();
         match &self.key {
-            Some(k) => format!("{}:{}", self.var.name(), String::from_utf8_lossy(k)),
-            None => self.var.name().to_string(),
+            Some(k) => {
+                let key = String::from_utf8_lossy(k);
+                let mut name = String::with_capacity(var.len() + 1 + key.len());
+                name.push_str(var);
+                name.push(':');
+                name.push_str(&key);
+                Arc::from(name)
+            }
+            None => Arc::from(var),
         }
     }
 }
@@ -143,27 +158,26 @@ impl Transaction<'_> {
     }
 
     /// The values of a variable (with its selector).
-    pub(super) fn values<'a>(&'a self, var: Variable, sel: &Sel, rule: &Rule, out: &mut Vec<Val<'a>>) {
+    pub(super) fn values<'a>(&'a self, var: Variable, sel: &Sel, rule: &Rule, out: &mut Vals<'a>) {
         use Variable as V;
         let v = &self.v;
-        let pairs = |list: &'a [Pair], out: &mut Vec<Val<'a>>| {
+        let pairs = |list: &'a [Pair], out: &mut Vals<'a>| {
             for (k, val) in list {
                 if sel.matches(k) {
                     out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(val) });
                 }
             }
         };
-        let names = |list: &'a [Pair], out: &mut Vec<Val<'a>>| {
+        let names = |list: &'a [Pair], out: &mut Vals<'a>| {
             for (k, _) in list {
                 if sel.matches(k) {
                     out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(k) });
                 }
             }
         };
-        let scalar =
-            |val: &'a [u8], out: &mut Vec<Val<'a>>| out.push(Val { var, key: None, value: Cow::Borrowed(val) });
-        let owned = |val: Vec<u8>, out: &mut Vec<Val<'a>>| out.push(Val { var, key: None, value: Cow::Owned(val) });
-        let flag = |b: bool, out: &mut Vec<Val<'a>>| {
+        let scalar = |val: &'a [u8], out: &mut Vals<'a>| out.push(Val { var, key: None, value: Cow::Borrowed(val) });
+        let owned = |val: Vec<u8>, out: &mut Vals<'a>| out.push(Val { var, key: None, value: Cow::Owned(val) });
+        let flag = |b: bool, out: &mut Vals<'a>| {
             out.push(Val { var, key: None, value: Cow::Borrowed(if b { b"1" } else { b"0" }) })
         };
         let mp = v.multipart.unwrap_or_default();
@@ -253,8 +267,8 @@ impl Transaction<'_> {
                     }
                 }
             }
-            V::MatchedVar => scalar(&self.matched_var.1, out),
-            V::MatchedVarName => scalar(self.matched_var.0.as_bytes(), out),
+            V::MatchedVar => scalar(self.matched_var.as_ref().map_or(&[][..], |(_, v)| v), out),
+            V::MatchedVarName => scalar(self.matched_var.as_ref().map_or(&[][..], |(n, _)| n.as_bytes()), out),
             V::MatchedVars => {
                 for (k, val) in &self.matched_vars {
                     if sel.matches(k.as_bytes()) {
