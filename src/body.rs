@@ -3,7 +3,8 @@
 //! A request body is either buffered (small, known length: replayable for retries and readable by
 //! later stages) or streamed with a size limit. A response body is either produced by the gateway
 //! or streamed from an upstream; when an upstream body ends, its connection returns to the pool.
-//! A response may carry its access-log record, written when the body is done.
+//! An upstream body whose beginning the WAF read (phase 4) is that prefix followed by the rest,
+//! still streamed. A response may carry its access-log record, written when the body is done.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -37,6 +38,16 @@ enum Kind {
     },
     /// Read from its upstream connection, which goes back to the pool at the end.
     Upstream(ResponseBody),
+    /// Bytes already read from `rest`, sent before the rest of it (boxed: rare, and it keeps
+    /// every other body small).
+    Prefixed(Box<Prefixed>),
+}
+
+struct Prefixed {
+    head: Option<Bytes>,
+    rest: Body,
+    /// Trailers read with the head (the body ended there).
+    trailers: Option<http::HeaderMap>,
 }
 
 impl Body {
@@ -62,6 +73,13 @@ impl Body {
     /// An upstream response body; its connection goes back to its pool when the body ends.
     pub fn upstream(body: ResponseBody) -> Self {
         Self::from_kind(Kind::Upstream(body))
+    }
+
+    /// `head`, then what is left of `rest` (a body whose first bytes were read from it), then
+    /// `trailers` when the head ended with them.
+    pub fn prefixed(head: Bytes, rest: Body, trailers: Option<http::HeaderMap>) -> Self {
+        let head = (!head.is_empty()).then_some(head);
+        Self::from_kind(Kind::Prefixed(Box::new(Prefixed { head, rest, trailers })))
     }
 
     fn from_kind(kind: Kind) -> Self {
@@ -113,6 +131,13 @@ impl http_body::Body for Body {
                 Poll::Pending => Poll::Pending,
             },
             Kind::Upstream(body) => body.poll_frame(cx),
+            Kind::Prefixed(prefixed) => match prefixed.head.take() {
+                Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
+                None => match Pin::new(&mut prefixed.rest).poll_frame(cx) {
+                    Poll::Ready(None) => Poll::Ready(prefixed.trailers.take().map(|t| Ok(Frame::trailers(t)))),
+                    polled => polled,
+                },
+            },
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             this.bytes += frame.data_ref().map_or(0, |d| d.len() as u64);
@@ -125,6 +150,9 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Limited { body, .. } => body.is_end_stream(),
             Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Prefixed(prefixed) => {
+                prefixed.head.is_none() && prefixed.rest.is_end_stream() && prefixed.trailers.is_none()
+            }
         }
     }
 
@@ -133,6 +161,16 @@ impl http_body::Body for Body {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Limited { body, .. } => body.size_hint(),
             Kind::Upstream(body) => body.size_hint(),
+            Kind::Prefixed(prefixed) => {
+                let head = prefixed.head.as_ref().map_or(0, |h| h.len() as u64);
+                let rest = prefixed.rest.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(rest.lower() + head);
+                if let Some(upper) = rest.upper() {
+                    hint.set_upper(upper + head);
+                }
+                hint
+            }
         }
     }
 }

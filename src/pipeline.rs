@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! head limits ─ route match ─ body limit ─ ip rules ─ bot ─ (auth ─ WAF ─ CC ─ rate limits) ─ proxy
+//!   ─ WAF response phases (routes whose rule set has response rules)
 //! ```
 //!
 //! The route picks the policies; stages then run in a fixed order, cheapest refusal first: an
@@ -146,6 +147,7 @@ async fn dispatch(
         tenant: None,
         consumer: None,
         waf_action: None,
+        waf_response: None,
         limited: false,
     };
     stage!(snapshot.ip_rules, request, exchange);
@@ -202,9 +204,18 @@ async fn dispatch(
     let backends = proxy.backends_for(request.headers());
     let forwarded = forward(&proxy.upstream, backends, &input, request, retryable).await;
     outcome.target = forwarded.target.map(|t| t.key.addr.clone());
-    match forwarded.result {
+    let response = match forwarded.result {
         Ok(response) => downstream_response(response),
-        Err(failure) => reject(rejection_for(failure)),
+        Err(failure) => return reject(rejection_for(failure)),
+    };
+    // The WAF's response phases, when the route's rule set has any.
+    match exchange.waf_response.take() {
+        None => response,
+        Some(check) => {
+            let (response, action) = check.inspect(response, proxy.upstream.request_timeout).await;
+            outcome.waf_action = Some(action.as_str());
+            response
+        }
     }
 }
 

@@ -272,7 +272,7 @@ pub fn malformed_exclusions(exclusions: &[Exclusion]) -> Vec<usize> {
         .collect()
 }
 
-/// One audit-log line: a request that matched any rule.
+/// One audit-log line: a request that matched any rule (in its request or its response).
 #[derive(Serialize)]
 pub struct AuditRecord<'a> {
     pub ts: String,
@@ -284,13 +284,22 @@ pub struct AuditRecord<'a> {
     pub uri: &'a str,
     pub ruleset: &'a str,
     pub matched: Vec<AuditMatch<'a>>,
+    /// The inbound (request) anomaly score.
     pub anomaly_score: i64,
+    /// The outbound (response) anomaly score.
+    pub outbound_anomaly_score: i64,
+    /// Set when a limit, not a rule, refused: `response_body_limit` (`SecResponseBodyLimitAction
+    /// Reject`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
     pub action: &'static str,
 }
 
 #[derive(Serialize)]
 pub struct AuditMatch<'a> {
     pub id: u64,
+    /// 1 and 2 for the request, 3 and 4 for the response, 5 for logging.
+    pub phase: u8,
     pub msg: &'a str,
     pub data: &'a str,
     pub severity: Option<u8>,
@@ -298,6 +307,12 @@ pub struct AuditMatch<'a> {
 
 impl<'a> AuditMatch<'a> {
     pub fn of(rule: &'a barbican_waf::MatchedRule) -> Self {
-        Self { id: rule.id, msg: &rule.msg, data: &rule.data, severity: rule.severity.map(|s| s.number()) }
+        Self {
+            id: rule.id,
+            phase: rule.phase,
+            msg: &rule.msg,
+            data: &rule.data,
+            severity: rule.severity.map(|s| s.number()),
+        }
     }
 }

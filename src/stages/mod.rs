@@ -36,6 +36,9 @@ pub struct Exchange<'a> {
     pub tenant: Option<String>,
     pub consumer: Option<String>,
     pub waf_action: Option<&'static str>,
+    /// The WAF transaction of a request whose response the rules inspect too (phases 3 and
+    /// 4); `None` on routes without a WAF or whose rule set has no response rules.
+    pub waf_response: Option<Box<waf::ResponseCheck<'a>>>,
     pub limited: bool,
 }
 
