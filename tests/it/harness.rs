@@ -335,3 +335,89 @@ where
 pub fn config(rest: &str) -> String {
     format!("listeners: [{{ name: public, bind: 127.0.0.1:0 }}]\nworkers: 1\nshutdown_timeout: 2s\n{rest}")
 }
+
+/// An upstream that answers in raw HTTP/1.1, for answers the echo upstream cannot give: chosen
+/// status, headers and body, chunks spread over time. `answer` gets each request's head and
+/// the connection, writes what it likes, and hands the connection back to read the next
+/// request from (`None` closes it). Request bodies (by `content-length`) are read and dropped.
+pub async fn scripted_upstream<F, Fut>(answer: F) -> ScriptedUpstream
+where
+    F: Fn(String, tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Option<tokio::net::TcpStream>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+    let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                while let Some(head) = read_request_head(&mut stream).await {
+                    match answer(head, stream).await {
+                        Some(next) => stream = next,
+                        None => return,
+                    }
+                }
+            });
+        }
+    });
+    ScriptedUpstream { addr, task }
+}
+
+/// A running scripted upstream; dropping it stops accepting.
+pub struct ScriptedUpstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ScriptedUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request head (and drops its body); `None` when the connection ends first.
+async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length = head
+        .lines()
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case("content-length")))
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    tokio::io::copy(&mut (&mut *stream).take(length), &mut tokio::io::sink()).await.ok()?;
+    Some(head)
+}
+
+/// The path of a request head's request line.
+pub fn request_path(head: &str) -> &str {
+    head.split(' ').nth(1).unwrap_or("/")
+}
+
+/// A whole HTTP/1.1 response with `content-length`.
+pub fn http_response(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\n", body.len()).into_bytes();
+    for (name, value) in headers {
+        out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+    out
+}
+
+/// One chunk of a chunked body (an empty `data` is the last chunk).
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}

@@ -1,11 +1,18 @@
 //! The WAF in the gateway: OWASP CRS 4.28.0 from `BARBICAN_CRS_DIR` and Barbican's own rules,
-//! block and detect modes, the audit log, metrics, the evaluate API, and rule files that
-//! reload like config.
+//! block and detect modes, the audit log, metrics, the evaluate API, rule files that reload
+//! like config, and response inspection (phases 3 and 4: leaks, body limits, streams).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::harness::{config, eventually, gateway, upstream, TestGateway};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Notify;
+
+use crate::harness::{
+    chunk, config, eventually, gateway, http_response, request_path, scripted_upstream, upstream, ScriptedUpstream,
+    TestGateway,
+};
 
 /// The CRS folder: one setting, `BARBICAN_CRS_DIR`, defaulting to `../shared/crs`.
 fn crs_dir() -> PathBuf {
@@ -199,4 +206,302 @@ async fn a_broken_rule_file_is_located_and_keeps_the_old_rules() {
     })
     .await;
     assert_eq!(get(&gw, "/api/x?q=wicked", &[]).await.status, 403);
+}
+
+/// A MySQL error page, as an application that leaks its errors shows it (CRS 951230).
+const SQL_ERROR: &str = "<html><body><h1>Error</h1><p>You have an error in your SQL syntax; check the manual that \
+     corresponds to your MySQL server version for the right syntax to use near ''1'' at line 1</p></body></html>";
+/// PHP source sent as text instead of run (CRS 953120).
+const PHP_SOURCE: &str = "<?php\n$db = new PDO($dsn, 'app', $password);\n?>\n";
+/// `SecResponseBodyLimit` of the `leaks` rule set.
+const LIMIT: usize = 16 * 1024;
+
+/// HTML that no rule minds, `len` bytes of it.
+fn benign_page(len: usize) -> Vec<u8> {
+    let mut page = b"<html><body>\n".to_vec();
+    let mut line = 0;
+    while page.len() < len {
+        page.extend_from_slice(format!("<p>line {line}: the quick brown fox jumps over the lazy dog</p>\n").as_bytes());
+        line += 1;
+    }
+    page.truncate(len);
+    page
+}
+
+/// 64 KiB of HTML with the SQL error at 32 KiB, past the limit.
+fn late_leak() -> Vec<u8> {
+    let mut page = benign_page(32 * 1024);
+    page.extend_from_slice(SQL_ERROR.as_bytes());
+    page.extend_from_slice(&benign_page(64 * 1024 - page.len()));
+    page
+}
+
+const LARGE: usize = 4 << 20;
+
+/// What the streaming answers wait for before they go on.
+#[derive(Clone, Default)]
+struct Gates {
+    large: Arc<Notify>,
+    stream: Arc<Notify>,
+    events: Arc<Notify>,
+}
+
+/// An application that answers by the last segment of the path: leaks, large pages, streams.
+async fn leaky_upstream(gates: Gates) -> ScriptedUpstream {
+    scripted_upstream(move |head, mut stream| {
+        let gates = gates.clone();
+        async move {
+            let name = request_path(&head).rsplit('/').next().unwrap_or_default().to_string();
+            let html = ("content-type", "text/html; charset=utf-8");
+            let chunked = |content_type: &str| {
+                format!("HTTP/1.1 200 OK\r\ncontent-type: {content_type}\r\ntransfer-encoding: chunked\r\n\r\n")
+                    .into_bytes()
+            };
+            match name.as_str() {
+                "sql" => stream.write_all(&http_response(200, &[html], SQL_ERROR.as_bytes())).await.ok()?,
+                "source" => {
+                    let answer = http_response(200, &[("content-type", "text/plain")], PHP_SOURCE.as_bytes());
+                    stream.write_all(&answer).await.ok()?;
+                }
+                "gzip-sql" => {
+                    let answer = http_response(200, &[html, ("content-encoding", "gzip")], SQL_ERROR.as_bytes());
+                    stream.write_all(&answer).await.ok()?;
+                }
+                "php5" => {
+                    let headers = [("content-type", "application/json"), ("x-powered-by", "PHP/5.6.40")];
+                    stream.write_all(&http_response(200, &headers, b"{\"ok\": true}")).await.ok()?;
+                }
+                "late-leak" => {
+                    stream.write_all(&chunked("text/html")).await.ok()?;
+                    for part in late_leak().chunks(4096) {
+                        stream.write_all(&chunk(part)).await.ok()?;
+                    }
+                    stream.write_all(&chunk(b"")).await.ok()?;
+                }
+                "large" => {
+                    let answer = http_response(200, &[html], &benign_page(LARGE));
+                    let (first, rest) = answer.split_at(64 * 1024);
+                    stream.write_all(first).await.ok()?;
+                    gates.large.notified().await;
+                    stream.write_all(rest).await.ok()?;
+                }
+                "stream" => {
+                    stream.write_all(&chunked("text/html")).await.ok()?;
+                    stream.write_all(&chunk(b"<html><body><p>working on it</p>\n")).await.ok()?;
+                    gates.stream.notified().await;
+                    stream.write_all(&[chunk(b"</body></html>\n"), chunk(b"")].concat()).await.ok()?;
+                }
+                "events" => {
+                    stream.write_all(&chunked("text/event-stream")).await.ok()?;
+                    stream.write_all(&chunk(b"data: hello\n\n")).await.ok()?;
+                    gates.events.notified().await;
+                    stream.write_all(&[chunk(b"data: bye\n\n"), chunk(b"")].concat()).await.ok()?;
+                }
+                "small" => stream.write_all(&http_response(200, &[html], &benign_page(500))).await.ok()?,
+                "big" => stream.write_all(&http_response(200, &[html], &benign_page(2048))).await.ok()?,
+                _ => stream.write_all(&http_response(200, &[html], b"<html><body>fine</body></html>")).await.ok()?,
+            }
+            Some(stream)
+        }
+    })
+    .await
+}
+
+/// Rule sets that read responses: `leaks` (CRS with response bodies read up to 16 KiB, and a
+/// phase 3 rule of our own) and `strict` (no rules; a body over 1 KiB is refused).
+fn response_config(upstream: std::net::SocketAddr, rules: &std::path::Path) -> String {
+    std::fs::write(
+        rules.join("response.conf"),
+        format!(
+            "SecResponseBodyAccess On\nSecResponseBodyMimeType text/plain text/html text/event-stream\n\
+             SecResponseBodyLimit {LIMIT}\nSecResponseBodyLimitAction ProcessPartial\n\
+             SecRule RESPONSE_HEADERS:X-Powered-By \"@beginsWith PHP/5.\" \
+             \"id:10950,phase:3,deny,status:403,log,msg:'An end-of-life PHP answers'\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        rules.join("strict.conf"),
+        "SecResponseBodyAccess On\nSecResponseBodyMimeType text/html\nSecResponseBodyLimit 1024\n\
+         SecResponseBodyLimitAction Reject\n",
+    )
+    .unwrap();
+    config(&format!(
+        "admin: {{ bind: 127.0.0.1:0, tokens: [{{ name: view, token_env: BARBICAN_IT_VIEW_TOKEN, role: viewer }}] }}
+upstreams:
+  - {{ name: a, targets: [{{ addr: {upstream} }}], timeouts: {{ request: 60s }} }}
+  - {{ name: impatient, targets: [{{ addr: {upstream} }}], timeouts: {{ request: 1s }} }}
+waf:
+  rulesets:
+    leaks:
+      setup: {repo}/rules/crs-setup.conf
+      include: ['{rules}/response.conf', '{crs}/v4.28.0/rules/*.conf']
+      paranoia_level: 1
+    strict:
+      include: ['{rules}/strict.conf']
+  audit_log: '{{dir}}/audit.jsonl'
+routes:
+  - {{ name: leaky, match: {{ path_prefix: /leaky }}, upstream: a, waf: {{ ruleset: leaks, mode: block, expose_rule_ids: true }} }}
+  - {{ name: watched, match: {{ path_prefix: /watched }}, upstream: a, waf: {{ ruleset: leaks, mode: detect }} }}
+  - {{ name: impatient, match: {{ path_prefix: /impatient }}, upstream: impatient, waf: {{ ruleset: leaks, mode: block }} }}
+  - {{ name: strict, match: {{ path_prefix: /strict }}, upstream: a, waf: {{ ruleset: strict, mode: block }} }}
+",
+        repo = repo().display(),
+        rules = rules.display(),
+        crs = crs_dir().display(),
+    ))
+}
+
+fn rule_ids(answer: &crate::harness::Answer) -> Vec<u64> {
+    answer.json()["rule_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect()
+}
+
+/// The audit lines of request `id`, once there are any.
+async fn audit_lines(gw: &TestGateway, id: &str) -> Vec<serde_json::Value> {
+    let audit = gw.dir.path().join("audit.jsonl");
+    let quoted = format!("\"{id}\"");
+    eventually(Duration::from_secs(5), "audit lines", || {
+        let audit = audit.clone();
+        let quoted = quoted.clone();
+        async move { std::fs::read_to_string(audit).is_ok_and(|t| t.contains(&quoted)) }
+    })
+    .await;
+    std::fs::read_to_string(&audit)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|l| l["request_id"] == id)
+        .collect()
+}
+
+#[tokio::test]
+async fn response_rules_block_leaks_and_detect_mode_audits_them() {
+    tokens();
+    let up = leaky_upstream(Gates::default()).await;
+    let rules = tempfile::tempdir().unwrap();
+    let gw = gateway(&response_config(up.addr, rules.path())).await;
+
+    // A leaked SQL error: the response rules score it and RESPONSE-959 blocks.
+    let blocked = get(&gw, "/leaky/sql", &[("x-request-id", "leak-1")]).await;
+    assert_eq!(blocked.status, 403);
+    assert_eq!(blocked.json()["error"], "waf_blocked");
+    assert!(!String::from_utf8_lossy(&blocked.body).contains("SQL syntax"), "nothing of the page leaks");
+    let ids = rule_ids(&blocked);
+    assert!(ids.contains(&951230) && ids.contains(&959100), "{ids:?}");
+    // PHP source sent as text.
+    let source = get(&gw, "/leaky/source", &[]).await;
+    assert_eq!(source.status, 403);
+    assert!(rule_ids(&source).contains(&953120), "{:?}", rule_ids(&source));
+    // A phase 3 rule: the header alone decides.
+    let php5 = get(&gw, "/leaky/php5", &[]).await;
+    assert_eq!(php5.status, 403);
+    assert!(rule_ids(&php5).contains(&10950), "{:?}", rule_ids(&php5));
+    // What leaks nothing passes; a compressed body is not read.
+    let fine = get(&gw, "/leaky/ok", &[]).await;
+    assert_eq!((fine.status.as_u16(), &fine.body[..]), (200, &b"<html><body>fine</body></html>"[..]));
+    let gzip = get(&gw, "/leaky/gzip-sql", &[]).await;
+    assert_eq!((gzip.status.as_u16(), &gzip.body[..]), (200, SQL_ERROR.as_bytes()));
+
+    // Detect mode passes the page whole and tells the audit log.
+    let detected = get(&gw, "/watched/sql", &[("x-request-id", "leak-2")]).await;
+    assert_eq!((detected.status.as_u16(), &detected.body[..]), (200, SQL_ERROR.as_bytes()));
+    assert_eq!(get(&gw, "/watched/php5", &[]).await.status, 200);
+
+    // A rule set that refuses bodies over its limit: 403, with the reason in the audit log.
+    assert_eq!(get(&gw, "/strict/small", &[]).await.status, 200);
+    let refused = get(&gw, "/strict/big", &[("x-request-id", "too-long")]).await;
+    assert_eq!((refused.status.as_u16(), &refused.json()["error"]), (403, &serde_json::json!("waf_blocked")));
+
+    // One audit line per request, with the request's and the response's rules together.
+    let lines = audit_lines(&gw, "leak-1").await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let line = &lines[0];
+    assert_eq!(
+        (&line["action"], &line["route"], &line["ruleset"]),
+        (&"block".into(), &"leaky".into(), &"leaks".into())
+    );
+    let matched = line["matched"].as_array().unwrap();
+    assert!(matched.iter().any(|m| m["id"] == 951230 && m["phase"] == 4 && m["msg"].is_string()), "{matched:?}");
+    assert!(matched.iter().any(|m| m["phase"].as_u64().unwrap() <= 2), "the request's own matches too: {matched:?}");
+    assert!(line["outbound_anomaly_score"].as_i64().unwrap() >= 4, "{line}");
+    let lines = audit_lines(&gw, "leak-2").await;
+    assert_eq!((lines.len(), &lines[0]["action"]), (1, &"detect".into()));
+    let lines = audit_lines(&gw, "too-long").await;
+    assert_eq!((&lines[0]["action"], &lines[0]["reason"]), (&"block".into(), &"response_body_limit".into()));
+
+    let metrics = gw.admin_get("/metrics", Some("view-secret")).await;
+    let text = String::from_utf8_lossy(&metrics.body);
+    for counted in [
+        "barbican_waf_decisions_total{ruleset=\"leaks\",action=\"block\"} 3",
+        "barbican_waf_decisions_total{ruleset=\"leaks\",action=\"detect\"} 2",
+        "barbican_waf_decisions_total{ruleset=\"leaks\",action=\"pass\"} 2",
+        "barbican_waf_decisions_total{ruleset=\"strict\",action=\"block\"} 1",
+        "barbican_waf_decisions_total{ruleset=\"strict\",action=\"pass\"} 1",
+    ] {
+        assert!(text.contains(counted), "{counted} in {text}");
+    }
+}
+
+/// Sends `GET path` and returns as soon as the head is in.
+async fn open(gw: &TestGateway, path: &str) -> http::Response<hyper::body::Incoming> {
+    let mut request = http::Request::get(gw.url(path));
+    for (name, value) in BROWSER {
+        request = request.header(name, value);
+    }
+    let sent = gw.client.request(request.body(http_body_util::Full::default()).unwrap());
+    tokio::time::timeout(Duration::from_secs(10), sent).await.expect("the head in time").unwrap()
+}
+
+async fn next_bytes(body: &mut hyper::body::Incoming) -> bytes::Bytes {
+    use http_body_util::BodyExt;
+    let frame = tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("bytes in time");
+    frame.unwrap().unwrap().into_data().unwrap()
+}
+
+async fn the_rest(body: hyper::body::Incoming) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    body.collect().await.unwrap().to_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn response_bodies_are_read_only_to_the_limit_and_then_streamed() {
+    tokens();
+    let gates = Gates::default();
+    let up = leaky_upstream(gates.clone()).await;
+    let rules = tempfile::tempdir().unwrap();
+    let gw = gateway(&response_config(up.addr, rules.path())).await;
+
+    // The leak is past the limit: ProcessPartial reads the first 16 KiB, and the page goes
+    // out whole (chunked from the upstream, so it was read in pieces).
+    let late = get(&gw, "/leaky/late-leak", &[]).await;
+    assert_eq!(late.status, 200);
+    assert!(late.body[..] == late_leak()[..], "the page arrives whole and unchanged");
+
+    // A large page: the client has its head and first bytes while the upstream still holds
+    // back the rest, and then the rest, byte for byte.
+    let response = open(&gw, "/leaky/large").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], LARGE.to_string().as_str());
+    let mut body = response.into_body();
+    let mut received = next_bytes(&mut body).await.to_vec();
+    gates.large.notify_one();
+    received.extend(the_rest(body).await);
+    assert!(received == benign_page(LARGE), "the large page arrives byte for byte");
+
+    // An HTML stream that stops short of the limit: inspected as far as it came within the
+    // upstream's request timeout (1s here), then streamed.
+    let response = open(&gw, "/impatient/stream").await;
+    let mut body = response.into_body();
+    assert_eq!(&next_bytes(&mut body).await[..], b"<html><body><p>working on it</p>\n");
+    gates.stream.notify_one();
+    assert_eq!(the_rest(body).await, b"</body></html>\n");
+
+    // An event stream is never held back, whatever SecResponseBodyMimeType lists (the upstream
+    // here waits 60s).
+    let response = open(&gw, "/leaky/events").await;
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    assert_eq!(&next_bytes(&mut body).await[..], b"data: hello\n\n");
+    gates.events.notify_one();
+    assert_eq!(the_rest(body).await, b"data: bye\n\n");
 }
