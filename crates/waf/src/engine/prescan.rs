@@ -16,8 +16,8 @@
 //! skipped; a set bit sends the part through the ordinary per-value evaluation, which decides.
 //! Benign traffic clears nearly every bit, so most rules cost a few bit tests. Only parts whose
 //! answer is a pure function of request data take part: a literal, non-negated `@rx` on the
-//! linear engine, no `multiMatch`, no counting, and targets whose values do not change within a
-//! phase (not `TX`, `MATCHED_VAR`, ...).
+//! linear engine that does not match ordinary short values, no `multiMatch`, no counting, and
+//! targets whose values do not change within a phase (not `TX`, `MATCHED_VAR`, ...).
 
 use std::collections::HashMap;
 
@@ -35,11 +35,20 @@ use super::operator::{Op, Rx};
 #[derive(Debug, Default)]
 pub(crate) struct Prescan {
     re: Option<Regex>,
-    /// By chain id: the transformations, and the bits of the chain's patterns.
-    chains: Vec<(Vec<Transformation>, Bits)>,
-    /// By variable: the chains whose prescanned parts look at it.
-    by_variable: HashMap<Variable, Vec<usize>>,
+    /// Each pattern alone, for long values (see [`Prescan::scan`]).
+    singles: Vec<regex::bytes::Regex>,
+    /// By chain id: the transformations.
+    chains: Vec<Vec<Transformation>>,
+    /// By variable: the chains whose prescanned parts look at it, each with the bits of the
+    /// patterns those parts use.
+    by_variable: HashMap<Variable, Vec<(usize, Bits)>>,
 }
+
+/// Values longer than this are scanned pattern by pattern: a long value (a request body)
+/// makes the joint automaton report the matches of many patterns at many positions, while
+/// each pattern alone stops at its first match and skips ahead with its own literal
+/// prefilter.
+const LONG: usize = 256;
 
 /// A bitset of patterns.
 pub(crate) type Bits = Box<[u64]>;
@@ -48,43 +57,45 @@ impl Prescan {
     /// Assigns every eligible part its pattern index (`Part::prescan`) and compiles the
     /// automaton. When it cannot be built, every part keeps per-rule evaluation.
     pub(crate) fn build<'a>(parts: impl Iterator<Item = &'a mut Part>) -> Prescan {
-        let mut patterns: Vec<(usize, String)> = Vec::new();
+        let mut patterns: Vec<(usize, regex::bytes::Regex)> = Vec::new();
         let mut members: Vec<(&'a mut Part, usize)> = Vec::new();
-        let mut transforms: HashMap<usize, Vec<Transformation>> = HashMap::new();
-        let mut by_variable: HashMap<Variable, Vec<usize>> = HashMap::new();
         for part in parts {
-            let Some(pattern) = eligible(part) else { continue };
-            let key = (part.chain_id, pattern);
-            let index = match patterns.iter().position(|p| *p == key) {
+            let Some(re) = eligible(part) else { continue };
+            let index = match patterns.iter().position(|(c, p)| *c == part.chain_id && p.as_str() == re.as_str()) {
                 Some(i) => i,
                 None => {
-                    patterns.push(key);
+                    patterns.push((part.chain_id, re));
                     patterns.len() - 1
                 }
             };
-            transforms.entry(part.chain_id).or_insert_with(|| part.transforms.clone());
-            for t in &part.targets {
-                let chains = by_variable.entry(t.variable).or_default();
-                if !chains.contains(&part.chain_id) {
-                    chains.push(part.chain_id);
-                }
-            }
             members.push((part, index));
         }
         let Some(re) = compile(patterns.iter().map(|(_, p)| p.as_str())) else {
             return Prescan::default();
         };
         let words = patterns.len().div_ceil(64);
-        let chain_count = transforms.keys().max().map_or(0, |m| m + 1);
-        let mut chains: Vec<(Vec<Transformation>, Bits)> =
-            (0..chain_count).map(|c| (transforms.remove(&c).unwrap_or_default(), zeros(words))).collect();
-        for (i, (chain, _)) in patterns.iter().enumerate() {
-            set(&mut chains[*chain].1, i);
-        }
+        let singles = patterns.into_iter().map(|(_, p)| p).collect();
+        let mut chains: Vec<Vec<Transformation>> = Vec::new();
+        let mut by_variable: HashMap<Variable, Vec<(usize, Bits)>> = HashMap::new();
         for (part, index) in members {
+            if chains.len() <= part.chain_id {
+                chains.resize(part.chain_id + 1, Vec::new());
+            }
+            chains[part.chain_id].clone_from(&part.transforms);
+            for t in &part.targets {
+                let list = by_variable.entry(t.variable).or_default();
+                let at = match list.iter().position(|(c, _)| *c == part.chain_id) {
+                    Some(at) => at,
+                    None => {
+                        list.push((part.chain_id, zeros(words)));
+                        list.len() - 1
+                    }
+                };
+                set(&mut list[at].1, index);
+            }
             part.prescan = Some(index);
         }
-        Prescan { re: Some(re), chains, by_variable }
+        Prescan { re: Some(re), singles, chains, by_variable }
     }
 
     /// An empty bitset.
@@ -92,20 +103,32 @@ impl Prescan {
         zeros(self.re.as_ref().map_or(0, |r| r.pattern_len().div_ceil(64)))
     }
 
-    /// The chains (id and transformations) whose prescanned parts look at `var`.
-    pub(crate) fn chains_of(&self, var: Variable) -> impl Iterator<Item = (usize, &[Transformation])> {
-        let ids = self.by_variable.get(&var).map_or(&[][..], Vec::as_slice);
-        ids.iter().map(|&c| (c, self.chains[c].0.as_slice()))
+    /// The chains whose prescanned parts look at `var`: id, transformations, and the bits of
+    /// the patterns those parts use.
+    pub(crate) fn chains_of(&self, var: Variable) -> impl Iterator<Item = (usize, &[Transformation], &[u64])> {
+        let list = self.by_variable.get(&var).map_or(&[][..], Vec::as_slice);
+        list.iter().map(|(c, mask)| (*c, self.chains[*c].as_slice(), &mask[..]))
     }
 
-    /// Sets in `bits` the patterns that match somewhere in `value` and belong to one of
-    /// `chains` (the chains that turn the value into this form).
-    pub(crate) fn scan(&self, value: &[u8], chains: &[usize], found: &mut PatternSet, bits: &mut [u64]) {
+    /// Sets in `bits` the patterns of `mask` that match somewhere in `value`.
+    pub(crate) fn scan(&self, value: &[u8], mask: &[u64], found: &mut PatternSet, bits: &mut [u64]) {
         let Some(re) = &self.re else { return };
+        if value.len() > LONG {
+            let wanted = mask
+                .iter()
+                .enumerate()
+                .flat_map(|(w, &m)| (0..64).filter(move |b| m & (1 << b) != 0).map(move |b| w * 64 + b));
+            for p in wanted {
+                if !has(bits, p) && self.singles[p].is_match(value) {
+                    set(bits, p);
+                }
+            }
+            return;
+        }
         found.clear();
         re.which_overlapping_matches(&Input::new(value), found);
         for p in found.iter().map(|p| p.as_usize()) {
-            if chains.iter().any(|&c| has(&self.chains[c].1, p)) {
+            if has(mask, p) {
                 set(bits, p);
             }
         }
@@ -130,13 +153,17 @@ pub(crate) fn has(bits: &[u64], index: usize) -> bool {
     bits.get(index / 64).is_some_and(|w| w & (1 << (index % 64)) != 0)
 }
 
-/// The pattern (with its flags) of a part that may be prescanned.
-fn eligible(part: &Part) -> Option<String> {
+/// The regex of a part that may be prescanned.
+fn eligible(part: &Part) -> Option<regex::bytes::Regex> {
     let Some(Op::Rx(Rx::Linear(re))) = &part.op else { return None };
-    if part.negated || part.multi_match || part.targets.is_empty() {
+    // A pattern that matches ordinary short values (`.`, `^[^;\s]+`) matches nearly every
+    // value, so its bit would always be set, and it would report a match at nearly every
+    // position of every scan: it is left to per-rule evaluation.
+    let common = [&b""[..], b"a", b"0", b"id", b"42"].iter().any(|v| re.is_match(v));
+    if part.negated || part.multi_match || part.targets.is_empty() || common {
         return None;
     }
-    part.targets.iter().all(|t| !t.count && stable(t.variable)).then(|| re.as_str().to_string())
+    part.targets.iter().all(|t| !t.count && stable(t.variable)).then(|| re.clone())
 }
 
 /// Variables whose values only change when the transaction loads request or response data

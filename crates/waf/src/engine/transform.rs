@@ -57,32 +57,82 @@ pub fn apply(t: Transformation, v: &[u8]) -> Vec<u8> {
     }
 }
 
-/// C `isspace` in the "C" locale.
-/// Whether `apply(t, v)` certainly returns `v` unchanged, told by a cheap scan for the bytes
-/// the transformation acts on. `false` means "maybe changed": the caller applies it.
-pub fn unchanged(t: Transformation, v: &[u8]) -> bool {
-    use Transformation as T;
-    let none_of = |set: &[u8]| !v.iter().any(|b| set.contains(b));
-    match t {
-        T::None => true,
-        T::UrlDecode | T::UrlDecodeUni => none_of(b"%+"),
-        T::HtmlEntityDecode => none_of(b"&"),
-        T::JsDecode | T::CssDecode | T::EscapeSeqDecode => none_of(b"\\"),
-        T::Lowercase => !v.iter().any(u8::is_ascii_uppercase),
-        T::Uppercase => !v.iter().any(u8::is_ascii_lowercase),
-        T::RemoveNulls | T::ReplaceNulls => none_of(b"\0"),
-        T::Utf8ToUnicode => v.is_ascii(),
-        T::RemoveWhitespace => !v.iter().any(|&b| is_space(b) || b == 0xa0),
-        T::CompressWhitespace => {
-            !v.iter().any(|&b| (is_space(b) && b != b' ') || b == 0xa0) && !v.windows(2).any(|w| w == b"  ")
+/// Which bytes a value holds, as far as the transformations that usually leave a value
+/// unchanged care: computed in one pass, it tells for each step of a chain whether the step
+/// can change the value ([`Features::unchanged`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Features(u16);
+
+impl Features {
+    const PERCENT_PLUS: u16 = 1;
+    const AMPERSAND: u16 = 1 << 1;
+    const BACKSLASH: u16 = 1 << 2;
+    const UPPER: u16 = 1 << 3;
+    const LOWER: u16 = 1 << 4;
+    const NUL: u16 = 1 << 5;
+    const NON_ASCII: u16 = 1 << 6;
+    /// Whitespace other than a plain space, or 0xa0.
+    const ODD_SPACE: u16 = 1 << 7;
+    const SPACE: u16 = 1 << 8;
+    const DOUBLE_SPACE: u16 = 1 << 9;
+    const LEADING_SPACE: u16 = 1 << 10;
+    const TRAILING_SPACE: u16 = 1 << 11;
+
+    /// Scans a value.
+    pub fn of(v: &[u8]) -> Features {
+        let mut f = 0;
+        let mut prev_space = false;
+        for &b in v {
+            f |= match b {
+                b'%' | b'+' => Self::PERCENT_PLUS,
+                b'&' => Self::AMPERSAND,
+                b'\\' => Self::BACKSLASH,
+                b'A'..=b'Z' => Self::UPPER,
+                b'a'..=b'z' => Self::LOWER,
+                0 => Self::NUL,
+                b' ' if prev_space => Self::SPACE | Self::DOUBLE_SPACE,
+                b' ' => Self::SPACE,
+                0xa0 => Self::ODD_SPACE | Self::NON_ASCII,
+                0x80.. => Self::NON_ASCII,
+                b if is_space(b) => Self::ODD_SPACE,
+                _ => 0,
+            };
+            prev_space = b == b' ';
         }
-        T::Trim => v.first().zip(v.last()).is_none_or(|(&a, &z)| !is_space(a) && !is_space(z)),
-        T::TrimLeft => v.first().is_none_or(|&a| !is_space(a)),
-        T::TrimRight => v.last().is_none_or(|&z| !is_space(z)),
-        _ => false,
+        if v.first().is_some_and(|&b| is_space(b)) {
+            f |= Self::LEADING_SPACE;
+        }
+        if v.last().is_some_and(|&b| is_space(b)) {
+            f |= Self::TRAILING_SPACE;
+        }
+        Features(f)
+    }
+
+    /// Whether `apply(t, v)` certainly returns `v` unchanged. `false` means "maybe changed":
+    /// the caller applies it.
+    pub fn unchanged(self, t: Transformation) -> bool {
+        use Transformation as T;
+        let none = |bits: u16| self.0 & bits == 0;
+        match t {
+            T::None => true,
+            T::UrlDecode | T::UrlDecodeUni => none(Self::PERCENT_PLUS),
+            T::HtmlEntityDecode => none(Self::AMPERSAND),
+            T::JsDecode | T::CssDecode | T::EscapeSeqDecode => none(Self::BACKSLASH),
+            T::Lowercase => none(Self::UPPER),
+            T::Uppercase => none(Self::LOWER),
+            T::RemoveNulls | T::ReplaceNulls => none(Self::NUL),
+            T::Utf8ToUnicode => none(Self::NON_ASCII),
+            T::RemoveWhitespace => none(Self::SPACE | Self::ODD_SPACE),
+            T::CompressWhitespace => none(Self::ODD_SPACE | Self::DOUBLE_SPACE),
+            T::Trim => none(Self::LEADING_SPACE | Self::TRAILING_SPACE),
+            T::TrimLeft => none(Self::LEADING_SPACE),
+            T::TrimRight => none(Self::TRAILING_SPACE),
+            _ => false,
+        }
     }
 }
 
+/// C `isspace` in the "C" locale.
 pub(crate) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
@@ -712,6 +762,48 @@ fn hex_or_octal_escape(v: &[u8], i: usize) -> Option<(u8, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn features_only_skip_steps_that_change_nothing() {
+        let samples: &[&[u8]] = &[
+            b"",
+            b"a",
+            b"A",
+            b"42",
+            b"a b",
+            b"a  b",
+            b" a",
+            b"a ",
+            b"\ta",
+            b"a\r\n",
+            b"%41",
+            b"a+b",
+            b"&amp;",
+            b"&#x41;",
+            b"\\x41",
+            b"\\u0041",
+            b"\0",
+            b"a\0b",
+            b"\xc3\xa9",
+            b"\xa0",
+            b"x\x0by",
+            b"Mozilla/5.0 (X11; Linux)",
+            b"json.order.id",
+            b"/a/./b/../c",
+            b"/*c*/--#",
+        ];
+        let mut skipped = 0;
+        for &v in samples {
+            let f = Features::of(v);
+            for &t in Transformation::ALL.iter().filter(|&&t| supported(t)) {
+                if f.unchanged(t) {
+                    skipped += 1;
+                    assert_eq!(apply(t, v), v, "{t} claimed to leave {:?} unchanged", String::from_utf8_lossy(v));
+                }
+            }
+        }
+        assert!(skipped > 100, "the scan should spare most steps on plain values ({skipped})");
+    }
 
     #[test]
     fn url_decoding_keeps_invalid_escapes() {

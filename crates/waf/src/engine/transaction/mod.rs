@@ -518,7 +518,8 @@ impl<'r> Transaction<'r> {
         };
         for val in vals {
             if !part.multi_match && !part.transforms.is_empty() {
-                let tv = self.transform_cached(part.chain_id, &part.transforms, &val.value);
+                let features = transform::Features::of(&val.value);
+                let tv = self.transform_cached(part.chain_id, &part.transforms, &val.value, features);
                 let (hit, caps) =
                     run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
                 if hit != part.negated {
@@ -568,18 +569,20 @@ impl<'r> Transaction<'r> {
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
         }
         let mut found = self.found.borrow_mut();
-        let mut forms: SmallVec<[(Transformed<'_>, SmallVec<[usize; 8]>); 4]> = SmallVec::new();
+        // Each distinct form a member takes, with the patterns of the chains giving it.
+        let mut forms: SmallVec<[(Transformed<'_>, SmallVec<[u64; 8]>); 4]> = SmallVec::new();
         for v in &vals {
             forms.clear();
-            for (chain, transforms) in prescan.chains_of(var) {
-                let form = self.transform_cached(chain, transforms, &v.value);
-                match forms.iter_mut().find(|(f, _)| **f == *form) {
-                    Some((_, chains)) => chains.push(chain),
-                    None => forms.push((form, SmallVec::from_slice(&[chain]))),
+            let features = transform::Features::of(&v.value);
+            for (chain, transforms, mask) in prescan.chains_of(var) {
+                let form = self.transform_cached(chain, transforms, &v.value, features);
+                match forms.iter_mut().find(|(f, _)| f.same_as(&form)) {
+                    Some((_, m)) => m.iter_mut().zip(mask).for_each(|(a, b)| *a |= b),
+                    None => forms.push((form, SmallVec::from_slice(mask))),
                 }
             }
-            for (form, chains) in &forms {
-                prescan.scan(form, chains, &mut found, &mut bits);
+            for (form, mask) in &forms {
+                prescan.scan(form, mask, &mut found, &mut bits);
             }
         }
         bits
@@ -588,8 +591,14 @@ impl<'r> Transaction<'r> {
     /// The value at the end of the part's transformation chain. A value no step changes is
     /// returned as it is (told by a cheap scan per step); the others are computed once per
     /// transaction for each (chain, value).
-    fn transform_cached<'v>(&self, chain: usize, transforms: &[Transformation], v: &'v [u8]) -> Transformed<'v> {
-        let Some(first) = transforms.iter().position(|&t| !transform::unchanged(t, v)) else {
+    fn transform_cached<'v>(
+        &self,
+        chain: usize,
+        transforms: &[Transformation],
+        v: &'v [u8],
+        features: transform::Features,
+    ) -> Transformed<'v> {
+        let Some(first) = transforms.iter().position(|&t| !features.unchanged(t)) else {
             return Transformed::Same(v);
         };
         let mut cache = self.transformed.borrow_mut();
@@ -599,7 +608,7 @@ impl<'r> Transaction<'r> {
         }
         let mut cur = Cow::Borrowed(v);
         for &t in &transforms[first..] {
-            if !transform::unchanged(t, &cur) {
+            if !transform::Features::of(&cur).unchanged(t) {
                 cur = Cow::Owned(transform::apply(t, &cur));
             }
         }
@@ -759,6 +768,17 @@ enum Transformed<'v> {
     Same(&'v [u8]),
     /// Computed (and cached).
     Changed(Arc<[u8]>),
+}
+
+impl Transformed<'_> {
+    /// Whether two forms hold the same bytes (the same slice, without comparing, when
+    /// neither was changed).
+    fn same_as(&self, other: &Transformed<'_>) -> bool {
+        match (self, other) {
+            (Transformed::Same(a), Transformed::Same(b)) if std::ptr::eq(*a, *b) => true,
+            _ => **self == **other,
+        }
+    }
 }
 
 impl std::ops::Deref for Transformed<'_> {
