@@ -1,62 +1,105 @@
 #!/bin/sh
-# Starts nginx + libmodsecurity3 set up as crates/waf/tests/crs_regression.rs sets up the
-# engine (reference modsecurity.conf, CRS setup, the harness settings, a marker rule, the
-# rules), for the differential test:
+# nginx + libmodsecurity3 set up as crates/waf/tests/crs_regression.rs sets up Barbican's engine
+# (the reference modsecurity.conf, the CRS setup, the suite's harness settings from
+# harness-<version>.conf beside this script, the rules), for the differential tests
+# `differential_crs_4_28_0` and `differential_crs_3_3_4`, which start and stop it themselves on
+# a free port in a temporary folder:
 #
-#   crates/waf/tests/differential/run.sh            # CRS 4.28.0 on 127.0.0.1:28791 (backend 28790)
-#   crates/waf/tests/differential/run.sh 3.3.4      # Debian's CRS 3.3.4 instead
-#   BARBICAN_DIFF_ADDR=127.0.0.1:28791 BARBICAN_DIFF_LOG=$DIFF_DIR/logs/error.log \
-#     [BARBICAN_DIFF_SUITE=3.3.4] cargo test -p barbican-waf --test crs_regression -- --ignored --nocapture
-#   crates/waf/tests/differential/run.sh stop
+#   cargo test -p barbican-waf --test crs_regression differential -- --nocapture
 #
-# Needs the Debian packages nginx, libnginx-mod-http-modsecurity (and modsecurity-crs for
-# 3.3.4). Files go to $DIFF_DIR (default /tmp/barbican-diff).
+# By hand, to send requests of your own:
+#
+#   crates/waf/tests/differential/run.sh [4.28.0|3.3.4]   # start (or reload); CRS 4.28.0 by default
+#   crates/waf/tests/differential/run.sh stop             # stop; returns once nginx has exited
+#
+# Settings (environment):
+#   DIFF_DIR          generated files and logs (default /tmp/barbican-diff)
+#   DIFF_PORT         the ModSecurity listener on 127.0.0.1 (default 28791)
+#   BARBICAN_CRS_DIR  as for the tests (default <workspace>/../shared/crs): CRS 4.28.0 in
+#                     $BARBICAN_CRS_DIR/v4.28.0, the engine settings in
+#                     $BARBICAN_CRS_DIR/../reference/modsecurity.conf
+#
+# What listens:
+#   127.0.0.1:$DIFF_PORT     nginx + libmodsecurity3, proxying to the backend
+#   $DIFF_DIR/backend.sock   the backend: `200 ok\n`, text/plain, for every request
+#   $DIFF_DIR/marker.sock    no ModSecurity; `GET /<name>` logs `open() "$DIFF_DIR/markers/<name>"
+#                            failed` (the tests' separators between requests)
+# ModSecurity's matches go to $DIFF_DIR/logs/error.log (level info), one line per rule, each
+# with nginx's connection number (`*123`).
+#
+# Needs the Debian packages nginx and libnginx-mod-http-modsecurity (and modsecurity-crs for
+# 3.3.4); exits 2 saying so when they are missing.
 set -e
 here=$(cd "$(dirname "$0")" && pwd)
-shared=${BARBICAN_SHARED_DIR:-$(cd "$here/../../../../../shared" && pwd)}
 dir=${DIFF_DIR:-/tmp/barbican-diff}
+port=${DIFF_PORT:-28791}
+nginx=$(command -v nginx || echo /usr/sbin/nginx)
+module=/usr/share/nginx/modules/ngx_http_modsecurity_module.so
+install="apt-get install nginx libnginx-mod-http-modsecurity modsecurity-crs"
+
 if [ "$1" = stop ]; then
-  [ -f "$dir/nginx.pid" ] && nginx -p "$dir" -c "$dir/nginx.conf" -s stop
+  [ -f "$dir/nginx.pid" ] || exit 0
+  pid=$(cat "$dir/nginx.pid")
+  kill -QUIT "$pid" 2>/dev/null || { rm -f "$dir/nginx.pid"; exit 0; }
+  # A graceful stop is quick (the clients are gone); wait for it, so that the log is complete.
+  alive() { kill -0 "$1" 2>/dev/null && ! grep -qs ') Z' "/proc/$1/stat"; }
+  i=0
+  while alive "$pid"; do
+    i=$((i + 1))
+    if [ $i -eq 100 ]; then kill -TERM "$pid" 2>/dev/null || true; fi
+    if [ $i -ge 200 ]; then kill -KILL "$pid" 2>/dev/null || true; break; fi
+    sleep 0.05
+  done
   exit 0
 fi
-mkdir -p "$dir/logs"
-marker="SecRule REQUEST_HEADERS:X-Diff-Marker \"@rx ^(.*)\$\" \"id:999999,phase:1,pass,log,capture,t:none,msg:'marker %{TX.1}'\""
+
+if [ ! -x "$nginx" ] || [ ! -f "$module" ]; then
+  echo "nginx with its ModSecurity module is not installed ($nginx, $module): run \`$install\`" >&2
+  exit 2
+fi
+crs=${BARBICAN_CRS_DIR:-$here/../../../../../shared/crs}
+reference=$crs/../reference/modsecurity.conf
+[ -f "$reference" ] || { echo "the reference engine settings are not at $reference" >&2; exit 2; }
+case "${1:-4.28.0}" in
+  4.28.0)
+    setup=$crs/v4.28.0/crs-setup.conf.example
+    rules=$crs/v4.28.0/rules
+    [ -f "$setup" ] || { echo "the OWASP CRS 4.28.0 is not at $crs/v4.28.0 (see README.md)" >&2; exit 2; }
+    harness=$here/harness-4.28.0.conf ;;
+  3.3.4)
+    setup=/etc/modsecurity/crs/crs-setup.conf
+    rules=/usr/share/modsecurity-crs/rules
+    [ -f "$setup" ] || { echo "Debian's CRS 3.3.4 is not installed ($setup): run \`$install\`" >&2; exit 2; }
+    harness=$here/harness-3.3.4.conf ;;
+  *) echo "usage: $0 [4.28.0|3.3.4|stop]" >&2; exit 64 ;;
+esac
+
+mkdir -p "$dir/logs" "$dir/markers"
 {
-  cat "$shared/reference/modsecurity.conf"
-  if [ "$1" = 3.3.4 ]; then
-    echo "Include /etc/modsecurity/crs/crs-setup.conf"
-    # HARNESS_3 of crs_regression.rs (the CRS 3.3.4 suite README's set-up).
-    echo 'SecRuleEngine DetectionOnly'
-    echo 'SecResponseBodyAccess On'
-    echo 'SecAction "id:900005,phase:1,nolog,pass,ctl:ruleRemoveById=910000,setvar:tx.paranoia_level=4,setvar:tx.crs_validate_utf8_encoding=1,setvar:tx.arg_name_length=100,setvar:tx.arg_length=400"'
-    echo "$marker"
-    echo "Include /usr/share/modsecurity-crs/rules/*.conf"
-  else
-    crs=$shared/crs/v4.28.0
-    echo "Include $crs/crs-setup.conf.example"
-    # HARNESS of crs_regression.rs (the CRS test containers' environment).
-    echo 'SecRuleEngine DetectionOnly'
-    echo 'SecResponseBodyAccess On'
-    echo 'SecResponseBodyMimeType text/plain text/html text/xml application/json'
-    echo 'SecAction "id:900005,phase:1,nolog,pass,t:none,setvar:tx.blocking_paranoia_level=4,setvar:tx.crs_validate_utf8_encoding=1,setvar:tx.arg_length=400,setvar:tx.total_arg_length=6400,setvar:tx.max_file_size=64100,setvar:tx.combined_file_sizes=65535"'
-    echo "$marker"
-    echo "Include $crs/rules/*.conf"
-  fi
+  cat "$reference"
+  echo "Include $setup"
+  cat "$harness"
+  echo "Include $rules/*.conf"
 } > "$dir/modsec.conf"
 cat > "$dir/nginx.conf" <<EOC
-load_module /usr/share/nginx/modules/ngx_http_modsecurity_module.so;
+load_module $module;
 pid $dir/nginx.pid; worker_processes 1; error_log $dir/logs/error.log info;
 events { worker_connections 256; }
 http {
-  access_log off; client_body_temp_path $dir/body; proxy_temp_path $dir/proxy;
-  server { listen 127.0.0.1:28790; location / { default_type text/plain; return 200 "ok\n"; } }
-  server { listen 127.0.0.1:28791; modsecurity on; modsecurity_rules_file $dir/modsec.conf;
-    location / { proxy_pass http://127.0.0.1:28790; proxy_http_version 1.1; proxy_set_header Connection ""; } }
+  access_log off;
+  client_body_temp_path $dir/body; proxy_temp_path $dir/proxy; fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi; scgi_temp_path $dir/scgi;
+  upstream backend { server unix:$dir/backend.sock; keepalive 4; }
+  server { listen unix:$dir/backend.sock; location / { default_type text/plain; return 200 "ok\n"; } }
+  server { listen unix:$dir/marker.sock; location / { root $dir/markers; } }
+  server { listen 127.0.0.1:$port; modsecurity on; modsecurity_rules_file $dir/modsec.conf;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 EOC
 if [ -f "$dir/nginx.pid" ] && kill -0 "$(cat "$dir/nginx.pid")" 2>/dev/null; then
-  nginx -p "$dir" -c "$dir/nginx.conf" -s reload
+  "$nginx" -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf" -s reload
 else
-  nginx -p "$dir" -c "$dir/nginx.conf"
+  rm -f "$dir/backend.sock" "$dir/marker.sock"
+  "$nginx" -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf"
 fi
-echo "reference on 127.0.0.1:28791, log $dir/logs/error.log"
+echo "nginx + libmodsecurity3 (CRS ${1:-4.28.0}) on 127.0.0.1:$port, log $dir/logs/error.log"
