@@ -365,9 +365,14 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
     );
     out.push_str(
         "- Against nginx + libmodsecurity3 3.0.9 (Debian 12) on the same requests, set up alike \
-         (`crates/waf/tests/differential/run.sh`): with CRS 4.28.0, 4962 of 4972 test stages log the \
-         same rule ids, and all but those and 8 more (the same 922110 cause) reach the same inbound \
-         anomaly score; with Debian's CRS 3.3.4 and its suite, 2402 of 2403 stages log the same ids. \
+         (`differential_crs_4_28_0` and `differential_crs_3_3_4` in `crates/waf/tests/crs_regression.rs`, \
+         each starting its own nginx through `crates/waf/tests/differential/run.sh`; they fail below \
+         99 % agreement on the rule ids or 99.5 % on the block/pass verdict, which is whether a rule \
+         that refuses with `SecRuleEngine On` logged, 949110 for the inbound anomaly score): with CRS \
+         4.28.0, 4962 of 4972 test stages log the same rule ids, all 4972 reach the same verdict, and \
+         all but those 10 and 8 more (the same 922110 cause) reach the same inbound anomaly score; \
+         with Debian's CRS 3.3.4 and its suite, 2402 of 2403 stages log the same ids and all 2403 \
+         reach the same verdict. \
          The differences are libmodsecurity3 3.0.9 defects that the CRS suite does not share, where \
          Barbican gives the suite's answer: 3.0.9 keeps the CRLF at the end of \
          `MULTIPART_PART_HEADERS` values, so 922110 fires on legal charsets; its Aho-Corasick misses \
