@@ -31,17 +31,28 @@ use crate::seclang::ast::{Transformation, Variable};
 use super::compile::Part;
 use super::operator::{Op, Rx};
 
-/// The prescan automaton of a rule set and what its patterns belong to.
+/// The prescan automata of a rule set and what their patterns belong to.
 #[derive(Debug, Default)]
 pub(crate) struct Prescan {
-    re: Option<Regex>,
-    /// Each pattern alone, for long values (see [`Prescan::scan`]).
+    /// Each pattern alone: for the noisy ones and for long values (see [`Prescan::scan`]).
     singles: Vec<regex::bytes::Regex>,
     /// By chain id: the transformations.
     chains: Vec<Vec<Transformation>>,
-    /// By variable: the chains whose prescanned parts look at it, each with the bits of the
-    /// patterns those parts use.
-    by_variable: HashMap<Variable, Vec<(usize, Bits)>>,
+    /// The automata, one per distinct set of patterns that some variables are checked with.
+    groups: Vec<Group>,
+    /// By variable: its group, and the chains whose prescanned parts look at it, each with the
+    /// bits of the patterns those parts use.
+    by_variable: HashMap<Variable, (usize, Vec<(usize, Bits)>)>,
+}
+
+/// The automata for the patterns some variables are checked with: only those, so that the
+/// patterns of other variables report nothing while these are scanned.
+#[derive(Debug)]
+struct Group {
+    /// The quiet patterns joined, with the pattern index of each.
+    quiet: Option<(Regex, Vec<usize>)>,
+    /// The noisy patterns joined, to tell at once that none matches, and their bits.
+    noisy: Option<(Regex, Bits)>,
 }
 
 /// Values longer than this are scanned pattern by pattern: a long value (a request body)
@@ -49,6 +60,33 @@ pub(crate) struct Prescan {
 /// each pattern alone stops at its first match and skips ahead with its own literal
 /// prefilter.
 const LONG: usize = 256;
+
+/// Ordinary header, parameter and body values. A pattern that matches one of them somewhere
+/// (`['";=\\]`, `\.([^.]+)$`) would match most requests, reporting a match at many positions of
+/// the joint automaton's overlapping search: such "noisy" patterns are checked alone, where
+/// each stops at its first match. The others, "quiet", share one automaton, which for most
+/// values finds nothing and answers in one pass. This only sorts patterns by cost; a pattern in
+/// either group gives the same bits.
+const BENIGN: &[&[u8]] = &[
+    b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36",
+    b"Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:121.0) Gecko/20100101 Firefox/121.0",
+    b"text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8",
+    b"gzip, deflate, br",
+    b"en-US,en;q=0.9,de;q=0.8",
+    b"keep-alive",
+    b"application/json; charset=utf-8",
+    b"multipart/form-data; boundary=----WebKitFormBoundary7MA4YWxkTrZu0gW",
+    b"session=3f2a9c1e; theme=dark; lang=en",
+    b"Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjMifQ.c2lnbmF0dXJl",
+    b"https://www.example.com/shop/cart?item=42&qty=1",
+    b"/api/v1/users/42/orders",
+    b"127.0.0.1:8080",
+    b"2026-11-25T10:41:07Z",
+    b"alice.smith@example.com",
+    b"+1-202-555-0143",
+    b"Please deliver after 5pm. Leave the parcel with the concierge, thanks!",
+    b"{\"id\":42,\"name\":\"Alice\",\"tags\":[\"a\",\"b\"]}",
+];
 
 /// A bitset of patterns.
 pub(crate) type Bits = Box<[u64]>;
@@ -70,20 +108,16 @@ impl Prescan {
             };
             members.push((part, index));
         }
-        let Some(re) = compile(patterns.iter().map(|(_, p)| p.as_str())) else {
-            return Prescan::default();
-        };
         let words = patterns.len().div_ceil(64);
-        let singles = patterns.into_iter().map(|(_, p)| p).collect();
         let mut chains: Vec<Vec<Transformation>> = Vec::new();
-        let mut by_variable: HashMap<Variable, Vec<(usize, Bits)>> = HashMap::new();
-        for (part, index) in members {
+        let mut lists: HashMap<Variable, Vec<(usize, Bits)>> = HashMap::new();
+        for (part, index) in &members {
             if chains.len() <= part.chain_id {
                 chains.resize(part.chain_id + 1, Vec::new());
             }
             chains[part.chain_id].clone_from(&part.transforms);
             for t in &part.targets {
-                let list = by_variable.entry(t.variable).or_default();
+                let list = lists.entry(t.variable).or_default();
                 let at = match list.iter().position(|(c, _)| *c == part.chain_id) {
                     Some(at) => at,
                     None => {
@@ -91,43 +125,80 @@ impl Prescan {
                         list.len() - 1
                     }
                 };
-                set(&mut list[at].1, index);
+                set(&mut list[at].1, *index);
             }
+        }
+        let noisy: Vec<bool> = patterns.iter().map(|(_, p)| BENIGN.iter().any(|v| p.is_match(v))).collect();
+        let mut unions: Vec<Bits> = Vec::new();
+        let mut groups: Vec<Group> = Vec::new();
+        let mut by_variable = HashMap::new();
+        for (var, list) in lists {
+            let mut union = zeros(words);
+            for (_, mask) in &list {
+                union.iter_mut().zip(mask.iter()).for_each(|(a, b)| *a |= b);
+            }
+            let group = match unions.iter().position(|u| *u == union) {
+                Some(g) => g,
+                None => {
+                    let (noisy_ids, quiet_ids): (Vec<usize>, Vec<usize>) =
+                        ones(union.iter().copied()).partition(|&i| noisy[i]);
+                    let Some(group) = Group::build(&patterns, quiet_ids, noisy_ids, words) else {
+                        return Prescan::default();
+                    };
+                    groups.push(group);
+                    unions.push(union);
+                    groups.len() - 1
+                }
+            };
+            by_variable.insert(var, (group, list));
+        }
+        for (part, index) in members {
             part.prescan = Some(index);
         }
-        Prescan { re: Some(re), singles, chains, by_variable }
+        let singles = patterns.into_iter().map(|(_, p)| p).collect();
+        Prescan { singles, chains, groups, by_variable }
     }
 
     /// An empty bitset.
     pub(crate) fn empty(&self) -> Bits {
-        zeros(self.re.as_ref().map_or(0, |r| r.pattern_len().div_ceil(64)))
+        zeros(self.singles.len().div_ceil(64))
     }
 
-    /// The chains whose prescanned parts look at `var`: id, transformations, and the bits of
-    /// the patterns those parts use.
-    pub(crate) fn chains_of(&self, var: Variable) -> impl Iterator<Item = (usize, &[Transformation], &[u64])> {
-        let list = self.by_variable.get(&var).map_or(&[][..], Vec::as_slice);
-        list.iter().map(|(c, mask)| (*c, self.chains[*c].as_slice(), &mask[..]))
+    /// The chains whose prescanned parts look at `var`: transformations, and the bits of the
+    /// patterns those parts use.
+    pub(crate) fn chains_of(&self, var: Variable) -> impl Iterator<Item = (&[Transformation], &[u64])> {
+        let list = self.by_variable.get(&var).map_or(&[][..], |(_, l)| l.as_slice());
+        list.iter().map(|(c, mask)| (self.chains[*c].as_slice(), &mask[..]))
     }
 
-    /// Sets in `bits` the patterns of `mask` that match somewhere in `value`.
-    pub(crate) fn scan(&self, value: &[u8], mask: &[u64], found: &mut PatternSet, bits: &mut [u64]) {
-        let Some(re) = &self.re else { return };
-        if value.len() > LONG {
-            let wanted = mask
-                .iter()
-                .enumerate()
-                .flat_map(|(w, &m)| (0..64).filter(move |b| m & (1 << b) != 0).map(move |b| w * 64 + b));
-            for p in wanted {
+    /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of
+    /// `var`.
+    pub(crate) fn scan(&self, var: Variable, value: &[u8], mask: &[u64], found: &mut PatternSet, bits: &mut [u64]) {
+        let Some((g, _)) = self.by_variable.get(&var) else { return };
+        let group = &self.groups[*g];
+        let input = Input::new(value);
+        let long = value.len() > LONG;
+        // Alone: every pattern for a long value; the noisy ones when one of them matches.
+        let alone: Option<&[u64]> = match &group.noisy {
+            _ if long => Some(&[]),
+            Some((re, noisy)) if re.is_match(input.clone()) => Some(noisy),
+            _ => None,
+        };
+        if let Some(only) = alone {
+            let wanted = mask.iter().enumerate().map(|(w, &m)| if long { m } else { m & only[w] });
+            for p in ones(wanted) {
                 if !has(bits, p) && self.singles[p].is_match(value) {
                     set(bits, p);
                 }
             }
+        }
+        let Some((re, ids)) = &group.quiet else { return };
+        if long || !re.is_match(input.clone()) {
             return;
         }
         found.clear();
-        re.which_overlapping_matches(&Input::new(value), found);
-        for p in found.iter().map(|p| p.as_usize()) {
+        re.which_overlapping_matches(&input, found);
+        for p in found.iter().map(|p| ids[p.as_usize()]) {
             if has(mask, p) {
                 set(bits, p);
             }
@@ -136,8 +207,14 @@ impl Prescan {
 
     /// A pattern set for [`Prescan::scan`].
     pub(crate) fn pattern_set(&self) -> PatternSet {
-        PatternSet::new(self.re.as_ref().map_or(0, Regex::pattern_len))
+        let quiet = self.groups.iter().filter_map(|g| g.quiet.as_ref());
+        PatternSet::new(quiet.map(|(re, _)| re.pattern_len()).max().unwrap_or(0))
     }
+}
+
+/// The indexes of the set bits.
+fn ones(words: impl Iterator<Item = u64>) -> impl Iterator<Item = usize> {
+    words.enumerate().flat_map(|(w, m)| (0..64).filter(move |b| m & (1 << b) != 0).map(move |b| w * 64 + b))
 }
 
 fn zeros(words: usize) -> Bits {
@@ -206,6 +283,31 @@ fn stable(v: Variable) -> bool {
             | V::ResponseProtocol
             | V::ResponseContentType
     )
+}
+
+impl Group {
+    /// `None` when an automaton cannot be built.
+    fn build(
+        patterns: &[(usize, regex::bytes::Regex)],
+        quiet: Vec<usize>,
+        noisy: Vec<usize>,
+        words: usize,
+    ) -> Option<Group> {
+        let joint = |ids: &[usize]| compile(ids.iter().map(|&i| patterns[i].1.as_str()));
+        let quiet = match quiet.is_empty() {
+            true => None,
+            false => Some((joint(&quiet)?, quiet)),
+        };
+        let noisy = match noisy.is_empty() {
+            true => None,
+            false => {
+                let mut bits = zeros(words);
+                noisy.iter().for_each(|&i| set(&mut bits, i));
+                Some((joint(&noisy)?, bits))
+            }
+        };
+        Some(Group { quiet, noisy })
+    }
 }
 
 /// One automaton for all patterns: every pattern that matches anywhere is reported

@@ -57,6 +57,17 @@ pub fn apply(t: Transformation, v: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Applies a chain of transformations, skipping the steps that cannot change the value.
+pub fn apply_chain<'v>(steps: &[Transformation], v: &'v [u8]) -> std::borrow::Cow<'v, [u8]> {
+    let mut cur = std::borrow::Cow::Borrowed(v);
+    for &t in steps {
+        if !Features::of(&cur).unchanged(t) {
+            cur = std::borrow::Cow::Owned(apply(t, &cur));
+        }
+    }
+    cur
+}
+
 /// Which bytes a value holds, as far as the transformations that usually leave a value
 /// unchanged care: computed in one pass, it tells for each step of a chain whether the step
 /// can change the value ([`Features::unchanged`]).

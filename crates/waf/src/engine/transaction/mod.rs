@@ -569,20 +569,30 @@ impl<'r> Transaction<'r> {
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
         }
         let mut found = self.found.borrow_mut();
-        // Each distinct form a member takes, with the patterns of the chains giving it.
-        let mut forms: SmallVec<[(Transformed<'_>, SmallVec<[u64; 8]>); 4]> = SmallVec::new();
+        // The distinct forms a member takes, each with the patterns of the chains giving it.
+        // Steps that leave the member as it is are skipped, so a chain gives the same form as
+        // any other chain from its first step that changes the member: the forms are keyed by
+        // that rest of the chain, and most members have one form, themselves.
+        let mut forms: SmallVec<[(&[Transformation], Cow<'_, [u8]>, SmallVec<[u64; 8]>); 4]> = SmallVec::new();
         for v in &vals {
             forms.clear();
             let features = transform::Features::of(&v.value);
-            for (chain, transforms, mask) in prescan.chains_of(var) {
-                let form = self.transform_cached(chain, transforms, &v.value, features);
-                match forms.iter_mut().find(|(f, _)| f.same_as(&form)) {
-                    Some((_, m)) => m.iter_mut().zip(mask).for_each(|(a, b)| *a |= b),
-                    None => forms.push((form, SmallVec::from_slice(mask))),
+            for (transforms, mask) in prescan.chains_of(var) {
+                let first = transforms.iter().position(|&t| !features.unchanged(t)).unwrap_or(transforms.len());
+                let rest = &transforms[first..];
+                let or = |m: &mut SmallVec<[u64; 8]>| m.iter_mut().zip(mask).for_each(|(a, b)| *a |= b);
+                if let Some((_, _, m)) = forms.iter_mut().find(|(r, _, _)| *r == rest) {
+                    or(m);
+                    continue;
+                }
+                let form = transform::apply_chain(rest, &v.value);
+                match forms.iter_mut().find(|(_, f, _)| *f == form) {
+                    Some((_, _, m)) => or(m),
+                    None => forms.push((rest, form, SmallVec::from_slice(mask))),
                 }
             }
-            for (form, mask) in &forms {
-                prescan.scan(form, mask, &mut found, &mut bits);
+            for (_, form, mask) in &forms {
+                prescan.scan(var, form, mask, &mut found, &mut bits);
             }
         }
         bits
@@ -606,13 +616,7 @@ impl<'r> Transaction<'r> {
         if let Some(t) = per_chain.get(v) {
             return Transformed::Changed(t.clone());
         }
-        let mut cur = Cow::Borrowed(v);
-        for &t in &transforms[first..] {
-            if !transform::Features::of(&cur).unchanged(t) {
-                cur = Cow::Owned(transform::apply(t, &cur));
-            }
-        }
-        let out: Arc<[u8]> = Arc::from(cur.as_ref());
+        let out: Arc<[u8]> = Arc::from(transform::apply_chain(&transforms[first..], v).as_ref());
         // Bounded: a request with very many distinct values stops caching, not growing.
         if per_chain.len() < 4096 {
             per_chain.insert(v.to_vec(), out.clone());
