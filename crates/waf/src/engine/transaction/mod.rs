@@ -573,7 +573,7 @@ impl<'r> Transaction<'r> {
         // Steps that leave the member as it is are skipped, so a chain gives the same form as
         // any other chain from its first step that changes the member: the forms are keyed by
         // that rest of the chain, and most members have one form, themselves.
-        let mut forms: SmallVec<[(&[Transformation], Cow<'_, [u8]>, SmallVec<[u64; 8]>); 4]> = SmallVec::new();
+        let mut forms: SmallVec<[Form<'_>; 4]> = SmallVec::new();
         for v in &vals {
             forms.clear();
             let features = transform::Features::of(&v.value);
@@ -766,23 +766,16 @@ impl<'r> Transaction<'r> {
     }
 }
 
+/// A form a value takes in the prescan: the rest of the chain from the first step that
+/// changes it, the transformed bytes, and the patterns to scan it for.
+type Form<'a> = (&'a [Transformation], Cow<'a, [u8]>, SmallVec<[u64; 8]>);
+
 /// A value at the end of a transformation chain.
 enum Transformed<'v> {
     /// No step changed it.
     Same(&'v [u8]),
     /// Computed (and cached).
     Changed(Arc<[u8]>),
-}
-
-impl Transformed<'_> {
-    /// Whether two forms hold the same bytes (the same slice, without comparing, when
-    /// neither was changed).
-    fn same_as(&self, other: &Transformed<'_>) -> bool {
-        match (self, other) {
-            (Transformed::Same(a), Transformed::Same(b)) if std::ptr::eq(*a, *b) => true,
-            _ => **self == **other,
-        }
-    }
 }
 
 impl std::ops::Deref for Transformed<'_> {
