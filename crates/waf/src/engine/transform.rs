@@ -72,29 +72,42 @@ pub fn apply_chain<'v>(steps: &[Transformation], v: &'v [u8]) -> std::borrow::Co
 /// unchanged care: computed in one pass, it tells for each step of a chain whether the step
 /// can change the value ([`Features::unchanged`]).
 #[derive(Clone, Copy, Debug)]
-pub struct Features(u16);
+pub struct Features(u32);
 
 impl Features {
-    const PERCENT_PLUS: u16 = 1;
-    const AMPERSAND: u16 = 1 << 1;
-    const BACKSLASH: u16 = 1 << 2;
-    const UPPER: u16 = 1 << 3;
-    const LOWER: u16 = 1 << 4;
-    const NUL: u16 = 1 << 5;
-    const NON_ASCII: u16 = 1 << 6;
+    const PERCENT_PLUS: u32 = 1;
+    const AMPERSAND: u32 = 1 << 1;
+    const BACKSLASH: u32 = 1 << 2;
+    const UPPER: u32 = 1 << 3;
+    const LOWER: u32 = 1 << 4;
+    const NUL: u32 = 1 << 5;
+    const NON_ASCII: u32 = 1 << 6;
     /// Whitespace other than a plain space, or 0xa0.
-    const ODD_SPACE: u16 = 1 << 7;
-    const SPACE: u16 = 1 << 8;
-    const DOUBLE_SPACE: u16 = 1 << 9;
-    const LEADING_SPACE: u16 = 1 << 10;
-    const TRAILING_SPACE: u16 = 1 << 11;
+    const ODD_SPACE: u32 = 1 << 7;
+    const SPACE: u32 = 1 << 8;
+    const DOUBLE_SPACE: u32 = 1 << 9;
+    const LEADING_SPACE: u32 = 1 << 10;
+    const TRAILING_SPACE: u32 = 1 << 11;
+    const SLASH: u32 = 1 << 12;
+    /// `*` and `#`: comment syntax.
+    const COMMENT: u32 = 1 << 13;
+    const DOUBLE_DASH: u32 = 1 << 14;
+    /// `"`, `'`, `^`, `,`, `;`: what `cmdLine` drops or turns into a space.
+    const SHELL: u32 = 1 << 15;
+    /// The value is `.` or `..`.
+    const DOTS: u32 = 1 << 16;
 
     /// Scans a value.
     pub fn of(v: &[u8]) -> Features {
         let mut f = 0;
         let mut prev_space = false;
+        let mut prev_dash = false;
         for &b in v {
             f |= match b {
+                b'-' if prev_dash => Self::DOUBLE_DASH,
+                b'/' => Self::SLASH,
+                b'*' | b'#' => Self::COMMENT,
+                b'"' | b'\'' | b'^' | b',' | b';' => Self::SHELL,
                 b'%' | b'+' => Self::PERCENT_PLUS,
                 b'&' => Self::AMPERSAND,
                 b'\\' => Self::BACKSLASH,
@@ -109,6 +122,10 @@ impl Features {
                 _ => 0,
             };
             prev_space = b == b' ';
+            prev_dash = b == b'-';
+        }
+        if v == b"." || v == b".." {
+            f |= Self::DOTS;
         }
         if v.first().is_some_and(|&b| is_space(b)) {
             f |= Self::LEADING_SPACE;
@@ -123,7 +140,7 @@ impl Features {
     /// the caller applies it.
     pub fn unchanged(self, t: Transformation) -> bool {
         use Transformation as T;
-        let none = |bits: u16| self.0 & bits == 0;
+        let none = |bits: u32| self.0 & bits == 0;
         match t {
             T::None => true,
             T::UrlDecode | T::UrlDecodeUni => none(Self::PERCENT_PLUS),
@@ -138,6 +155,11 @@ impl Features {
             T::Trim => none(Self::LEADING_SPACE | Self::TRAILING_SPACE),
             T::TrimLeft => none(Self::LEADING_SPACE),
             T::TrimRight => none(Self::TRAILING_SPACE),
+            T::NormalizePath => none(Self::SLASH | Self::DOTS),
+            T::NormalizePathWin => none(Self::SLASH | Self::BACKSLASH | Self::DOTS),
+            T::ReplaceComments => none(Self::COMMENT),
+            T::RemoveComments | T::RemoveCommentsChar => none(Self::COMMENT | Self::DOUBLE_DASH),
+            T::CmdLine => none(Self::SHELL | Self::BACKSLASH | Self::UPPER | Self::SPACE | Self::ODD_SPACE),
             _ => false,
         }
     }
