@@ -950,8 +950,9 @@ fn blocking_rules(loaded: &seclang::RuleSet) -> BTreeSet<u64> {
 }
 
 /// nginx + libmodsecurity3 started by `differential/run.sh` in a folder of its own, on a free
-/// loopback port. Dropping it stops nginx, also when the test fails; the folder is removed
-/// after a passing run and kept (for its `logs/error.log`) after a failing one.
+/// loopback port. Dropping it stops nginx, also when the test fails (and should the test
+/// process be killed first, run.sh's watcher stops nginx within a second); the folder is
+/// removed after a passing run and kept (for its `logs/error.log`) after a failing one.
 struct Reference {
     dir: PathBuf,
     port: u16,
@@ -981,6 +982,7 @@ impl Reference {
                 .env("DIFF_DIR", &dir)
                 .env("DIFF_PORT", port.to_string())
                 .env("BARBICAN_CRS_DIR", crs)
+                .env("DIFF_OWNER", std::process::id().to_string())
                 .output()
                 .expect("run differential/run.sh with sh");
             if out.status.success() {
@@ -1085,8 +1087,8 @@ impl Drop for Reference {
         self.stop();
         if std::thread::panicking() {
             eprintln!("nginx + libmodsecurity3's files are kept in {}", self.dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.dir);
+        } else if let Err(e) = std::fs::remove_dir_all(&self.dir) {
+            eprintln!("could not remove {}: {e}", self.dir.display());
         }
     }
 }

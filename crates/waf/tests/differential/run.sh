@@ -15,6 +15,8 @@
 # Settings (environment):
 #   DIFF_DIR          generated files and logs (default /tmp/barbican-diff)
 #   DIFF_PORT         the ModSecurity listener on 127.0.0.1 (default 28791)
+#   DIFF_OWNER        a process id: nginx is stopped once that process is gone (the tests give
+#                     theirs, so that a test killed before it could stop nginx leaves none)
 #   BARBICAN_CRS_DIR  as for the tests (default <workspace>/../shared/crs): CRS 4.28.0 in
 #                     $BARBICAN_CRS_DIR/v4.28.0, the engine settings in
 #                     $BARBICAN_CRS_DIR/../reference/modsecurity.conf
@@ -101,5 +103,9 @@ if [ -f "$dir/nginx.pid" ] && kill -0 "$(cat "$dir/nginx.pid")" 2>/dev/null; the
 else
   rm -f "$dir/backend.sock" "$dir/marker.sock"
   "$nginx" -p "$dir" -e "$dir/logs/error.log" -c "$dir/nginx.conf"
+  if [ -n "$DIFF_OWNER" ]; then
+    DIFF_DIR=$dir nohup sh -c 'while kill -0 "$1" 2>/dev/null; do sleep 1; done; exec sh "$2" stop' \
+      watch "$DIFF_OWNER" "$here/run.sh" >/dev/null 2>&1 </dev/null &
+  fi
 fi
 echo "nginx + libmodsecurity3 (CRS ${1:-4.28.0}) on 127.0.0.1:$port, log $dir/logs/error.log"
