@@ -115,15 +115,25 @@ pub(crate) enum Sel {
     Key(String),
     /// Key regex, case-insensitive.
     Regex(regex::bytes::Regex),
+    /// A key regex that is a literal prefix (`/^header_name_920450_/`), lowercase, compared
+    /// without case.
+    Prefix(String),
     /// `XML:/xpath`.
     XPath(String),
 }
 
 impl Sel {
-    fn of(t: &Target) -> Result<Sel, String> {
+    pub(crate) fn of(t: &Target) -> Result<Sel, String> {
         Ok(match &t.selector {
             None => Sel::All,
             Some(seclang::ast::Selector::Key(k)) => Sel::Key(k.to_ascii_lowercase()),
+            Some(seclang::ast::Selector::Regex(r))
+                if r.len() > 1
+                    && r.starts_with('^')
+                    && r[1..].bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                Sel::Prefix(r[1..].to_ascii_lowercase())
+            }
             Some(seclang::ast::Selector::Regex(r)) => Sel::Regex(
                 regex::bytes::RegexBuilder::new(r)
                     .case_insensitive(true)
@@ -140,6 +150,7 @@ impl Sel {
             Sel::All => true,
             Sel::Key(k) => key.eq_ignore_ascii_case(k.as_bytes()),
             Sel::Regex(r) => r.is_match(key),
+            Sel::Prefix(p) => key.get(..p.len()).is_some_and(|k| k.eq_ignore_ascii_case(p.as_bytes())),
             Sel::XPath(x) => key == x.as_bytes(),
         }
     }
@@ -666,7 +677,7 @@ fn apply_exception(k: &DirectiveKind, rules: &mut [Rule], removed: &mut [bool], 
 fn same_sel(a: &Sel, b: &Sel) -> bool {
     match (a, b) {
         (Sel::All, Sel::All) => true,
-        (Sel::Key(x), Sel::Key(y)) | (Sel::XPath(x), Sel::XPath(y)) => x == y,
+        (Sel::Key(x), Sel::Key(y)) | (Sel::XPath(x), Sel::XPath(y)) | (Sel::Prefix(x), Sel::Prefix(y)) => x == y,
         (Sel::Regex(x), Sel::Regex(y)) => x.as_str() == y.as_str(),
         _ => false,
     }

@@ -27,7 +27,7 @@ use smallvec::SmallVec;
 
 use crate::seclang::ast::{
     ActionKind, AllowScope, BodyProcessor, Ctl, EngineMode, IdRange, LimitAction, MacroPart, MacroString, MacroVar,
-    Phase, SetVarOp, Severity, Target, TargetModifier, Transformation, Variable,
+    Phase, SetVarOp, Severity, Target, Transformation, Variable,
 };
 
 use super::body::{json, multipart, urlencoded, xml};
@@ -839,16 +839,7 @@ fn apply_setvar(op: &SetVarOp, cur: Option<&[u8]>, value: Option<&[u8]>) -> Opti
 }
 
 fn exclusion(t: &Target) -> Option<Exclusion> {
-    let spec = Target { modifier: TargetModifier::Exclude, ..t.clone() };
-    let sel = match &spec.selector {
-        None => Sel::All,
-        Some(crate::seclang::ast::Selector::Key(k)) => Sel::Key(k.to_ascii_lowercase()),
-        Some(crate::seclang::ast::Selector::Regex(r)) => {
-            Sel::Regex(regex::bytes::RegexBuilder::new(r).case_insensitive(true).build().ok()?)
-        }
-        Some(crate::seclang::ast::Selector::XPath(x)) => Sel::XPath(x.clone()),
-    };
-    Some(Exclusion { variable: spec.variable, sel })
+    Some(Exclusion { variable: t.variable, sel: Sel::of(t).ok()? })
 }
 
 /// The values the operator sees: the end of the chain, or with `multiMatch` the original and

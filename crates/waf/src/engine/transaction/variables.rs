@@ -4,6 +4,7 @@
 //! anchored variables), `MATCHED_VAR(S)`, `TX` and the other stores, multipart flags, XML, time.
 
 use std::borrow::Cow;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -241,6 +242,18 @@ impl Transaction<'_> {
                 // A named TX variable: one lookup instead of a walk over the collection.
                 if let Sel::Key(k) = sel {
                     if let Some((k, val)) = self.tx.get_key_value(k.as_str()) {
+                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    }
+                }
+            }
+            V::Tx if matches!(sel, Sel::Prefix(_)) => {
+                // TX keys are lowercase and ordered: the keys with a prefix are one range.
+                if let Sel::Prefix(p) = sel {
+                    for (k, val) in self
+                        .tx
+                        .range::<str, _>((Bound::Included(p.as_str()), Bound::Unbounded))
+                        .take_while(|(k, _)| k.starts_with(p.as_str()))
+                    {
                         out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
                     }
                 }
