@@ -17,7 +17,7 @@
 //! `variables` holds what the request and response give and resolves a target to values.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -155,8 +155,9 @@ pub struct Transaction<'r> {
     unique_id: String,
     /// Seconds since the Unix epoch when the transaction began (`TIME*`).
     started: u64,
-    /// Transformed values by chain and original value.
+    /// Transformed values by chain and original value, and the bytes they hold.
     transformed: RefCell<TransformCache>,
+    cached_bytes: Cell<usize>,
     /// Prescan bitsets by variable, dropped whenever request or response data is
     /// loaded.
     prescanned: RefCell<HashMap<Variable, Bits, FastHash>>,
@@ -197,6 +198,9 @@ mod variables;
 
 use variables::{store_index, Val, Vals, Vars};
 
+/// At most this many bytes (originals and results) in a transaction's transformation cache.
+const CACHE_BUDGET: usize = 4 << 20;
+
 static UNIQUE: AtomicU64 = AtomicU64::new(1);
 
 impl<'r> Transaction<'r> {
@@ -228,6 +232,7 @@ impl<'r> Transaction<'r> {
             unique_id: format!("{:016x}", UNIQUE.fetch_add(1, Ordering::Relaxed)),
             started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             transformed: RefCell::new(HashMap::new()),
+            cached_bytes: Cell::new(0),
             prescanned: RefCell::new(HashMap::default()),
             found: RefCell::new(rules.prescan.pattern_set()),
         }
@@ -617,8 +622,11 @@ impl<'r> Transaction<'r> {
             return Transformed::Changed(t.clone());
         }
         let out: Arc<[u8]> = Arc::from(transform::apply_chain(&transforms[first..], v).as_ref());
-        // Bounded: a request with very many distinct values stops caching, not growing.
-        if per_chain.len() < 4096 {
+        // Bounded: past a budget (many values, or one huge value through many chains) the
+        // transaction recomputes instead of growing.
+        let cost = v.len() + out.len();
+        if self.cached_bytes.get() + cost <= CACHE_BUDGET {
+            self.cached_bytes.set(self.cached_bytes.get() + cost);
             per_chain.insert(v.to_vec(), out.clone());
         }
         Transformed::Changed(out)
