@@ -16,7 +16,8 @@
 //! skipped; a set bit sends the part through the ordinary per-value evaluation, which decides.
 //! Benign traffic clears nearly every bit, so most rules cost a few bit tests. Only parts whose
 //! answer is a pure function of request data take part: a literal, non-negated `@rx` on the
-//! linear engine that does not match ordinary short values, no `multiMatch`, no counting, and
+//! linear engine that does not match ordinary short values (with `multiMatch`, every variant of
+//! a value is scanned), no counting, and
 //! targets whose values do not change within a phase (not `TX`, `MATCHED_VAR`, ...).
 
 use std::collections::HashMap;
@@ -40,10 +41,13 @@ pub(crate) struct Prescan {
     chains: Vec<Vec<Transformation>>,
     /// The automata, one per distinct set of patterns that some variables are checked with.
     groups: Vec<Group>,
-    /// By variable: its group, and the chains whose prescanned parts look at it, each with the
-    /// bits of the patterns those parts use.
-    by_variable: HashMap<Variable, (usize, Vec<(usize, Bits)>)>,
+    /// By variable: its group, and the chains whose prescanned parts look at it (with whether
+    /// they are `multiMatch` parts), each with the bits of the patterns those parts use.
+    by_variable: HashMap<Variable, (usize, Vec<Look>)>,
 }
+
+/// How parts look at a variable: chain id, `multiMatch`, and the bits of their patterns.
+type Look = (usize, bool, Bits);
 
 /// The automata for the patterns some variables are checked with: only those, so that the
 /// patterns of other variables report nothing while these are scanned.
@@ -110,7 +114,7 @@ impl Prescan {
         }
         let words = patterns.len().div_ceil(64);
         let mut chains: Vec<Vec<Transformation>> = Vec::new();
-        let mut lists: HashMap<Variable, Vec<(usize, Bits)>> = HashMap::new();
+        let mut lists: HashMap<Variable, Vec<Look>> = HashMap::new();
         for (part, index) in &members {
             if chains.len() <= part.chain_id {
                 chains.resize(part.chain_id + 1, Vec::new());
@@ -118,14 +122,15 @@ impl Prescan {
             chains[part.chain_id].clone_from(&part.transforms);
             for t in &part.targets {
                 let list = lists.entry(t.variable).or_default();
-                let at = match list.iter().position(|(c, _)| *c == part.chain_id) {
+                let key = (part.chain_id, part.multi_match);
+                let at = match list.iter().position(|(c, m, _)| (*c, *m) == key) {
                     Some(at) => at,
                     None => {
-                        list.push((part.chain_id, zeros(words)));
+                        list.push((key.0, key.1, zeros(words)));
                         list.len() - 1
                     }
                 };
-                set(&mut list[at].1, *index);
+                set(&mut list[at].2, *index);
             }
         }
         let noisy: Vec<bool> = patterns.iter().map(|(_, p)| BENIGN.iter().any(|v| p.is_match(v))).collect();
@@ -134,7 +139,7 @@ impl Prescan {
         let mut by_variable = HashMap::new();
         for (var, list) in lists {
             let mut union = zeros(words);
-            for (_, mask) in &list {
+            for (_, _, mask) in &list {
                 union.iter_mut().zip(mask.iter()).for_each(|(a, b)| *a |= b);
             }
             let group = match unions.iter().position(|u| *u == union) {
@@ -164,11 +169,12 @@ impl Prescan {
         zeros(self.singles.len().div_ceil(64))
     }
 
-    /// The chains whose prescanned parts look at `var`: transformations, and the bits of the
-    /// patterns those parts use.
-    pub(crate) fn chains_of(&self, var: Variable) -> impl Iterator<Item = (&[Transformation], &[u64])> {
+    /// The chains whose prescanned parts look at `var`: transformations, whether the parts are
+    /// `multiMatch` (scanned at every step that changes the value), and the bits of the patterns
+    /// those parts use.
+    pub(crate) fn chains_of(&self, var: Variable) -> impl Iterator<Item = (&[Transformation], bool, &[u64])> {
         let list = self.by_variable.get(&var).map_or(&[][..], |(_, l)| l.as_slice());
-        list.iter().map(|(c, mask)| (self.chains[*c].as_slice(), &mask[..]))
+        list.iter().map(|(c, multi, mask)| (self.chains[*c].as_slice(), *multi, &mask[..]))
     }
 
     /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of
@@ -237,7 +243,7 @@ fn eligible(part: &Part) -> Option<regex::bytes::Regex> {
     // value, so its bit would always be set, and it would report a match at nearly every
     // position of every scan: it is left to per-rule evaluation.
     let common = [&b""[..], b"a", b"0", b"id", b"42"].iter().any(|v| re.is_match(v));
-    if part.negated || part.multi_match || part.targets.is_empty() || common {
+    if part.negated || part.targets.is_empty() || common {
         return None;
     }
     part.targets.iter().all(|t| !t.count && stable(t.variable)).then(|| re.clone())

@@ -68,6 +68,23 @@ pub fn apply_chain<'v>(steps: &[Transformation], v: &'v [u8]) -> std::borrow::Co
     cur
 }
 
+/// What a `multiMatch` rule checks: the value, then the value after each step that changed
+/// it.
+pub fn variants<'v>(steps: &[Transformation], v: &'v [u8]) -> Vec<std::borrow::Cow<'v, [u8]>> {
+    let mut out = vec![std::borrow::Cow::Borrowed(v)];
+    for &t in steps {
+        let cur: &[u8] = out.last().map_or(v, |c| c.as_ref());
+        if Features::of(cur).unchanged(t) {
+            continue;
+        }
+        let next = apply(t, cur);
+        if next != cur {
+            out.push(std::borrow::Cow::Owned(next));
+        }
+    }
+    out
+}
+
 /// Which bytes a value holds, as far as the transformations that usually leave a value
 /// unchanged care: computed in one pass, it tells for each step of a chain whether the step
 /// can change the value ([`Features::unchanged`]).

@@ -522,9 +522,14 @@ impl<'r> Transaction<'r> {
             _ => None,
         };
         for val in vals {
-            if !part.multi_match && !part.transforms.is_empty() {
-                let features = transform::Features::of(&val.value);
-                let tv = self.transform_cached(part.chain_id, &part.transforms, &val.value, features);
+            if !part.multi_match {
+                let tv = match part.transforms.is_empty() {
+                    true => Transformed::Same(&val.value),
+                    false => {
+                        let features = transform::Features::of(&val.value);
+                        self.transform_cached(part.chain_id, &part.transforms, &val.value, features)
+                    }
+                };
                 let (hit, caps) =
                     run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
                 if hit != part.negated {
@@ -536,8 +541,7 @@ impl<'r> Transaction<'r> {
                 }
                 continue;
             }
-            let variants = transformed(&val.value, &part.transforms, part.multi_match);
-            for tv in variants {
+            for tv in transform::variants(&part.transforms, &val.value) {
                 let (hit, caps) =
                     run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
                 if hit != part.negated {
@@ -582,19 +586,20 @@ impl<'r> Transaction<'r> {
         for v in &vals {
             forms.clear();
             let features = transform::Features::of(&v.value);
-            for (transforms, mask) in prescan.chains_of(var) {
-                let first = transforms.iter().position(|&t| !features.unchanged(t)).unwrap_or(transforms.len());
-                let rest = &transforms[first..];
-                let or = |m: &mut SmallVec<[u64; 8]>| m.iter_mut().zip(mask).for_each(|(a, b)| *a |= b);
-                if let Some((_, _, m)) = forms.iter_mut().find(|(r, _, _)| *r == rest) {
-                    or(m);
+            for (transforms, multi, mask) in prescan.chains_of(var) {
+                if multi {
+                    for form in transform::variants(transforms, &v.value) {
+                        add_form(&mut forms, None, form, mask);
+                    }
                     continue;
                 }
-                let form = transform::apply_chain(rest, &v.value);
-                match forms.iter_mut().find(|(_, f, _)| *f == form) {
-                    Some((_, _, m)) => or(m),
-                    None => forms.push((rest, form, SmallVec::from_slice(mask))),
+                let first = transforms.iter().position(|&t| !features.unchanged(t)).unwrap_or(transforms.len());
+                let rest = &transforms[first..];
+                if let Some((_, _, m)) = forms.iter_mut().find(|(r, _, _)| *r == Some(rest)) {
+                    m.iter_mut().zip(mask).for_each(|(a, b)| *a |= b);
+                    continue;
                 }
+                add_form(&mut forms, Some(rest), transform::apply_chain(rest, &v.value), mask);
             }
             for (_, form, mask) in &forms {
                 prescan.scan(var, form, mask, &mut found, &mut bits);
@@ -775,8 +780,22 @@ impl<'r> Transaction<'r> {
 }
 
 /// A form a value takes in the prescan: the rest of the chain from the first step that
-/// changes it, the transformed bytes, and the patterns to scan it for.
-type Form<'a> = (&'a [Transformation], Cow<'a, [u8]>, SmallVec<[u64; 8]>);
+/// changes it (`None` for a `multiMatch` variant), the transformed bytes, and the patterns to
+/// scan it for.
+type Form<'a> = (Option<&'a [Transformation]>, Cow<'a, [u8]>, SmallVec<[u64; 8]>);
+
+/// Adds the patterns of `mask` to the form with these bytes, or adds the form.
+fn add_form<'a>(
+    forms: &mut SmallVec<[Form<'a>; 4]>,
+    rest: Option<&'a [Transformation]>,
+    form: Cow<'a, [u8]>,
+    mask: &[u64],
+) {
+    match forms.iter_mut().find(|(_, f, _)| *f == form) {
+        Some((_, _, m)) => m.iter_mut().zip(mask).for_each(|(a, b)| *a |= b),
+        None => forms.push((rest, form, SmallVec::from_slice(mask))),
+    }
+}
 
 /// A value at the end of a transformation chain.
 enum Transformed<'v> {
@@ -848,31 +867,6 @@ fn apply_setvar(op: &SetVarOp, cur: Option<&[u8]>, value: Option<&[u8]>) -> Opti
 
 fn exclusion(t: &Target) -> Option<Exclusion> {
     Some(Exclusion { variable: t.variable, sel: Sel::of(t).ok()? })
-}
-
-/// The values the operator sees: the end of the chain, or with `multiMatch` the original and
-/// every step that changed it.
-fn transformed<'a>(v: &Cow<'a, [u8]>, chain: &[Transformation], multi: bool) -> Vec<Cow<'a, [u8]>> {
-    if chain.is_empty() {
-        return vec![v.clone()];
-    }
-    let mut out = Vec::new();
-    if multi {
-        out.push(v.clone());
-    }
-    let mut cur: Cow<'a, [u8]> = v.clone();
-    for t in chain {
-        let next = transform::apply(*t, &cur);
-        let changed = next.as_slice() != cur.as_ref();
-        cur = Cow::Owned(next);
-        if multi && changed {
-            out.push(cur.clone());
-        }
-    }
-    if !multi {
-        out.push(cur);
-    }
-    out
 }
 
 fn run_op(
