@@ -133,7 +133,7 @@ impl Prescan {
                 set(&mut list[at].2, *index);
             }
         }
-        let noisy: Vec<bool> = patterns.iter().map(|(_, p)| BENIGN.iter().any(|v| p.is_match(v))).collect();
+        let noisy: Vec<bool> = patterns.iter().map(|(_, p)| BENIGN.iter().any(|v| probe(p).is_match(v))).collect();
         let mut unions: Vec<Bits> = Vec::new();
         let mut groups: Vec<Group> = Vec::new();
         let mut by_variable = HashMap::new();
@@ -231,6 +231,14 @@ fn set(bits: &mut [u64], index: usize) {
     bits[index / 64] |= 1 << (index % 64);
 }
 
+/// A copy of a regex for trying it while compiling. A regex keeps its search caches in a pool
+/// whose fast path belongs to the first thread that searches with it; the copy has its own
+/// pool, so the thread that compiles a rule set (the control thread, in the gateway) does not
+/// take the fast path away from the workers that evaluate requests.
+fn probe(re: &regex::bytes::Regex) -> regex::bytes::Regex {
+    re.clone()
+}
+
 /// Whether a bit is set.
 pub(crate) fn has(bits: &[u64], index: usize) -> bool {
     bits.get(index / 64).is_some_and(|w| w & (1 << (index % 64)) != 0)
@@ -242,7 +250,8 @@ fn eligible(part: &Part) -> Option<regex::bytes::Regex> {
     // A pattern that matches ordinary short values (`.`, `^[^;\s]+`) matches nearly every
     // value, so its bit would always be set, and it would report a match at nearly every
     // position of every scan: it is left to per-rule evaluation.
-    let common = [&b""[..], b"a", b"0", b"id", b"42"].iter().any(|v| re.is_match(v));
+    let probe = probe(re);
+    let common = [&b""[..], b"a", b"0", b"id", b"42"].iter().any(|v| probe.is_match(v));
     if part.negated || part.targets.is_empty() || common {
         return None;
     }
