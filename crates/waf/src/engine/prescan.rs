@@ -134,29 +134,43 @@ impl Prescan {
             }
         }
         let noisy: Vec<bool> = patterns.iter().map(|(_, p)| BENIGN.iter().any(|v| probe(p).is_match(v))).collect();
+        // A variable checked with a subset of another's patterns (REQUEST_COOKIES_NAMES beside
+        // ARGS) shares its automaton: a few extra patterns cost less than another automaton and
+        // its caches. Merging sets that are merely close was measured slower (more patterns
+        // report matches that the masks then drop). Largest sets first.
+        let mut lists: Vec<(Variable, Vec<Look>, Bits)> = lists
+            .into_iter()
+            .map(|(var, list)| {
+                let mut union = zeros(words);
+                for (_, _, mask) in &list {
+                    union.iter_mut().zip(mask.iter()).for_each(|(a, b)| *a |= b);
+                }
+                (var, list, union)
+            })
+            .collect();
+        lists.sort_by_key(|(var, _, union)| (std::cmp::Reverse(ones(union.iter().copied()).count()), *var));
         let mut unions: Vec<Bits> = Vec::new();
-        let mut groups: Vec<Group> = Vec::new();
-        let mut by_variable = HashMap::new();
-        for (var, list) in lists {
-            let mut union = zeros(words);
-            for (_, _, mask) in &list {
-                union.iter_mut().zip(mask.iter()).for_each(|(a, b)| *a |= b);
-            }
-            let group = match unions.iter().position(|u| *u == union) {
+        let mut assigned = Vec::new();
+        for (var, list, union) in lists {
+            let within = |u: &Bits| union.iter().zip(u.iter()).all(|(a, b)| a & !b == 0);
+            let group = match unions.iter().position(within) {
                 Some(g) => g,
                 None => {
-                    let (noisy_ids, quiet_ids): (Vec<usize>, Vec<usize>) =
-                        ones(union.iter().copied()).partition(|&i| noisy[i]);
-                    let Some(group) = Group::build(&patterns, quiet_ids, noisy_ids, words) else {
-                        return Prescan::default();
-                    };
-                    groups.push(group);
                     unions.push(union);
-                    groups.len() - 1
+                    unions.len() - 1
                 }
             };
-            by_variable.insert(var, (group, list));
+            assigned.push((var, group, list));
         }
+        let mut groups = Vec::with_capacity(unions.len());
+        for union in &unions {
+            let (noisy_ids, quiet_ids): (Vec<usize>, Vec<usize>) = ones(union.iter().copied()).partition(|&i| noisy[i]);
+            let Some(group) = Group::build(&patterns, quiet_ids, noisy_ids, words) else {
+                return Prescan::default();
+            };
+            groups.push(group);
+        }
+        let by_variable = assigned.into_iter().map(|(var, group, list)| (var, (group, list))).collect();
         for (part, index) in members {
             part.prescan = Some(index);
         }
