@@ -212,7 +212,8 @@ async fn dispatch(
     match exchange.waf_response.take() {
         None => response,
         Some(check) => {
-            let (response, action) = check.inspect(response, proxy.upstream.request_timeout).await;
+            // Boxed: its state would otherwise widen this future for every route.
+            let (response, action) = Box::pin(check.inspect(response, proxy.upstream.request_timeout)).await;
             outcome.waf_action = Some(action.as_str());
             response
         }
