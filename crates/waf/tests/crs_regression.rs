@@ -623,20 +623,30 @@ fn crs_4_28_0_regression_suite() {
 /// `differential/run.sh`).
 const HARNESS_3: &str = include_str!("differential/harness-3.3.4.conf");
 
-/// Debian's CRS 3.3.4 (package `modsecurity-crs`) against its own regression suite (the
-/// suite has no nginx overrides: it was written for Apache and ModSecurity 2).
-#[test]
-fn crs_3_3_4_regression_suite() {
-    const RULES: &str = "/usr/share/modsecurity-crs/rules";
-    const SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
+/// Where Debian's package `modsecurity-crs` installs CRS 3.3.4.
+const DEBIAN_RULES: &str = "/usr/share/modsecurity-crs/rules";
+const DEBIAN_SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
+
+/// The shared directory and CRS 3.3.4's regression tests, after checking that Debian's rules
+/// are installed.
+fn debian_crs_3() -> (PathBuf, PathBuf) {
     assert!(
-        Path::new(RULES).is_dir() && Path::new(SETUP).is_file(),
-        "Debian's CRS 3.3.4 is not installed ({RULES}, {SETUP}): run `apt-get install modsecurity-crs`"
+        Path::new(DEBIAN_RULES).is_dir() && Path::new(DEBIAN_SETUP).is_file(),
+        "Debian's CRS 3.3.4 is not installed ({DEBIAN_RULES}, {DEBIAN_SETUP}): run `apt-get install modsecurity-crs`"
     );
     let crs = shared_dir();
     let tests = crs.join("v3.3.4/tests/regression/tests");
     assert!(tests.is_dir(), "the CRS 3.3.4 regression suite is not at {}", tests.display());
-    let rs = compile(&reference_conf(&crs), Path::new(SETUP), HARNESS_3, &Path::new(RULES).join("*.conf"));
+    (crs, tests)
+}
+
+/// Debian's CRS 3.3.4 (package `modsecurity-crs`) against its own regression suite (the
+/// suite has no nginx overrides: it was written for Apache and ModSecurity 2).
+#[test]
+fn crs_3_3_4_regression_suite() {
+    let (crs, tests) = debian_crs_3();
+    let rs =
+        compile(&reference_conf(&crs), Path::new(DEBIAN_SETUP), HARNESS_3, &Path::new(DEBIAN_RULES).join("*.conf"));
     run_suite("CRS v3.3.4", &rs, load_cases(&tests, None), 2000, "crs-3.3.4-known-failures.txt");
 }
 
@@ -728,16 +738,9 @@ fn differential_crs_4_28_0() {
 #[test]
 fn differential_crs_3_3_4() {
     let started = std::time::Instant::now();
-    const RULES: &str = "/usr/share/modsecurity-crs/rules";
-    const SETUP: &str = "/etc/modsecurity/crs/crs-setup.conf";
-    assert!(
-        Path::new(RULES).is_dir() && Path::new(SETUP).is_file(),
-        "Debian's CRS 3.3.4 is not installed ({RULES}, {SETUP}): run `apt-get install modsecurity-crs`"
-    );
-    let crs = shared_dir();
-    let tests = crs.join("v3.3.4/tests/regression/tests");
-    assert!(tests.is_dir(), "the CRS 3.3.4 regression suite is not at {}", tests.display());
-    let loaded = load(&reference_conf(&crs), Path::new(SETUP), HARNESS_3, &Path::new(RULES).join("*.conf"));
+    let (crs, tests) = debian_crs_3();
+    let loaded =
+        load(&reference_conf(&crs), Path::new(DEBIAN_SETUP), HARNESS_3, &Path::new(DEBIAN_RULES).join("*.conf"));
     let rs = RuleSet::compile(&loaded);
     differential(started, "3.3.4", &crs, &rs, &blocking_rules(&loaded), load_cases(&tests, None), 2000);
 }
