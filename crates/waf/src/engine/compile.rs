@@ -247,6 +247,9 @@ pub struct RuleSet {
     pub(crate) phases: [Vec<Step>; 5],
     pub(crate) settings: Settings,
     pub(crate) prescan: Prescan,
+    /// The empty name and value of a `SecAction`'s match, shared rather than allocated per
+    /// match.
+    pub(crate) blank: (std::sync::Arc<str>, std::sync::Arc<[u8]>),
     fallbacks: Vec<Fallback>,
     unsupported: Vec<Unsupported>,
 }
@@ -390,7 +393,7 @@ impl RuleSet {
         }
         fallbacks.retain(|f: &Fallback| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == f.rule_id));
         unsupported.retain(|u: &Unsupported| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == u.rule_id));
-        RuleSet { rules, phases, settings, prescan, fallbacks, unsupported }
+        RuleSet { rules, phases, settings, prescan, blank: ("".into(), (&[][..]).into()), fallbacks, unsupported }
     }
 
     /// Rules whose regex runs on the backtracking engine (bounded by `SecPcreMatchLimit`).

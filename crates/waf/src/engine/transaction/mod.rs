@@ -498,7 +498,8 @@ impl<'r> Transaction<'r> {
     fn eval_part(&self, rule: &Rule, part: &Part) -> Hits {
         let mut hits = Hits::new();
         let Some(op) = &part.op else {
-            hits.push(Hit { name: Arc::from(""), value: Arc::from(&[][..]), captures: None });
+            let (name, value) = self.rules.blank.clone();
+            hits.push(Hit { name, value, captures: None });
             return hits;
         };
         if let Some(index) = part.prescan {
