@@ -60,9 +60,11 @@ pub fn apply(t: Transformation, v: &[u8]) -> Vec<u8> {
 /// Applies a chain of transformations, skipping the steps that cannot change the value.
 pub fn apply_chain<'v>(steps: &[Transformation], v: &'v [u8]) -> std::borrow::Cow<'v, [u8]> {
     let mut cur = std::borrow::Cow::Borrowed(v);
+    let mut features = Features::of(v);
     for &t in steps {
-        if !Features::of(&cur).unchanged(t) {
+        if !features.unchanged(t) {
             cur = std::borrow::Cow::Owned(apply(t, &cur));
+            features = Features::of(&cur);
         }
     }
     cur
@@ -72,13 +74,15 @@ pub fn apply_chain<'v>(steps: &[Transformation], v: &'v [u8]) -> std::borrow::Co
 /// it.
 pub fn variants<'v>(steps: &[Transformation], v: &'v [u8]) -> Vec<std::borrow::Cow<'v, [u8]>> {
     let mut out = vec![std::borrow::Cow::Borrowed(v)];
+    let mut features = Features::of(v);
     for &t in steps {
-        let cur: &[u8] = out.last().map_or(v, |c| c.as_ref());
-        if Features::of(cur).unchanged(t) {
+        if features.unchanged(t) {
             continue;
         }
+        let cur: &[u8] = out.last().map_or(v, |c| c.as_ref());
         let next = apply(t, cur);
         if next != cur {
+            features = Features::of(&next);
             out.push(std::borrow::Cow::Owned(next));
         }
     }
