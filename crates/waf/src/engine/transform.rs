@@ -118,14 +118,17 @@ impl Features {
     /// The value is `.` or `..`.
     const DOTS: u32 = 1 << 16;
 
-    /// Scans a value.
-    pub fn of(v: &[u8]) -> Features {
-        let mut f = 0;
-        let mut prev_space = false;
-        let mut prev_dash = false;
-        for &b in v {
-            f |= match b {
-                b'-' if prev_dash => Self::DOUBLE_DASH,
+    /// A single `-` (what `DOUBLE_DASH` looks for).
+    const DASH: u32 = 1 << 17;
+
+    /// The class bits of each byte.
+    const CLASS: [u32; 256] = {
+        let mut t = [0u32; 256];
+        let mut b = 0;
+        while b < 256 {
+            let c = b as u8;
+            t[b] = match c {
+                b'-' => Self::DASH,
                 b'/' => Self::SLASH,
                 b'*' | b'#' => Self::COMMENT,
                 b'"' | b'\'' | b'^' | b',' | b';' => Self::SHELL,
@@ -135,15 +138,25 @@ impl Features {
                 b'A'..=b'Z' => Self::UPPER,
                 b'a'..=b'z' => Self::LOWER,
                 0 => Self::NUL,
-                b' ' if prev_space => Self::SPACE | Self::DOUBLE_SPACE,
                 b' ' => Self::SPACE,
                 0xa0 => Self::ODD_SPACE | Self::NON_ASCII,
                 0x80.. => Self::NON_ASCII,
-                b if is_space(b) => Self::ODD_SPACE,
+                b'\t' | b'\n' | 0x0b | 0x0c | b'\r' => Self::ODD_SPACE,
                 _ => 0,
             };
-            prev_space = b == b' ';
-            prev_dash = b == b'-';
+            b += 1;
+        }
+        t
+    };
+
+    /// Scans a value.
+    pub fn of(v: &[u8]) -> Features {
+        let mut f = v.iter().fold(0, |f, &b| f | Self::CLASS[usize::from(b)]);
+        if f & Self::SPACE != 0 && v.windows(2).any(|w| w == b"  ") {
+            f |= Self::DOUBLE_SPACE;
+        }
+        if f & Self::DASH != 0 && v.windows(2).any(|w| w == b"--") {
+            f |= Self::DOUBLE_DASH;
         }
         if v == b"." || v == b".." {
             f |= Self::DOTS;
