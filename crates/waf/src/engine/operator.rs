@@ -14,7 +14,7 @@
 
 use std::net::IpAddr;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
 use crate::seclang::ast::{MacroString, OperatorKind};
 
@@ -514,6 +514,7 @@ fn phrases<'a>(words: impl Iterator<Item = &'a [u8]>) -> Result<AhoCorasick, Str
     AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostFirst)
+        .kind(Some(AhoCorasickKind::DFA))
         .build(words)
         .map_err(|e| e.to_string())
 }
