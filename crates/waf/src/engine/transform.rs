@@ -204,7 +204,7 @@ pub(crate) fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
 }
 
-fn hex_val(b: u8) -> Option<u8> {
+pub(crate) fn hex_val(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
@@ -353,97 +353,83 @@ fn compress_whitespace(v: &[u8]) -> Vec<u8> {
 /// `cssDecode` (CSS 2.1 escapes: `\` followed by 1-6 hex digits and an optional space, or by any
 /// other character, which stands for itself).
 pub fn css_decode(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] != b'\\' {
-            out.push(v[i]);
-            i += 1;
-            continue;
+    // A lone backslash at the end is dropped.
+    unescape(v, false, |e| {
+        let digits = e[1..].iter().take(6).take_while(|&&b| hex_val(b).is_some()).count();
+        if digits == 0 {
+            // An escaped newline is removed; any other character stands for itself.
+            return ((e[1] != b'\n').then_some(e[1]), 2);
         }
-        if i + 1 >= v.len() {
-            // A lone backslash at the end is dropped.
-            i += 1;
-            continue;
-        }
-        let mut j = 0;
-        while j < 6 && i + 1 + j < v.len() && hex_val(v[i + 1 + j]).is_some() {
-            j += 1;
-        }
-        if j > 0 {
-            let digits = &v[i + 1..i + 1 + j];
-            let byte = match j {
-                1 => hex_val(digits[0]).unwrap_or(0),
-                4 => {
-                    // Full-width ASCII (U+FF01..U+FF5E) folds to ASCII.
-                    let b = two_hex(&digits[2..]);
-                    if digits[..2].eq_ignore_ascii_case(b"ff") && b > 0x00 && b < 0x5f {
-                        b + 0x20
-                    } else {
-                        b
-                    }
-                }
-                _ => two_hex(&digits[j - 2..]),
-            };
-            out.push(byte);
-            i += 1 + j;
-            if i < v.len() && is_space(v[i]) {
-                i += 1;
-            }
-        } else if v[i + 1] == b'\n' {
-            // Escaped newline: removed.
-            i += 2;
-        } else {
-            out.push(v[i + 1]);
-            i += 2;
-        }
-    }
-    out
+        let d = &e[1..1 + digits];
+        let byte = match digits {
+            1 => hex_val(d[0]).unwrap_or(0),
+            4 => fold_full_width(two_hex(&d[..2]), two_hex(&d[2..])),
+            _ => two_hex(&d[digits - 2..]),
+        };
+        // One whitespace after the digits ends the escape.
+        let space = e.get(1 + digits).is_some_and(|&b| is_space(b));
+        (Some(byte), 1 + digits + usize::from(space))
+    })
 }
 
-fn two_hex(d: &[u8]) -> u8 {
+/// The byte two hex digits spell.
+pub(crate) fn two_hex(d: &[u8]) -> u8 {
     (hex_val(d[0]).unwrap_or(0) << 4) | hex_val(d[1]).unwrap_or(0)
 }
 
-fn escape_seq_decode(v: &[u8]) -> Vec<u8> {
+/// The byte a `\uHHHH`-style escape decodes to, as libmodsecurity3 does: full-width ASCII
+/// (U+FF01..U+FF5E) folds to ASCII, anything else keeps its low byte.
+pub(crate) fn fold_full_width(hi: u8, lo: u8) -> u8 {
+    if hi == 0xff && lo > 0x00 && lo < 0x5f {
+        lo + 0x20
+    } else {
+        lo
+    }
+}
+
+/// The backslash-escape decoders' common walk: bytes are copied, and at each `\` followed by
+/// at least one byte, `escape` gets the input from the backslash on and returns the byte the
+/// escape stands for (`None`: nothing) and how many bytes it spans. A `\` at the very end is
+/// kept when `keep_trailing`.
+fn unescape(v: &[u8], keep_trailing: bool, mut escape: impl FnMut(&[u8]) -> (Option<u8>, usize)) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
     while i < v.len() {
-        if v[i] != b'\\' || i + 1 >= v.len() {
-            out.push(v[i]);
+        if v[i] != b'\\' || i + 1 == v.len() {
+            if v[i] != b'\\' || keep_trailing {
+                out.push(v[i]);
+            }
             i += 1;
             continue;
         }
-        let c = v[i + 1];
-        let simple = match c {
-            b'a' => Some(7),
-            b'b' => Some(8),
-            b'f' => Some(12),
-            b'n' => Some(10),
-            b'r' => Some(13),
-            b't' => Some(9),
-            b'v' => Some(11),
-            b'\\' => Some(b'\\'),
-            b'?' => Some(b'?'),
-            b'\'' => Some(b'\''),
-            b'"' => Some(b'"'),
-            _ => None,
-        };
-        if let Some(b) = simple {
-            out.push(b);
-            i += 2;
-            continue;
-        }
-        if let Some((byte, len)) = hex_or_octal_escape(v, i) {
-            out.push(byte);
-            i += len;
-            continue;
-        }
-        // Unknown escape: the character without the backslash.
-        out.push(c);
-        i += 2;
+        let (byte, len) = escape(&v[i..]);
+        out.extend(byte);
+        i += len;
     }
     out
+}
+
+fn escape_seq_decode(v: &[u8]) -> Vec<u8> {
+    unescape(v, true, c_escape)
+}
+
+/// A C escape at the start of `e` (which begins with `\` and has a byte after it): `\xHH`,
+/// octal, `\n` and the other letters; any other character stands for itself.
+fn c_escape(e: &[u8]) -> (Option<u8>, usize) {
+    if let Some((byte, len)) = hex_or_octal_escape(e, 0) {
+        return (Some(byte), len);
+    }
+    let byte = match e[1] {
+        b'a' => 7,
+        b'b' => 8,
+        b'f' => 12,
+        b'n' => 10,
+        b'r' => 13,
+        b't' => 9,
+        b'v' => 11,
+        other => other,
+    };
+    (Some(byte), 2)
 }
 
 fn hex_decode(v: &[u8]) -> Vec<u8> {
@@ -529,52 +515,12 @@ pub fn html_entity_decode(v: &[u8]) -> Vec<u8> {
 /// `jsDecode`: `\uHHHH` (full-width ASCII folded to ASCII, otherwise the low byte), `\xHH`,
 /// octal `\OOO`, the C escapes, and `\c` for any other `c`.
 pub fn js_decode(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        if v[i] != b'\\' {
-            out.push(v[i]);
-            i += 1;
-            continue;
+    unescape(v, true, |e| match e.get(2..6) {
+        Some(d) if e[1] == b'u' && d.iter().all(|&b| hex_val(b).is_some()) => {
+            (Some(fold_full_width(two_hex(&d[..2]), two_hex(&d[2..]))), 6)
         }
-        if i + 1 >= v.len() {
-            out.push(v[i]);
-            i += 1;
-            continue;
-        }
-        let c = v[i + 1];
-        if c == b'u' && i + 6 <= v.len() {
-            let d = &v[i + 2..i + 6];
-            if d.iter().all(|&b| hex_val(b).is_some()) {
-                let mut b = two_hex(&d[2..]);
-                let hi = two_hex(&d[..2]);
-                if hi == 0xff && b > 0x00 && b < 0x5f {
-                    b += 0x20;
-                }
-                out.push(b);
-                i += 6;
-                continue;
-            }
-        }
-        if let Some((byte, len)) = hex_or_octal_escape(v, i) {
-            out.push(byte);
-            i += len;
-            continue;
-        }
-        let b = match c {
-            b'a' => 7,
-            b'b' => 8,
-            b'f' => 12,
-            b'n' => 10,
-            b'r' => 13,
-            b't' => 9,
-            b'v' => 11,
-            other => other,
-        };
-        out.push(b);
-        i += 2;
-    }
-    out
+        _ => c_escape(e),
+    })
 }
 
 /// `normalizePath` / `normalizePathWin`: removes `.` segments, resolves `..` and collapses
@@ -729,41 +675,7 @@ pub fn url_decode(v: &[u8]) -> Vec<u8> {
 /// `urlDecodeUni`: as `urlDecode`, plus `%uHHHH` (full-width ASCII folded, otherwise the low
 /// byte).
 pub fn url_decode_uni(v: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len());
-    let mut i = 0;
-    while i < v.len() {
-        match v[i] {
-            b'%' => {
-                if matches!(v.get(i + 1), Some(b'u' | b'U'))
-                    && i + 5 < v.len()
-                    && v[i + 2..i + 6].iter().all(|&b| hex_val(b).is_some())
-                {
-                    let hi = two_hex(&v[i + 2..i + 4]);
-                    let mut b = two_hex(&v[i + 4..i + 6]);
-                    if hi == 0xff && b > 0x00 && b < 0x5f {
-                        b += 0x20;
-                    }
-                    out.push(b);
-                    i += 6;
-                } else if i + 2 < v.len() && hex_val(v[i + 1]).is_some() && hex_val(v[i + 2]).is_some() {
-                    out.push(two_hex(&v[i + 1..i + 3]));
-                    i += 3;
-                } else {
-                    out.push(b'%');
-                    i += 1;
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    out
+    super::body::urlencoded::decode_unicode(v)
 }
 
 fn url_encode(v: &[u8]) -> Vec<u8> {

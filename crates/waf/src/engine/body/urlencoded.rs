@@ -3,6 +3,7 @@
 //! and flagged).
 
 use super::Pair;
+use crate::engine::transform::{fold_full_width, hex_val, two_hex};
 
 /// The pairs of `data`, and whether any `%` escape was invalid (`URLENCODED_ERROR`).
 pub fn parse(data: &[u8], separator: u8) -> (Vec<Pair>, bool) {
@@ -24,19 +25,37 @@ pub fn parse(data: &[u8], separator: u8) -> (Vec<Pair>, bool) {
 /// URL-decodes `v` the non-strict way: `+` is a space, `%HH` a byte, anything else is kept;
 /// sets `invalid` on a `%` without two hex digits.
 pub fn decode(v: &[u8], invalid: &mut bool) -> Vec<u8> {
+    decode_with(v, invalid, false)
+}
+
+/// As [`decode`], plus IIS-style `%uHHHH` (full-width ASCII folded to ASCII, otherwise the low
+/// byte): `t:urlDecodeUni`.
+pub fn decode_unicode(v: &[u8]) -> Vec<u8> {
+    decode_with(v, &mut false, true)
+}
+
+fn decode_with(v: &[u8], invalid: &mut bool, unicode: bool) -> Vec<u8> {
+    let hex = |d: &[u8]| d.iter().all(|&b| hex_val(b).is_some());
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
     while i < v.len() {
         match v[i] {
+            b'%' if unicode
+                && matches!(v.get(i + 1), Some(b'u' | b'U'))
+                && i + 5 < v.len()
+                && hex(&v[i + 2..i + 6]) =>
+            {
+                out.push(fold_full_width(two_hex(&v[i + 2..i + 4]), two_hex(&v[i + 4..i + 6])));
+                i += 6;
+            }
+            b'%' if i + 2 < v.len() && hex(&v[i + 1..i + 3]) => {
+                out.push(two_hex(&v[i + 1..i + 3]));
+                i += 3;
+            }
             b'%' => {
-                if i + 2 < v.len() && v[i + 1].is_ascii_hexdigit() && v[i + 2].is_ascii_hexdigit() {
-                    out.push(hex(v[i + 1]) << 4 | hex(v[i + 2]));
-                    i += 3;
-                } else {
-                    *invalid = true;
-                    out.push(b'%');
-                    i += 1;
-                }
+                *invalid = true;
+                out.push(b'%');
+                i += 1;
             }
             b'+' => {
                 out.push(b' ');
@@ -49,12 +68,4 @@ pub fn decode(v: &[u8], invalid: &mut bool) -> Vec<u8> {
         }
     }
     out
-}
-
-fn hex(b: u8) -> u8 {
-    match b {
-        b'0'..=b'9' => b - b'0',
-        b'a'..=b'f' => b - b'a' + 10,
-        _ => b.to_ascii_lowercase().wrapping_sub(b'a').wrapping_add(10),
-    }
 }
