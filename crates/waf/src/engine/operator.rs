@@ -104,6 +104,18 @@ fn from_latin1(s: &str) -> Vec<u8> {
     s.chars().map(|c| c as u32 as u8).collect()
 }
 
+/// Copies `chars` from `i` through the first `close` (or to the end); returns the index after it.
+fn copy_through(chars: &[char], mut i: usize, close: char, out: &mut String) -> usize {
+    while let Some(&d) = chars.get(i) {
+        out.push(d);
+        i += 1;
+        if d == close {
+            break;
+        }
+    }
+    i
+}
+
 /// Rewrites PCRE (no UTF) spellings that the `regex` crate reads differently or refuses, so
 /// that the pattern keeps PCRE's meaning on bytes:
 /// - every non-ASCII character becomes its UTF-8 bytes, `\xhh` each (PCRE reads the pattern
@@ -194,13 +206,7 @@ fn translate(p: &str) -> String {
                 // POSIX classes inside a class: copy through to the closing `:]`.
                 if chars.get(i) == Some(&':') {
                     out.push('[');
-                    while let Some(&d) = chars.get(i) {
-                        out.push(d);
-                        i += 1;
-                        if d == ']' {
-                            break;
-                        }
-                    }
+                    i = copy_through(&chars, i, ']', &mut out);
                 } else {
                     out.push_str(r"\[");
                 }
@@ -213,13 +219,7 @@ fn translate(p: &str) -> String {
             '{' if !in_class && quantifier(&chars[i..]) => {
                 // Copy the quantifier through its closing `}`.
                 out.push('{');
-                while let Some(&d) = chars.get(i) {
-                    out.push(d);
-                    i += 1;
-                    if d == '}' {
-                        break;
-                    }
-                }
+                i = copy_through(&chars, i, '}', &mut out);
             }
             '{' | '}' if !in_class => byte(&mut out, c as u8),
             _ => out.push(c),
