@@ -14,6 +14,7 @@
 //! pass or block, anomaly scores and the rules that matched.
 #![forbid(unsafe_code)]
 
+pub mod civil;
 pub mod engine;
 pub mod seclang;
 

@@ -429,16 +429,7 @@ fn time_var(var: Variable, epoch: u64) -> Vec<u8> {
     let days = (epoch / 86_400) as i64;
     let secs = epoch % 86_400;
     let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::civil::date_from_days(days);
     let wday = (days + 4).rem_euclid(7);
     let text = match var {
         Variable::TimeEpoch => epoch.to_string(),
