@@ -133,7 +133,13 @@ impl Prescan {
                 set(&mut list[at].2, *index);
             }
         }
-        let noisy: Vec<bool> = patterns.iter().map(|(_, p)| BENIGN.iter().any(|v| probe(p).is_match(v))).collect();
+        let noisy: Vec<bool> = patterns
+            .iter()
+            .map(|(_, p)| {
+                let probe = probe(p);
+                BENIGN.iter().any(|v| probe.is_match(v))
+            })
+            .collect();
         // A variable checked with a subset of another's patterns (REQUEST_COOKIES_NAMES beside
         // ARGS) shares its automaton: a few extra patterns cost less than another automaton and
         // its caches. Merging sets that are merely close was measured slower (more patterns
@@ -191,35 +197,42 @@ impl Prescan {
         list.iter().map(|(c, multi, mask)| (self.chains[*c].as_slice(), *multi, &mask[..]))
     }
 
-    /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of
-    /// `var`.
-    pub(crate) fn scan(&self, var: Variable, value: &[u8], mask: &[u64], found: &mut PatternSet, bits: &mut [u64]) {
-        let Some((g, _)) = self.by_variable.get(&var) else { return };
-        let group = &self.groups[*g];
+    /// The automaton group of a variable's members (`None`: no prescanned part looks at it).
+    pub(crate) fn group_of(&self, var: Variable) -> Option<usize> {
+        self.by_variable.get(&var).map(|(g, _)| *g)
+    }
+
+    /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of a
+    /// variable of `group`.
+    pub(crate) fn scan(&self, group: usize, value: &[u8], mask: &[u64], found: &mut PatternSet, bits: &mut [u64]) {
+        if value.len() > LONG {
+            self.scan_alone(value, mask.iter().copied(), bits);
+            return;
+        }
+        let group = &self.groups[group];
         let input = Input::new(value);
-        let long = value.len() > LONG;
-        // Alone: every pattern for a long value; the noisy ones when one of them matches.
-        let alone: Option<&[u64]> = match &group.noisy {
-            _ if long => Some(&[]),
-            Some((re, noisy)) if re.is_match(input.clone()) => Some(noisy),
-            _ => None,
-        };
-        if let Some(only) = alone {
-            let wanted = mask.iter().enumerate().map(|(w, &m)| if long { m } else { m & only[w] });
-            for p in ones(wanted) {
-                if !has(bits, p) && self.singles[p].is_match(value) {
-                    set(bits, p);
-                }
+        if let Some((re, noisy)) = &group.noisy {
+            if re.is_match(input.clone()) {
+                self.scan_alone(value, mask.iter().zip(noisy.iter()).map(|(m, n)| m & n), bits);
             }
         }
         let Some((re, ids)) = &group.quiet else { return };
-        if long || !re.is_match(input.clone()) {
+        if !re.is_match(input.clone()) {
             return;
         }
         found.clear();
         re.which_overlapping_matches(&input, found);
         for p in found.iter().map(|p| ids[p.as_usize()]) {
             if has(mask, p) {
+                set(bits, p);
+            }
+        }
+    }
+
+    /// Runs the wanted patterns one by one, those not already found.
+    fn scan_alone(&self, value: &[u8], wanted: impl Iterator<Item = u64>, bits: &mut [u64]) {
+        for p in ones(wanted) {
+            if !has(bits, p) && self.singles[p].is_match(value) {
                 set(bits, p);
             }
         }

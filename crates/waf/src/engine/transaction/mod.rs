@@ -572,6 +572,7 @@ impl<'r> Transaction<'r> {
     fn prescan_variable(&self, rule: &Rule, var: Variable) -> Bits {
         let prescan = &self.rules.prescan;
         let mut bits = prescan.empty();
+        let Some(group) = prescan.group_of(var) else { return bits };
         let mut vals = Vals::new();
         self.values(var, &Sel::All, rule, &mut vals);
         if var == Variable::Xml {
@@ -597,13 +598,13 @@ impl<'r> Transaction<'r> {
                 let first = transforms.iter().position(|&t| !features.unchanged(t)).unwrap_or(transforms.len());
                 let rest = &transforms[first..];
                 if let Some((_, _, m)) = forms.iter_mut().find(|(r, _, _)| *r == Some(rest)) {
-                    m.iter_mut().zip(mask).for_each(|(a, b)| *a |= b);
+                    or_into(m, mask);
                     continue;
                 }
                 add_form(&mut forms, Some(rest), transform::apply_chain(rest, &v.value), mask);
             }
             for (_, form, mask) in &forms {
-                prescan.scan(var, form, mask, &mut found, &mut bits);
+                prescan.scan(group, form, mask, &mut found, &mut bits);
             }
         }
         bits
@@ -785,6 +786,10 @@ impl<'r> Transaction<'r> {
 /// scan it for.
 type Form<'a> = (Option<&'a [Transformation]>, Cow<'a, [u8]>, SmallVec<[u64; 8]>);
 
+fn or_into(bits: &mut [u64], mask: &[u64]) {
+    bits.iter_mut().zip(mask).for_each(|(a, b)| *a |= b);
+}
+
 /// Adds the patterns of `mask` to the form with these bytes, or adds the form.
 fn add_form<'a>(
     forms: &mut SmallVec<[Form<'a>; 4]>,
@@ -793,7 +798,7 @@ fn add_form<'a>(
     mask: &[u64],
 ) {
     match forms.iter_mut().find(|(_, f, _)| *f == form) {
-        Some((_, _, m)) => m.iter_mut().zip(mask).for_each(|(a, b)| *a |= b),
+        Some((_, _, m)) => or_into(m, mask),
         None => forms.push((rest, form, SmallVec::from_slice(mask))),
     }
 }
