@@ -1,7 +1,7 @@
 //! The one body type that crosses the gateway, in both directions.
 //!
 //! A request body is either buffered (small, known length: replayable for retries and readable by
-//! later stages) or streamed with a size limit. A response body is either produced by the gateway
+//! later stages) or streamed with a size limit, from an [`Inbound`] body. A response body is either produced by the gateway
 //! or streamed from an upstream; when an upstream body ends, its connection returns to the pool.
 //! An upstream body whose beginning the WAF read (phase 4) is that prefix followed by the rest,
 //! still streamed. A response may carry its access-log record, written when the body is done.
@@ -14,6 +14,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access_log::Pending;
+use crate::server::http1::RequestBody;
 use crate::upstream::client::ResponseBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -22,6 +23,52 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds the limit of {0} bytes")]
 pub struct BodyTooLarge(pub u64);
+
+/// A body as it arrives from a peer: over Barbican's HTTP/1.1 server (whole, or read from the
+/// connection as asked), or over hyper (HTTP/2 clients, upstream upgrade handshakes).
+pub enum Inbound {
+    Empty,
+    /// Arrived with its head.
+    Full(Bytes),
+    Streaming(Box<RequestBody>),
+    Hyper(Incoming),
+}
+
+impl http_body::Body for Inbound {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut *self {
+            Inbound::Empty => Poll::Ready(None),
+            Inbound::Full(bytes) => {
+                let bytes = std::mem::take(bytes);
+                *self = Inbound::Empty;
+                Poll::Ready((!bytes.is_empty()).then(|| Ok(Frame::data(bytes))))
+            }
+            Inbound::Streaming(body) => body.poll_frame(cx),
+            Inbound::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Empty => true,
+            Inbound::Full(bytes) => bytes.is_empty(),
+            Inbound::Streaming(body) => body.is_end_stream(),
+            Inbound::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inbound::Empty => SizeHint::with_exact(0),
+            Inbound::Full(bytes) => SizeHint::with_exact(bytes.len() as u64),
+            Inbound::Streaming(body) => body.size_hint(),
+            Inbound::Hyper(body) => body.size_hint(),
+        }
+    }
+}
 
 pub struct Body {
     kind: Kind,
@@ -32,7 +79,7 @@ pub struct Body {
 enum Kind {
     Full(Option<Bytes>),
     Limited {
-        body: Incoming,
+        body: Inbound,
         remaining: u64,
         limit: u64,
     },
@@ -60,14 +107,19 @@ impl Body {
         Self::from_kind(Kind::Full((!bytes.is_empty()).then_some(bytes)))
     }
 
-    /// A client body streamed through, failing once it passes `limit` bytes.
-    pub fn limited(body: Incoming, limit: u64) -> Self {
-        Self::from_kind(Kind::Limited { body, remaining: limit, limit })
+    /// A client body, failing once it passes `limit` bytes; one that arrived whole is kept as
+    /// it is (buffered: replayable, and readable by later stages).
+    pub fn limited(body: Inbound, limit: u64) -> Self {
+        match body {
+            Inbound::Empty => Self::empty(),
+            Inbound::Full(bytes) if bytes.len() as u64 <= limit => Self::full(bytes),
+            body => Self::from_kind(Kind::Limited { body, remaining: limit, limit }),
+        }
     }
 
     /// A body streamed through as it comes (an upstream answer on an unpooled connection).
     pub fn streamed(body: Incoming) -> Self {
-        Self::from_kind(Kind::Limited { body, remaining: u64::MAX, limit: u64::MAX })
+        Self::from_kind(Kind::Limited { body: Inbound::Hyper(body), remaining: u64::MAX, limit: u64::MAX })
     }
 
     /// An upstream response body; its connection goes back to its pool when the body ends.
@@ -126,7 +178,7 @@ impl http_body::Body for Body {
                         Poll::Ready(Some(Ok(frame)))
                     }
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },

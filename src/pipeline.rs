@@ -18,10 +18,9 @@ use std::time::Instant;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use http_body::Body as _;
-use hyper::body::Incoming;
 
 use crate::access_log::Pending;
-use crate::body::{Body, BufferError};
+use crate::body::{Body, BufferError, Inbound};
 use crate::config::Snapshot;
 use crate::metrics::RouteStats;
 use crate::respond::{self, Rejection, REQUEST_ID};
@@ -52,7 +51,7 @@ struct Outcome {
 }
 
 /// Answers one request: routes it, runs the stages, proxies it, and records the outcome.
-pub async fn handle(request: Request<Incoming>, conn: &Conn) -> Response<Body> {
+pub async fn handle(request: Request<Inbound>, conn: &Conn) -> Response<Body> {
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
     let request_id = respond::request_id(request.headers().get(REQUEST_ID));
@@ -113,7 +112,7 @@ macro_rules! stage {
 }
 
 async fn dispatch(
-    request: Request<Incoming>,
+    request: Request<Inbound>,
     conn: &Conn,
     snapshot: &Snapshot,
     request_id: &HeaderValue,

@@ -8,6 +8,7 @@
 //! A reload compiles the new config against the same registries and swaps the snapshot in one
 //! store; requests in flight finish on the snapshot they started with.
 
+pub mod http1;
 pub mod listeners;
 pub mod reload;
 pub mod tls;
@@ -21,13 +22,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
+use hyper::server::conn::http2;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::access_log::{LogTarget, Sink};
+use crate::body::Inbound;
 use crate::config::{self, ConfigError, Limits, Registries, Snapshot, Source};
 use crate::metrics::Metrics;
 use crate::upstream::watch::Watchers;
@@ -471,11 +473,11 @@ async fn connection(
     let conn = Arc::new(Conn { shared: shared.clone(), active, peer, tls: tls.is_some(), limits: spec.limits });
     drop(snapshot);
     match tls {
-        None => serve(TokioIo::new(stream), conn).await,
+        None => serve(Box::new(stream), conn).await,
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             match tokio::time::timeout(conn.limits.header_read_timeout, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve(TokioIo::new(stream), conn).await,
+                Ok(Ok(stream)) => serve(Box::new(stream), conn).await,
                 Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
@@ -483,35 +485,32 @@ async fn connection(
     }
 }
 
-/// Serves HTTP/1.1 or HTTP/2 (by preface or ALPN) on one connection until it closes, or until
-/// shutdown, when it is closed gracefully after the requests in flight.
-async fn serve<I>(io: TokioIo<I>, conn: Arc<Conn>)
+/// Serves one connection until it closes: HTTP/1.x with [`http1`], HTTP/2 (by its preface,
+/// which ALPN `h2` clients send too) with hyper.
+async fn serve(io: Box<dyn http1::Io>, conn: Arc<Conn>) {
+    if let Some(io) = http1::serve(io, conn.clone()).await {
+        serve_http2(TokioIo::new(io), conn).await;
+    }
+}
+
+/// Serves HTTP/2 until the connection closes, or until shutdown, when it is closed gracefully
+/// (GOAWAY) after the requests in flight.
+async fn serve_http2<I>(io: TokioIo<I>, conn: Arc<Conn>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let limits = conn.limits;
     let mut shutdown = conn.shared.shutdown.subscribe();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .keep_alive(true)
-        // One buffer per answer rather than a writev of head and body: answers are mostly
-        // small, and the copy costs less than the vectored write.
-        .writev(false)
-        .header_read_timeout(limits.header_read_timeout)
-        // Room past our own limit, so that our JSON 431 answers most oversized heads.
-        .max_buf_size((limits.max_header_bytes * 2).max(8192));
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(limits.max_header_bytes * 2).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let service = service_fn(move |request| {
+    let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(pipeline::handle(request, &conn).await) }
+        async move { Ok::<_, Infallible>(pipeline::handle(request.map(Inbound::Hyper), &conn).await) }
     });
-    let connection = builder.serve_connection_with_upgrades(io, service);
+    let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => {
@@ -520,10 +519,7 @@ where
             }
         }
         _ = stopped(&mut shutdown) => {
-            // An HTTP/1.1 client that sends one more request gets its answer with
-            // `connection: close` (see the pipeline) and reconnects elsewhere; closing an idle
-            // keep-alive connection at once could race a request already on its way.
-            let linger = tokio::time::sleep(SHUTDOWN_LINGER);
+            let linger = tokio::time::sleep(http1::SHUTDOWN_LINGER);
             tokio::pin!(linger);
             tokio::select! {
                 _ = connection.as_mut() => return,
@@ -534,6 +530,3 @@ where
         }
     }
 }
-
-/// How long a connection may still take a request after shutdown begins.
-const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);

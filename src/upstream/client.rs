@@ -8,12 +8,12 @@
 //! is still seen); [`ResponseBody`] then reads the body straight from the socket as the client
 //! side asks for it (so backpressure is the client's), and gives the connection back to its
 //! pool when the body has been read to its end and the upstream agreed to keep it open. The wire
-//! format itself is [`super::h1`].
+//! format itself is [`crate::h1`].
 
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
@@ -23,17 +23,15 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::h1::{self, ChunkedDecoder, Decoded, Framing, ParseError, ResponseHead};
 use super::pool::Lease;
 use crate::body::{Body, BoxError};
+use crate::h1::{self, make_room, BodyError, BodyReader, Framing, ParseError, ResponseHead};
 
 /// Request bodies of known length up to this size are read before sending and go out with the
 /// head in one write.
 const COALESCE_BODY: u64 = 64 * 1024;
 /// Room for a typical request head, so that encoding one rarely grows the buffer.
 const HEAD_CAPACITY: usize = 1024;
-/// Bytes asked of the socket per read.
-const READ_CHUNK: usize = 8 * 1024;
 
 /// An open connection to an upstream, idle or in use.
 pub struct Connection {
@@ -221,12 +219,6 @@ async fn read_head<R: AsyncRead + Unpin>(
     }
 }
 
-fn make_room(buf: &mut BytesMut) {
-    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-        buf.reserve(READ_CHUNK);
-    }
-}
-
 async fn send_body<W: AsyncWrite + Unpin>(writer: &mut W, body: &mut Body, framing: Framing) -> Result<(), SendError> {
     let mut left = match framing {
         Framing::Length(len) => Some(len),
@@ -281,30 +273,18 @@ async fn write_all_vectored<W: AsyncWrite + Unpin>(writer: &mut W, parts: &mut [
 /// A response body read from its upstream connection as the client side asks for it.
 pub struct ResponseBody {
     conn: Option<Box<Connection>>,
-    state: State,
+    reader: BodyReader,
     keep_alive: bool,
     lease: Option<Lease>,
-}
-
-enum State {
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-    Done,
 }
 
 impl ResponseBody {
     /// The body of `head`, read from `conn`; `reusable` is false when the connection cannot
     /// carry another request whatever the response says.
     pub fn new(conn: Box<Connection>, head: &ResponseHead, reusable: bool, lease: Lease) -> Self {
-        let state = match head.framing {
-            Framing::Empty | Framing::Length(0) => State::Done,
-            Framing::Length(len) => State::Length(len),
-            Framing::Chunked => State::Chunked(ChunkedDecoder::new()),
-            Framing::UntilClose => State::UntilClose,
-        };
-        let mut body = Self { conn: Some(conn), state, keep_alive: head.keep_alive && reusable, lease: Some(lease) };
-        if matches!(body.state, State::Done) {
+        let reader = BodyReader::new(head.framing);
+        let mut body = Self { conn: Some(conn), reader, keep_alive: head.keep_alive && reusable, lease: Some(lease) };
+        if body.reader.is_done() {
             body.finish();
         }
         body
@@ -312,7 +292,6 @@ impl ResponseBody {
 
     /// The body has been read to its end: the connection goes back to its pool if it is clean.
     fn finish(&mut self) {
-        self.state = State::Done;
         let (Some(conn), Some(lease)) = (self.conn.take(), self.lease.take()) else {
             return;
         };
@@ -322,73 +301,30 @@ impl ResponseBody {
     }
 
     pub fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        loop {
-            let Some(conn) = self.conn.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let buf = &mut conn.read;
-            match &mut self.state {
-                State::Done => return Poll::Ready(None),
-                State::Length(left) if !buf.is_empty() => {
-                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
-                    let data = buf.split_to(n).freeze();
-                    *left -= n as u64;
-                    if *left == 0 {
-                        self.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                State::UntilClose if !buf.is_empty() => {
-                    return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze()))));
-                }
-                State::Chunked(decoder) if !buf.is_empty() || decoder.is_done() => match decoder.decode(buf) {
-                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Ok(Decoded::Trailers(trailers)) => {
-                        self.finish();
-                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-                    }
-                    Ok(Decoded::End) => {
-                        self.finish();
-                        return Poll::Ready(None);
-                    }
-                    Ok(Decoded::NeedMore) => {}
-                    Err(error) => return self.fail(error.into()),
-                },
-                _ => {}
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = self.reader.poll_frame(&mut conn.stream, &mut conn.read, cx);
+        match &polled {
+            Poll::Ready(Some(Err(_))) => {
+                self.conn = None;
+                self.lease = None;
             }
-            // The buffer holds nothing usable: read more.
-            make_room(buf);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut conn.stream), cx, buf) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) if matches!(self.state, State::UntilClose) => {
-                    self.keep_alive = false;
-                    self.finish();
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Ok(0)) => return self.fail("upstream closed the connection mid-body".into()),
-                Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(error)) => return self.fail(error.into()),
-            }
+            Poll::Ready(_) if self.reader.is_done() => self.finish(),
+            _ => {}
         }
-    }
-
-    fn fail(&mut self, error: BoxError) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.state = State::Done;
-        self.conn = None;
-        self.lease = None;
-        Poll::Ready(Some(Err(error)))
+        polled.map_err(|e| match e {
+            BodyError::Closed => "upstream closed the connection mid-body".into(),
+            e => e.into(),
+        })
     }
 
     pub fn is_end_stream(&self) -> bool {
-        matches!(self.state, State::Done)
+        self.reader.is_done()
     }
 
     pub fn size_hint(&self) -> SizeHint {
-        match self.state {
-            State::Done => SizeHint::with_exact(0),
-            State::Length(left) => SizeHint::with_exact(left),
-            State::Chunked(_) | State::UntilClose => SizeHint::default(),
-        }
+        self.reader.size_hint()
     }
 }
 

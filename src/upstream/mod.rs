@@ -3,12 +3,11 @@
 //!
 //! `target` keeps per-target state across reloads, `pool` its idle connections, `balance` picks a
 //! target for a request, `proxy` sends the request (timeouts, retries, passive ejection) through
-//! `client`, which speaks HTTP/1.1 (`h1`) inline in the request's task, and `watch` runs the
+//! `client`, which speaks HTTP/1.1 ([`crate::h1`]) inline in the request's task, and `watch` runs the
 //! background tasks: active health checks and DNS re-resolution.
 
 pub mod balance;
 pub mod client;
-pub mod h1;
 pub mod pool;
 pub mod proxy;
 pub mod target;

@@ -9,11 +9,11 @@ use hyper::ext::ReasonPhrase;
 
 use super::balance::{BackendSet, PickInput};
 use super::client::{self, Connection, Outgoing, ResponseBody, SendError};
-use super::h1::{ChunkedDecoder, Framing};
 use super::pool::Lease;
 use super::target::Target;
 use super::Upstream;
 use crate::body::{Body, BodyTooLarge};
+use crate::h1::{ChunkedDecoder, Framing};
 
 /// Why no upstream response could be had; the pipeline maps these to 502 and 504.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

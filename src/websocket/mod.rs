@@ -82,9 +82,12 @@ impl Admission {
 
 /// Whether `request` asks to become a WebSocket.
 pub fn is_upgrade<B>(request: &Request<B>) -> bool {
-    let headers = request.headers();
-    request.method() == http::Method::GET
-        && headers.get(UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+    request.method() == http::Method::GET && wants_upgrade(request.headers())
+}
+
+/// Whether request headers ask to switch to the WebSocket protocol.
+pub fn wants_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.get(UPGRADE).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
         && headers
             .get_all(CONNECTION)
             .iter()
@@ -118,7 +121,7 @@ pub async fn handshake(
             return Handshake::Overloaded(retry_after);
         }
     }
-    let client_upgrade = hyper::upgrade::on(&mut request);
+    let client_upgrade = crate::server::http1::on_upgrade(&mut request);
     let headers = request.headers_mut();
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
@@ -167,9 +170,11 @@ pub async fn handshake(
         tokio::spawn(async move {
             let _active = active;
             let _registration = registration;
-            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+            match tokio::try_join!(client_upgrade, async {
+                upstream_upgrade.await.map_err(crate::body::BoxError::from)
+            }) {
                 Ok((client, upstream)) => {
-                    let closed = relay::relay(TokioIo::new(client), TokioIo::new(upstream), limits, close_at).await;
+                    let closed = relay::relay(client, TokioIo::new(upstream), limits, close_at).await;
                     tracing::debug!(route = %route, ?closed, "WebSocket closed");
                 }
                 Err(error) => tracing::debug!(%error, "WebSocket upgrade did not complete"),

@@ -37,7 +37,7 @@ async fn a_head_far_past_the_limit_is_refused_without_reaching_the_upstream() {
     let (gw, up) = limited().await;
     let huge = "x".repeat(64 * 1024);
     let req = http::Request::get(gw.url("/")).header("x-huge", huge).body(Full::<Bytes>::default()).unwrap();
-    // hyper itself refuses a head this size before the pipeline sees it; it must still be 431.
+    // The server refuses a head this size before the pipeline sees it; it must still be 431.
     match gw.client.request(req).await {
         Ok(response) => assert_eq!(response.status(), 431),
         Err(error) => panic!("expected a 431 answer, got {error}"),

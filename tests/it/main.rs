@@ -6,6 +6,7 @@ mod harness;
 mod admin;
 mod balancing;
 mod health;
+mod http1;
 mod lifecycle;
 mod limits;
 mod reload;

@@ -1,20 +1,31 @@
-//! HTTP/1.1 as the gateway speaks it to upstreams, with no I/O: request heads out, response heads
-//! and chunked bodies in.
+//! HTTP/1.1 as the gateway speaks it, both ways, with no I/O: to upstreams request heads out,
+//! response heads and chunked bodies in; to clients request heads in, response heads out.
 //!
-//! `client` drives these over a socket; keeping them pure lets every edge case of the wire format
-//! be tested (and fuzzed) alone. The rules follow RFC 9112 and, where it leaves a choice, hyper's
-//! client, which this replaced on the proxy path: the same limits (100 headers, a head of at most
+//! `upstream::client` and `server::http1` drive these over sockets ([`BodyReader`] is the one
+//! piece that reads); keeping them pure lets every edge case of the wire format be tested (and
+//! fuzzed) alone. The rules follow RFC 9112 and, where it leaves a choice, hyper, which this
+//! replaced on the plain proxy path: the same limits (100 headers, a response head of at most
 //! about 400 KiB, 16 KiB of chunk extensions and of trailers), the same framing decisions, and
-//! errors instead of panics for anything an upstream can send.
+//! errors instead of panics for anything a peer can send. Requests are held to the stricter
+//! side where smuggling lives: `transfer-encoding` with `content-length`, a coding other than a
+//! final `chunked`, or disagreeing lengths are refused, never guessed at.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http_body::{Frame, SizeHint};
+use tokio::io::AsyncRead;
 
 /// Most header lines accepted in a response head (hyper's default).
 pub const MAX_HEADERS: usize = 100;
 /// Largest response head accepted, in bytes (hyper's default read buffer limit).
 pub const MAX_HEAD_BYTES: usize = 8192 + 4096 * 100;
+/// Bytes asked of a socket per read.
+pub const READ_CHUNK: usize = 8 * 1024;
 /// Most bytes of chunk extensions accepted over one body.
 const MAX_EXTENSION_BYTES: u64 = 16 * 1024;
 /// Largest trailer section accepted, in bytes.
@@ -48,6 +59,18 @@ pub enum ParseError {
     ChunkData,
     #[error("malformed trailers")]
     Trailers,
+    #[error("request head larger than the listener allows")]
+    RequestHeadTooLarge,
+    #[error("invalid method")]
+    Method,
+    #[error("invalid request target")]
+    Target,
+    #[error("transfer-encoding in an HTTP/1.0 request")]
+    TransferEncodingInRequest10,
+    #[error("transfer-encoding whose last coding is not chunked")]
+    TransferEncoding,
+    #[error("both transfer-encoding and content-length")]
+    BothLengths,
 }
 
 /// How a message body is delimited on the wire.
@@ -129,6 +152,92 @@ pub fn encode_request_head(
     dst.put_slice(b"\r\n");
 }
 
+/// How a response goes out to a client, decided by [`response_framing`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseFraming {
+    /// How the body is delimited; [`Framing::Empty`] sends none (HEAD, 1xx, 204, 304).
+    pub framing: Framing,
+    /// A `content-length` header to write (the response carries none, its body knows its size).
+    pub add_length: Option<u64>,
+}
+
+/// How a response body goes out, as hyper's server decides it: no body for HEAD, 1xx, 204 and
+/// 304; a valid `content-length` of the response is kept; a body of exact size gets one; else
+/// chunked for HTTP/1.1 clients, and for HTTP/1.0 clients the end of the connection.
+pub fn response_framing(
+    status: StatusCode,
+    head_request: bool,
+    version: Version,
+    headers: &HeaderMap,
+    exact: Option<u64>,
+) -> ResponseFraming {
+    let framing = |framing| ResponseFraming { framing, add_length: None };
+    if status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return framing(Framing::Empty);
+    }
+    if head_request {
+        return framing(Framing::Empty);
+    }
+    if let Some(len) = headers.contains_key(header::CONTENT_LENGTH).then(|| content_length(headers)).flatten() {
+        return framing(Framing::Length(len));
+    }
+    match exact {
+        Some(len) => ResponseFraming { framing: Framing::Length(len), add_length: Some(len) },
+        None if version == Version::HTTP_11 => framing(Framing::Chunked),
+        None => framing(Framing::UntilClose),
+    }
+}
+
+/// Writes the status line, the headers, the framing headers of `framing`, `date` when the
+/// response has none, and `connection: close` or (for HTTP/1.0 clients) `keep-alive`.
+/// `transfer-encoding` is written only for a chunked body, and `content-length` never with one
+/// nor on a 1xx or 204.
+pub fn encode_response_head(
+    dst: &mut BytesMut,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: ResponseFraming,
+    connection: Option<&'static [u8]>,
+    date: &[u8],
+) {
+    dst.reserve(64 + headers.len() * 48);
+    dst.put_slice(b"HTTP/1.1 ");
+    dst.put_slice(status.as_str().as_bytes());
+    dst.put_u8(b' ');
+    dst.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    dst.put_slice(b"\r\n");
+    let chunked = framing.framing == Framing::Chunked;
+    let no_length = chunked || status.is_informational() || status == StatusCode::NO_CONTENT;
+    for (name, value) in headers {
+        if *name == header::TRANSFER_ENCODING || (no_length && *name == header::CONTENT_LENGTH) {
+            continue;
+        }
+        dst.put_slice(name.as_str().as_bytes());
+        dst.put_slice(b": ");
+        dst.put_slice(value.as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    if let Some(len) = framing.add_length {
+        dst.put_slice(b"content-length: ");
+        dst.put_slice(itoa::Buffer::new().format(len).as_bytes());
+        dst.put_slice(b"\r\n");
+    }
+    if chunked {
+        dst.put_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        dst.put_slice(b"date: ");
+        dst.put_slice(date);
+        dst.put_slice(b"\r\n");
+    }
+    if let Some(connection) = connection.filter(|_| !headers.contains_key(header::CONNECTION)) {
+        dst.put_slice(b"connection: ");
+        dst.put_slice(connection);
+        dst.put_slice(b"\r\n");
+    }
+    dst.put_slice(b"\r\n");
+}
+
 /// The line that starts a chunk of `len` bytes.
 pub fn chunk_size_line(len: usize) -> ChunkLine {
     let mut line = ChunkLine { bytes: [0; 18], len: 0 };
@@ -181,6 +290,95 @@ pub fn parse_response(buf: &mut BytesMut, method: &Method) -> Result<Option<Resp
         }
         // 100 Continue and other interim answers come before the real one.
     }
+}
+
+/// A parsed request head, and how its body is delimited.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    /// Every header field as sent: the pipeline decides what crosses to the upstream.
+    pub headers: HeaderMap,
+    /// [`Framing::Empty`], [`Framing::Length`] or [`Framing::Chunked`]: a request body is never
+    /// delimited by the end of the connection.
+    pub framing: Framing,
+    /// Whether the client lets the connection carry another request after this one.
+    pub keep_alive: bool,
+    /// `expect: 100-continue`: the client waits for an interim answer before sending the body.
+    pub expect_continue: bool,
+}
+
+/// Parses the request head at the front of `buf` (after any empty lines) and removes it.
+/// `Ok(None)`: more bytes are needed. A head longer than `max_len` bytes, or with more than
+/// [`MAX_HEADERS`] fields, is [`ParseError::RequestHeadTooLarge`].
+pub fn parse_request(buf: &mut BytesMut, max_len: usize) -> Result<Option<RequestHead>, ParseError> {
+    let mut indices = [Indices::default(); MAX_HEADERS];
+    let (len, method, target, version, count) = {
+        let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut request = httparse::Request::new(&mut []);
+        let bytes: &[u8] = buf;
+        let len = match request.parse_with_uninit_headers(bytes, &mut headers) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > max_len => return Err(ParseError::RequestHeadTooLarge),
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => return Err(ParseError::RequestHeadTooLarge),
+            Err(error) => return Err(ParseError::Head(error)),
+        };
+        if len > max_len {
+            return Err(ParseError::RequestHeadTooLarge);
+        }
+        let base = bytes.as_ptr() as usize;
+        let offset = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            (start, start + part.len())
+        };
+        for (slot, header) in indices.iter_mut().zip(request.headers.iter()) {
+            *slot = Indices { name: offset(header.name.as_bytes()), value: offset(header.value) };
+        }
+        let method =
+            Method::from_bytes(request.method.unwrap_or_default().as_bytes()).map_err(|_| ParseError::Method)?;
+        let target = offset(request.path.unwrap_or_default().as_bytes());
+        (len, method, target, request.version.unwrap_or(1), request.headers.len())
+    };
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1)).map_err(|_| ParseError::Target)?;
+    let version = if version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
+    // Room for the forwarding headers the pipeline adds, so that the map grows once at most.
+    let mut headers = HeaderMap::with_capacity(count + 4);
+    for at in &indices[..count] {
+        let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).map_err(|_| ParseError::HeaderValue)?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).map_err(|_| ParseError::HeaderValue)?;
+        headers.append(name, value);
+    }
+    let connection = |token: &[u8]| headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, token));
+    let keep_alive = match version {
+        Version::HTTP_11 => !connection(b"close"),
+        _ => connection(b"keep-alive") && !connection(b"close"),
+    };
+    let expect_continue = version == Version::HTTP_11
+        && headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let framing = if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version == Version::HTTP_10 {
+            return Err(ParseError::TransferEncodingInRequest10);
+        }
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(ParseError::BothLengths);
+        }
+        if !is_chunked(&headers) {
+            return Err(ParseError::TransferEncoding);
+        }
+        Framing::Chunked
+    } else if headers.contains_key(header::CONTENT_LENGTH) {
+        match content_length(&headers).ok_or(ParseError::ContentLength)? {
+            0 => Framing::Empty,
+            len => Framing::Length(len),
+        }
+    } else {
+        Framing::Empty
+    };
+    Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue }))
 }
 
 /// Where one header's name and value lie in the head.
@@ -317,7 +515,8 @@ fn only_options(value: &HeaderValue) -> bool {
     })
 }
 
-fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
+/// Whether a comma-separated header value holds `token` (case-insensitively).
+pub fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
     value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
@@ -475,6 +674,117 @@ impl ChunkedDecoder {
         }
         self.state = ChunkState::End;
         Ok(Decoded::Trailers(trailers))
+    }
+}
+
+/// Why a body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error("the connection closed mid-body")]
+    Closed,
+}
+
+/// Reads one message body from a socket as its framing delimits it, bytes already buffered
+/// first: the response bodies of upstreams and the request bodies of clients.
+#[derive(Debug)]
+pub enum BodyReader {
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+    Done,
+}
+
+impl BodyReader {
+    pub fn new(framing: Framing) -> Self {
+        match framing {
+            Framing::Empty | Framing::Length(0) => Self::Done,
+            Framing::Length(len) => Self::Length(len),
+            Framing::Chunked => Self::Chunked(ChunkedDecoder::new()),
+            Framing::UntilClose => Self::UntilClose,
+        }
+    }
+
+    /// Whether the body has been read to its end (or failed).
+    pub fn is_done(&self) -> bool {
+        matches!(self, Self::Done)
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Done => SizeHint::with_exact(0),
+            Self::Length(left) => SizeHint::with_exact(*left),
+            Self::Chunked(_) | Self::UntilClose => SizeHint::default(),
+        }
+    }
+
+    /// The next frame of the body, from `buf` and then from `stream`. `Ready(None)` at the end;
+    /// after the end or an error the reader [`is_done`](Self::is_done), and the bytes left in
+    /// `buf` belong to whatever follows on the connection.
+    pub fn poll_frame<S: AsyncRead + Unpin + ?Sized>(
+        &mut self,
+        stream: &mut S,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        loop {
+            match self {
+                Self::Done => return Poll::Ready(None),
+                Self::Length(left) if !buf.is_empty() => {
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    let data = buf.split_to(n).freeze();
+                    *left -= n as u64;
+                    if *left == 0 {
+                        *self = Self::Done;
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Self::UntilClose if !buf.is_empty() => return Poll::Ready(Some(Ok(Frame::data(buf.split().freeze())))),
+                Self::Chunked(decoder) if !buf.is_empty() || decoder.is_done() => match decoder.decode(buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::Trailers(trailers)) => {
+                        *self = Self::Done;
+                        return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+                    }
+                    Ok(Decoded::End) => {
+                        *self = Self::Done;
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                    Err(error) => return self.fail(error.into()),
+                },
+                _ => {}
+            }
+            // The buffer holds nothing usable: read more.
+            make_room(buf);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if matches!(self, Self::UntilClose) => {
+                    *self = Self::Done;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(0)) => return self.fail(BodyError::Closed),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(error)) => return self.fail(error.into()),
+            }
+        }
+    }
+
+    fn fail(&mut self, error: BodyError) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        *self = Self::Done;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+/// Makes room in a read buffer for the next read, growing it by [`READ_CHUNK`] when it is
+/// nearly full.
+pub fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
     }
 }
 

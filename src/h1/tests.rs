@@ -306,3 +306,127 @@ fn the_first_chunk_size_line_is_checked_without_consuming() {
         assert!(ChunkedDecoder::check_start(bad).is_err(), "{}", String::from_utf8_lossy(bad));
     }
 }
+
+fn request(text: &[u8]) -> Result<Option<RequestHead>, ParseError> {
+    parse_request(&mut BytesMut::from(text), 4096)
+}
+
+#[test]
+fn request_heads_and_their_framing() {
+    use Framing::*;
+    // (request, framing, keep-alive, expect 100-continue)
+    let cases: &[(&[u8], Framing, bool, bool)] = &[
+        (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Empty, true, false),
+        (b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Empty, true, false),
+        (b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n", Empty, false, false),
+        (b"GET / HTTP/1.0\r\n\r\n", Empty, false, false),
+        (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", Empty, true, false),
+        (b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", Empty, true, false),
+        (b"POST / HTTP/1.1\r\nContent-Length: 7, 7\r\n\r\n", Length(7), true, false),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Chunked, true, false),
+        (b"PUT / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n\r\n", Length(3), true, true),
+        (b"PUT / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n", Length(3), false, false),
+    ];
+    for (text, framing, keep_alive, expect) in cases {
+        let shown = String::from_utf8_lossy(text);
+        let head = request(text).unwrap_or_else(|e| panic!("{shown}: {e}")).expect("complete");
+        assert_eq!((head.framing, head.keep_alive, head.expect_continue), (*framing, *keep_alive, *expect), "{shown}");
+    }
+}
+
+#[test]
+fn request_heads_keep_what_the_client_sent() {
+    let mut buf = BytesMut::from(
+        &b"OPTIONS http://h.test/a?b=1 HTTP/1.1\r\nX-A: 1\r\nx-a: 2\r\nConnection: upgrade\r\n\r\nrest"[..],
+    );
+    let head = parse_request(&mut buf, 4096).unwrap().unwrap();
+    assert_eq!((head.method, head.version), (Method::OPTIONS, Version::HTTP_11));
+    assert_eq!((head.uri.host(), head.uri.path(), head.uri.query()), (Some("h.test"), "/a", Some("b=1")));
+    let values: Vec<_> = head.headers.get_all("x-a").iter().collect();
+    assert_eq!(values, ["1", "2"]);
+    assert_eq!(head.headers["connection"], "upgrade", "the pipeline decides what crosses");
+    assert_eq!(&buf[..], b"rest", "the head is consumed, the body left");
+}
+
+#[test]
+fn ambiguous_or_malformed_requests_are_errors() {
+    use ParseError::*;
+    let cases: &[(&[u8], ParseError)] = &[
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n", BothLengths),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", TransferEncoding),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", TransferEncodingInRequest10),
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n", ContentLength),
+        (b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n", ContentLength),
+        (b"GET /\x7f HTTP/1.1\r\n\r\n", Head(httparse::Error::Token)),
+        (b"GET / HTTP/2.0\r\n\r\n", Head(httparse::Error::Version)),
+    ];
+    for (text, error) in cases {
+        assert_eq!(request(text).unwrap_err(), *error, "{}", String::from_utf8_lossy(text));
+    }
+}
+
+#[test]
+fn request_heads_past_the_limit_are_refused_complete_or_not() {
+    let long = format!("GET / HTTP/1.1\r\nX-Long: {}\r\n", "a".repeat(5000));
+    assert_eq!(request(long.as_bytes()).unwrap_err(), ParseError::RequestHeadTooLarge);
+    assert_eq!(request(format!("{long}\r\n").as_bytes()).unwrap_err(), ParseError::RequestHeadTooLarge);
+    let many: String = (0..=MAX_HEADERS).map(|i| format!("h{i}: v\r\n")).collect();
+    let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+    assert_eq!(
+        parse_request(&mut BytesMut::from(many.as_bytes()), 1 << 20).unwrap_err(),
+        ParseError::RequestHeadTooLarge
+    );
+    assert!(request(b"GET / HTTP/1.1\r\nHost: a\r\n").unwrap().is_none(), "incomplete, within the limit");
+}
+
+#[test]
+fn response_framing_follows_hyper() {
+    use Framing::*;
+    // (status, HEAD request, client version, headers, exact size, framing, content-length added)
+    type Case = (u16, bool, Version, &'static [(&'static str, &'static str)], Option<u64>, Framing, Option<u64>);
+    let cases: &[Case] = &[
+        (200, false, Version::HTTP_11, &[("content-length", "3")], Some(3), Length(3), None),
+        (200, false, Version::HTTP_11, &[], Some(5), Length(5), Some(5)),
+        (200, false, Version::HTTP_11, &[], None, Chunked, None),
+        (200, false, Version::HTTP_10, &[], None, UntilClose, None),
+        (200, true, Version::HTTP_11, &[("content-length", "3")], Some(0), Empty, None),
+        (204, false, Version::HTTP_11, &[], Some(0), Empty, None),
+        (304, false, Version::HTTP_11, &[("content-length", "9")], None, Empty, None),
+        (101, false, Version::HTTP_11, &[], None, Empty, None),
+    ];
+    for (status, head, version, pairs, exact, framing, add) in cases {
+        let status = StatusCode::from_u16(*status).unwrap();
+        let got = response_framing(status, *head, *version, &headers(pairs), *exact);
+        assert_eq!(got, ResponseFraming { framing: *framing, add_length: *add }, "{status} {head} {pairs:?}");
+    }
+}
+
+#[test]
+fn response_heads_are_written_with_their_framing() {
+    let encode = |status: u16, pairs: &[(&'static str, &'static str)], framing, connection| {
+        let mut dst = BytesMut::new();
+        let status = StatusCode::from_u16(status).unwrap();
+        encode_response_head(&mut dst, status, &headers(pairs), framing, connection, b"Thu, 26 Nov 2026 00:00:00 GMT");
+        String::from_utf8(dst.to_vec()).unwrap()
+    };
+    let sized = ResponseFraming { framing: Framing::Length(2), add_length: Some(2) };
+    assert_eq!(
+        encode(200, &[("x-a", "1")], sized, None),
+        "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 2\r\ndate: Thu, 26 Nov 2026 00:00:00 GMT\r\n\r\n"
+    );
+    let chunked = ResponseFraming { framing: Framing::Chunked, add_length: None };
+    assert_eq!(
+        encode(
+            599,
+            &[("date", "d"), ("content-length", "x"), ("transfer-encoding", "gzip")],
+            chunked,
+            Some(&b"close"[..])
+        ),
+        "HTTP/1.1 599 \r\ndate: d\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    let empty = ResponseFraming { framing: Framing::Empty, add_length: None };
+    assert_eq!(
+        encode(204, &[("content-length", "0"), ("date", "d"), ("connection", "x")], empty, Some(&b"keep-alive"[..])),
+        "HTTP/1.1 204 No Content\r\ndate: d\r\nconnection: x\r\n\r\n"
+    );
+}
