@@ -146,6 +146,11 @@ impl Body {
         }
     }
 
+    /// Whether this body is buffered, without taking a reference to its bytes.
+    pub fn is_buffered(&self) -> bool {
+        matches!(self.kind, Kind::Full(_))
+    }
+
     /// Writes `log` when this body has been sent or dropped, with the bytes that went out.
     pub fn log_on_end(&mut self, log: Box<Pending>) {
         self.log = Some(log);

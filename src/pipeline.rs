@@ -22,7 +22,6 @@ use http_body::Body as _;
 use crate::access_log::Pending;
 use crate::body::{Body, BufferError, Inbound};
 use crate::config::Snapshot;
-use crate::metrics::RouteStats;
 use crate::respond::{self, Rejection, REQUEST_ID};
 use crate::route::{self, Action, Fixed, Route};
 use crate::server::Conn;
@@ -38,12 +37,13 @@ const BUFFER_FOR_RETRY: u64 = 64 * 1024;
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// What the access log and metrics need to know about a request once it is answered.
+/// What the access log and metrics need to know about a request once it is answered; borrowed
+/// from the request's snapshot, copied only into a log record.
 #[derive(Default)]
-struct Outcome {
-    route: Option<(Arc<str>, Arc<RouteStats>)>,
-    upstream: Option<Arc<str>>,
-    target: Option<Arc<str>>,
+struct Outcome<'s> {
+    route: Option<&'s Route>,
+    upstream: Option<&'s Arc<str>>,
+    target: Option<&'s Arc<str>>,
     tenant: Option<String>,
     consumer: Option<String>,
     waf_action: Option<&'static str>,
@@ -77,7 +77,7 @@ pub async fn handle(request: Request<Inbound>, conn: &Conn) -> Response<Body> {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let status = response.status().as_u16();
-    let stats = outcome.route.as_ref().map_or(&conn.shared.metrics.unmatched, |(_, stats)| stats);
+    let stats = outcome.route.map_or(&conn.shared.metrics.unmatched, |route| &route.stats);
     stats.observe(status, started.elapsed());
     if let (Some(sink), Some((method, host, path, bytes_in))) = (sink, logged) {
         response.body_mut().log_on_end(Box::new(Pending {
@@ -89,9 +89,9 @@ pub async fn handle(request: Request<Inbound>, conn: &Conn) -> Response<Body> {
             host,
             path,
             status,
-            route: outcome.route.map(|(name, _)| name),
-            upstream: outcome.upstream,
-            target: outcome.target,
+            route: outcome.route.map(|route| route.name.clone()),
+            upstream: outcome.upstream.cloned(),
+            target: outcome.target.cloned(),
             tenant: outcome.tenant,
             consumer: outcome.consumer,
             bytes_in: bytes_in.unwrap_or(0),
@@ -111,13 +111,13 @@ macro_rules! stage {
     };
 }
 
-async fn dispatch(
+async fn dispatch<'s>(
     request: Request<Inbound>,
     conn: &Conn,
-    snapshot: &Snapshot,
+    snapshot: &'s Snapshot,
     request_id: &HeaderValue,
     client_ip: IpAddr,
-    outcome: &mut Outcome,
+    outcome: &mut Outcome<'s>,
 ) -> Response<Body> {
     let reject = |rejection| respond::reject(rejection, request_id);
     if head_size(&request) > conn.limits.max_header_bytes {
@@ -128,7 +128,7 @@ async fn dispatch(
         return reject(Rejection::NoRoute);
     };
     drop(host);
-    outcome.route = Some((route.name.clone(), route.stats.clone()));
+    outcome.route = Some(route);
 
     let length = content_length(request.headers());
     let limit = conn.limits.max_body_bytes;
@@ -161,7 +161,7 @@ async fn dispatch(
         Action::Proxy(proxy) => proxy,
         Action::Respond(fixed) => return fixed_response(fixed),
     };
-    outcome.upstream = Some(proxy.upstream.name.clone());
+    outcome.upstream = Some(&proxy.upstream.name);
     if let Some(policy) = route.websocket.as_ref().filter(|_| websocket::is_upgrade(&request)) {
         let request = upstream_request(request, route, conn, snapshot, request_id);
         let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
@@ -169,15 +169,15 @@ async fn dispatch(
         return match handshake {
             // A 101 keeps its upgrade headers: they are the answer.
             Handshake::Upgraded(response, target) => {
-                outcome.target = Some(target.key.addr.clone());
+                outcome.target = Some(&target.key.addr);
                 response
             }
             Handshake::Refused(response, target) => {
-                outcome.target = Some(target.key.addr.clone());
+                outcome.target = Some(&target.key.addr);
                 downstream_response(response)
             }
             Handshake::Failed(failure, target) => {
-                outcome.target = target.map(|t| t.key.addr.clone());
+                outcome.target = target.map(|t| &t.key.addr);
                 reject(rejection_for(failure))
             }
             Handshake::Overloaded(after) => {
@@ -197,12 +197,12 @@ async fn dispatch(
             Err(BufferError::Broken) => return reject(Rejection::BadRequest),
         }
     }
-    let retryable = idempotent && request.body().buffered().is_some();
+    let retryable = idempotent && request.body().is_buffered();
     let request = upstream_request(request, route, conn, snapshot, request_id);
     let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
     let backends = proxy.backends_for(request.headers());
     let forwarded = forward(&proxy.upstream, backends, &input, request, retryable).await;
-    outcome.target = forwarded.target.map(|t| t.key.addr.clone());
+    outcome.target = forwarded.target.map(|t| &t.key.addr);
     let response = match forwarded.result {
         Ok(response) => downstream_response(response),
         Err(failure) => return reject(rejection_for(failure)),

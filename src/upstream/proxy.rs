@@ -29,20 +29,20 @@ pub enum Failure {
 }
 
 /// The outcome of forwarding, with the target that answered (or failed last), for the log.
-pub struct Forwarded {
+pub struct Forwarded<'u> {
     pub result: Result<Response<Body>, Failure>,
-    pub target: Option<Arc<Target>>,
+    pub target: Option<&'u Arc<Target>>,
 }
 
 /// Forwards `request` to a target of `set`. When `retryable` (an idempotent method with a
 /// buffered body), failed connects and 502/503 answers are retried on other targets.
-pub async fn forward(
-    upstream: &Upstream,
+pub async fn forward<'u>(
+    upstream: &'u Upstream,
     set: &BackendSet,
     input: &PickInput,
     request: Request<Body>,
     retryable: bool,
-) -> Forwarded {
+) -> Forwarded<'u> {
     // At most 11 attempts (retries are capped at 10), tracked without allocating.
     let mut tried = [0usize; 11];
     let mut request = Some(request);
@@ -58,7 +58,7 @@ pub async fn forward(
         tried[attempt] = index;
         attempt += 1;
         let target = &upstream.members[index].target;
-        outcome.target = Some(target.clone());
+        outcome.target = Some(target);
         let out = match (&mut out, request.take()) {
             (Some(out), _) => out,
             (None, Some(request)) => match encode(upstream, request).await {
@@ -98,7 +98,13 @@ pub async fn forward(
 /// Encodes the request for the wire, reading a small body of known length (the client's time
 /// to send it counts against the request timeout, as the exchange does).
 async fn encode(upstream: &Upstream, request: Request<Body>) -> Result<Outgoing, Failure> {
-    match tokio::time::timeout(upstream.request_timeout, client::encode(request)).await {
+    // A body already in memory (or none) is encoded at once: no timer for it.
+    let encoded = if request.body().is_buffered() {
+        Ok(client::encode(request).await)
+    } else {
+        tokio::time::timeout(upstream.request_timeout, client::encode(request)).await
+    };
+    match encoded {
         Err(_elapsed) => Err(Failure::Timeout),
         Ok(Ok(out)) => Ok(out),
         Ok(Err(SendError::Body(error))) if error.is::<BodyTooLarge>() => Err(Failure::BodyTooLarge),

@@ -96,25 +96,25 @@ pub fn wants_upgrade(headers: &http::HeaderMap) -> bool {
 }
 
 /// What a handshake came to.
-pub enum Handshake {
+pub enum Handshake<'u> {
     /// 101: the relay runs in its own task.
-    Upgraded(Response<Body>, Arc<Target>),
+    Upgraded(Response<Body>, &'u Arc<Target>),
     /// The upstream refused the upgrade; its answer goes back as it is.
-    Refused(Response<Body>, Arc<Target>),
-    Failed(Failure, Option<Arc<Target>>),
+    Refused(Response<Body>, &'u Arc<Target>),
+    Failed(Failure, Option<&'u Arc<Target>>),
     /// Over the route's handshake rate for longer than its queue.
     Overloaded(Duration),
 }
 
 /// Forwards an upgrade request (already rewritten for the upstream) and, on 101, relays.
-pub async fn handshake(
+pub async fn handshake<'u>(
     mut request: Request<Body>,
     route: Arc<str>,
-    proxy: &Proxy,
+    proxy: &'u Proxy,
     policy: &WsPolicy,
     conn: &Conn,
     input: &PickInput,
-) -> Handshake {
+) -> Handshake<'u> {
     let registry = conn.shared.websockets.clone();
     if let Some(spec) = policy.admission {
         if let Err(retry_after) = registry.admission(&route, spec).admit().await {
@@ -137,7 +137,7 @@ pub async fn handshake(
             break;
         };
         tried.push(index);
-        let target = upstream.members[index].target.clone();
+        let target = &upstream.members[index].target;
         let Some(addr) = target.next_addr() else {
             failure = (Failure::Unavailable, Some(target));
             continue;
