@@ -15,6 +15,7 @@ pub mod access_log;
 pub mod admin;
 pub mod body;
 pub mod config;
+pub mod deadline;
 pub mod h1;
 pub mod metrics;
 pub mod pipeline;

@@ -20,8 +20,7 @@
 //! for hyper's HTTP/2 server.
 //!
 //! The head must arrive within `header_read_timeout` from the moment the connection waits for
-//! it (idle keep-alive connections included); the timer is one per connection and is only
-//! moved when it fires early, so a request costs a clock read, not a timer registration.
+//! it (idle keep-alive connections included), watched by one [`Deadline`] per connection.
 
 use std::future::{poll_fn, Future};
 use std::io;
@@ -37,10 +36,11 @@ use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::oneshot;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::Conn;
 use crate::body::{Body, BoxError, Inbound};
+use crate::deadline::Deadline;
 use crate::h1::{self, make_room, BodyError, BodyReader, Framing, ParseError, READ_CHUNK};
 use crate::pipeline;
 use crate::respond::{self, Rejection};
@@ -346,9 +346,7 @@ fn date() -> [u8; 29] {
 
 /// The head timer and the shutdown signal of one connection, both created once.
 struct Waiting {
-    sleep: Pin<Box<Sleep>>,
-    /// When the head being waited for is late; the sleep fires at or before it.
-    deadline: Instant,
+    deadline: Deadline,
     stop: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
     stopping: bool,
 }
@@ -363,10 +361,8 @@ enum Wait {
 impl Waiting {
     fn new(conn: &Conn) -> Self {
         let mut signal = conn.shared.shutdown_signal();
-        let now = Instant::now();
         Self {
-            sleep: Box::pin(tokio::time::sleep_until(now + conn.limits.header_read_timeout)),
-            deadline: now + conn.limits.header_read_timeout,
+            deadline: Deadline::after(conn.limits.header_read_timeout),
             stop: Box::pin(async move {
                 let _ = signal.wait_for(|stop| *stop).await;
             }),
@@ -374,10 +370,9 @@ impl Waiting {
         }
     }
 
-    /// Starts the wait for a head. Deadlines only move later, so the sleep is left where it is
-    /// (it fires early, and is moved then).
+    /// Starts the wait for a head.
     fn arm(&mut self, timeout: Duration) {
-        self.deadline = Instant::now() + timeout;
+        self.deadline.reset(timeout);
         if self.stopping {
             self.shorten(SHUTDOWN_LINGER);
         }
@@ -385,12 +380,9 @@ impl Waiting {
 
     /// Brings the deadline to at most `within` from now.
     fn shorten(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        if deadline < self.deadline {
-            self.deadline = deadline;
-        }
-        if self.deadline < self.sleep.deadline() {
-            self.sleep.as_mut().reset(self.deadline);
+        let at = Instant::now() + within;
+        if at < self.deadline.at() {
+            self.deadline.set(at);
         }
     }
 
@@ -402,13 +394,7 @@ impl Waiting {
             self.stopping = true;
             return Poll::Ready(Wait::Stopping);
         }
-        while self.sleep.as_mut().poll(cx).is_ready() {
-            if Instant::now() >= self.deadline {
-                return Poll::Ready(Wait::TimedOut);
-            }
-            self.sleep.as_mut().reset(self.deadline);
-        }
-        Poll::Pending
+        self.deadline.poll_expired(cx).map(|()| Wait::TimedOut)
     }
 }
 

@@ -15,6 +15,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Method, Request};
@@ -25,6 +26,7 @@ use tokio::net::TcpStream;
 
 use super::pool::Lease;
 use crate::body::{Body, BoxError};
+use crate::deadline::Deadline;
 use crate::h1::{self, make_room, BodyError, BodyReader, Framing, ParseError, ResponseHead};
 
 /// Request bodies of known length up to this size are read before sending and go out with the
@@ -38,6 +40,8 @@ pub struct Connection {
     stream: TcpStream,
     /// Bytes read and not yet consumed.
     read: BytesMut,
+    /// The timer of the request timeout, kept from one exchange to the next.
+    deadline: Option<Deadline>,
 }
 
 impl Connection {
@@ -46,7 +50,23 @@ impl Connection {
     pub async fn open(addr: SocketAddr) -> io::Result<Box<Self>> {
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Box::new(Self { stream, read: BytesMut::new() }))
+        Ok(Box::new(Self { stream, read: BytesMut::new(), deadline: None }))
+    }
+
+    /// The connection's request timer, set to `timeout` from now (made on first use); give it
+    /// back with [`Connection::keep_deadline`] when the connection goes on.
+    pub fn take_deadline(&mut self, timeout: Duration) -> Deadline {
+        match self.deadline.take() {
+            Some(mut deadline) => {
+                deadline.reset(timeout);
+                deadline
+            }
+            None => Deadline::after(timeout),
+        }
+    }
+
+    pub fn keep_deadline(&mut self, deadline: Deadline) {
+        self.deadline = Some(deadline);
     }
 
     /// What has been read from the upstream and not consumed yet.

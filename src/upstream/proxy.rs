@@ -119,10 +119,11 @@ async fn encode(upstream: &Upstream, request: Request<Body>) -> Result<Outgoing,
 /// connection that turns out closed before anything of the request left is replaced by a new one.
 async fn exchange(upstream: &Upstream, target: &Arc<Target>, out: &mut Outgoing) -> Result<Response<Body>, Failure> {
     let in_flight = target.start_request();
-    let (conn, pooled) = match target.pool.checkout() {
+    let (mut conn, pooled) = match target.pool.checkout() {
         Some(conn) => (conn, true),
         None => (connect(upstream, target).await?, false),
     };
+    let mut deadline = conn.take_deadline(upstream.request_timeout);
     let attempt = async move {
         let (mut conn, mut pooled) = (conn, pooled);
         loop {
@@ -138,10 +139,11 @@ async fn exchange(upstream: &Upstream, target: &Arc<Target>, out: &mut Outgoing)
             }
         }
     };
-    let (conn, head, complete) = match tokio::time::timeout(upstream.request_timeout, attempt).await {
-        Err(_elapsed) => return Err(Failure::Timeout),
-        Ok(result) => result?,
+    let (mut conn, head, complete) = match deadline.run(attempt).await {
+        None => return Err(Failure::Timeout),
+        Some(result) => result?,
     };
+    conn.keep_deadline(deadline);
     if head.framing == Framing::Chunked {
         if let Err(error) = ChunkedDecoder::check_start(conn.buffered()) {
             tracing::debug!(target = %target.key.addr, %error, "upstream body broken from its start");
