@@ -430,3 +430,51 @@ fn response_heads_are_written_with_their_framing() {
         "HTTP/1.1 204 No Content\r\ndate: d\r\nconnection: x\r\n\r\n"
     );
 }
+
+/// Feeds `wire` to the request parser `step` bytes at a time, then reads what is there of the
+/// body with the chunked decoder when the head says so: what a connection does.
+fn parse_incrementally(wire: &[u8], step: usize) -> Result<Option<RequestHead>, ParseError> {
+    let mut buf = BytesMut::new();
+    for piece in wire.chunks(step.max(1)) {
+        buf.extend_from_slice(piece);
+        if let Some(head) = parse_request(&mut buf, 2048)? {
+            if head.framing == Framing::Chunked {
+                let mut decoder = ChunkedDecoder::new();
+                while let Ok(Decoded::Data(_)) = decoder.decode(&mut buf) {}
+            }
+            return Ok(Some(head));
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn mangled_requests_are_errors_never_panics_and_parse_the_same_in_pieces() {
+    let corpus: &[&[u8]] = &[
+        b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, upgrade\r\nUpgrade: websocket\r\n\r\n",
+        b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;e=1\r\nhello\r\n0\r\nT: v\r\n\r\n",
+        b"PUT http://h:80/x HTTP/1.0\r\nContent-Length: 3, 3\r\nExpect: 100-continue\r\n\r\nabc",
+    ];
+    let mut rng = fastrand::Rng::with_seed(0x5eed);
+    for _ in 0..20_000 {
+        let mut wire = corpus[rng.usize(..corpus.len())].to_vec();
+        for _ in 0..rng.usize(1..4) {
+            let at = rng.usize(..wire.len());
+            match rng.u8(..4) {
+                0 => wire[at] = rng.u8(..),
+                1 => wire.insert(at, b"\r\n:;, \t\x000aZ\xff"[rng.usize(..12)]),
+                2 => drop(wire.remove(at)),
+                _ => wire.truncate(at),
+            }
+            if wire.is_empty() {
+                wire.push(b'G');
+            }
+        }
+        let summary = |r: Result<Option<RequestHead>, ParseError>| {
+            r.map(|head| head.map(|h| (h.method, h.uri, h.version, h.framing, h.keep_alive, h.expect_continue)))
+        };
+        let whole = summary(parse_incrementally(&wire, wire.len()));
+        let pieces = summary(parse_incrementally(&wire, rng.usize(1..16)));
+        assert_eq!(whole, pieces, "{:?}", String::from_utf8_lossy(&wire));
+    }
+}
