@@ -313,7 +313,17 @@ pub struct RequestHead {
 /// `Ok(None)`: more bytes are needed. A head longer than `max_len` bytes, or with more than
 /// [`MAX_HEADERS`] fields, is [`ParseError::RequestHeadTooLarge`].
 pub fn parse_request(buf: &mut BytesMut, max_len: usize) -> Result<Option<RequestHead>, ParseError> {
-    let mut indices = [Indices::default(); MAX_HEADERS];
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    with_indices(|indices| parse_request_into(buf, max_len, indices))
+}
+
+fn parse_request_into(
+    buf: &mut BytesMut,
+    max_len: usize,
+    indices: &mut Vec<Indices>,
+) -> Result<Option<RequestHead>, ParseError> {
     let (len, method, target, version, count) = {
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
@@ -333,9 +343,9 @@ pub fn parse_request(buf: &mut BytesMut, max_len: usize) -> Result<Option<Reques
             let start = part.as_ptr() as usize - base;
             (start, start + part.len())
         };
-        for (slot, header) in indices.iter_mut().zip(request.headers.iter()) {
-            *slot = Indices { name: offset(header.name.as_bytes()), value: offset(header.value) };
-        }
+        indices.extend(
+            request.headers.iter().map(|h| Indices { name: offset(h.name.as_bytes()), value: offset(h.value) }),
+        );
         let method =
             Method::from_bytes(request.method.unwrap_or_default().as_bytes()).map_err(|_| ParseError::Method)?;
         let target = offset(request.path.unwrap_or_default().as_bytes());
@@ -346,7 +356,7 @@ pub fn parse_request(buf: &mut BytesMut, max_len: usize) -> Result<Option<Reques
     let version = if version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
     // Room for the forwarding headers the pipeline adds, so that the map grows once at most.
     let mut headers = HeaderMap::with_capacity(count + 4);
-    for at in &indices[..count] {
+    for at in indices.iter() {
         let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).map_err(|_| ParseError::HeaderValue)?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).map_err(|_| ParseError::HeaderValue)?;
@@ -382,22 +392,51 @@ pub fn parse_request(buf: &mut BytesMut, max_len: usize) -> Result<Option<Reques
 }
 
 /// Where one header's name and value lie in the head.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Indices {
     name: (usize, usize),
     value: (usize, usize),
+}
+
+/// Runs `parse` with this thread's empty list of header positions: a head is parsed while its
+/// bytes are borrowed, and its header values are cut from them once they are owned; the list
+/// bridges the two without zeroing room for [`MAX_HEADERS`] on every parse.
+fn with_indices<R>(parse: impl FnOnce(&mut Vec<Indices>) -> R) -> R {
+    thread_local! {
+        static INDICES: std::cell::RefCell<Vec<Indices>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    INDICES.with_borrow_mut(|indices| {
+        indices.clear();
+        parse(indices)
+    })
 }
 
 fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>, ParseError> {
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut indices = [Indices::default(); MAX_HEADERS];
+    with_indices(|indices| parse_one_into(buf, method, indices))
+}
+
+fn parse_one_into(
+    buf: &mut BytesMut,
+    method: &Method,
+    indices: &mut Vec<Indices>,
+) -> Result<Option<ResponseHead>, ParseError> {
+    // Most responses carry a few headers: room for 24 is set up first, for all the allowed ones
+    // only when that is not enough.
+    let mut few = [httparse::EMPTY_HEADER; 24];
+    let mut all = Vec::new();
     let (len, code, reason, version, count) = {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut headers);
+        let mut response = httparse::Response::new(&mut few);
         let bytes: &[u8] = buf;
-        let len = match response.parse(bytes) {
+        let mut parsed = response.parse(bytes);
+        if let Err(httparse::Error::TooManyHeaders) = parsed {
+            all.resize(MAX_HEADERS, httparse::EMPTY_HEADER);
+            response = httparse::Response::new(&mut all);
+            parsed = response.parse(bytes);
+        }
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => return Err(ParseError::HeadTooLarge),
             Ok(httparse::Status::Partial) => return Ok(None),
@@ -412,9 +451,9 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
             let start = part.as_ptr() as usize - base;
             (start, start + part.len())
         };
-        for (slot, header) in indices.iter_mut().zip(response.headers.iter()) {
-            *slot = Indices { name: offset(header.name.as_bytes()), value: offset(header.value) };
-        }
+        indices.extend(
+            response.headers.iter().map(|h| Indices { name: offset(h.name.as_bytes()), value: offset(h.value) }),
+        );
         let reason = response.reason.map(|r| offset(r.as_bytes()));
         (len, response.code.unwrap_or(0), reason, response.version.unwrap_or(1), response.headers.len())
     };
@@ -425,7 +464,7 @@ fn parse_one(buf: &mut BytesMut, method: &Method) -> Result<Option<ResponseHead>
     let mut saw_close = false;
     // One more for the `x-request-id` the gateway adds.
     let mut headers = HeaderMap::with_capacity(count + 1);
-    for at in &indices[..count] {
+    for at in indices.iter() {
         let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).map_err(|_| ParseError::HeaderValue)?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).map_err(|_| ParseError::HeaderValue)?;

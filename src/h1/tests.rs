@@ -478,3 +478,16 @@ fn mangled_requests_are_errors_never_panics_and_parse_the_same_in_pieces() {
         assert_eq!(whole, pieces, "{:?}", String::from_utf8_lossy(&wire));
     }
 }
+
+#[test]
+fn responses_with_many_headers_parse_up_to_the_limit() {
+    let head = |n: usize| {
+        let fields: String = (0..n).map(|i| format!("x-h{i}: {i}\r\n")).collect();
+        format!("HTTP/1.1 200 OK\r\n{fields}content-length: 0\r\n\r\n")
+    };
+    // Past the first guess of room (24), within the limit.
+    let parsed = parse(head(60).as_bytes(), &Method::GET).unwrap().unwrap();
+    assert_eq!(parsed.headers.len(), 61);
+    assert_eq!(parsed.headers["x-h59"], "59");
+    assert_eq!(parse(head(MAX_HEADERS).as_bytes(), &Method::GET).unwrap_err(), ParseError::Head(httparse::Error::TooManyHeaders));
+}
