@@ -178,7 +178,7 @@ pub fn response_framing(
     if head_request {
         return framing(Framing::Empty);
     }
-    if let Some(len) = headers.contains_key(header::CONTENT_LENGTH).then(|| content_length(headers)).flatten() {
+    if let Some(len) = content_length(headers) {
         return framing(Framing::Length(len));
     }
     match exact {
@@ -189,7 +189,9 @@ pub fn response_framing(
 }
 
 /// Writes the status line, the headers, the framing headers of `framing`, `date` when the
-/// response has none, and `connection: close` or (for HTTP/1.0 clients) `keep-alive`.
+/// response has none, and (unless it has its own) `connection: close` when the connection ends
+/// after it or `connection: keep-alive` for an HTTP/1.0 client that keeps it. Returns whether
+/// the connection goes on: `keep_alive`, unless the response says `connection: close`.
 /// `transfer-encoding` is written only for a chunked body, and `content-length` never with one
 /// nor on a 1xx or 204.
 pub fn encode_response_head(
@@ -197,9 +199,9 @@ pub fn encode_response_head(
     status: StatusCode,
     headers: &HeaderMap,
     framing: ResponseFraming,
-    connection: Option<&'static [u8]>,
+    (keep_alive, http10): (bool, bool),
     date: &[u8],
-) {
+) -> bool {
     dst.reserve(64 + headers.len() * 48);
     dst.put_slice(b"HTTP/1.1 ");
     dst.put_slice(status.as_str().as_bytes());
@@ -208,9 +210,16 @@ pub fn encode_response_head(
     dst.put_slice(b"\r\n");
     let chunked = framing.framing == Framing::Chunked;
     let no_length = chunked || status.is_informational() || status == StatusCode::NO_CONTENT;
+    let (mut dated, mut connection, mut close) = (false, false, false);
     for (name, value) in headers {
         if *name == header::TRANSFER_ENCODING || (no_length && *name == header::CONTENT_LENGTH) {
             continue;
+        }
+        if *name == header::DATE {
+            dated = true;
+        } else if *name == header::CONNECTION {
+            connection = true;
+            close |= has_token(value, b"close");
         }
         dst.put_slice(name.as_str().as_bytes());
         dst.put_slice(b": ");
@@ -225,17 +234,21 @@ pub fn encode_response_head(
     if chunked {
         dst.put_slice(b"transfer-encoding: chunked\r\n");
     }
-    if !headers.contains_key(header::DATE) {
+    if !dated {
         dst.put_slice(b"date: ");
         dst.put_slice(date);
         dst.put_slice(b"\r\n");
     }
-    if let Some(connection) = connection.filter(|_| !headers.contains_key(header::CONNECTION)) {
-        dst.put_slice(b"connection: ");
-        dst.put_slice(connection);
-        dst.put_slice(b"\r\n");
+    let keep_alive = keep_alive && !close;
+    if !connection {
+        match (keep_alive, http10) {
+            (false, _) => dst.put_slice(b"connection: close\r\n"),
+            (true, true) => dst.put_slice(b"connection: keep-alive\r\n"),
+            (true, false) => {}
+        }
     }
     dst.put_slice(b"\r\n");
+    keep_alive
 }
 
 /// The line that starts a chunk of `len` bytes.
@@ -307,6 +320,8 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// `expect: 100-continue`: the client waits for an interim answer before sending the body.
     pub expect_continue: bool,
+    /// `connection` lists `upgrade`: the client may ask to switch protocols.
+    pub upgrade: bool,
 }
 
 /// Parses the request head at the front of `buf` (after any empty lines) and removes it.
@@ -356,31 +371,40 @@ fn parse_request_into(
     let version = if version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
     // Room for the forwarding headers the pipeline adds, so that the map grows once at most.
     let mut headers = HeaderMap::with_capacity(count + 4);
+    // What decides the connection and the framing is noted on the way: no lookups after.
+    let (mut close, mut keep, mut upgrade) = (false, false, false);
+    let (mut expect, mut chunked, mut length) = (None, false, false);
     for at in indices.iter() {
         let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).map_err(|_| ParseError::HeaderValue)?;
         let value =
             HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).map_err(|_| ParseError::HeaderValue)?;
+        if name == header::CONNECTION {
+            close |= has_token(&value, b"close");
+            keep |= has_token(&value, b"keep-alive");
+            upgrade |= has_token(&value, b"upgrade");
+        } else if name == header::EXPECT {
+            expect.get_or_insert_with(|| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        } else if name == header::TRANSFER_ENCODING {
+            chunked = true;
+        } else if name == header::CONTENT_LENGTH {
+            length = true;
+        }
         headers.append(name, value);
     }
-    let connection = |token: &[u8]| headers.get_all(header::CONNECTION).iter().any(|v| has_token(v, token));
-    let keep_alive = match version {
-        Version::HTTP_11 => !connection(b"close"),
-        _ => connection(b"keep-alive") && !connection(b"close"),
-    };
-    let expect_continue = version == Version::HTTP_11
-        && headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    let framing = if headers.contains_key(header::TRANSFER_ENCODING) {
+    let keep_alive = !close && (version == Version::HTTP_11 || keep);
+    let expect_continue = version == Version::HTTP_11 && expect == Some(true);
+    let framing = if chunked {
         if version == Version::HTTP_10 {
             return Err(ParseError::TransferEncodingInRequest10);
         }
-        if headers.contains_key(header::CONTENT_LENGTH) {
+        if length {
             return Err(ParseError::BothLengths);
         }
         if !is_chunked(&headers) {
             return Err(ParseError::TransferEncoding);
         }
         Framing::Chunked
-    } else if headers.contains_key(header::CONTENT_LENGTH) {
+    } else if length {
         match content_length(&headers).ok_or(ParseError::ContentLength)? {
             0 => Framing::Empty,
             len => Framing::Length(len),
@@ -388,7 +412,7 @@ fn parse_request_into(
     } else {
         Framing::Empty
     };
-    Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue }))
+    Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue, upgrade }))
 }
 
 /// Where one header's name and value lie in the head.
@@ -462,6 +486,7 @@ fn parse_one_into(
     let version = if version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
     let mut keep_alive = version == Version::HTTP_11;
     let mut saw_close = false;
+    let (mut transfer_encoding, mut content_length_seen) = (false, false);
     // One more for the `x-request-id` the gateway adds.
     let mut headers = HeaderMap::with_capacity(count + 1);
     for at in indices.iter() {
@@ -482,6 +507,10 @@ fn parse_one_into(
             }
         } else if name == KEEP_ALIVE {
             continue;
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_encoding = true;
+        } else if name == header::CONTENT_LENGTH {
+            content_length_seen = true;
         }
         headers.append(name, value);
     }
@@ -492,12 +521,12 @@ fn parse_one_into(
         101 => return Err(ParseError::UnexpectedUpgrade),
         100..=199 | 204 | 304 => Framing::Empty,
         _ if *method == Method::HEAD => Framing::Empty,
-        _ if headers.contains_key(header::TRANSFER_ENCODING) => {
+        _ if transfer_encoding => {
             if version == Version::HTTP_10 {
                 return Err(ParseError::TransferEncodingInHttp10);
             }
             // With both, transfer-encoding wins and the connection is not trusted further.
-            if headers.contains_key(header::CONTENT_LENGTH) {
+            if content_length_seen {
                 keep_alive = false;
             }
             if is_chunked(&headers) {
@@ -506,9 +535,7 @@ fn parse_one_into(
                 Framing::UntilClose
             }
         }
-        _ if headers.contains_key(header::CONTENT_LENGTH) => {
-            Framing::Length(content_length(&headers).ok_or(ParseError::ContentLength)?)
-        }
+        _ if content_length_seen => Framing::Length(content_length(&headers).ok_or(ParseError::ContentLength)?),
         _ => Framing::UntilClose,
     };
     if framing == Framing::UntilClose {

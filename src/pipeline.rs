@@ -163,7 +163,7 @@ async fn dispatch<'s>(
     };
     outcome.upstream = Some(&proxy.upstream.name);
     if let Some(policy) = route.websocket.as_ref().filter(|_| websocket::is_upgrade(&request)) {
-        let request = upstream_request(request, route, conn, snapshot, request_id);
+        upstream_request(&mut request, route, conn, snapshot, request_id);
         let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
         let handshake = websocket::handshake(request, route.name.clone(), proxy, policy, conn, &input).await;
         return match handshake {
@@ -198,7 +198,7 @@ async fn dispatch<'s>(
         }
     }
     let retryable = idempotent && request.body().is_buffered();
-    let request = upstream_request(request, route, conn, snapshot, request_id);
+    upstream_request(&mut request, route, conn, snapshot, request_id);
     let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
     let backends = proxy.backends_for(request.headers());
     let forwarded = forward(&proxy.upstream, backends, &input, request, retryable).await;
@@ -276,41 +276,50 @@ fn remove_named_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The request as the upstream gets it: origin-form URI, HTTP/1.1, no hop-by-hop headers,
+/// Makes the request what the upstream gets: origin-form URI, HTTP/1.1, no hop-by-hop headers,
 /// forwarding headers added, and the route's header edits applied.
 fn upstream_request(
-    request: Request<Body>,
+    request: &mut Request<Body>,
     route: &Route,
     conn: &Conn,
     snapshot: &Snapshot,
     request_id: &HeaderValue,
-) -> Request<Body> {
-    let (mut parts, body) = request.into_parts();
-    let path = route.upstream_path(parts.uri.path());
+) {
+    let uri = request.uri();
+    let path = route.upstream_path(uri.path());
     // Already origin-form and unchanged: kept as it is.
-    let unchanged = parts.uri.authority().is_none() && parts.uri.scheme().is_none() && path == parts.uri.path();
-    let origin_form: Option<Uri> = match parts.uri.query() {
+    let unchanged = uri.authority().is_none() && uri.scheme().is_none() && path == uri.path();
+    let origin_form: Option<Uri> = match uri.query() {
         _ if unchanged => None,
         None => Some(Uri::try_from(path.as_ref()).unwrap_or_else(|_| Uri::from_static("/"))),
         Some(query) => Some(Uri::try_from(format!("{path}?{query}")).unwrap_or_else(|_| Uri::from_static("/"))),
     };
-    if parts.headers.get(header::HOST).is_none() {
-        if let Some(host) = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            parts.headers.insert(header::HOST, host);
+    // One pass over the names finds what has to go (usually nothing): hop-by-hop headers, and
+    // `expect`, which the gateway answers itself when it reads the body; and which of the
+    // headers the gateway sets are there already (usually none), so that no lookup is needed.
+    let (mut hop_by_hop, mut expect, mut host, mut forwarded_by, mut proto) = (false, false, false, false, false);
+    for name in request.headers().keys() {
+        if *name == header::HOST {
+            host = true;
+        } else if *name == X_FORWARDED_FOR {
+            forwarded_by = true;
+        } else if *name == X_FORWARDED_PROTO {
+            proto = true;
+        } else if *name == header::EXPECT {
+            expect = true;
+        } else {
+            hop_by_hop |= HOP_BY_HOP.contains(name);
         }
     }
+    let host = match host {
+        true => None,
+        false => request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
     if let Some(origin_form) = origin_form {
-        parts.uri = origin_form;
+        *request.uri_mut() = origin_form;
     }
-    parts.version = Version::HTTP_11;
-    let headers = &mut parts.headers;
-    // One pass over the names finds what has to go (usually nothing): hop-by-hop headers, and
-    // `expect`, which the gateway answers itself when it reads the body.
-    let (mut hop_by_hop, mut expect) = (false, false);
-    for name in headers.keys() {
-        hop_by_hop |= HOP_BY_HOP.contains(name);
-        expect |= name == header::EXPECT;
-    }
+    *request.version_mut() = Version::HTTP_11;
+    let headers = request.headers_mut();
     if hop_by_hop {
         remove_named_hop_by_hop(headers);
     }
@@ -319,12 +328,15 @@ fn upstream_request(
     }
     // Room for the forwarding headers below, so that the map grows once at most.
     headers.reserve(4);
-
-    if let Some(value) = forwarded_for(headers.get(X_FORWARDED_FOR), conn.peer.ip()) {
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
+    }
+    let earlier = if forwarded_by { headers.get(X_FORWARDED_FOR) } else { None };
+    if let Some(value) = forwarded_for(earlier, conn.peer.ip()) {
         headers.insert(X_FORWARDED_FOR, value);
     }
     let trusted_peer = snapshot.real_ip.trusted.iter().any(|net| net.contains(&conn.peer.ip()));
-    if !(trusted_peer && headers.contains_key(X_FORWARDED_PROTO)) {
+    if !(trusted_peer && proto) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     }
     headers.insert(REQUEST_ID, request_id.clone());
@@ -334,7 +346,6 @@ fn upstream_request(
     for (name, value) in &route.set_headers {
         headers.insert(name.clone(), value.clone());
     }
-    Request::from_parts(parts, body)
 }
 
 /// `x-forwarded-for` with `peer` appended to what earlier proxies wrote.
@@ -373,10 +384,9 @@ fn write_forwarded_for(out: &mut impl std::io::Write, earlier: Option<&str>, pee
     }
 }
 
-fn downstream_response(response: Response<Body>) -> Response<Body> {
-    let (mut parts, body) = response.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    Response::from_parts(parts, body)
+fn downstream_response(mut response: Response<Body>) -> Response<Body> {
+    remove_hop_by_hop(response.headers_mut());
+    response
 }
 
 #[cfg(test)]

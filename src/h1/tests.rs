@@ -345,6 +345,7 @@ fn request_heads_keep_what_the_client_sent() {
     let values: Vec<_> = head.headers.get_all("x-a").iter().collect();
     assert_eq!(values, ["1", "2"]);
     assert_eq!(head.headers["connection"], "upgrade", "the pipeline decides what crosses");
+    assert!(head.upgrade);
     assert_eq!(&buf[..], b"rest", "the head is consumed, the body left");
 }
 
@@ -403,31 +404,36 @@ fn response_framing_follows_hyper() {
 
 #[test]
 fn response_heads_are_written_with_their_framing() {
-    let encode = |status: u16, pairs: &[(&'static str, &'static str)], framing, connection| {
+    let encode = |status: u16, pairs: &[(&'static str, &'static str)], framing, keep: (bool, bool)| {
         let mut dst = BytesMut::new();
         let status = StatusCode::from_u16(status).unwrap();
-        encode_response_head(&mut dst, status, &headers(pairs), framing, connection, b"Thu, 26 Nov 2026 00:00:00 GMT");
-        String::from_utf8(dst.to_vec()).unwrap()
+        let kept =
+            encode_response_head(&mut dst, status, &headers(pairs), framing, keep, b"Thu, 26 Nov 2026 00:00:00 GMT");
+        (String::from_utf8(dst.to_vec()).unwrap(), kept)
     };
     let sized = ResponseFraming { framing: Framing::Length(2), add_length: Some(2) };
     assert_eq!(
-        encode(200, &[("x-a", "1")], sized, None),
-        "HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 2\r\ndate: Thu, 26 Nov 2026 00:00:00 GMT\r\n\r\n"
+        encode(200, &[("x-a", "1")], sized, (true, false)),
+        ("HTTP/1.1 200 OK\r\nx-a: 1\r\ncontent-length: 2\r\ndate: Thu, 26 Nov 2026 00:00:00 GMT\r\n\r\n".into(), true)
     );
     let chunked = ResponseFraming { framing: Framing::Chunked, add_length: None };
     assert_eq!(
-        encode(
-            599,
-            &[("date", "d"), ("content-length", "x"), ("transfer-encoding", "gzip")],
-            chunked,
-            Some(&b"close"[..])
-        ),
-        "HTTP/1.1 599 \r\ndate: d\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        encode(599, &[("date", "d"), ("content-length", "x"), ("transfer-encoding", "gzip")], chunked, (false, false)),
+        ("HTTP/1.1 599 \r\ndate: d\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".into(), false)
     );
     let empty = ResponseFraming { framing: Framing::Empty, add_length: None };
     assert_eq!(
-        encode(204, &[("content-length", "0"), ("date", "d"), ("connection", "x")], empty, Some(&b"keep-alive"[..])),
-        "HTTP/1.1 204 No Content\r\ndate: d\r\nconnection: x\r\n\r\n"
+        encode(204, &[("content-length", "0"), ("date", "d"), ("connection", "x")], empty, (true, true)),
+        ("HTTP/1.1 204 No Content\r\ndate: d\r\nconnection: x\r\n\r\n".into(), true)
+    );
+    assert_eq!(
+        encode(200, &[("date", "d")], empty, (true, true)),
+        ("HTTP/1.1 200 OK\r\ndate: d\r\nconnection: keep-alive\r\n\r\n".into(), true)
+    );
+    // A response that closes its connection ends the client's too.
+    assert_eq!(
+        encode(200, &[("date", "d"), ("connection", "Close")], empty, (true, false)),
+        ("HTTP/1.1 200 OK\r\ndate: d\r\nconnection: Close\r\n\r\n".into(), false)
     );
 }
 
@@ -489,5 +495,8 @@ fn responses_with_many_headers_parse_up_to_the_limit() {
     let parsed = parse(head(60).as_bytes(), &Method::GET).unwrap().unwrap();
     assert_eq!(parsed.headers.len(), 61);
     assert_eq!(parsed.headers["x-h59"], "59");
-    assert_eq!(parse(head(MAX_HEADERS).as_bytes(), &Method::GET).unwrap_err(), ParseError::Head(httparse::Error::TooManyHeaders));
+    assert_eq!(
+        parse(head(MAX_HEADERS).as_bytes(), &Method::GET).unwrap_err(),
+        ParseError::Head(httparse::Error::TooManyHeaders)
+    );
 }

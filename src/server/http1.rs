@@ -30,7 +30,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{self, HeaderValue};
 use http::{Method, Request, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
@@ -139,9 +138,9 @@ async fn read_head(stream: &mut Stream, conn: &Conn, waiting: &mut Waiting, firs
 
 /// Answers one request; returns the connection when it can carry another.
 async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: &mut BytesMut) -> Option<Box<Stream>> {
-    let h1::RequestHead { method, uri, version, headers, framing, mut keep_alive, expect_continue } = head;
+    let h1::RequestHead { method, uri, version, headers, framing, mut keep_alive, expect_continue, upgrade } = head;
     let head_request = method == Method::HEAD;
-    let upgrade = crate::websocket::wants_upgrade(&headers);
+    let upgrade = upgrade && crate::websocket::wants_upgrade(&headers);
     let mut stream = Some(stream);
     let (body, lent) = match framing {
         Framing::Empty => (Inbound::Empty, None),
@@ -184,12 +183,11 @@ async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: 
         (None, None) => return None,
     };
     let (parts, mut body) = response.into_parts();
-    keep_alive &= !parts.headers.get_all(header::CONNECTION).iter().any(|v| h1::has_token(v, b"close"));
     out.clear();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         let give = handover?;
         let framing = h1::ResponseFraming { framing: Framing::Empty, add_length: None };
-        h1::encode_response_head(out, parts.status, &parts.headers, framing, None, &date());
+        h1::encode_response_head(out, parts.status, &parts.headers, framing, (true, false), &date());
         write_out(&mut stream.io, out).await.ok()?;
         stream.io.flush().await.ok()?;
         drop(body);
@@ -198,12 +196,9 @@ async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: 
     }
     let framing = h1::response_framing(parts.status, head_request, version, &parts.headers, body.size_hint().exact());
     keep_alive &= framing.framing != Framing::UntilClose;
-    let connection: Option<&'static [u8]> = match (keep_alive, version) {
-        (false, _) => Some(b"close"),
-        (true, Version::HTTP_10) => Some(b"keep-alive"),
-        (true, _) => None,
-    };
-    h1::encode_response_head(out, parts.status, &parts.headers, framing, connection, &date());
+    let http10 = version == Version::HTTP_10;
+    let keep_alive =
+        h1::encode_response_head(out, parts.status, &parts.headers, framing, (keep_alive, http10), &date());
     let complete = write_body(&mut stream.io, out, &mut body, framing.framing).await.ok()?;
     // The body's end (and its access-log line) before the next request.
     drop(body);
@@ -297,12 +292,10 @@ async fn refuse(mut stream: Box<Stream>, out: &mut BytesMut, error: ParseError) 
         ParseError::RequestHeadTooLarge => Rejection::HeadersTooLarge,
         _ => Rejection::BadRequest,
     };
-    let mut response = respond::reject(rejection, &respond::request_id(None));
-    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    let (parts, mut body) = response.into_parts();
+    let (parts, mut body) = respond::reject(rejection, &respond::request_id(None)).into_parts();
     let framing = h1::response_framing(parts.status, false, Version::HTTP_11, &parts.headers, body.size_hint().exact());
     out.clear();
-    h1::encode_response_head(out, parts.status, &parts.headers, framing, None, &date());
+    h1::encode_response_head(out, parts.status, &parts.headers, framing, (false, false), &date());
     if write_body(&mut stream.io, out, &mut body, framing.framing).await.is_err() {
         return;
     }
@@ -311,9 +304,10 @@ async fn refuse(mut stream: Box<Stream>, out: &mut BytesMut, error: ParseError) 
     // before it reads the answer.
     let _ = tokio::time::timeout(LINGER, async {
         let mut drained = 0;
-        let mut scratch = [0u8; 8192];
         while drained < LINGER_BYTES {
-            match tokio::io::AsyncReadExt::read(&mut stream.io, &mut scratch).await {
+            stream.read.clear();
+            make_room(&mut stream.read);
+            match tokio::io::AsyncReadExt::read_buf(&mut stream.io, &mut stream.read).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => drained += n,
             }

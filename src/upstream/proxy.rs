@@ -45,37 +45,28 @@ pub async fn forward<'u>(
 ) -> Forwarded<'u> {
     // At most 11 attempts (retries are capped at 10), tracked without allocating.
     let mut tried = [0usize; 11];
-    let mut request = Some(request);
-    // The request is encoded once, on the first attempt: a retry sends the same bytes again.
-    let mut out: Option<Outgoing> = None;
-    let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: None };
-    let mut attempts = 1;
+    let Some(mut index) = upstream.balancer.pick(&upstream.members, set, input, &[]) else {
+        return Forwarded { result: Err(Failure::Unavailable), target: None };
+    };
+    let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: Some(&upstream.members[index].target) };
+    // Encoded once: a retry sends the same bytes again.
+    let mut out = match encode(upstream, request).await {
+        Ok(out) => out,
+        Err(failure) => {
+            outcome.result = Err(failure);
+            return outcome;
+        }
+    };
+    // Only a request held whole in memory is ever sent twice.
+    let replayable = retryable && out.is_replayable();
+    let attempts = if replayable { (1 + upstream.retries as usize).min(tried.len()) } else { 1 };
     let mut attempt = 0;
-    while attempt < attempts {
-        let Some(index) = upstream.balancer.pick(&upstream.members, set, input, &tried[..attempt]) else {
-            break;
-        };
+    loop {
         tried[attempt] = index;
         attempt += 1;
         let target = &upstream.members[index].target;
         outcome.target = Some(target);
-        let out = match (&mut out, request.take()) {
-            (Some(out), _) => out,
-            (None, Some(request)) => match encode(upstream, request).await {
-                Ok(encoded) => out.insert(encoded),
-                Err(failure) => {
-                    outcome.result = Err(failure);
-                    return outcome;
-                }
-            },
-            (None, None) => break,
-        };
-        // Only a request held whole in memory is ever sent twice.
-        let replayable = retryable && out.is_replayable();
-        if replayable {
-            attempts = (1 + upstream.retries as usize).min(tried.len());
-        }
-        match exchange(upstream, target, out).await {
+        match exchange(upstream, target, &mut out).await {
             Ok(response) => {
                 let retry_status =
                     matches!(response.status(), StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE);
@@ -91,18 +82,25 @@ pub async fn forward<'u>(
                 }
             }
         }
+        if attempt == attempts {
+            return outcome;
+        }
+        match upstream.balancer.pick(&upstream.members, set, input, &tried[..attempt]) {
+            Some(next) => index = next,
+            None => return outcome,
+        }
     }
-    outcome
 }
 
 /// Encodes the request for the wire, reading a small body of known length (the client's time
 /// to send it counts against the request timeout, as the exchange does).
 async fn encode(upstream: &Upstream, request: Request<Body>) -> Result<Outgoing, Failure> {
-    // A body already in memory (or none) is encoded at once: no timer for it.
+    // A body already in memory (or none) is encoded at once: no timer for it. The timed path
+    // is boxed, so that its timer does not widen every request's future.
     let encoded = if request.body().is_buffered() {
         Ok(client::encode(request).await)
     } else {
-        tokio::time::timeout(upstream.request_timeout, client::encode(request)).await
+        Box::pin(tokio::time::timeout(upstream.request_timeout, client::encode(request))).await
     };
     match encoded {
         Err(_elapsed) => Err(Failure::Timeout),
