@@ -310,3 +310,25 @@ async fn a_head_that_does_not_arrive_in_time_closes_the_connection() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test]
+async fn at_shutdown_keep_alive_connections_get_one_last_answer_then_close() {
+    let (gw, _up) = setup().await;
+    let mut buf = Vec::new();
+    let mut busy = connect(&gw).await;
+    let mut idle = connect(&gw).await;
+    busy.write_all(b"GET /before HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
+    assert_eq!(read_response(&mut busy, &mut buf, false).await.header("connection"), None);
+    idle.write_all(b"GET /before HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
+    read_response(&mut idle, &mut buf, false).await;
+
+    gw.gateway().shared().begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A request already on its way is answered, with `connection: close`.
+    busy.write_all(b"GET /last HTTP/1.1\r\nHost: a.test\r\n\r\n").await.unwrap();
+    let answer = read_response(&mut busy, &mut buf, false).await;
+    assert_eq!((answer.status, answer.header("connection")), (200, Some("close")));
+    assert!(closes(&mut busy, &buf).await);
+    // An idle one is closed after a short linger.
+    assert!(closes(&mut idle, &buf).await, "an idle keep-alive connection is closed at shutdown");
+}
