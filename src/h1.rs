@@ -353,17 +353,10 @@ fn parse_request_into(
         if len > max_len {
             return Err(ParseError::RequestHeadTooLarge);
         }
-        let base = bytes.as_ptr() as usize;
-        let offset = |part: &[u8]| {
-            let start = part.as_ptr() as usize - base;
-            (start, start + part.len())
-        };
-        indices.extend(
-            request.headers.iter().map(|h| Indices { name: offset(h.name.as_bytes()), value: offset(h.value) }),
-        );
+        note(indices, bytes, request.headers);
         let method =
             Method::from_bytes(request.method.unwrap_or_default().as_bytes()).map_err(|_| ParseError::Method)?;
-        let target = offset(request.path.unwrap_or_default().as_bytes());
+        let target = span(bytes, request.path.unwrap_or_default().as_bytes());
         (len, method, target, request.version.unwrap_or(1), request.headers.len())
     };
     let head = buf.split_to(len).freeze();
@@ -375,9 +368,7 @@ fn parse_request_into(
     let (mut close, mut keep, mut upgrade) = (false, false, false);
     let (mut expect, mut chunked, mut length) = (None, false, false);
     for at in indices.iter() {
-        let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).map_err(|_| ParseError::HeaderValue)?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).map_err(|_| ParseError::HeaderValue)?;
+        let (name, value) = field(&head, at)?;
         if name == header::CONNECTION {
             close |= has_token(&value, b"close");
             keep |= has_token(&value, b"keep-alive");
@@ -420,6 +411,26 @@ fn parse_request_into(
 struct Indices {
     name: (usize, usize),
     value: (usize, usize),
+}
+
+/// Where `part`, a slice of `bytes`, lies in it.
+fn span(bytes: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = part.as_ptr() as usize - bytes.as_ptr() as usize;
+    (start, start + part.len())
+}
+
+/// Notes where each parsed header field lies in `bytes`.
+fn note(indices: &mut Vec<Indices>, bytes: &[u8], headers: &[httparse::Header<'_>]) {
+    indices
+        .extend(headers.iter().map(|h| Indices { name: span(bytes, h.name.as_bytes()), value: span(bytes, h.value) }));
+}
+
+/// The header field noted at `at`, its value sharing `head`'s bytes.
+fn field(head: &Bytes, at: &Indices) -> Result<(HeaderName, HeaderValue), ParseError> {
+    let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).map_err(|_| ParseError::HeaderValue)?;
+    let value =
+        HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).map_err(|_| ParseError::HeaderValue)?;
+    Ok((name, value))
 }
 
 /// Runs `parse` with this thread's empty list of header positions: a head is parsed while its
@@ -470,15 +481,8 @@ fn parse_one_into(
         if len > MAX_HEAD_BYTES {
             return Err(ParseError::HeadTooLarge);
         }
-        let base = bytes.as_ptr() as usize;
-        let offset = |part: &[u8]| {
-            let start = part.as_ptr() as usize - base;
-            (start, start + part.len())
-        };
-        indices.extend(
-            response.headers.iter().map(|h| Indices { name: offset(h.name.as_bytes()), value: offset(h.value) }),
-        );
-        let reason = response.reason.map(|r| offset(r.as_bytes()));
+        note(indices, bytes, response.headers);
+        let reason = response.reason.map(|r| span(bytes, r.as_bytes()));
         (len, response.code.unwrap_or(0), reason, response.version.unwrap_or(1), response.headers.len())
     };
     let head = buf.split_to(len).freeze();
@@ -490,9 +494,7 @@ fn parse_one_into(
     // One more for the `x-request-id` the gateway adds.
     let mut headers = HeaderMap::with_capacity(count + 1);
     for at in indices.iter() {
-        let name = HeaderName::from_bytes(&head[at.name.0..at.name.1]).map_err(|_| ParseError::HeaderValue)?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(at.value.0..at.value.1)).map_err(|_| ParseError::HeaderValue)?;
+        let (name, value) = field(&head, at)?;
         if name == header::CONNECTION {
             // Once any `connection` line asks to close, a later `keep-alive` does not undo it.
             if saw_close || has_token(&value, b"close") {
