@@ -183,6 +183,21 @@ pub struct TestGateway {
 
 /// Starts a gateway; `yaml` has its listener named `public`. `{dir}` in `yaml` becomes the
 /// gateway's folder.
+/// One upstream `a` behind a gateway whose public listener has `limits` (YAML flow mapping).
+pub async fn proxy_with_limits(limits: &str) -> (TestGateway, TestUpstream) {
+    let up = upstream("a").run().await;
+    let yaml = format!(
+        "listeners: [{{ name: public, bind: 127.0.0.1:0, limits: {limits} }}]
+workers: 1
+shutdown_timeout: 2s
+upstreams: [{{ name: a, targets: [{{ addr: {} }}] }}]
+routes: [{{ name: r, upstream: a }}]
+",
+        up.addr
+    );
+    (gateway(&yaml).await, up)
+}
+
 pub async fn gateway(yaml: &str) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
     let text = yaml.replace("{dir}", &dir.path().display().to_string());

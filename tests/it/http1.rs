@@ -7,20 +7,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{gateway, upstream, TestGateway, TestUpstream};
+use crate::harness::{proxy_with_limits, TestGateway, TestUpstream};
 
 async fn setup() -> (TestGateway, TestUpstream) {
-    let up = upstream("a").run().await;
-    let yaml = format!(
-        "listeners: [{{ name: public, bind: 127.0.0.1:0, limits: {{ max_body_bytes: 1KiB, header_read_timeout: 1s }} }}]
-workers: 1
-shutdown_timeout: 2s
-upstreams: [{{ name: a, targets: [{{ addr: {} }}] }}]
-routes: [{{ name: r, upstream: a }}]
-",
-        up.addr
-    );
-    (gateway(&yaml).await, up)
+    proxy_with_limits("{ max_body_bytes: 1KiB, header_read_timeout: 1s }").await
 }
 
 async fn connect(gw: &TestGateway) -> TcpStream {

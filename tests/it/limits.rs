@@ -6,17 +6,7 @@ use http_body_util::{Full, StreamBody};
 use crate::harness::{config, gateway, upstream};
 
 async fn limited() -> (crate::harness::TestGateway, crate::harness::TestUpstream) {
-    let up = upstream("a").run().await;
-    let yaml = format!(
-        "listeners: [{{ name: public, bind: 127.0.0.1:0, limits: {{ max_header_bytes: 4KiB, max_body_bytes: 1KiB }} }}]
-workers: 1
-shutdown_timeout: 2s
-upstreams: [{{ name: a, targets: [{{ addr: {} }}] }}]
-routes: [{{ name: r, upstream: a }}]
-",
-        up.addr
-    );
-    (gateway(&yaml).await, up)
+    crate::harness::proxy_with_limits("{ max_header_bytes: 4KiB, max_body_bytes: 1KiB }").await
 }
 
 #[tokio::test]
