@@ -117,39 +117,47 @@ pub struct Outgoing {
     method: Method,
 }
 
-/// Encodes `request`. A body of known length up to 64 KiB is read here so that it leaves with
-/// the head (and can be sent again: the pipeline buffers the bodies of retryable requests up to
-/// the same size).
-pub async fn encode(request: Request<Body>) -> Result<Outgoing, SendError> {
-    let mut out = {
-        // The head is not kept across the wait for the body.
-        let (parts, body) = request.into_parts();
-        let framing =
-            h1::request_framing(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
-        let mut buf = BytesMut::with_capacity(HEAD_CAPACITY);
-        h1::encode_request_head(&mut buf, &parts.method, &parts.uri, &parts.headers, framing);
-        let rest = (framing.framing != Framing::Empty).then_some((body, framing.framing));
-        Outgoing { buf, rest, method: parts.method }
-    };
-    if let Some((mut body, Framing::Length(len))) =
-        out.rest.take_if(|(_, f)| matches!(f, Framing::Length(l) if *l <= COALESCE_BODY))
-    {
+/// Encodes `request`'s head and chooses its framing; a small body of known length is read by
+/// [`Outgoing::coalesce`]. Not async: the request is moved here once, not through the states of
+/// futures.
+pub fn encode(request: Request<Body>) -> Outgoing {
+    let (parts, body) = request.into_parts();
+    let framing = h1::request_framing(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
+    let mut buf = BytesMut::with_capacity(HEAD_CAPACITY);
+    h1::encode_request_head(&mut buf, &parts.method, &parts.uri, &parts.headers, framing);
+    let rest = (framing.framing != Framing::Empty).then_some((body, framing.framing));
+    Outgoing { buf, rest, method: parts.method }
+}
+
+impl Outgoing {
+    /// Reads a body of known length up to 64 KiB into the buffer, so that it leaves with the
+    /// head (and can be sent again: the pipeline buffers the bodies of retryable requests up to
+    /// the same size). Does nothing for other bodies.
+    pub async fn coalesce(&mut self) -> Result<(), SendError> {
+        let Some((mut body, Framing::Length(len))) =
+            self.rest.take_if(|(_, f)| matches!(f, Framing::Length(l) if *l <= COALESCE_BODY))
+        else {
+            return Ok(());
+        };
         let mut left = len;
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame.map_err(SendError::Body)?.into_data() else {
                 continue;
             };
             left = left.checked_sub(data.len() as u64).ok_or_else(|| SendError::Body(too_long()))?;
-            out.buf.extend_from_slice(&data);
+            self.buf.extend_from_slice(&data);
         }
         if left != 0 {
             return Err(SendError::Body(too_short()));
         }
+        Ok(())
     }
-    Ok(out)
-}
 
-impl Outgoing {
+    /// Whether what is left of the body (if anything) is in memory: reading it cannot wait.
+    pub fn body_in_memory(&self) -> bool {
+        self.rest.as_ref().is_none_or(|(body, _)| body.is_buffered())
+    }
+
     /// Whether the whole request is in memory, so that it can be sent again elsewhere.
     pub fn is_replayable(&self) -> bool {
         self.rest.is_none()

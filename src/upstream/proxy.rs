@@ -50,13 +50,11 @@ pub async fn forward<'u>(
     };
     let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: Some(&upstream.members[index].target) };
     // Encoded once: a retry sends the same bytes again.
-    let mut out = match encode(upstream, request).await {
-        Ok(out) => out,
-        Err(failure) => {
-            outcome.result = Err(failure);
-            return outcome;
-        }
-    };
+    let mut out = client::encode(request);
+    if let Err(failure) = coalesce(upstream, &mut out).await {
+        outcome.result = Err(failure);
+        return outcome;
+    }
     // Only a request held whole in memory is ever sent twice.
     let replayable = retryable && out.is_replayable();
     let attempts = if replayable { (1 + upstream.retries as usize).min(tried.len()) } else { 1 };
@@ -92,19 +90,19 @@ pub async fn forward<'u>(
     }
 }
 
-/// Encodes the request for the wire, reading a small body of known length (the client's time
-/// to send it counts against the request timeout, as the exchange does).
-async fn encode(upstream: &Upstream, request: Request<Body>) -> Result<Outgoing, Failure> {
-    // A body already in memory (or none) is encoded at once: no timer for it. The timed path
-    // is boxed, so that its timer does not widen every request's future.
-    let encoded = if request.body().is_buffered() {
-        Ok(client::encode(request).await)
+/// Reads a small body of known length into the encoded request (the client's time to send it
+/// counts against the request timeout, as the exchange does).
+async fn coalesce(upstream: &Upstream, out: &mut Outgoing) -> Result<(), Failure> {
+    // A body already in memory (or none) needs no timer. The timed path is boxed, so that its
+    // timer does not widen every request's future.
+    let read = if out.body_in_memory() {
+        Ok(out.coalesce().await)
     } else {
-        Box::pin(tokio::time::timeout(upstream.request_timeout, client::encode(request))).await
+        Box::pin(tokio::time::timeout(upstream.request_timeout, out.coalesce())).await
     };
-    match encoded {
+    match read {
         Err(_elapsed) => Err(Failure::Timeout),
-        Ok(Ok(out)) => Ok(out),
+        Ok(Ok(())) => Ok(()),
         Ok(Err(SendError::Body(error))) if error.is::<BodyTooLarge>() => Err(Failure::BodyTooLarge),
         Ok(Err(error)) => {
             tracing::debug!(%error, "request body could not be read");
