@@ -34,7 +34,7 @@ use http::{Method, Request, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
 use super::Conn;
@@ -341,7 +341,11 @@ fn date() -> [u8; 29] {
 /// The head timer and the shutdown signal of one connection, both created once.
 struct Waiting {
     deadline: Deadline,
+    /// Resolves when shutdown begins; polled once to register the task for the wakeup, then
+    /// again only when `signal` has changed (a version check instead of a lock and a wait).
     stop: Pin<Box<dyn Future<Output = ()> + Send + Sync>>,
+    signal: watch::Receiver<bool>,
+    registered: bool,
     stopping: bool,
 }
 
@@ -354,12 +358,15 @@ enum Wait {
 
 impl Waiting {
     fn new(conn: &Conn) -> Self {
-        let mut signal = conn.shared.shutdown_signal();
+        let signal = conn.shared.shutdown_signal();
+        let mut waiter = signal.clone();
         Self {
             deadline: Deadline::after(conn.limits.header_read_timeout),
             stop: Box::pin(async move {
-                let _ = signal.wait_for(|stop| *stop).await;
+                let _ = waiter.wait_for(|stop| *stop).await;
             }),
+            signal,
+            registered: false,
             stopping: false,
         }
     }
@@ -384,9 +391,12 @@ impl Waiting {
         if let Poll::Ready(read) = tokio_util::io::poll_read_buf(Pin::new(&mut stream.io), cx, &mut stream.read) {
             return Poll::Ready(Wait::Read(read));
         }
-        if !self.stopping && self.stop.as_mut().poll(cx).is_ready() {
-            self.stopping = true;
-            return Poll::Ready(Wait::Stopping);
+        if !self.stopping && (!self.registered || self.signal.has_changed().unwrap_or(true)) {
+            self.registered = true;
+            if self.stop.as_mut().poll(cx).is_ready() {
+                self.stopping = true;
+                return Poll::Ready(Wait::Stopping);
+            }
         }
         self.deadline.poll_expired(cx).map(|()| Wait::TimedOut)
     }
