@@ -114,13 +114,68 @@ pub struct RequestFraming {
     pub add_length: bool,
 }
 
-/// Writes `METHOD uri HTTP/1.1`, the headers and the framing headers of `framing` into `dst`.
-/// `transfer-encoding` is written only for a chunked body, and `content-length` never with one.
+/// Header fields the gateway adds to a message it forwards (forwarding headers, the request
+/// id), written by the encoder after the message's own fields, replacing those of the same
+/// name. Cheaper than inserting them into the header map, which hashes each name, only to
+/// write the map out again. Holds at most [`Added::CAPACITY`] fields.
+#[derive(Debug, Default)]
+pub struct Added {
+    fields: [Option<(HeaderName, HeaderValue)>; Added::CAPACITY],
+}
+
+impl Added {
+    pub const CAPACITY: usize = 3;
+
+    /// Adds a field; `name` must not be among those added already.
+    pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
+        debug_assert!(!self.replaces(&name), "{name} added twice");
+        let slot = self.fields.iter_mut().find(|f| f.is_none()).expect("more added fields than Added::CAPACITY");
+        *slot = Some((name, value));
+    }
+
+    pub fn remove(&mut self, name: &HeaderName) {
+        for field in &mut self.fields {
+            if field.as_ref().is_some_and(|(n, _)| n == name) {
+                *field = None;
+            }
+        }
+    }
+
+    /// Whether a field of the message named `name` is replaced by one of these.
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        self.iter().any(|(n, _)| n == name)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.fields.iter().flatten().map(|(n, v)| (n, v))
+    }
+
+    /// Puts the fields into `headers` (for a message that is not written by this encoder).
+    pub fn insert_into(self, headers: &mut HeaderMap) {
+        for (name, value) in self.fields.into_iter().flatten() {
+            headers.insert(name, value);
+        }
+    }
+}
+
+/// Writes one header field line.
+#[inline]
+fn put_field(dst: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    dst.put_slice(name.as_str().as_bytes());
+    dst.put_slice(b": ");
+    dst.put_slice(value.as_bytes());
+    dst.put_slice(b"\r\n");
+}
+
+/// Writes `METHOD uri HTTP/1.1`, the headers, the `added` ones and the framing headers of
+/// `framing` into `dst`. `transfer-encoding` is written only for a chunked body, and
+/// `content-length` never with one.
 pub fn encode_request_head(
     dst: &mut BytesMut,
     method: &Method,
     uri: &Uri,
     headers: &HeaderMap,
+    added: &Added,
     framing: RequestFraming,
 ) {
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -132,13 +187,13 @@ pub fn encode_request_head(
     dst.put_slice(b" HTTP/1.1\r\n");
     let chunked = framing.framing == Framing::Chunked;
     for (name, value) in headers {
-        if *name == header::TRANSFER_ENCODING || (chunked && *name == header::CONTENT_LENGTH) {
+        if *name == header::TRANSFER_ENCODING || (chunked && *name == header::CONTENT_LENGTH) || added.replaces(name) {
             continue;
         }
-        dst.put_slice(name.as_str().as_bytes());
-        dst.put_slice(b": ");
-        dst.put_slice(value.as_bytes());
-        dst.put_slice(b"\r\n");
+        put_field(dst, name, value);
+    }
+    for (name, value) in added.iter() {
+        put_field(dst, name, value);
     }
     match framing {
         RequestFraming { framing: Framing::Length(len), add_length: true } => {
@@ -188,9 +243,9 @@ pub fn response_framing(
     }
 }
 
-/// Writes the status line, the headers, the framing headers of `framing`, `date` when the
-/// response has none, and (unless it has its own) `connection: close` when the connection ends
-/// after it or `connection: keep-alive` for an HTTP/1.0 client that keeps it. Returns whether
+/// Writes the status line, the headers, the `added` ones, the framing headers of `framing`,
+/// `date` when the response has none, and (unless it has its own) `connection: close` when the
+/// connection ends after it or `connection: keep-alive` for an HTTP/1.0 client that keeps it. Returns whether
 /// the connection goes on: `keep_alive`, unless the response says `connection: close`.
 /// `transfer-encoding` is written only for a chunked body, and `content-length` never with one
 /// nor on a 1xx or 204.
@@ -198,6 +253,7 @@ pub fn encode_response_head(
     dst: &mut BytesMut,
     status: StatusCode,
     headers: &HeaderMap,
+    added: &Added,
     framing: ResponseFraming,
     (keep_alive, http10): (bool, bool),
     date: &[u8],
@@ -212,7 +268,8 @@ pub fn encode_response_head(
     let no_length = chunked || status.is_informational() || status == StatusCode::NO_CONTENT;
     let (mut dated, mut connection, mut close) = (false, false, false);
     for (name, value) in headers {
-        if *name == header::TRANSFER_ENCODING || (no_length && *name == header::CONTENT_LENGTH) {
+        if *name == header::TRANSFER_ENCODING || (no_length && *name == header::CONTENT_LENGTH) || added.replaces(name)
+        {
             continue;
         }
         if *name == header::DATE {
@@ -221,10 +278,10 @@ pub fn encode_response_head(
             connection = true;
             close |= has_token(value, b"close");
         }
-        dst.put_slice(name.as_str().as_bytes());
-        dst.put_slice(b": ");
-        dst.put_slice(value.as_bytes());
-        dst.put_slice(b"\r\n");
+        put_field(dst, name, value);
+    }
+    for (name, value) in added.iter() {
+        put_field(dst, name, value);
     }
     if let Some(len) = framing.add_length {
         dst.put_slice(b"content-length: ");

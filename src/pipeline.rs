@@ -22,6 +22,7 @@ use http_body::Body as _;
 use crate::access_log::Pending;
 use crate::body::{Body, BufferError, Inbound};
 use crate::config::Snapshot;
+use crate::h1::Added;
 use crate::respond::{self, Rejection, REQUEST_ID};
 use crate::route::{self, Action, Fixed, Route};
 use crate::server::Conn;
@@ -52,6 +53,14 @@ struct Outcome<'s> {
 
 /// Answers one request: routes it, runs the stages, proxies it, and records the outcome.
 pub async fn handle(request: Request<Inbound>, conn: &Conn) -> Response<Body> {
+    let (mut response, request_id) = answer(request, conn).await;
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}
+
+/// [`handle`], leaving the request id out of the response: the HTTP/1 server writes it with
+/// the head instead of inserting it into the header map.
+pub async fn answer(request: Request<Inbound>, conn: &Conn) -> (Response<Body>, HeaderValue) {
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
     let request_id = respond::request_id(request.headers().get(REQUEST_ID));
@@ -71,7 +80,6 @@ pub async fn handle(request: Request<Inbound>, conn: &Conn) -> Response<Body> {
     let mut outcome = Outcome::default();
     let mut response = dispatch(request, conn, &snapshot, &request_id, client_ip, &mut outcome).await;
 
-    response.headers_mut().insert(REQUEST_ID, request_id.clone());
     if http1 && conn.shared.is_shutting_down() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
         // Draining: this connection closes after this answer (HTTP/2 gets a GOAWAY instead)
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -99,7 +107,7 @@ pub async fn handle(request: Request<Inbound>, conn: &Conn) -> Response<Body> {
             limited: outcome.limited,
         }));
     }
-    response
+    (response, request_id)
 }
 
 /// Runs a stage; an answer from it is the answer to the request.
@@ -163,7 +171,7 @@ async fn dispatch<'s>(
     };
     outcome.upstream = Some(&proxy.upstream.name);
     if let Some(policy) = route.websocket.as_ref().filter(|_| websocket::is_upgrade(&request)) {
-        upstream_request(&mut request, route, conn, snapshot, request_id);
+        upstream_request(&mut request, route, conn, snapshot, request_id).insert_into(request.headers_mut());
         let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
         let handshake = websocket::handshake(request, route.name.clone(), proxy, policy, conn, &input).await;
         return match handshake {
@@ -198,10 +206,10 @@ async fn dispatch<'s>(
         }
     }
     let retryable = idempotent && request.body().is_buffered();
-    upstream_request(&mut request, route, conn, snapshot, request_id);
+    let added = upstream_request(&mut request, route, conn, snapshot, request_id);
     let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
     let backends = proxy.backends_for(request.headers());
-    let forwarded = forward(&proxy.upstream, backends, &input, request, retryable).await;
+    let forwarded = forward(&proxy.upstream, backends, &input, request, &added, retryable).await;
     outcome.target = forwarded.target.map(|t| &t.key.addr);
     let response = match forwarded.result {
         Ok(response) => downstream_response(response),
@@ -277,14 +285,15 @@ fn remove_named_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Makes the request what the upstream gets: origin-form URI, HTTP/1.1, no hop-by-hop headers,
-/// forwarding headers added, and the route's header edits applied.
+/// and the route's header edits applied; returns the forwarding headers and request id to add
+/// (unless the route edits them).
 fn upstream_request(
     request: &mut Request<Body>,
     route: &Route,
     conn: &Conn,
     snapshot: &Snapshot,
     request_id: &HeaderValue,
-) {
+) -> Added {
     let uri = request.uri();
     let path = route.upstream_path(uri.path());
     // Already origin-form and unchanged: kept as it is.
@@ -326,26 +335,31 @@ fn upstream_request(
     if expect {
         headers.remove(header::EXPECT);
     }
-    // Room for the forwarding headers below, so that the map grows once at most.
-    headers.reserve(4);
     if let Some(host) = host {
         headers.insert(header::HOST, host);
     }
+    // The forwarding headers and the request id go out after the request's own (replacing
+    // them), written by the encoder rather than inserted here.
+    let mut added = Added::default();
     let earlier = if forwarded_by { headers.get(X_FORWARDED_FOR) } else { None };
     if let Some(value) = forwarded_for(earlier, conn.peer.ip()) {
-        headers.insert(X_FORWARDED_FOR, value);
+        added.push(X_FORWARDED_FOR, value);
     }
     let trusted_peer = snapshot.real_ip.trusted.iter().any(|net| net.contains(&conn.peer.ip()));
     if !(trusted_peer && proto) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
+        added.push(X_FORWARDED_PROTO, HeaderValue::from_static(if conn.tls { "https" } else { "http" }));
     }
-    headers.insert(REQUEST_ID, request_id.clone());
+    added.push(REQUEST_ID, request_id.clone());
+    // The route's own edits come last and win.
     for name in &route.remove_headers {
         headers.remove(name);
+        added.remove(name);
     }
     for (name, value) in &route.set_headers {
         headers.insert(name.clone(), value.clone());
+        added.remove(name);
     }
+    added
 }
 
 /// `x-forwarded-for` with `peer` appended to what earlier proxies wrote.

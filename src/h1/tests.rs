@@ -252,7 +252,7 @@ fn request_framing_follows_hyper() {
 fn request_heads_are_written_with_their_framing() {
     let encode = |method: Method, uri: &str, pairs: &[(&'static str, &'static str)], framing| {
         let mut dst = BytesMut::new();
-        encode_request_head(&mut dst, &method, &uri.parse().unwrap(), &headers(pairs), framing);
+        encode_request_head(&mut dst, &method, &uri.parse().unwrap(), &headers(pairs), &Added::default(), framing);
         String::from_utf8(dst.to_vec()).unwrap()
     };
     let none = RequestFraming { framing: Framing::Empty, add_length: false };
@@ -407,8 +407,8 @@ fn response_heads_are_written_with_their_framing() {
     let encode = |status: u16, pairs: &[(&'static str, &'static str)], framing, keep: (bool, bool)| {
         let mut dst = BytesMut::new();
         let status = StatusCode::from_u16(status).unwrap();
-        let kept =
-            encode_response_head(&mut dst, status, &headers(pairs), framing, keep, b"Thu, 26 Nov 2026 00:00:00 GMT");
+        let date = b"Thu, 26 Nov 2026 00:00:00 GMT";
+        let kept = encode_response_head(&mut dst, status, &headers(pairs), &Added::default(), framing, keep, date);
         (String::from_utf8(dst.to_vec()).unwrap(), kept)
     };
     let sized = ResponseFraming { framing: Framing::Length(2), add_length: Some(2) };
@@ -499,4 +499,28 @@ fn responses_with_many_headers_parse_up_to_the_limit() {
         parse(head(MAX_HEADERS).as_bytes(), &Method::GET).unwrap_err(),
         ParseError::Head(httparse::Error::TooManyHeaders)
     );
+}
+
+#[test]
+fn added_fields_replace_the_messages_own_and_go_last() {
+    let mut added = Added::default();
+    added.push(http::HeaderName::from_static("x-request-id"), HeaderValue::from_static("two"));
+    added.push(http::HeaderName::from_static("x-gone"), HeaderValue::from_static("x"));
+    added.push(http::HeaderName::from_static("x-forwarded-for"), HeaderValue::from_static("10.0.0.1"));
+    added.remove(&http::HeaderName::from_static("x-gone"));
+    let own = headers(&[("x-request-id", "client's"), ("host", "h"), ("x-forwarded-for", "1.2.3.4")]);
+    let none = RequestFraming { framing: Framing::Empty, add_length: false };
+    let mut dst = BytesMut::new();
+    encode_request_head(&mut dst, &Method::GET, &"/".parse().unwrap(), &own, &added, none);
+    assert_eq!(&dst[..], &b"GET / HTTP/1.1\r\nhost: h\r\nx-request-id: two\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"[..]);
+    let mut dst = BytesMut::new();
+    let empty = ResponseFraming { framing: Framing::Empty, add_length: None };
+    encode_response_head(&mut dst, StatusCode::OK, &own, &added, empty, (true, false), b"d");
+    assert_eq!(
+        &dst[..],
+        &b"HTTP/1.1 200 OK\r\nhost: h\r\nx-request-id: two\r\nx-forwarded-for: 10.0.0.1\r\ndate: d\r\n\r\n"[..]
+    );
+    let mut map = own.clone();
+    added.insert_into(&mut map);
+    assert_eq!((map["x-request-id"].as_bytes(), map["x-forwarded-for"].as_bytes()), (&b"two"[..], &b"10.0.0.1"[..]));
 }

@@ -171,7 +171,9 @@ async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: 
         give
     });
 
-    let response = pipeline::handle(request, conn).await;
+    let (response, request_id) = pipeline::answer(request, conn).await;
+    let mut added = h1::Added::default();
+    added.push(respond::REQUEST_ID, request_id);
 
     let mut stream = match (stream, lent) {
         (Some(stream), _) => stream,
@@ -187,7 +189,7 @@ async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: 
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         let give = handover?;
         let framing = h1::ResponseFraming { framing: Framing::Empty, add_length: None };
-        h1::encode_response_head(out, parts.status, &parts.headers, framing, (true, false), &date());
+        h1::encode_response_head(out, parts.status, &parts.headers, &added, framing, (true, false), &date());
         write_out(&mut stream.io, out).await.ok()?;
         stream.io.flush().await.ok()?;
         drop(body);
@@ -198,7 +200,7 @@ async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: 
     keep_alive &= framing.framing != Framing::UntilClose;
     let http10 = version == Version::HTTP_10;
     let keep_alive =
-        h1::encode_response_head(out, parts.status, &parts.headers, framing, (keep_alive, http10), &date());
+        h1::encode_response_head(out, parts.status, &parts.headers, &added, framing, (keep_alive, http10), &date());
     let complete = write_body(&mut stream.io, out, &mut body, framing.framing).await.ok()?;
     // The body's end (and its access-log line) before the next request.
     drop(body);
@@ -295,7 +297,15 @@ async fn refuse(mut stream: Box<Stream>, out: &mut BytesMut, error: ParseError) 
     let (parts, mut body) = respond::reject(rejection, &respond::request_id(None)).into_parts();
     let framing = h1::response_framing(parts.status, false, Version::HTTP_11, &parts.headers, body.size_hint().exact());
     out.clear();
-    h1::encode_response_head(out, parts.status, &parts.headers, framing, (false, false), &date());
+    h1::encode_response_head(
+        out,
+        parts.status,
+        &parts.headers,
+        &h1::Added::default(),
+        framing,
+        (false, false),
+        &date(),
+    );
     if write_body(&mut stream.io, out, &mut body, framing.framing).await.is_err() {
         return;
     }

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use super::pool::Lease;
 use crate::body::{Body, BoxError};
 use crate::deadline::Deadline;
-use crate::h1::{self, make_room, BodyError, BodyReader, Framing, ParseError, ResponseHead};
+use crate::h1::{self, make_room, Added, BodyError, BodyReader, Framing, ParseError, ResponseHead};
 
 /// Request bodies of known length up to this size are read before sending and go out with the
 /// head in one write.
@@ -117,14 +117,14 @@ pub struct Outgoing {
     method: Method,
 }
 
-/// Encodes `request`'s head and chooses its framing; a small body of known length is read by
+/// Encodes `request`'s head, with the gateway's `added` fields, and chooses its framing; a small body of known length is read by
 /// [`Outgoing::coalesce`]. Not async: the request is moved here once, not through the states of
 /// futures.
-pub fn encode(request: Request<Body>) -> Outgoing {
+pub fn encode(request: Request<Body>, added: &Added) -> Outgoing {
     let (parts, body) = request.into_parts();
     let framing = h1::request_framing(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
     let mut buf = BytesMut::with_capacity(HEAD_CAPACITY);
-    h1::encode_request_head(&mut buf, &parts.method, &parts.uri, &parts.headers, framing);
+    h1::encode_request_head(&mut buf, &parts.method, &parts.uri, &parts.headers, added, framing);
     let rest = (framing.framing != Framing::Empty).then_some((body, framing.framing));
     Outgoing { buf, rest, method: parts.method }
 }

@@ -13,7 +13,7 @@ use super::pool::Lease;
 use super::target::Target;
 use super::Upstream;
 use crate::body::{Body, BodyTooLarge};
-use crate::h1::{ChunkedDecoder, Framing};
+use crate::h1::{Added, ChunkedDecoder, Framing};
 
 /// Why no upstream response could be had; the pipeline maps these to 502 and 504.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,13 +34,15 @@ pub struct Forwarded<'u> {
     pub target: Option<&'u Arc<Target>>,
 }
 
-/// Forwards `request` to a target of `set`. When `retryable` (an idempotent method with a
+/// Forwards `request`, with the gateway's `added` header fields, to a target of `set`. When
+/// `retryable` (an idempotent method with a
 /// buffered body), failed connects and 502/503 answers are retried on other targets.
 pub async fn forward<'u>(
     upstream: &'u Upstream,
     set: &BackendSet,
     input: &PickInput,
     request: Request<Body>,
+    added: &Added,
     retryable: bool,
 ) -> Forwarded<'u> {
     // At most 11 attempts (retries are capped at 10), tracked without allocating.
@@ -50,7 +52,7 @@ pub async fn forward<'u>(
     };
     let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: Some(&upstream.members[index].target) };
     // Encoded once: a retry sends the same bytes again.
-    let mut out = client::encode(request);
+    let mut out = client::encode(request, added);
     if let Err(failure) = coalesce(upstream, &mut out).await {
         outcome.result = Err(failure);
         return outcome;

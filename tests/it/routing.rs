@@ -209,3 +209,23 @@ async fn host_names_in_targets_are_resolved() {
     .await;
     assert_eq!(gw.get("/").await.status, 200);
 }
+
+#[tokio::test]
+async fn route_header_edits_win_over_the_forwarding_headers() {
+    let up = upstream("a").run().await;
+    let gw = gateway(&config(&format!(
+        "upstreams: [{{ name: a, targets: [{{ addr: {} }}] }}]
+routes:
+  - name: r
+    upstream: a
+    request_headers: {{ set: {{ x-forwarded-proto: https }}, remove: [x-forwarded-for] }}
+",
+        up.addr
+    )))
+    .await;
+    let answer = gw.get_with("/", &[("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "gopher")]).await;
+    let headers = &answer.json()["headers"];
+    assert!(headers.get("x-forwarded-for").is_none(), "{headers}");
+    assert_eq!(headers["x-forwarded-proto"], "https");
+    assert_eq!(headers["x-request-id"], answer.headers["x-request-id"].to_str().unwrap());
+}

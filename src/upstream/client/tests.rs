@@ -9,6 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::*;
+use crate::h1::Added;
 use crate::upstream::pool::Lease;
 use crate::upstream::target::{Target, Targets};
 
@@ -56,7 +57,7 @@ async fn exchange(
     target: &Arc<Target>,
 ) -> Result<(ResponseHead, Vec<u8>, Option<HeaderMap>), SendError> {
     let mut conn = conn;
-    let mut out = encode(request);
+    let mut out = encode(request, &Added::default());
     out.coalesce().await?;
     let (head, complete) = roundtrip(&mut conn, &mut out).await?;
     let mut body = ResponseBody::new(conn, &head, complete, Lease::new(target.start_request()));
@@ -208,7 +209,7 @@ async fn an_early_answer_ends_the_exchange_and_the_connection() {
     let request = Request::put("/").body(Body::full(big)).unwrap();
     let target = target();
     let mut conn = Connection::open(addr).await.unwrap();
-    let mut out = encode(request);
+    let mut out = encode(request, &Added::default());
     out.coalesce().await.unwrap();
     assert!(!out.is_replayable(), "a body past 64 KiB is streamed");
     let (head, complete) = roundtrip(&mut conn, &mut out).await.unwrap();
@@ -221,7 +222,7 @@ async fn an_early_answer_ends_the_exchange_and_the_connection() {
 #[tokio::test]
 async fn bodies_that_lie_about_their_length_are_refused() {
     let request = Request::post("/").header("content-length", "10").body(Body::full("short")).unwrap();
-    assert!(matches!(encode(request).coalesce().await, Err(SendError::Body(_))));
+    assert!(matches!(encode(request, &Added::default()).coalesce().await, Err(SendError::Body(_))));
     let request = Request::post("/").header("content-length", "2").body(Body::full("too long")).unwrap();
-    assert!(matches!(encode(request).coalesce().await, Err(SendError::Body(_))));
+    assert!(matches!(encode(request, &Added::default()).coalesce().await, Err(SendError::Body(_))));
 }
