@@ -130,9 +130,11 @@ pub struct Outcome {
 pub struct Transaction<'r> {
     rules: &'r RuleSet,
     v: Vars,
-    tx: BTreeMap<String, Vec<u8>>,
+    /// `TX`, by lowercase key: each variable as a match on it records it (`TX:key` and the
+    /// value), so that matching a `TX` variable copies nothing.
+    tx: BTreeMap<String, Matched>,
     /// IP, GLOBAL, SESSION, USER, RESOURCE: kept for this transaction only.
-    stores: BTreeMap<(u8, String), Vec<u8>>,
+    stores: BTreeMap<(u8, String), Arc<[u8]>>,
     env: BTreeMap<String, Vec<u8>>,
     /// `MATCHED_VAR_NAME` and `MATCHED_VAR` (`None`: empty).
     matched_var: Option<Matched>,
@@ -245,7 +247,7 @@ impl<'r> Transaction<'r> {
 
     /// A `TX` variable, by case-insensitive name.
     pub fn tx(&self, name: &str) -> Option<&[u8]> {
-        self.tx.get(&name.to_ascii_lowercase()).map(Vec::as_slice)
+        self.tx.get(&name.to_ascii_lowercase()).map(|(_, v)| &v[..])
     }
 
     /// Runs phases 1 and 2 over a request.
@@ -295,7 +297,7 @@ impl<'r> Transaction<'r> {
     pub fn finish(mut self) -> Outcome {
         self.run_phase(Phase::Logging);
         let score =
-            |names: &[&str]| names.iter().find_map(|n| self.tx.get(*n)).map(|v| operator::to_int(v)).unwrap_or(0);
+            |names: &[&str]| names.iter().find_map(|n| self.tx.get(*n)).map(|(_, v)| operator::to_int(v)).unwrap_or(0);
         Outcome {
             verdict: match self.interruption {
                 Some((status, rule_id)) => Verdict::Block { status, rule_id },
@@ -411,7 +413,7 @@ impl<'r> Transaction<'r> {
                 if let Some(caps) = &h.captures {
                     for (i, c) in caps.iter().enumerate() {
                         if let Some(c) = c {
-                            self.tx.insert(i.to_string(), c.clone());
+                            self.set_tx(&i.to_string(), Arc::from(c.as_slice()));
                         }
                     }
                 }
@@ -534,9 +536,10 @@ impl<'r> Transaction<'r> {
                 let (hit, caps) =
                     run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
                 if hit != part.negated {
-                    let value = match tv {
-                        Transformed::Same(v) => Arc::from(v),
-                        Transformed::Changed(v) => v,
+                    let value = match (tv, val.shared) {
+                        (Transformed::Same(_), Some((_, shared))) => shared.clone(),
+                        (Transformed::Same(v), None) => Arc::from(v),
+                        (Transformed::Changed(v), _) => v,
                     };
                     hits.push(Hit { name: val.name(), value, captures: caps });
                 }
@@ -668,7 +671,7 @@ impl<'r> Transaction<'r> {
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
-            out.push(Val { var: t.variable, key: None, value: Cow::Owned(n.to_string().into_bytes()) });
+            out.push(Val { var: t.variable, key: None, value: Cow::Owned(n.to_string().into_bytes()), shared: None });
         }
     }
 
@@ -681,16 +684,20 @@ impl<'r> Transaction<'r> {
         for p in &m.parts {
             match p {
                 MacroPart::Literal(s) => out.extend_from_slice(s.as_bytes()),
-                MacroPart::Var(mv) => out.extend_from_slice(&self.macro_value(mv, rule)),
+                MacroPart::Var(mv) => self.push_macro_value(mv, rule, &mut out),
             }
         }
         Cow::Owned(out)
     }
 
-    fn macro_value(&self, mv: &MacroVar, rule: &Rule) -> Vec<u8> {
+    /// Appends the value of a macro (nothing when unset).
+    fn push_macro_value(&self, mv: &MacroVar, rule: &Rule, out: &mut Vec<u8>) {
         if mv.variable == Variable::Tx {
             if let Some(k) = &mv.key {
-                return self.tx.get(&k.to_ascii_lowercase()).cloned().unwrap_or_default();
+                if let Some((_, v)) = self.tx.get(&*lowercase(k)) {
+                    out.extend_from_slice(v);
+                }
+                return;
             }
         }
         let sel = match &mv.key {
@@ -699,40 +706,52 @@ impl<'r> Transaction<'r> {
         };
         let mut vals = Vals::new();
         self.values(mv.variable, &sel, rule, &mut vals);
-        vals.into_iter().next().map(|v| v.value.into_owned()).unwrap_or_default()
+        if let Some(v) = vals.first() {
+            out.extend_from_slice(&v.value);
+        }
+    }
+
+    /// Sets `TX:key` (`key` lowercase), keeping the variable's name when it exists.
+    fn set_tx(&mut self, key: &str, value: Arc<[u8]>) {
+        match self.tx.get_mut(key) {
+            Some((_, v)) => *v = value,
+            None => {
+                self.tx.insert(key.to_owned(), (Arc::from(format!("TX:{key}")), value));
+            }
+        }
     }
 
     fn setvar(&mut self, rule: &Rule, sv: &crate::seclang::ast::SetVar) {
-        let name = lossy(self.expand(&sv.var.name, rule).into_owned()).to_ascii_lowercase();
+        // A literal lowercase name (most are) is used as it is.
+        let name: Cow<'_, str> = match self.expand(&sv.var.name, rule) {
+            Cow::Borrowed(n) => match String::from_utf8_lossy(n) {
+                Cow::Borrowed(n) => lowercase(n),
+                Cow::Owned(n) => Cow::Owned(n.to_ascii_lowercase()),
+            },
+            Cow::Owned(n) => Cow::Owned(lossy(n).to_ascii_lowercase()),
+        };
         let value = match &sv.op {
             SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => Some(self.expand(v, rule)),
             _ => None,
         };
-        let slot: &mut BTreeMap<String, Vec<u8>> = if sv.var.collection == Variable::Tx {
-            &mut self.tx
-        } else {
-            // Persistent collections live for this transaction only.
-            let idx = store_index(sv.var.collection);
-            let key = (idx, name.clone());
-            let cur = self.stores.get(&key).cloned();
-            let new = apply_setvar(&sv.op, cur.as_deref(), value.as_deref());
-            match new {
-                Some(n) => {
-                    self.stores.insert(key, n);
-                }
+        if sv.var.collection == Variable::Tx {
+            let cur = self.tx.get(&*name).map(|(_, v)| v);
+            match apply_setvar(&sv.op, cur, value.as_deref()) {
+                Some(n) => self.set_tx(&name, n),
                 None => {
-                    self.stores.remove(&key);
+                    self.tx.remove(&*name);
                 }
             }
             return;
-        };
-        let cur = slot.get(&name).map(Vec::as_slice);
-        match apply_setvar(&sv.op, cur, value.as_deref()) {
+        }
+        // Persistent collections live for this transaction only.
+        let key = (store_index(sv.var.collection), name.into_owned());
+        match apply_setvar(&sv.op, self.stores.get(&key), value.as_deref()) {
             Some(n) => {
-                slot.insert(name, n);
+                self.stores.insert(key, n);
             }
             None => {
-                slot.remove(&name);
+                self.stores.remove(&key);
             }
         }
     }
@@ -856,18 +875,28 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
-/// The new value of a variable after a `setvar`, or `None` to delete it.
-fn apply_setvar(op: &SetVarOp, cur: Option<&[u8]>, value: Option<&[u8]>) -> Option<Vec<u8>> {
-    match op {
-        SetVarOp::Set(_) => Some(value.unwrap_or_default().to_vec()),
+/// The new value of a variable after a `setvar`, or `None` to delete it. An unchanged value
+/// keeps its allocation.
+fn apply_setvar(op: &SetVarOp, cur: Option<&Arc<[u8]>>, value: Option<&[u8]>) -> Option<Arc<[u8]>> {
+    let mut digits = [0u8; 20];
+    let new: &[u8] = match op {
+        SetVarOp::Set(_) => value.unwrap_or_default(),
         SetVarOp::Add(_) | SetVarOp::Sub(_) => {
-            let a = cur.map(operator::to_int).unwrap_or(0);
+            let a = cur.map_or(0, |c| operator::to_int(c));
             let b = value.map(operator::to_int).unwrap_or(0);
             let n = if matches!(op, SetVarOp::Add(_)) { a.saturating_add(b) } else { a.saturating_sub(b) };
-            Some(n.to_string().into_bytes())
+            // An i64 takes at most 20 bytes.
+            let mut w = &mut digits[..];
+            let _ = std::io::Write::write_fmt(&mut w, format_args!("{n}"));
+            let len = 20 - w.len();
+            &digits[..len]
         }
-        SetVarOp::Delete => None,
-        SetVarOp::Define => Some(b"1".to_vec()),
+        SetVarOp::Delete => return None,
+        SetVarOp::Define => b"1",
+    };
+    match cur {
+        Some(c) if **c == *new => Some(c.clone()),
+        _ => Some(Arc::from(new)),
     }
 }
 
@@ -920,6 +949,14 @@ fn rx_run(rx: &Rx, v: &[u8], capture: bool) -> (bool, Option<Captures>) {
         }
     } else {
         (true, None)
+    }
+}
+
+/// `s` in ASCII lowercase, borrowed when it already is.
+fn lowercase(s: &str) -> Cow<'_, str> {
+    match s.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(s.to_ascii_lowercase()),
+        false => Cow::Borrowed(s),
     }
 }
 

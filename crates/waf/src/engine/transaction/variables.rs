@@ -15,7 +15,7 @@ use super::super::body::{multipart, urlencoded, xml, Pair};
 use super::super::compile::{processor_for, Rule, Sel};
 use super::super::request::Request;
 use super::super::transform;
-use super::Transaction;
+use super::{Matched, Transaction};
 
 /// The variables taken from the request and response.
 #[derive(Debug, Default)]
@@ -62,6 +62,8 @@ pub(super) struct Val<'a> {
     pub(super) var: Variable,
     pub(super) key: Option<Cow<'a, [u8]>>,
     pub(super) value: Cow<'a, [u8]>,
+    /// The name and value as a match records them, when they are already built (`TX`).
+    pub(super) shared: Option<&'a Matched>,
 }
 
 /// The values of a target: most targets have a few.
@@ -70,6 +72,9 @@ pub(super) type Vals<'a> = SmallVec<[Val<'a>; 8]>;
 impl Val<'_> {
     /// `VAR:key`, or `VAR` for a scalar.
     pub(super) fn name(&self) -> Arc<str> {
+        if let Some((name, _)) = self.shared {
+            return name.clone();
+        }
         let var = self.var.name();
         match &self.key {
             Some(k) => {
@@ -83,6 +88,12 @@ impl Val<'_> {
             None => Arc::from(var),
         }
     }
+}
+
+/// `TX:key`, sharing the name and value the transaction keeps.
+fn tx_val<'a>(key: &'a str, m: &'a Matched) -> Val<'a> {
+    let value = Cow::Borrowed(&m.1[..]);
+    Val { var: Variable::Tx, key: Some(Cow::Borrowed(key.as_bytes())), value, shared: Some(m) }
 }
 
 pub(super) fn store_index(v: Variable) -> u8 {
@@ -165,21 +176,24 @@ impl Transaction<'_> {
         let pairs = |list: &'a [Pair], out: &mut Vals<'a>| {
             for (k, val) in list {
                 if sel.matches(k) {
-                    out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(val) });
+                    out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(val) });
                 }
             }
         };
         let names = |list: &'a [Pair], out: &mut Vals<'a>| {
             for (k, _) in list {
                 if sel.matches(k) {
-                    out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(k) });
+                    out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(k) });
                 }
             }
         };
-        let scalar = |val: &'a [u8], out: &mut Vals<'a>| out.push(Val { var, key: None, value: Cow::Borrowed(val) });
-        let owned = |val: Vec<u8>, out: &mut Vals<'a>| out.push(Val { var, key: None, value: Cow::Owned(val) });
+        let scalar = |val: &'a [u8], out: &mut Vals<'a>| {
+            out.push(Val { shared: None, var, key: None, value: Cow::Borrowed(val) })
+        };
+        let owned =
+            |val: Vec<u8>, out: &mut Vals<'a>| out.push(Val { shared: None, var, key: None, value: Cow::Owned(val) });
         let flag = |b: bool, out: &mut Vals<'a>| {
-            out.push(Val { var, key: None, value: Cow::Borrowed(if b { b"1" } else { b"0" }) })
+            out.push(Val { shared: None, var, key: None, value: Cow::Borrowed(if b { b"1" } else { b"0" }) })
         };
         let mp = v.multipart.unwrap_or_default();
         match var {
@@ -209,14 +223,24 @@ impl Transaction<'_> {
             V::Files | V::MultipartFilename => {
                 for f in &v.files {
                     if sel.matches(&f.name) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.filename) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(&f.name)),
+                            value: Cow::Borrowed(&f.filename),
+                        });
                     }
                 }
             }
             V::FilesNames | V::MultipartName => {
                 for f in &v.files {
                     if sel.matches(&f.name) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.name) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(&f.name)),
+                            value: Cow::Borrowed(&f.name),
+                        });
                     }
                 }
             }
@@ -224,14 +248,19 @@ impl Transaction<'_> {
                 for f in &v.files {
                     if sel.matches(&f.name) {
                         let size = f.content.len().to_string().into_bytes();
-                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Owned(size) });
+                        out.push(Val { shared: None, var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Owned(size) });
                     }
                 }
             }
             V::FilesTmpContent => {
                 for f in &v.files {
                     if sel.matches(&f.name) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.content) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(&f.name)),
+                            value: Cow::Borrowed(&f.content),
+                        });
                     }
                 }
             }
@@ -241,27 +270,27 @@ impl Transaction<'_> {
             V::Tx if matches!(sel, Sel::Key(_)) => {
                 // A named TX variable: one lookup instead of a walk over the collection.
                 if let Sel::Key(k) = sel {
-                    if let Some((k, val)) = self.tx.get_key_value(k.as_str()) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    if let Some((k, m)) = self.tx.get_key_value(k.as_str()) {
+                        out.push(tx_val(k, m));
                     }
                 }
             }
             V::Tx if matches!(sel, Sel::Prefix(_)) => {
                 // TX keys are lowercase and ordered: the keys with a prefix are one range.
                 if let Sel::Prefix(p) = sel {
-                    for (k, val) in self
+                    for (k, m) in self
                         .tx
                         .range::<str, _>((Bound::Included(p.as_str()), Bound::Unbounded))
                         .take_while(|(k, _)| k.starts_with(p.as_str()))
                     {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                        out.push(tx_val(k, m));
                     }
                 }
             }
             V::Tx => {
-                for (k, val) in &self.tx {
+                for (k, m) in &self.tx {
                     if sel.matches(k.as_bytes()) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                        out.push(tx_val(k, m));
                     }
                 }
             }
@@ -269,14 +298,24 @@ impl Transaction<'_> {
                 let idx = store_index(var);
                 for ((s, k), val) in &self.stores {
                     if *s == idx && sel.matches(k.as_bytes()) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(k.as_bytes())),
+                            value: Cow::Borrowed(val),
+                        });
                     }
                 }
             }
             V::Env => {
                 for (k, val) in &self.env {
                     if sel.matches(k.as_bytes()) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(k.as_bytes())),
+                            value: Cow::Borrowed(val),
+                        });
                     }
                 }
             }
@@ -285,7 +324,12 @@ impl Transaction<'_> {
             V::MatchedVars => {
                 for (k, val) in &self.matched_vars {
                     if sel.matches(k.as_bytes()) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(k.as_bytes())),
+                            value: Cow::Borrowed(val),
+                        });
                     }
                 }
             }
@@ -296,6 +340,7 @@ impl Transaction<'_> {
                             var,
                             key: Some(Cow::Borrowed(k.as_bytes())),
                             value: Cow::Borrowed(k.as_bytes()),
+                            shared: None,
                         });
                     }
                 }
@@ -306,10 +351,12 @@ impl Transaction<'_> {
                     match sel {
                         Sel::XPath(x) if x.contains('@') => {
                             for a in &doc.attributes {
-                                out.push(Val { var, key: key(x), value: Cow::Borrowed(a) });
+                                out.push(Val { shared: None, var, key: key(x), value: Cow::Borrowed(a) });
                             }
                         }
-                        Sel::XPath(x) => out.push(Val { var, key: key(x), value: Cow::Borrowed(&doc.text) }),
+                        Sel::XPath(x) => {
+                            out.push(Val { shared: None, var, key: key(x), value: Cow::Borrowed(&doc.text) })
+                        }
                         _ => scalar(&doc.text, out),
                     }
                 }
@@ -414,7 +461,7 @@ impl Transaction<'_> {
                 for (k, val) in fields {
                     if let Some(val) = val {
                         if sel.matches(k) {
-                            out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Owned(val) });
+                            out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Owned(val) });
                         }
                     }
                 }
