@@ -82,6 +82,30 @@ impl MatchedRule {
     }
 }
 
+/// Whether a variable only takes its values from the request line and headers
+/// (`load_request`), so that they do not change after phase 1 begins.
+fn from_request_head(v: Variable) -> bool {
+    use Variable as V;
+    matches!(
+        v,
+        V::ArgsGet
+            | V::ArgsGetNames
+            | V::RequestHeaders
+            | V::RequestHeadersNames
+            | V::RequestCookies
+            | V::RequestCookiesNames
+            | V::QueryString
+            | V::RequestBasename
+            | V::RequestFilename
+            | V::PathInfo
+            | V::RequestLine
+            | V::RequestMethod
+            | V::RequestProtocol
+            | V::RequestUri
+            | V::RequestUriRaw
+    )
+}
+
 /// libmodsecurity3's `toHexIfNeeded` with escaping of `"` and `\`.
 fn hex_if_needed(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -160,8 +184,8 @@ pub struct Transaction<'r> {
     /// Transformed values by chain and original value, and the bytes they hold.
     transformed: RefCell<TransformCache>,
     cached_bytes: Cell<usize>,
-    /// Prescan bitsets by variable, dropped whenever request or response data is
-    /// loaded.
+    /// Prescan bitsets by variable, dropped when the variable may change: when the request
+    /// body or response data is loaded (see [`from_request_head`]).
     prescanned: RefCell<HashMap<Variable, Bits, FastHash>>,
     /// Scratch space for prescanning.
     found: RefCell<PatternSet>,
@@ -252,6 +276,7 @@ impl<'r> Transaction<'r> {
 
     /// Runs phases 1 and 2 over a request.
     pub fn process_request(&mut self, req: &Request) {
+        self.prescanned.get_mut().clear();
         self.load_request(req);
         self.run_phase(Phase::RequestHeaders);
         if self.interruption.is_some() {
@@ -261,7 +286,7 @@ impl<'r> Transaction<'r> {
         if self.interruption.is_some() {
             return;
         }
-        self.prescanned.get_mut().clear();
+        self.forget_prescan();
         self.run_phase(Phase::RequestBody);
     }
 
@@ -273,7 +298,7 @@ impl<'r> Transaction<'r> {
         self.v.status = Some(resp.status);
         self.v.response_protocol = resp.protocol.clone();
         self.v.response_headers = resp.headers.clone();
-        self.prescanned.get_mut().clear();
+        self.forget_prescan();
         self.run_phase(Phase::ResponseHeaders);
         if self.interruption.is_some() {
             return;
@@ -289,8 +314,14 @@ impl<'r> Transaction<'r> {
                 self.v.response_body = Some(body.to_vec());
             }
         }
-        self.prescanned.get_mut().clear();
+        self.forget_prescan();
         self.run_phase(Phase::ResponseBody);
+    }
+
+    /// Drops the prescan bitsets of the variables that loading a body or a response may
+    /// change: all but those of the request head.
+    fn forget_prescan(&mut self) {
+        self.prescanned.get_mut().retain(|&v, _| from_request_head(v));
     }
 
     /// Runs phase 5 and returns the outcome.
@@ -921,7 +952,7 @@ fn run_op(
             Some(p) => (true, capture.then(|| vec![Some(p)])),
             None => (false, None),
         },
-        Op::Str(s, _) => (operator::str_op(*s, v, expanded.unwrap_or_default()).is_some(), None),
+        Op::Str(s, _) => (operator::str_op(*s, v, expanded.unwrap_or_default()), None),
         Op::Num(n, _) => (operator::num_op(*n, v, expanded.unwrap_or_default()), None),
         Op::IpMatch(nets) => (operator::ip_match(nets, v), None),
         Op::DetectSqli => match operator::detect_sqli(v) {
