@@ -155,8 +155,9 @@ pub struct Transaction<'r> {
     rules: &'r RuleSet,
     v: Vars,
     /// `TX`, by lowercase key: each variable as a match on it records it (`TX:key` and the
-    /// value), so that matching a `TX` variable copies nothing.
-    tx: BTreeMap<String, Matched>,
+    /// value), so that matching a `TX` variable copies nothing. Hashed: most rules look one
+    /// up by name; the few that walk it sort what they take (`values`).
+    tx: HashMap<String, Matched, FastHash>,
     /// IP, GLOBAL, SESSION, USER, RESOURCE: kept for this transaction only.
     stores: BTreeMap<(u8, String), Arc<[u8]>>,
     env: BTreeMap<String, Vec<u8>>,
@@ -224,6 +225,9 @@ mod variables;
 
 use variables::{store_index, Val, Vals, Vars};
 
+/// The keys of `TX:0`..`TX:9`, which `capture` sets.
+const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
 /// At most this many bytes (originals and results) in a transaction's transformation cache.
 const CACHE_BUDGET: usize = 4 << 20;
 
@@ -236,7 +240,7 @@ impl<'r> Transaction<'r> {
         Transaction {
             rules,
             v: Vars::default(),
-            tx: BTreeMap::new(),
+            tx: HashMap::default(),
             stores: BTreeMap::new(),
             env: BTreeMap::new(),
             matched_var: None,
@@ -444,7 +448,8 @@ impl<'r> Transaction<'r> {
                 if let Some(caps) = &h.captures {
                     for (i, c) in caps.iter().enumerate() {
                         if let Some(c) = c {
-                            self.set_tx(&i.to_string(), Arc::from(c.as_slice()));
+                            let key = DIGITS.get(i).map_or_else(|| Cow::Owned(i.to_string()), |&d| Cow::Borrowed(d));
+                            self.set_tx(&key, Arc::from(c.as_slice()));
                         }
                     }
                 }
@@ -747,7 +752,8 @@ impl<'r> Transaction<'r> {
         match self.tx.get_mut(key) {
             Some((_, v)) => *v = value,
             None => {
-                self.tx.insert(key.to_owned(), (Arc::from(format!("TX:{key}")), value));
+                let name = ["TX:", key].concat();
+                self.tx.insert(key.to_owned(), (Arc::from(name), value));
             }
         }
     }
@@ -874,8 +880,8 @@ impl std::ops::Deref for Transformed<'_> {
 /// Transformed values: chain id, then original value.
 type TransformCache = HashMap<usize, HashMap<Vec<u8>, Arc<[u8]>, FastHash>>;
 
-/// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for the per-transaction
-/// transformation cache: its keys are request values, and a collision only costs a compare.
+/// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for the per-transaction maps:
+/// their keys are request values and variable names, and a collision only costs a compare.
 #[derive(Clone, Copy, Default)]
 struct FastHash;
 

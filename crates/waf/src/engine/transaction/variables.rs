@@ -4,7 +4,6 @@
 //! anchored variables), `MATCHED_VAR(S)`, `TX` and the other stores, multipart flags, XML, time.
 
 use std::borrow::Cow;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -275,24 +274,15 @@ impl Transaction<'_> {
                     }
                 }
             }
-            V::Tx if matches!(sel, Sel::Prefix(_)) => {
-                // TX keys are lowercase and ordered: the keys with a prefix are one range.
-                if let Sel::Prefix(p) = sel {
-                    for (k, m) in self
-                        .tx
-                        .range::<str, _>((Bound::Included(p.as_str()), Bound::Unbounded))
-                        .take_while(|(k, _)| k.starts_with(p.as_str()))
-                    {
-                        out.push(tx_val(k, m));
-                    }
-                }
-            }
             V::Tx => {
+                // In key order, as libmodsecurity3 keeps the collection.
+                let start = out.len();
                 for (k, m) in &self.tx {
                     if sel.matches(k.as_bytes()) {
                         out.push(tx_val(k, m));
                     }
                 }
+                out[start..].sort_unstable_by(|a, b| a.key.cmp(&b.key));
             }
             V::Ip | V::Global | V::Session | V::User | V::Resource => {
                 let idx = store_index(var);
