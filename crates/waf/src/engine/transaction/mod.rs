@@ -31,7 +31,7 @@ use crate::seclang::ast::{
 };
 
 use super::body::{json, multipart, urlencoded, xml};
-use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, Step, TargetSpec};
+use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxKey};
 use super::operator::{self, Captures, Op, Rx};
 use super::prescan::{self, Bits};
 use super::request::{Request, Response};
@@ -157,7 +157,7 @@ pub struct Transaction<'r> {
     /// `TX`, by lowercase key: each variable as a match on it records it (`TX:key` and the
     /// value), so that matching a `TX` variable copies nothing. Hashed: most rules look one
     /// up by name; the few that walk it sort what they take (`values`).
-    tx: HashMap<String, Matched, FastHash>,
+    tx: HashMap<Arc<str>, Matched, FastHash>,
     /// IP, GLOBAL, SESSION, USER, RESOURCE: kept for this transaction only.
     stores: BTreeMap<(u8, String), Arc<[u8]>>,
     env: BTreeMap<String, Vec<u8>>,
@@ -225,6 +225,10 @@ mod variables;
 
 use variables::{store_index, Val, Vals, Vars};
 
+/// Room for the `TX` variables a transaction usually sets (CRS sets about 60), so that the
+/// map does not grow while the first rules run.
+const TX_CAPACITY: usize = 64;
+
 /// The keys of `TX:0`..`TX:9`, which `capture` sets.
 const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
@@ -240,7 +244,7 @@ impl<'r> Transaction<'r> {
         Transaction {
             rules,
             v: Vars::default(),
-            tx: HashMap::default(),
+            tx: HashMap::with_capacity_and_hasher(TX_CAPACITY, FastHash),
             stores: BTreeMap::new(),
             env: BTreeMap::new(),
             matched_var: None,
@@ -275,7 +279,7 @@ impl<'r> Transaction<'r> {
 
     /// A `TX` variable, by case-insensitive name.
     pub fn tx(&self, name: &str) -> Option<&[u8]> {
-        self.tx.get(&name.to_ascii_lowercase()).map(|(_, v)| &v[..])
+        self.tx.get(name.to_ascii_lowercase().as_str()).map(|(_, v)| &v[..])
     }
 
     /// Runs phases 1 and 2 over a request.
@@ -449,7 +453,7 @@ impl<'r> Transaction<'r> {
                     for (i, c) in caps.iter().enumerate() {
                         if let Some(c) = c {
                             let key = DIGITS.get(i).map_or_else(|| Cow::Owned(i.to_string()), |&d| Cow::Borrowed(d));
-                            self.set_tx(&key, Arc::from(c.as_slice()));
+                            self.set_tx(&key, None, Arc::from(c.as_slice()));
                         }
                     }
                 }
@@ -747,25 +751,24 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    /// Sets `TX:key` (`key` lowercase), keeping the variable's name when it exists.
-    fn set_tx(&mut self, key: &str, value: Arc<[u8]>) {
+    /// Sets `TX:key` (`key` lowercase), keeping the variable's name when it exists, or taking
+    /// the key and name built at compile time when given.
+    fn set_tx(&mut self, key: &str, interned: Option<&TxKey>, value: Arc<[u8]>) {
         match self.tx.get_mut(key) {
             Some((_, v)) => *v = value,
             None => {
-                let name = ["TX:", key].concat();
-                self.tx.insert(key.to_owned(), (Arc::from(name), value));
+                let (key, name) =
+                    interned.cloned().unwrap_or_else(|| (Arc::from(key), Arc::from(["TX:", key].concat())));
+                self.tx.insert(key, (name, value));
             }
         }
     }
 
-    fn setvar(&mut self, rule: &Rule, sv: &crate::seclang::ast::SetVar) {
-        // A literal lowercase name (most are) is used as it is.
-        let name: Cow<'_, str> = match self.expand(&sv.var.name, rule) {
-            Cow::Borrowed(n) => match String::from_utf8_lossy(n) {
-                Cow::Borrowed(n) => lowercase(n),
-                Cow::Owned(n) => Cow::Owned(n.to_ascii_lowercase()),
-            },
-            Cow::Owned(n) => Cow::Owned(lossy(n).to_ascii_lowercase()),
+    fn setvar(&mut self, rule: &Rule, spec: &SetVarSpec) {
+        let sv = &spec.setvar;
+        let name: Cow<'_, str> = match &spec.tx_key {
+            Some((key, _)) => Cow::Borrowed(key),
+            None => Cow::Owned(lossy(self.expand(&sv.var.name, rule).into_owned()).to_ascii_lowercase()),
         };
         let value = match &sv.op {
             SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => Some(self.expand(v, rule)),
@@ -773,8 +776,8 @@ impl<'r> Transaction<'r> {
         };
         if sv.var.collection == Variable::Tx {
             let cur = self.tx.get(&*name).map(|(_, v)| v);
-            match apply_setvar(&sv.op, cur, value.as_deref()) {
-                Some(n) => self.set_tx(&name, n),
+            match apply_setvar(spec, cur, value.as_deref()) {
+                Some(n) => self.set_tx(&name, spec.tx_key.as_ref(), n),
                 None => {
                     self.tx.remove(&*name);
                 }
@@ -783,7 +786,7 @@ impl<'r> Transaction<'r> {
         }
         // Persistent collections live for this transaction only.
         let key = (store_index(sv.var.collection), name.into_owned());
-        match apply_setvar(&sv.op, self.stores.get(&key), value.as_deref()) {
+        match apply_setvar(spec, self.stores.get(&key), value.as_deref()) {
             Some(n) => {
                 self.stores.insert(key, n);
             }
@@ -912,9 +915,10 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
-/// The new value of a variable after a `setvar`, or `None` to delete it. An unchanged value
-/// keeps its allocation.
-fn apply_setvar(op: &SetVarOp, cur: Option<&Arc<[u8]>>, value: Option<&[u8]>) -> Option<Arc<[u8]>> {
+/// The new value of a variable after a `setvar` (`value`: its operand expanded), or `None` to
+/// delete it. An unchanged value keeps its allocation, a literal one is shared.
+fn apply_setvar(spec: &SetVarSpec, cur: Option<&Arc<[u8]>>, value: Option<&[u8]>) -> Option<Arc<[u8]>> {
+    let op = &spec.setvar.op;
     let mut digits = [0u8; 20];
     let new: &[u8] = match op {
         SetVarOp::Set(_) => value.unwrap_or_default(),
@@ -933,7 +937,7 @@ fn apply_setvar(op: &SetVarOp, cur: Option<&Arc<[u8]>>, value: Option<&[u8]>) ->
     };
     match cur {
         Some(c) if **c == *new => Some(c.clone()),
-        _ => Some(Arc::from(new)),
+        _ => Some(spec.value.clone().unwrap_or_else(|| Arc::from(new))),
     }
 }
 
