@@ -720,7 +720,7 @@ impl<'r> Transaction<'r> {
         if let Some(l) = m.as_literal() {
             return Cow::Borrowed(l.as_bytes());
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(64);
         for p in &m.parts {
             match p {
                 MacroPart::Literal(s) => out.extend_from_slice(s.as_bytes()),

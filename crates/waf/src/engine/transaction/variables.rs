@@ -77,7 +77,10 @@ impl Val<'_> {
         let var = self.var.name();
         match &self.key {
             Some(k) => {
-                let key = String::from_utf8_lossy(k);
+                let key = match std::str::from_utf8(k) {
+                    Ok(k) => Cow::Borrowed(k),
+                    Err(_) => String::from_utf8_lossy(k),
+                };
                 let mut name = String::with_capacity(var.len() + 1 + key.len());
                 name.push_str(var);
                 name.push(':');
@@ -172,7 +175,14 @@ impl Transaction<'_> {
     pub(super) fn values<'a>(&'a self, var: Variable, sel: &Sel, rule: &Rule, out: &mut Vals<'a>) {
         use Variable as V;
         let v = &self.v;
+        // A whole collection (a JSON body's ARGS) is reserved at once.
+        let room = |list: &[Pair], out: &mut Vals<'a>| {
+            if matches!(sel, Sel::All) {
+                out.reserve(list.len());
+            }
+        };
         let pairs = |list: &'a [Pair], out: &mut Vals<'a>| {
+            room(list, out);
             for (k, val) in list {
                 if sel.matches(k) {
                     out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(val) });
@@ -180,6 +190,7 @@ impl Transaction<'_> {
             }
         };
         let names = |list: &'a [Pair], out: &mut Vals<'a>| {
+            room(list, out);
             for (k, _) in list {
                 if sel.matches(k) {
                     out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(k) });
