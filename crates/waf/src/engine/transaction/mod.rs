@@ -564,7 +564,7 @@ impl<'r> Transaction<'r> {
             }
             _ => None,
         };
-        for val in vals {
+        for val in &vals {
             if !part.multi_match {
                 let tv = match part.transforms.is_empty() {
                     true => Transformed::Same(&val.value),
