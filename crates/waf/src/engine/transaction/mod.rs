@@ -82,30 +82,6 @@ impl MatchedRule {
     }
 }
 
-/// Whether a variable only takes its values from the request line and headers
-/// (`load_request`), so that they do not change after phase 1 begins.
-fn from_request_head(v: Variable) -> bool {
-    use Variable as V;
-    matches!(
-        v,
-        V::ArgsGet
-            | V::ArgsGetNames
-            | V::RequestHeaders
-            | V::RequestHeadersNames
-            | V::RequestCookies
-            | V::RequestCookiesNames
-            | V::QueryString
-            | V::RequestBasename
-            | V::RequestFilename
-            | V::PathInfo
-            | V::RequestLine
-            | V::RequestMethod
-            | V::RequestProtocol
-            | V::RequestUri
-            | V::RequestUriRaw
-    )
-}
-
 /// libmodsecurity3's `toHexIfNeeded` with escaping of `"` and `\`.
 fn hex_if_needed(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -186,7 +162,7 @@ pub struct Transaction<'r> {
     transformed: RefCell<TransformCache>,
     cached_bytes: Cell<usize>,
     /// Prescan bitsets by variable, dropped when the variable may change: when the request
-    /// body or response data is loaded (see [`from_request_head`]).
+    /// body or response data is loaded (see [`prescan::from_request_head`]).
     prescanned: RefCell<HashMap<Variable, Bits, FastHash>>,
     /// Scratch space for prescanning.
     found: RefCell<PatternSet>,
@@ -329,7 +305,7 @@ impl<'r> Transaction<'r> {
     /// Drops the prescan bitsets of the variables that loading a body or a response may
     /// change: all but those of the request head.
     fn forget_prescan(&mut self) {
-        self.prescanned.get_mut().retain(|&v, _| from_request_head(v));
+        self.prescanned.get_mut().retain(|&v, _| prescan::from_request_head(v));
     }
 
     /// Runs phase 5 and returns the outcome.
