@@ -16,10 +16,12 @@
 //! are kept (never matching) and listed by [`RuleSet::unsupported`]; rules whose regex needed
 //! the backtracking engine are listed by [`RuleSet::fallbacks`].
 
+use std::sync::Arc;
+
 use crate::seclang::ast::{
     ActionKind, AllowScope, BodyProcessor, DirectiveKind, EngineMode, LimitAction, ListDirective, MacroString,
-    NumberDirective, Phase, RuleKind, RuleSelector, SetVar, Setting, Severity, SwitchDirective, Target, TargetModifier,
-    TextDirective, Transformation, Variable,
+    NumberDirective, Phase, RuleKind, RuleSelector, SetVar, SetVarOp, Setting, Severity, SwitchDirective, Target,
+    TargetModifier, TextDirective, Transformation, Variable,
 };
 use crate::seclang::{self, DataFile, FileId};
 
@@ -156,6 +158,36 @@ impl Sel {
     }
 }
 
+/// A `setvar`, with the `TX` variable it creates built in advance when its name and value are
+/// literal, so that running it copies nothing.
+#[derive(Clone, Debug)]
+pub(crate) struct SetVarSpec {
+    pub setvar: SetVar,
+    /// The lowercase key and the `MATCHED_VAR` name (`TX:key`) of a `TX` variable with a
+    /// literal name.
+    pub tx_key: Option<TxKey>,
+    /// The value of a `=` with a literal value.
+    pub value: Option<Arc<[u8]>>,
+}
+
+/// A `TX` variable's lowercase key and its name as a match records it (`TX:key`).
+pub(crate) type TxKey = (Arc<str>, Arc<str>);
+
+impl SetVarSpec {
+    fn of(sv: &SetVar) -> SetVarSpec {
+        let literal_name = sv.var.name.as_literal().filter(|_| sv.var.collection == Variable::Tx);
+        let tx_key = literal_name.map(|n| {
+            let key = n.to_ascii_lowercase();
+            (Arc::from(format!("TX:{key}")), Arc::from(key))
+        });
+        let value = match &sv.op {
+            SetVarOp::Set(v) => v.as_literal().map(|l| Arc::from(l.as_bytes())),
+            _ => None,
+        };
+        SetVarSpec { setvar: sv.clone(), tx_key: tx_key.map(|(name, key)| (key, name)), value }
+    }
+}
+
 /// One target of a rule part.
 #[derive(Clone, Debug)]
 pub(crate) struct TargetSpec {
@@ -199,7 +231,7 @@ pub(crate) struct Part {
     pub multi_match: bool,
     pub capture: bool,
     /// Run on every matching value, whatever the rest of the chain does (as libmodsecurity3).
-    pub setvars: Vec<SetVar>,
+    pub setvars: Vec<SetVarSpec>,
     /// Run once the whole chain matched (`ctl:`, `setenv`, `initcol`, ...).
     pub after: Vec<ActionKind>,
 }
@@ -579,7 +611,7 @@ fn apply_action(
         ActionKind::Transformation(t) => p.transforms.push(*t),
         ActionKind::MultiMatch => p.multi_match = true,
         ActionKind::Capture => p.capture = true,
-        ActionKind::SetVar(sv) => p.setvars.push(sv.clone()),
+        ActionKind::SetVar(sv) => p.setvars.push(SetVarSpec::of(sv)),
         k @ (ActionKind::Ctl(_)
         | ActionKind::SetEnv(..)
         | ActionKind::InitCol(..)

@@ -519,24 +519,23 @@ fn phrases<'a>(words: impl Iterator<Item = &'a [u8]>) -> Result<AhoCorasick, Str
         .map_err(|e| e.to_string())
 }
 
-/// Runs a string comparison (`arg` already expanded).
-pub(crate) fn str_op(op: StrOp, v: &[u8], arg: &[u8]) -> Option<Vec<u8>> {
-    let hit = match op {
+/// Whether a string comparison holds (`arg` already expanded).
+pub(crate) fn str_op(op: StrOp, v: &[u8], arg: &[u8]) -> bool {
+    match op {
         StrOp::BeginsWith => v.starts_with(arg),
         StrOp::EndsWith => v.ends_with(arg),
         StrOp::Contains => find(v, arg).is_some(),
         StrOp::Streq => v == arg,
         StrOp::Within => find(arg, v).is_some(),
         StrOp::ContainsWord => contains_word(v, arg),
-    };
-    hit.then(|| arg.to_vec())
+    }
 }
 
+/// The first position of `needle` in `hay`: only positions holding its first byte are compared.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if needle.is_empty() {
-        return Some(0);
-    }
-    hay.windows(needle.len()).position(|w| w == needle)
+    let Some((&first, rest)) = needle.split_first() else { return Some(0) };
+    let last = hay.len().checked_sub(needle.len())?;
+    (0..=last).find(|&i| hay[i] == first && hay[i + 1..i + needle.len()] == *rest)
 }
 
 fn contains_word(v: &[u8], w: &[u8]) -> bool {

@@ -289,30 +289,45 @@ fn eligible(part: &Part) -> Option<regex::bytes::Regex> {
 /// (when the prescan bitsets are dropped), never while rules run.
 fn stable(v: Variable) -> bool {
     use Variable as V;
+    from_request_head(v)
+        || matches!(
+            v,
+            V::Args
+                | V::ArgsPost
+                | V::ArgsNames
+                | V::ArgsPostNames
+                | V::ResponseHeaders
+                | V::ResponseHeadersNames
+                | V::MultipartPartHeaders
+                | V::Files
+                | V::FilesNames
+                | V::MultipartFilename
+                | V::MultipartName
+                | V::FilesTmpContent
+                | V::Xml
+                | V::RequestBody
+                | V::FullRequest
+                | V::ResponseBody
+                | V::ResponseProtocol
+                | V::ResponseContentType
+        )
+}
+
+/// Whether a variable only takes its values from the request line and headers
+/// (`load_request`): they do not change once phase 1 begins, so its bitset is kept when the
+/// request body or the response is loaded.
+pub(crate) fn from_request_head(v: Variable) -> bool {
+    use Variable as V;
     matches!(
         v,
-        V::Args
-            | V::ArgsGet
-            | V::ArgsPost
-            | V::ArgsNames
+        V::ArgsGet
             | V::ArgsGetNames
-            | V::ArgsPostNames
             | V::RequestHeaders
             | V::RequestHeadersNames
             | V::RequestCookies
             | V::RequestCookiesNames
-            | V::ResponseHeaders
-            | V::ResponseHeadersNames
-            | V::MultipartPartHeaders
-            | V::Files
-            | V::FilesNames
-            | V::MultipartFilename
-            | V::MultipartName
-            | V::FilesTmpContent
-            | V::Xml
             | V::QueryString
             | V::RequestBasename
-            | V::RequestBody
             | V::RequestFilename
             | V::PathInfo
             | V::RequestLine
@@ -320,10 +335,6 @@ fn stable(v: Variable) -> bool {
             | V::RequestProtocol
             | V::RequestUri
             | V::RequestUriRaw
-            | V::FullRequest
-            | V::ResponseBody
-            | V::ResponseProtocol
-            | V::ResponseContentType
     )
 }
 

@@ -73,7 +73,8 @@ pub fn apply_chain<'v>(steps: &[Transformation], v: &'v [u8]) -> std::borrow::Co
 /// What a `multiMatch` rule checks: the value, then the value after each step that changed
 /// it.
 pub fn variants<'v>(steps: &[Transformation], v: &'v [u8]) -> Vec<std::borrow::Cow<'v, [u8]>> {
-    let mut out = vec![std::borrow::Cow::Borrowed(v)];
+    let mut out = Vec::with_capacity(steps.len() + 1);
+    out.push(std::borrow::Cow::Borrowed(v));
     let mut features = Features::of(v);
     for &t in steps {
         if features.unchanged(t) {

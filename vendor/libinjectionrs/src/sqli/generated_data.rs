@@ -9624,6 +9624,32 @@ pub const SQL_KEYWORDS: &[Keyword] = &[
 
 use crate::sqli::TokenType;
 
+/// The keyword table by uppercase word.
+type WordIndex = std::collections::HashMap<&'static [u8], u8, std::hash::BuildHasherDefault<WordHash>>;
+
+/// FxHash's multiply-rotate over 8-byte words. The table is fixed, so an input can only cost
+/// the probes of its own lookup: a fast hash without collision resistance is enough.
+#[derive(Default)]
+struct WordHash(u64);
+
+impl std::hash::Hasher for WordHash {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x517c_c1b7_2722_0a95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
 pub fn lookup_word(word: &str) -> TokenType {
     // Keywords are at most 32 bytes: uppercase into a stack buffer, no allocation.
     let mut buf = [0u8; 32];
@@ -9632,7 +9658,7 @@ pub fn lookup_word(word: &str) -> TokenType {
         *u = b.to_ascii_uppercase();
     }
     let upper: &[u8] = upper;
-    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static [u8], u8>> = std::sync::OnceLock::new();
+    static INDEX: std::sync::OnceLock<WordIndex> = std::sync::OnceLock::new();
     let index = INDEX.get_or_init(|| SQL_KEYWORDS.iter().map(|k| (k.word.as_bytes(), k.token_type)).collect());
     if let Some(&token_type) = index.get(upper) {
         match token_type {

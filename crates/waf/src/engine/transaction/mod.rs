@@ -31,7 +31,7 @@ use crate::seclang::ast::{
 };
 
 use super::body::{json, multipart, urlencoded, xml};
-use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, Step, TargetSpec};
+use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxKey};
 use super::operator::{self, Captures, Op, Rx};
 use super::prescan::{self, Bits};
 use super::request::{Request, Response};
@@ -130,9 +130,12 @@ pub struct Outcome {
 pub struct Transaction<'r> {
     rules: &'r RuleSet,
     v: Vars,
-    tx: BTreeMap<String, Vec<u8>>,
+    /// `TX`, by lowercase key: each variable as a match on it records it (`TX:key` and the
+    /// value), so that matching a `TX` variable copies nothing. Hashed: most rules look one
+    /// up by name; the few that walk it sort what they take (`values`).
+    tx: HashMap<Arc<str>, Matched, FastHash>,
     /// IP, GLOBAL, SESSION, USER, RESOURCE: kept for this transaction only.
-    stores: BTreeMap<(u8, String), Vec<u8>>,
+    stores: BTreeMap<(u8, String), Arc<[u8]>>,
     env: BTreeMap<String, Vec<u8>>,
     /// `MATCHED_VAR_NAME` and `MATCHED_VAR` (`None`: empty).
     matched_var: Option<Matched>,
@@ -158,8 +161,8 @@ pub struct Transaction<'r> {
     /// Transformed values by chain and original value, and the bytes they hold.
     transformed: RefCell<TransformCache>,
     cached_bytes: Cell<usize>,
-    /// Prescan bitsets by variable, dropped whenever request or response data is
-    /// loaded.
+    /// Prescan bitsets by variable, dropped when the variable may change: when the request
+    /// body or response data is loaded (see [`prescan::from_request_head`]).
     prescanned: RefCell<HashMap<Variable, Bits, FastHash>>,
     /// Scratch space for prescanning.
     found: RefCell<PatternSet>,
@@ -198,6 +201,13 @@ mod variables;
 
 use variables::{store_index, Val, Vals, Vars};
 
+/// Room for the `TX` variables a transaction usually sets (CRS sets about 60), so that the
+/// map does not grow while the first rules run.
+const TX_CAPACITY: usize = 64;
+
+/// The keys of `TX:0`..`TX:9`, which `capture` sets.
+const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+
 /// At most this many bytes (originals and results) in a transaction's transformation cache.
 const CACHE_BUDGET: usize = 4 << 20;
 
@@ -210,7 +220,7 @@ impl<'r> Transaction<'r> {
         Transaction {
             rules,
             v: Vars::default(),
-            tx: BTreeMap::new(),
+            tx: HashMap::with_capacity_and_hasher(TX_CAPACITY, FastHash),
             stores: BTreeMap::new(),
             env: BTreeMap::new(),
             matched_var: None,
@@ -245,11 +255,12 @@ impl<'r> Transaction<'r> {
 
     /// A `TX` variable, by case-insensitive name.
     pub fn tx(&self, name: &str) -> Option<&[u8]> {
-        self.tx.get(&name.to_ascii_lowercase()).map(Vec::as_slice)
+        self.tx.get(name.to_ascii_lowercase().as_str()).map(|(_, v)| &v[..])
     }
 
     /// Runs phases 1 and 2 over a request.
     pub fn process_request(&mut self, req: &Request) {
+        self.prescanned.get_mut().clear();
         self.load_request(req);
         self.run_phase(Phase::RequestHeaders);
         if self.interruption.is_some() {
@@ -259,7 +270,7 @@ impl<'r> Transaction<'r> {
         if self.interruption.is_some() {
             return;
         }
-        self.prescanned.get_mut().clear();
+        self.forget_prescan();
         self.run_phase(Phase::RequestBody);
     }
 
@@ -271,7 +282,7 @@ impl<'r> Transaction<'r> {
         self.v.status = Some(resp.status);
         self.v.response_protocol = resp.protocol.clone();
         self.v.response_headers = resp.headers.clone();
-        self.prescanned.get_mut().clear();
+        self.forget_prescan();
         self.run_phase(Phase::ResponseHeaders);
         if self.interruption.is_some() {
             return;
@@ -287,15 +298,21 @@ impl<'r> Transaction<'r> {
                 self.v.response_body = Some(body.to_vec());
             }
         }
-        self.prescanned.get_mut().clear();
+        self.forget_prescan();
         self.run_phase(Phase::ResponseBody);
+    }
+
+    /// Drops the prescan bitsets of the variables that loading a body or a response may
+    /// change: all but those of the request head.
+    fn forget_prescan(&mut self) {
+        self.prescanned.get_mut().retain(|&v, _| prescan::from_request_head(v));
     }
 
     /// Runs phase 5 and returns the outcome.
     pub fn finish(mut self) -> Outcome {
         self.run_phase(Phase::Logging);
         let score =
-            |names: &[&str]| names.iter().find_map(|n| self.tx.get(*n)).map(|v| operator::to_int(v)).unwrap_or(0);
+            |names: &[&str]| names.iter().find_map(|n| self.tx.get(*n)).map(|(_, v)| operator::to_int(v)).unwrap_or(0);
         Outcome {
             verdict: match self.interruption {
                 Some((status, rule_id)) => Verdict::Block { status, rule_id },
@@ -411,7 +428,8 @@ impl<'r> Transaction<'r> {
                 if let Some(caps) = &h.captures {
                     for (i, c) in caps.iter().enumerate() {
                         if let Some(c) = c {
-                            self.tx.insert(i.to_string(), c.clone());
+                            let key = DIGITS.get(i).map_or_else(|| Cow::Owned(i.to_string()), |&d| Cow::Borrowed(d));
+                            self.set_tx(&key, None, Arc::from(c.as_slice()));
                         }
                     }
                 }
@@ -522,7 +540,7 @@ impl<'r> Transaction<'r> {
             }
             _ => None,
         };
-        for val in vals {
+        for val in &vals {
             if !part.multi_match {
                 let tv = match part.transforms.is_empty() {
                     true => Transformed::Same(&val.value),
@@ -534,9 +552,10 @@ impl<'r> Transaction<'r> {
                 let (hit, caps) =
                     run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
                 if hit != part.negated {
-                    let value = match tv {
-                        Transformed::Same(v) => Arc::from(v),
-                        Transformed::Changed(v) => v,
+                    let value = match (tv, val.shared) {
+                        (Transformed::Same(_), Some((_, shared))) => shared.clone(),
+                        (Transformed::Same(v), None) => Arc::from(v),
+                        (Transformed::Changed(v), _) => v,
                     };
                     hits.push(Hit { name: val.name(), value, captures: caps });
                 }
@@ -668,7 +687,7 @@ impl<'r> Transaction<'r> {
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
-            out.push(Val { var: t.variable, key: None, value: Cow::Owned(n.to_string().into_bytes()) });
+            out.push(Val { var: t.variable, key: None, value: Cow::Owned(n.to_string().into_bytes()), shared: None });
         }
     }
 
@@ -677,20 +696,24 @@ impl<'r> Transaction<'r> {
         if let Some(l) = m.as_literal() {
             return Cow::Borrowed(l.as_bytes());
         }
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(64);
         for p in &m.parts {
             match p {
                 MacroPart::Literal(s) => out.extend_from_slice(s.as_bytes()),
-                MacroPart::Var(mv) => out.extend_from_slice(&self.macro_value(mv, rule)),
+                MacroPart::Var(mv) => self.push_macro_value(mv, rule, &mut out),
             }
         }
         Cow::Owned(out)
     }
 
-    fn macro_value(&self, mv: &MacroVar, rule: &Rule) -> Vec<u8> {
+    /// Appends the value of a macro (nothing when unset).
+    fn push_macro_value(&self, mv: &MacroVar, rule: &Rule, out: &mut Vec<u8>) {
         if mv.variable == Variable::Tx {
             if let Some(k) = &mv.key {
-                return self.tx.get(&k.to_ascii_lowercase()).cloned().unwrap_or_default();
+                if let Some((_, v)) = self.tx.get(&*lowercase(k)) {
+                    out.extend_from_slice(v);
+                }
+                return;
             }
         }
         let sel = match &mv.key {
@@ -699,40 +722,52 @@ impl<'r> Transaction<'r> {
         };
         let mut vals = Vals::new();
         self.values(mv.variable, &sel, rule, &mut vals);
-        vals.into_iter().next().map(|v| v.value.into_owned()).unwrap_or_default()
+        if let Some(v) = vals.first() {
+            out.extend_from_slice(&v.value);
+        }
     }
 
-    fn setvar(&mut self, rule: &Rule, sv: &crate::seclang::ast::SetVar) {
-        let name = lossy(self.expand(&sv.var.name, rule).into_owned()).to_ascii_lowercase();
+    /// Sets `TX:key` (`key` lowercase), keeping the variable's name when it exists, or taking
+    /// the key and name built at compile time when given.
+    fn set_tx(&mut self, key: &str, interned: Option<&TxKey>, value: Arc<[u8]>) {
+        match self.tx.get_mut(key) {
+            Some((_, v)) => *v = value,
+            None => {
+                let (key, name) =
+                    interned.cloned().unwrap_or_else(|| (Arc::from(key), Arc::from(["TX:", key].concat())));
+                self.tx.insert(key, (name, value));
+            }
+        }
+    }
+
+    fn setvar(&mut self, rule: &Rule, spec: &SetVarSpec) {
+        let sv = &spec.setvar;
+        let name: Cow<'_, str> = match &spec.tx_key {
+            Some((key, _)) => Cow::Borrowed(key),
+            None => Cow::Owned(lossy(self.expand(&sv.var.name, rule).into_owned()).to_ascii_lowercase()),
+        };
         let value = match &sv.op {
             SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => Some(self.expand(v, rule)),
             _ => None,
         };
-        let slot: &mut BTreeMap<String, Vec<u8>> = if sv.var.collection == Variable::Tx {
-            &mut self.tx
-        } else {
-            // Persistent collections live for this transaction only.
-            let idx = store_index(sv.var.collection);
-            let key = (idx, name.clone());
-            let cur = self.stores.get(&key).cloned();
-            let new = apply_setvar(&sv.op, cur.as_deref(), value.as_deref());
-            match new {
-                Some(n) => {
-                    self.stores.insert(key, n);
-                }
+        if sv.var.collection == Variable::Tx {
+            let cur = self.tx.get(&*name).map(|(_, v)| v);
+            match apply_setvar(spec, cur, value.as_deref()) {
+                Some(n) => self.set_tx(&name, spec.tx_key.as_ref(), n),
                 None => {
-                    self.stores.remove(&key);
+                    self.tx.remove(&*name);
                 }
             }
             return;
-        };
-        let cur = slot.get(&name).map(Vec::as_slice);
-        match apply_setvar(&sv.op, cur, value.as_deref()) {
+        }
+        // Persistent collections live for this transaction only.
+        let key = (store_index(sv.var.collection), name.into_owned());
+        match apply_setvar(spec, self.stores.get(&key), value.as_deref()) {
             Some(n) => {
-                slot.insert(name, n);
+                self.stores.insert(key, n);
             }
             None => {
-                slot.remove(&name);
+                self.stores.remove(&key);
             }
         }
     }
@@ -824,8 +859,8 @@ impl std::ops::Deref for Transformed<'_> {
 /// Transformed values: chain id, then original value.
 type TransformCache = HashMap<usize, HashMap<Vec<u8>, Arc<[u8]>, FastHash>>;
 
-/// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for the per-transaction
-/// transformation cache: its keys are request values, and a collision only costs a compare.
+/// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for the per-transaction maps:
+/// their keys are request values and variable names, and a collision only costs a compare.
 #[derive(Clone, Copy, Default)]
 struct FastHash;
 
@@ -856,18 +891,29 @@ impl std::hash::Hasher for FxHasher {
     }
 }
 
-/// The new value of a variable after a `setvar`, or `None` to delete it.
-fn apply_setvar(op: &SetVarOp, cur: Option<&[u8]>, value: Option<&[u8]>) -> Option<Vec<u8>> {
-    match op {
-        SetVarOp::Set(_) => Some(value.unwrap_or_default().to_vec()),
+/// The new value of a variable after a `setvar` (`value`: its operand expanded), or `None` to
+/// delete it. An unchanged value keeps its allocation, a literal one is shared.
+fn apply_setvar(spec: &SetVarSpec, cur: Option<&Arc<[u8]>>, value: Option<&[u8]>) -> Option<Arc<[u8]>> {
+    let op = &spec.setvar.op;
+    let mut digits = [0u8; 20];
+    let new: &[u8] = match op {
+        SetVarOp::Set(_) => value.unwrap_or_default(),
         SetVarOp::Add(_) | SetVarOp::Sub(_) => {
-            let a = cur.map(operator::to_int).unwrap_or(0);
+            let a = cur.map_or(0, |c| operator::to_int(c));
             let b = value.map(operator::to_int).unwrap_or(0);
             let n = if matches!(op, SetVarOp::Add(_)) { a.saturating_add(b) } else { a.saturating_sub(b) };
-            Some(n.to_string().into_bytes())
+            // An i64 takes at most 20 bytes.
+            let mut w = &mut digits[..];
+            let _ = std::io::Write::write_fmt(&mut w, format_args!("{n}"));
+            let len = 20 - w.len();
+            &digits[..len]
         }
-        SetVarOp::Delete => None,
-        SetVarOp::Define => Some(b"1".to_vec()),
+        SetVarOp::Delete => return None,
+        SetVarOp::Define => b"1",
+    };
+    match cur {
+        Some(c) if **c == *new => Some(c.clone()),
+        _ => Some(spec.value.clone().unwrap_or_else(|| Arc::from(new))),
     }
 }
 
@@ -892,7 +938,7 @@ fn run_op(
             Some(p) => (true, capture.then(|| vec![Some(p)])),
             None => (false, None),
         },
-        Op::Str(s, _) => (operator::str_op(*s, v, expanded.unwrap_or_default()).is_some(), None),
+        Op::Str(s, _) => (operator::str_op(*s, v, expanded.unwrap_or_default()), None),
         Op::Num(n, _) => (operator::num_op(*n, v, expanded.unwrap_or_default()), None),
         Op::IpMatch(nets) => (operator::ip_match(nets, v), None),
         Op::DetectSqli => match operator::detect_sqli(v) {
@@ -920,6 +966,14 @@ fn rx_run(rx: &Rx, v: &[u8], capture: bool) -> (bool, Option<Captures>) {
         }
     } else {
         (true, None)
+    }
+}
+
+/// `s` in ASCII lowercase, borrowed when it already is.
+fn lowercase(s: &str) -> Cow<'_, str> {
+    match s.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(s.to_ascii_lowercase()),
+        false => Cow::Borrowed(s),
     }
 }
 

@@ -4,7 +4,6 @@
 //! anchored variables), `MATCHED_VAR(S)`, `TX` and the other stores, multipart flags, XML, time.
 
 use std::borrow::Cow;
-use std::ops::Bound;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -15,7 +14,7 @@ use super::super::body::{multipart, urlencoded, xml, Pair};
 use super::super::compile::{processor_for, Rule, Sel};
 use super::super::request::Request;
 use super::super::transform;
-use super::Transaction;
+use super::{Matched, Transaction};
 
 /// The variables taken from the request and response.
 #[derive(Debug, Default)]
@@ -62,6 +61,8 @@ pub(super) struct Val<'a> {
     pub(super) var: Variable,
     pub(super) key: Option<Cow<'a, [u8]>>,
     pub(super) value: Cow<'a, [u8]>,
+    /// The name and value as a match records them, when they are already built (`TX`).
+    pub(super) shared: Option<&'a Matched>,
 }
 
 /// The values of a target: most targets have a few.
@@ -70,10 +71,16 @@ pub(super) type Vals<'a> = SmallVec<[Val<'a>; 8]>;
 impl Val<'_> {
     /// `VAR:key`, or `VAR` for a scalar.
     pub(super) fn name(&self) -> Arc<str> {
+        if let Some((name, _)) = self.shared {
+            return name.clone();
+        }
         let var = self.var.name();
         match &self.key {
             Some(k) => {
-                let key = String::from_utf8_lossy(k);
+                let key = match std::str::from_utf8(k) {
+                    Ok(k) => Cow::Borrowed(k),
+                    Err(_) => String::from_utf8_lossy(k),
+                };
                 let mut name = String::with_capacity(var.len() + 1 + key.len());
                 name.push_str(var);
                 name.push(':');
@@ -83,6 +90,12 @@ impl Val<'_> {
             None => Arc::from(var),
         }
     }
+}
+
+/// `TX:key`, sharing the name and value the transaction keeps.
+fn tx_val<'a>(key: &'a str, m: &'a Matched) -> Val<'a> {
+    let value = Cow::Borrowed(&m.1[..]);
+    Val { var: Variable::Tx, key: Some(Cow::Borrowed(key.as_bytes())), value, shared: Some(m) }
 }
 
 pub(super) fn store_index(v: Variable) -> u8 {
@@ -162,24 +175,35 @@ impl Transaction<'_> {
     pub(super) fn values<'a>(&'a self, var: Variable, sel: &Sel, rule: &Rule, out: &mut Vals<'a>) {
         use Variable as V;
         let v = &self.v;
+        // A whole collection (a JSON body's ARGS) is reserved at once.
+        let room = |list: &[Pair], out: &mut Vals<'a>| {
+            if matches!(sel, Sel::All) {
+                out.reserve(list.len());
+            }
+        };
         let pairs = |list: &'a [Pair], out: &mut Vals<'a>| {
+            room(list, out);
             for (k, val) in list {
                 if sel.matches(k) {
-                    out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(val) });
+                    out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(val) });
                 }
             }
         };
         let names = |list: &'a [Pair], out: &mut Vals<'a>| {
+            room(list, out);
             for (k, _) in list {
                 if sel.matches(k) {
-                    out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(k) });
+                    out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(k) });
                 }
             }
         };
-        let scalar = |val: &'a [u8], out: &mut Vals<'a>| out.push(Val { var, key: None, value: Cow::Borrowed(val) });
-        let owned = |val: Vec<u8>, out: &mut Vals<'a>| out.push(Val { var, key: None, value: Cow::Owned(val) });
+        let scalar = |val: &'a [u8], out: &mut Vals<'a>| {
+            out.push(Val { shared: None, var, key: None, value: Cow::Borrowed(val) })
+        };
+        let owned =
+            |val: Vec<u8>, out: &mut Vals<'a>| out.push(Val { shared: None, var, key: None, value: Cow::Owned(val) });
         let flag = |b: bool, out: &mut Vals<'a>| {
-            out.push(Val { var, key: None, value: Cow::Borrowed(if b { b"1" } else { b"0" }) })
+            out.push(Val { shared: None, var, key: None, value: Cow::Borrowed(if b { b"1" } else { b"0" }) })
         };
         let mp = v.multipart.unwrap_or_default();
         match var {
@@ -209,14 +233,24 @@ impl Transaction<'_> {
             V::Files | V::MultipartFilename => {
                 for f in &v.files {
                     if sel.matches(&f.name) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.filename) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(&f.name)),
+                            value: Cow::Borrowed(&f.filename),
+                        });
                     }
                 }
             }
             V::FilesNames | V::MultipartName => {
                 for f in &v.files {
                     if sel.matches(&f.name) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.name) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(&f.name)),
+                            value: Cow::Borrowed(&f.name),
+                        });
                     }
                 }
             }
@@ -224,14 +258,19 @@ impl Transaction<'_> {
                 for f in &v.files {
                     if sel.matches(&f.name) {
                         let size = f.content.len().to_string().into_bytes();
-                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Owned(size) });
+                        out.push(Val { shared: None, var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Owned(size) });
                     }
                 }
             }
             V::FilesTmpContent => {
                 for f in &v.files {
                     if sel.matches(&f.name) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Borrowed(&f.content) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(&f.name)),
+                            value: Cow::Borrowed(&f.content),
+                        });
                     }
                 }
             }
@@ -241,42 +280,43 @@ impl Transaction<'_> {
             V::Tx if matches!(sel, Sel::Key(_)) => {
                 // A named TX variable: one lookup instead of a walk over the collection.
                 if let Sel::Key(k) = sel {
-                    if let Some((k, val)) = self.tx.get_key_value(k.as_str()) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
-                    }
-                }
-            }
-            V::Tx if matches!(sel, Sel::Prefix(_)) => {
-                // TX keys are lowercase and ordered: the keys with a prefix are one range.
-                if let Sel::Prefix(p) = sel {
-                    for (k, val) in self
-                        .tx
-                        .range::<str, _>((Bound::Included(p.as_str()), Bound::Unbounded))
-                        .take_while(|(k, _)| k.starts_with(p.as_str()))
-                    {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                    if let Some((k, m)) = self.tx.get_key_value(k.as_str()) {
+                        out.push(tx_val(k, m));
                     }
                 }
             }
             V::Tx => {
-                for (k, val) in &self.tx {
+                // In key order, as libmodsecurity3 keeps the collection.
+                let start = out.len();
+                for (k, m) in &self.tx {
                     if sel.matches(k.as_bytes()) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                        out.push(tx_val(k, m));
                     }
                 }
+                out[start..].sort_unstable_by(|a, b| a.key.cmp(&b.key));
             }
             V::Ip | V::Global | V::Session | V::User | V::Resource => {
                 let idx = store_index(var);
                 for ((s, k), val) in &self.stores {
                     if *s == idx && sel.matches(k.as_bytes()) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(k.as_bytes())),
+                            value: Cow::Borrowed(val),
+                        });
                     }
                 }
             }
             V::Env => {
                 for (k, val) in &self.env {
                     if sel.matches(k.as_bytes()) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(k.as_bytes())),
+                            value: Cow::Borrowed(val),
+                        });
                     }
                 }
             }
@@ -285,7 +325,12 @@ impl Transaction<'_> {
             V::MatchedVars => {
                 for (k, val) in &self.matched_vars {
                     if sel.matches(k.as_bytes()) {
-                        out.push(Val { var, key: Some(Cow::Borrowed(k.as_bytes())), value: Cow::Borrowed(val) });
+                        out.push(Val {
+                            shared: None,
+                            var,
+                            key: Some(Cow::Borrowed(k.as_bytes())),
+                            value: Cow::Borrowed(val),
+                        });
                     }
                 }
             }
@@ -296,6 +341,7 @@ impl Transaction<'_> {
                             var,
                             key: Some(Cow::Borrowed(k.as_bytes())),
                             value: Cow::Borrowed(k.as_bytes()),
+                            shared: None,
                         });
                     }
                 }
@@ -306,10 +352,12 @@ impl Transaction<'_> {
                     match sel {
                         Sel::XPath(x) if x.contains('@') => {
                             for a in &doc.attributes {
-                                out.push(Val { var, key: key(x), value: Cow::Borrowed(a) });
+                                out.push(Val { shared: None, var, key: key(x), value: Cow::Borrowed(a) });
                             }
                         }
-                        Sel::XPath(x) => out.push(Val { var, key: key(x), value: Cow::Borrowed(&doc.text) }),
+                        Sel::XPath(x) => {
+                            out.push(Val { shared: None, var, key: key(x), value: Cow::Borrowed(&doc.text) })
+                        }
                         _ => scalar(&doc.text, out),
                     }
                 }
@@ -414,7 +462,7 @@ impl Transaction<'_> {
                 for (k, val) in fields {
                     if let Some(val) = val {
                         if sel.matches(k) {
-                            out.push(Val { var, key: Some(Cow::Borrowed(k)), value: Cow::Owned(val) });
+                            out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Owned(val) });
                         }
                     }
                 }
