@@ -111,7 +111,7 @@ impl Body {
     /// it is (buffered: replayable, and readable by later stages).
     pub fn limited(body: Inbound, limit: u64) -> Self {
         match body {
-            Inbound::Empty => Self::empty(),
+            body if http_body::Body::is_end_stream(&body) => Self::empty(),
             Inbound::Full(bytes) if bytes.len() as u64 <= limit => Self::full(bytes),
             body => Self::from_kind(Kind::Limited { body, remaining: limit, limit }),
         }

@@ -17,10 +17,9 @@ use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
-use http_body::Body as _;
 
 use crate::access_log::Pending;
-use crate::body::{Body, BufferError, Inbound};
+use crate::body::{Body, BufferError};
 use crate::config::Snapshot;
 use crate::h1::Added;
 use crate::respond::{self, Rejection, REQUEST_ID};
@@ -52,7 +51,7 @@ struct Outcome<'s> {
 }
 
 /// Answers one request: routes it, runs the stages, proxies it, and records the outcome.
-pub async fn handle(request: Request<Inbound>, conn: &Conn) -> Response<Body> {
+pub async fn handle(request: Request<Body>, conn: &Conn) -> Response<Body> {
     let (mut response, request_id) = answer(request, conn).await;
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
@@ -60,7 +59,7 @@ pub async fn handle(request: Request<Inbound>, conn: &Conn) -> Response<Body> {
 
 /// [`handle`], leaving the request id out of the response: the HTTP/1 server writes it with
 /// the head instead of inserting it into the header map.
-pub async fn answer(request: Request<Inbound>, conn: &Conn) -> (Response<Body>, HeaderValue) {
+pub async fn answer(request: Request<Body>, conn: &Conn) -> (Response<Body>, HeaderValue) {
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
     let request_id = respond::request_id(request.headers().get(REQUEST_ID));
@@ -120,7 +119,7 @@ macro_rules! stage {
 }
 
 async fn dispatch<'s>(
-    request: Request<Inbound>,
+    mut request: Request<Body>,
     conn: &Conn,
     snapshot: &'s Snapshot,
     request_id: &HeaderValue,
@@ -138,13 +137,11 @@ async fn dispatch<'s>(
     drop(host);
     outcome.route = Some(route);
 
+    // The body itself enforces the limit as it streams (see `Body::limited`).
     let length = content_length(request.headers());
-    let limit = conn.limits.max_body_bytes;
-    if length.is_some_and(|l| l > limit) {
+    if length.is_some_and(|l| l > conn.limits.max_body_bytes) {
         return reject(Rejection::BodyTooLarge);
     }
-    let mut request =
-        request.map(|incoming| if incoming.is_end_stream() { Body::empty() } else { Body::limited(incoming, limit) });
 
     let mut exchange = Exchange {
         snapshot,

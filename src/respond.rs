@@ -138,7 +138,9 @@ pub fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
     for (i, byte) in text.iter_mut().enumerate() {
         *byte = b"0123456789abcdef"[((id >> (124 - 4 * i)) & 0xf) as usize];
     }
-    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Owned by a shared buffer from the start: the id is cloned into the upstream request and
+    // the response, and a copied slice would be re-allocated as shared on its first clone.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(text)).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]

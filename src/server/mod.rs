@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use crate::access_log::{LogTarget, Sink};
-use crate::body::Inbound;
+use crate::body::{Body, Inbound};
 use crate::config::{self, ConfigError, Limits, Registries, Snapshot, Source};
 use crate::metrics::Metrics;
 use crate::upstream::watch::Watchers;
@@ -508,7 +508,10 @@ where
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
         let conn = conn.clone();
-        async move { Ok::<_, Infallible>(pipeline::handle(request.map(Inbound::Hyper), &conn).await) }
+        let limit = conn.limits.max_body_bytes;
+        async move {
+            Ok::<_, Infallible>(pipeline::handle(request.map(|b| Body::limited(Inbound::Hyper(b), limit)), &conn).await)
+        }
     });
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
