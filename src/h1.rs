@@ -217,8 +217,9 @@ pub struct ResponseFraming {
 }
 
 /// How a response body goes out, as hyper's server decides it: no body for HEAD, 1xx, 204 and
-/// 304; a valid `content-length` of the response is kept; a body of exact size gets one; else
-/// chunked for HTTP/1.1 clients, and for HTTP/1.0 clients the end of the connection.
+/// 304; a body of exact size gets its `content-length`; else a valid `content-length` of the
+/// response is kept; else chunked for HTTP/1.1 clients, and for HTTP/1.0 clients the end of the
+/// connection.
 pub fn response_framing(
     status: StatusCode,
     head_request: bool,
@@ -233,11 +234,13 @@ pub fn response_framing(
     if head_request {
         return framing(Framing::Empty);
     }
-    if let Some(len) = content_length(headers) {
-        return framing(Framing::Length(len));
+    // A body that knows its size says it (the response's own `content-length`, if any, is
+    // then not written): no header lookup on the common path.
+    if let Some(len) = exact {
+        return ResponseFraming { framing: Framing::Length(len), add_length: Some(len) };
     }
-    match exact {
-        Some(len) => ResponseFraming { framing: Framing::Length(len), add_length: Some(len) },
+    match content_length(headers) {
+        Some(len) => framing(Framing::Length(len)),
         None if version == Version::HTTP_11 => framing(Framing::Chunked),
         None => framing(Framing::UntilClose),
     }
@@ -248,7 +251,7 @@ pub fn response_framing(
 /// connection ends after it or `connection: keep-alive` for an HTTP/1.0 client that keeps it. Returns whether
 /// the connection goes on: `keep_alive`, unless the response says `connection: close`.
 /// `transfer-encoding` is written only for a chunked body, and `content-length` never with one
-/// nor on a 1xx or 204.
+/// nor on a 1xx or 204; the response's own is replaced by `framing.add_length`.
 pub fn encode_response_head(
     dst: &mut BytesMut,
     status: StatusCode,
@@ -265,7 +268,8 @@ pub fn encode_response_head(
     dst.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
     dst.put_slice(b"\r\n");
     let chunked = framing.framing == Framing::Chunked;
-    let no_length = chunked || status.is_informational() || status == StatusCode::NO_CONTENT;
+    let no_length =
+        chunked || framing.add_length.is_some() || status.is_informational() || status == StatusCode::NO_CONTENT;
     let (mut dated, mut connection, mut close) = (false, false, false);
     for (name, value) in headers {
         if *name == header::TRANSFER_ENCODING || (no_length && *name == header::CONTENT_LENGTH) || added.replaces(name)

@@ -17,6 +17,7 @@ use std::time::Instant;
 
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
 
 use crate::access_log::Pending;
 use crate::body::{Body, BufferError};
@@ -138,7 +139,8 @@ async fn dispatch<'s>(
     outcome.route = Some(route);
 
     // The body itself enforces the limit as it streams (see `Body::limited`).
-    let length = content_length(request.headers());
+    // The declared length: HTTP/1 bodies know it from their framing, HTTP/2 ones from the header.
+    let length = request.body().size_hint().exact();
     if length.is_some_and(|l| l > conn.limits.max_body_bytes) {
         return reject(Rejection::BodyTooLarge);
     }
