@@ -51,8 +51,12 @@ struct Outcome<'s> {
     limited: bool,
 }
 
+/// A request on its way through the pipeline: boxed, so that it moves as a pointer through the
+/// futures of the steps that take it (a `Request` is about 300 bytes, copied whole at each).
+pub type Boxed = Box<Request<Body>>;
+
 /// Answers one request: routes it, runs the stages, proxies it, and records the outcome.
-pub async fn handle(request: Request<Body>, conn: &Conn) -> Response<Body> {
+pub async fn handle(request: Boxed, conn: &Conn) -> Response<Body> {
     let (mut response, request_id) = answer(request, conn).await;
     response.headers_mut().insert(REQUEST_ID, request_id);
     response
@@ -60,7 +64,7 @@ pub async fn handle(request: Request<Body>, conn: &Conn) -> Response<Body> {
 
 /// [`handle`], leaving the request id out of the response: the HTTP/1 server writes it with
 /// the head instead of inserting it into the header map.
-pub async fn answer(request: Request<Body>, conn: &Conn) -> (Response<Body>, HeaderValue) {
+pub async fn answer(request: Boxed, conn: &Conn) -> (Response<Body>, HeaderValue) {
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
     let request_id = respond::request_id(request.headers().get(REQUEST_ID));
@@ -120,7 +124,7 @@ macro_rules! stage {
 }
 
 async fn dispatch<'s>(
-    mut request: Request<Body>,
+    mut request: Boxed,
     conn: &Conn,
     snapshot: &'s Snapshot,
     request_id: &HeaderValue,
@@ -172,7 +176,7 @@ async fn dispatch<'s>(
     if let Some(policy) = route.websocket.as_ref().filter(|_| websocket::is_upgrade(&request)) {
         upstream_request(&mut request, route, conn, snapshot, request_id).insert_into(request.headers_mut());
         let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
-        let handshake = websocket::handshake(request, route.name.clone(), proxy, policy, conn, &input).await;
+        let handshake = websocket::handshake(*request, route.name.clone(), proxy, policy, conn, &input).await;
         return match handshake {
             // A 101 keeps its upgrade headers: they are the answer.
             Handshake::Upgraded(response, target) => {
@@ -196,10 +200,11 @@ async fn dispatch<'s>(
         *request.method(),
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
     );
-    if idempotent && proxy.upstream.retries > 0 && length.is_some_and(|l| l <= BUFFER_FOR_RETRY) {
-        let (parts, body) = request.into_parts();
+    let buffer = idempotent && proxy.upstream.retries > 0 && length.is_some_and(|l| l <= BUFFER_FOR_RETRY);
+    if buffer && !request.body().is_buffered() {
+        let (parts, body) = (*request).into_parts();
         match body.buffer().await {
-            Ok(body) => request = Request::from_parts(parts, body),
+            Ok(body) => request = Box::new(Request::from_parts(parts, body)),
             Err(BufferError::TooLarge) => return reject(Rejection::BodyTooLarge),
             Err(BufferError::Broken) => return reject(Rejection::BadRequest),
         }

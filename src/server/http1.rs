@@ -160,7 +160,7 @@ async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: 
             (Inbound::Streaming(Box::new(body)), Some(lent))
         }
     };
-    let mut request = Request::new(Body::limited(body, conn.limits.max_body_bytes));
+    let mut request = Box::new(Request::new(Body::limited(body, conn.limits.max_body_bytes)));
     *request.method_mut() = method;
     *request.uri_mut() = uri;
     *request.version_mut() = version;

@@ -510,7 +510,9 @@ where
         let conn = conn.clone();
         let limit = conn.limits.max_body_bytes;
         async move {
-            Ok::<_, Infallible>(pipeline::handle(request.map(|b| Body::limited(Inbound::Hyper(b), limit)), &conn).await)
+            Ok::<_, Infallible>(
+                pipeline::handle(Box::new(request.map(|b| Body::limited(Inbound::Hyper(b), limit))), &conn).await,
+            )
         }
     });
     let connection = builder.serve_connection(io, service);

@@ -41,7 +41,7 @@ pub async fn forward<'u>(
     upstream: &'u Upstream,
     set: &BackendSet,
     input: &PickInput,
-    request: Request<Body>,
+    request: Box<Request<Body>>,
     added: &Added,
     retryable: bool,
 ) -> Forwarded<'u> {
@@ -52,7 +52,7 @@ pub async fn forward<'u>(
     };
     let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: Some(&upstream.members[index].target) };
     // Encoded once: a retry sends the same bytes again.
-    let mut out = client::encode(request, added);
+    let mut out = client::encode(*request, added);
     if let Err(failure) = coalesce(upstream, &mut out).await {
         outcome.result = Err(failure);
         return outcome;
