@@ -491,7 +491,9 @@ pub fn on_upgrade(request: &mut Request<Body>) -> Upgraded {
         Some(take) => Box::pin(async move {
             let stream = take.await.map_err(|_| "the upgrade was not answered with 101")?;
             let Stream { io, read } = *stream;
-            Ok(Box::new(Prefixed::new(read.freeze(), io)) as Box<dyn Io>)
+            // Bytes the client sent after its handshake, if any; else nothing is kept of the buffer.
+            let early = if read.is_empty() { Bytes::new() } else { read.freeze() };
+            Ok(Box::new(Prefixed::new(early, io)) as Box<dyn Io>)
         }),
         None => {
             let upgrade = hyper::upgrade::on(request);
@@ -520,6 +522,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
         if !self.prefix.is_empty() {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix.split_to(n));
+            if self.prefix.is_empty() {
+                // Let go of the read buffer the prefix was cut from (a long-lived WebSocket
+                // would otherwise keep it).
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
