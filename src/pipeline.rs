@@ -55,16 +55,19 @@ struct Outcome<'s> {
 /// futures of the steps that take it (a `Request` is about 300 bytes, copied whole at each).
 pub type Boxed = Box<Request<Body>>;
 
+/// A response on its way back, boxed for the same reason.
+pub type BoxedResponse = Box<Response<Body>>;
+
 /// Answers one request: routes it, runs the stages, proxies it, and records the outcome.
 pub async fn handle(request: Boxed, conn: &Conn) -> Response<Body> {
     let (mut response, request_id) = answer(request, conn).await;
     response.headers_mut().insert(REQUEST_ID, request_id);
-    response
+    *response
 }
 
 /// [`handle`], leaving the request id out of the response: the HTTP/1 server writes it with
 /// the head instead of inserting it into the header map.
-pub async fn answer(request: Boxed, conn: &Conn) -> (Response<Body>, HeaderValue) {
+pub async fn answer(request: Boxed, conn: &Conn) -> (BoxedResponse, HeaderValue) {
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
     let request_id = respond::request_id(request.headers().get(REQUEST_ID));
@@ -118,7 +121,7 @@ pub async fn answer(request: Boxed, conn: &Conn) -> (Response<Body>, HeaderValue
 macro_rules! stage {
     ($stage:expr, $request:expr, $exchange:expr) => {
         if let Verdict::Respond(response) = $stage.check(&mut $request, &mut $exchange).await {
-            return response;
+            return Box::new(response);
         }
     };
 }
@@ -130,8 +133,8 @@ async fn dispatch<'s>(
     request_id: &HeaderValue,
     client_ip: IpAddr,
     outcome: &mut Outcome<'s>,
-) -> Response<Body> {
-    let reject = |rejection| respond::reject(rejection, request_id);
+) -> BoxedResponse {
+    let reject = |rejection| Box::new(respond::reject(rejection, request_id));
     if head_size(&request) > conn.limits.max_header_bytes {
         return reject(Rejection::HeadersTooLarge);
     }
@@ -142,8 +145,8 @@ async fn dispatch<'s>(
     drop(host);
     outcome.route = Some(route);
 
-    // The body itself enforces the limit as it streams (see `Body::limited`).
-    // The declared length: HTTP/1 bodies know it from their framing, HTTP/2 ones from the header.
+    // The declared length (HTTP/1 bodies know it from their framing, HTTP/2 ones from the
+    // header); the body itself enforces the limit as it streams (see `Body::limited`).
     let length = request.body().size_hint().exact();
     if length.is_some_and(|l| l > conn.limits.max_body_bytes) {
         return reject(Rejection::BodyTooLarge);
@@ -170,7 +173,7 @@ async fn dispatch<'s>(
 
     let proxy = match &route.action {
         Action::Proxy(proxy) => proxy,
-        Action::Respond(fixed) => return fixed_response(fixed),
+        Action::Respond(fixed) => return Box::new(fixed_response(fixed)),
     };
     outcome.upstream = Some(&proxy.upstream.name);
     if let Some(policy) = route.websocket.as_ref().filter(|_| websocket::is_upgrade(&request)) {
@@ -181,18 +184,18 @@ async fn dispatch<'s>(
             // A 101 keeps its upgrade headers: they are the answer.
             Handshake::Upgraded(response, target) => {
                 outcome.target = Some(&target.key.addr);
-                response
+                Box::new(response)
             }
             Handshake::Refused(response, target) => {
                 outcome.target = Some(&target.key.addr);
-                downstream_response(response)
+                downstream_response(Box::new(response))
             }
             Handshake::Failed(failure, target) => {
                 outcome.target = target.map(|t| &t.key.addr);
                 reject(rejection_for(failure))
             }
             Handshake::Overloaded(after) => {
-                respond::reject_retry_after(Rejection::HandshakesOverloaded, request_id, after)
+                Box::new(respond::reject_retry_after(Rejection::HandshakesOverloaded, request_id, after))
             }
         };
     }
@@ -224,9 +227,9 @@ async fn dispatch<'s>(
         None => response,
         Some(check) => {
             // Boxed: its state would otherwise widen this future for every route.
-            let (response, action) = Box::pin(check.inspect(response, proxy.upstream.request_timeout)).await;
+            let (response, action) = Box::pin(check.inspect(*response, proxy.upstream.request_timeout)).await;
             outcome.waf_action = Some(action.as_str());
-            response
+            Box::new(response)
         }
     }
 }
@@ -402,7 +405,7 @@ fn write_forwarded_for(out: &mut impl std::io::Write, earlier: Option<&str>, pee
     }
 }
 
-fn downstream_response(mut response: Response<Body>) -> Response<Body> {
+fn downstream_response(mut response: BoxedResponse) -> BoxedResponse {
     remove_hop_by_hop(response.headers_mut());
     response
 }

@@ -184,7 +184,7 @@ async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: 
         }
         (None, None) => return None,
     };
-    let (parts, mut body) = response.into_parts();
+    let (parts, mut body) = (*response).into_parts();
     out.clear();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS {
         let give = handover?;

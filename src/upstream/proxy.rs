@@ -30,7 +30,7 @@ pub enum Failure {
 
 /// The outcome of forwarding, with the target that answered (or failed last), for the log.
 pub struct Forwarded<'u> {
-    pub result: Result<Response<Body>, Failure>,
+    pub result: Result<Box<Response<Body>>, Failure>,
     pub target: Option<&'u Arc<Target>>,
 }
 
@@ -115,7 +115,11 @@ async fn coalesce(upstream: &Upstream, out: &mut Outgoing) -> Result<(), Failure
 
 /// One request to one target: a pooled connection when one is idle, else a new one. A pooled
 /// connection that turns out closed before anything of the request left is replaced by a new one.
-async fn exchange(upstream: &Upstream, target: &Arc<Target>, out: &mut Outgoing) -> Result<Response<Body>, Failure> {
+async fn exchange(
+    upstream: &Upstream,
+    target: &Arc<Target>,
+    out: &mut Outgoing,
+) -> Result<Box<Response<Body>>, Failure> {
     let in_flight = target.start_request();
     let (mut conn, pooled) = match target.pool.checkout() {
         Some(conn) => (conn, true),
@@ -149,7 +153,7 @@ async fn exchange(upstream: &Upstream, target: &Arc<Target>, out: &mut Outgoing)
         }
     }
     let body = ResponseBody::new(conn, &head, complete, Lease::new(in_flight));
-    let mut response = Response::new(Body::upstream(body));
+    let mut response = Box::new(Response::new(Body::upstream(body)));
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
     *response.headers_mut() = head.headers;
