@@ -83,14 +83,9 @@ pub async fn answer(request: Boxed, conn: &Conn) -> (BoxedResponse, HeaderValue)
         )
     });
 
-    let http1 = request.version() < Version::HTTP_2;
     let mut outcome = Outcome::default();
     let mut response = dispatch(request, conn, &snapshot, &request_id, client_ip, &mut outcome).await;
 
-    if http1 && conn.shared.is_shutting_down() && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        // Draining: this connection closes after this answer (HTTP/2 gets a GOAWAY instead)
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
     let status = response.status().as_u16();
     let stats = outcome.route.map_or(&conn.shared.metrics.unmatched, |route| &route.stats);
     stats.observe(status, started.elapsed());

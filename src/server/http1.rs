@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{Method, Request, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -58,7 +58,7 @@ pub struct Stream {
 /// How HTTP/2 begins (RFC 9113, 3.4).
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// How long a connection may still take a request after shutdown begins: an HTTP/1.1 client
-/// that sends one more gets its answer with `connection: close` (see the pipeline) and
+/// that sends one more gets its answer with `connection: close` (see `exchange`) and
 /// reconnects elsewhere; closing an idle connection at once could race a request on its way.
 pub const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 /// After refusing a malformed head, how long and how much of the rest is read and dropped, so
@@ -136,28 +136,35 @@ async fn read_head(stream: &mut Stream, conn: &Conn, waiting: &mut Waiting, firs
     }
 }
 
+/// Where the connection is while the pipeline answers a request.
+enum Held {
+    Here(Box<Stream>),
+    /// Lent to the request body, which gives it back when it ends or is dropped.
+    Lent(oneshot::Receiver<Returned>),
+}
+
 /// Answers one request; returns the connection when it can carry another.
 async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: &mut BytesMut) -> Option<Box<Stream>> {
     let h1::RequestHead { method, uri, version, headers, framing, mut keep_alive, expect_continue, upgrade } = head;
     let head_request = method == Method::HEAD;
     let upgrade = upgrade && crate::websocket::wants_upgrade(&headers);
-    let mut stream = Some(stream);
-    let (body, lent) = match framing {
-        Framing::Empty => (Inbound::Empty, None),
-        Framing::Length(len) if len <= stream.as_ref()?.read.len() as u64 => {
-            let bytes = stream.as_mut()?.read.split_to(len as usize).freeze();
-            (Inbound::Full(bytes), None)
+    let (body, held) = match framing {
+        Framing::Empty => (Inbound::Empty, Held::Here(stream)),
+        Framing::Length(len) if len <= stream.read.len() as u64 => {
+            let mut stream = stream;
+            let bytes = stream.read.split_to(len as usize).freeze();
+            (Inbound::Full(bytes), Held::Here(stream))
         }
         _ => {
             let (back, lent) = oneshot::channel();
             let body = RequestBody {
-                stream: stream.take(),
+                stream: Some(stream),
                 reader: BodyReader::new(framing),
                 continue_left: if expect_continue { CONTINUE.len() } else { 0 },
                 failed: false,
                 back: Some(back),
             };
-            (Inbound::Streaming(Box::new(body)), Some(lent))
+            (Inbound::Streaming(Box::new(body)), Held::Lent(lent))
         }
     };
     let mut request = Box::new(Request::new(Body::limited(body, conn.limits.max_body_bytes)));
@@ -175,40 +182,59 @@ async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: 
     let mut added = h1::Added::default();
     added.push(respond::REQUEST_ID, request_id);
 
-    let mut stream = match (stream, lent) {
-        (Some(stream), _) => stream,
-        (None, Some(lent)) => {
+    let mut stream = match held {
+        Held::Here(stream) => stream,
+        Held::Lent(lent) => {
             let returned = lent.await.ok()?;
             keep_alive &= returned.clean;
             returned.stream
         }
-        (None, None) => return None,
     };
-    let (parts, mut body) = (*response).into_parts();
-    out.clear();
-    if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let give = handover?;
-        let framing = h1::ResponseFraming { framing: Framing::Empty, add_length: None };
-        h1::encode_response_head(out, parts.status, &parts.headers, &added, framing, (true, false), &date());
-        write_out(&mut stream.io, out).await.ok()?;
-        stream.io.flush().await.ok()?;
-        drop(body);
+        send(&mut stream.io, out, *response, &added, Sent { head_request, version, keep_alive: true }).await?;
         let _ = give.send(stream);
         return None;
     }
-    let framing = h1::response_framing(parts.status, head_request, version, &parts.headers, body.size_hint().exact());
-    keep_alive &= framing.framing != Framing::UntilClose;
-    let http10 = version == Version::HTTP_10;
-    let keep_alive =
-        h1::encode_response_head(out, parts.status, &parts.headers, &added, framing, (keep_alive, http10), &date());
-    let complete = write_body(&mut stream.io, out, &mut body, framing.framing).await.ok()?;
-    // The body's end (and its access-log line) before the next request.
-    drop(body);
-    if !(keep_alive && complete) {
+    // Draining: this connection closes after this answer.
+    keep_alive &= !conn.shared.is_shutting_down();
+    if !send(&mut stream.io, out, *response, &added, Sent { head_request, version, keep_alive }).await? {
         let _ = stream.io.shutdown().await;
         return None;
     }
     Some(stream)
+}
+
+/// What the request says about how its answer goes out.
+struct Sent {
+    /// A HEAD request: no body goes out.
+    head_request: bool,
+    version: Version,
+    /// The connection may carry another request, as far as the request and the server know.
+    keep_alive: bool,
+}
+
+/// Writes a response: head (with the `added` fields) and body. `Some(true)`: the connection
+/// can carry another request; `None`: it broke.
+async fn send(
+    io: &mut Box<dyn Io>,
+    out: &mut BytesMut,
+    response: Response<Body>,
+    added: &h1::Added,
+    sent: Sent,
+) -> Option<bool> {
+    let (parts, mut body) = response.into_parts();
+    let framing =
+        h1::response_framing(parts.status, sent.head_request, sent.version, &parts.headers, body.size_hint().exact());
+    let keep_alive = sent.keep_alive && framing.framing != Framing::UntilClose;
+    let http10 = sent.version == Version::HTTP_10;
+    out.clear();
+    let keep_alive =
+        h1::encode_response_head(out, parts.status, &parts.headers, added, framing, (keep_alive, http10), &date());
+    let complete = write_body(io, out, &mut body, framing.framing).await.ok()?;
+    // The body's end (and its access-log line) before the next request.
+    drop(body);
+    Some(keep_alive && complete)
 }
 
 /// Writes what `out` holds (the head), then the body as its framing delimits it. `Ok(false)`:
@@ -294,19 +320,9 @@ async fn refuse(mut stream: Box<Stream>, out: &mut BytesMut, error: ParseError) 
         ParseError::RequestHeadTooLarge => Rejection::HeadersTooLarge,
         _ => Rejection::BadRequest,
     };
-    let (parts, mut body) = respond::reject(rejection, &respond::request_id(None)).into_parts();
-    let framing = h1::response_framing(parts.status, false, Version::HTTP_11, &parts.headers, body.size_hint().exact());
-    out.clear();
-    h1::encode_response_head(
-        out,
-        parts.status,
-        &parts.headers,
-        &h1::Added::default(),
-        framing,
-        (false, false),
-        &date(),
-    );
-    if write_body(&mut stream.io, out, &mut body, framing.framing).await.is_err() {
+    let response = respond::reject(rejection, &respond::request_id(None));
+    let sent = Sent { head_request: false, version: Version::HTTP_11, keep_alive: false };
+    if send(&mut stream.io, out, response, &h1::Added::default(), sent).await.is_none() {
         return;
     }
     let _ = stream.io.shutdown().await;
