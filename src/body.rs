@@ -1,8 +1,9 @@
 //! The one body type that crosses the gateway, in both directions.
 //!
 //! A request body is either buffered (small, known length: replayable for retries and readable by
-//! later stages) or streamed with a size limit, from an [`Inbound`] body. A response body is either produced by the gateway
-//! or streamed from an upstream; when an upstream body ends, its connection returns to the pool.
+//! later stages) or streamed with a size limit, from an [`Inbound`] body. A response body is
+//! either produced by the gateway or streamed from an upstream; when an upstream body ends, its
+//! connection returns to the pool.
 //! An upstream body whose beginning the WAF read (phase 4) is that prefix followed by the rest,
 //! still streamed. A response may carry its access-log record, written when the body is done.
 

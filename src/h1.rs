@@ -31,11 +31,12 @@ const MAX_EXTENSION_BYTES: u64 = 16 * 1024;
 /// Largest trailer section accepted, in bytes.
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
-/// What an upstream sent that is not HTTP/1.1 as this client accepts it.
+/// What a peer sent that is not HTTP/1.1 as the gateway accepts it: an upstream's response or
+/// a client's request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ParseError {
-    #[error("malformed response head: {0}")]
+    #[error("malformed head: {0}")]
     Head(httparse::Error),
     #[error("response head larger than {MAX_HEAD_BYTES} bytes")]
     HeadTooLarge,
@@ -167,6 +168,13 @@ fn put_field(dst: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
     dst.put_slice(b"\r\n");
 }
 
+/// Writes a `content-length` line.
+fn put_length(dst: &mut BytesMut, len: u64) {
+    dst.put_slice(b"content-length: ");
+    dst.put_slice(itoa::Buffer::new().format(len).as_bytes());
+    dst.put_slice(b"\r\n");
+}
+
 /// Writes `METHOD uri HTTP/1.1`, the headers, the `added` ones and the framing headers of
 /// `framing` into `dst`. `transfer-encoding` is written only for a chunked body, and
 /// `content-length` never with one.
@@ -196,11 +204,7 @@ pub fn encode_request_head(
         put_field(dst, name, value);
     }
     match framing {
-        RequestFraming { framing: Framing::Length(len), add_length: true } => {
-            dst.put_slice(b"content-length: ");
-            dst.put_slice(itoa::Buffer::new().format(len).as_bytes());
-            dst.put_slice(b"\r\n");
-        }
+        RequestFraming { framing: Framing::Length(len), add_length: true } => put_length(dst, len),
         RequestFraming { framing: Framing::Chunked, .. } => dst.put_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
@@ -212,7 +216,7 @@ pub fn encode_request_head(
 pub struct ResponseFraming {
     /// How the body is delimited; [`Framing::Empty`] sends none (HEAD, 1xx, 204, 304).
     pub framing: Framing,
-    /// A `content-length` header to write (the response carries none, its body knows its size).
+    /// A `content-length` to write (the body knows its size), replacing the response's own.
     pub add_length: Option<u64>,
 }
 
@@ -248,8 +252,8 @@ pub fn response_framing(
 
 /// Writes the status line, the headers, the `added` ones, the framing headers of `framing`,
 /// `date` when the response has none, and (unless it has its own) `connection: close` when the
-/// connection ends after it or `connection: keep-alive` for an HTTP/1.0 client that keeps it. Returns whether
-/// the connection goes on: `keep_alive`, unless the response says `connection: close`.
+/// connection ends after it or `connection: keep-alive` for an HTTP/1.0 client that keeps it.
+/// Returns whether the connection goes on: `keep_alive`, unless the response says `close`.
 /// `transfer-encoding` is written only for a chunked body, and `content-length` never with one
 /// nor on a 1xx or 204; the response's own is replaced by `framing.add_length`.
 pub fn encode_response_head(
@@ -288,9 +292,7 @@ pub fn encode_response_head(
         put_field(dst, name, value);
     }
     if let Some(len) = framing.add_length {
-        dst.put_slice(b"content-length: ");
-        dst.put_slice(itoa::Buffer::new().format(len).as_bytes());
-        dst.put_slice(b"\r\n");
+        put_length(dst, len);
     }
     if chunked {
         dst.put_slice(b"transfer-encoding: chunked\r\n");

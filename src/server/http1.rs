@@ -7,7 +7,7 @@
 //! they were most of the gap to nginx. Here a connection is one loop:
 //!
 //! ```text
-//! read head (h1::parse_request) ─ pipeline::handle ─ take the socket back from the body ─ write
+//! read head (h1::parse_request) ─ pipeline::answer ─ take the socket back from the body ─ write
 //!   head + body (one write when the body is ready) ─ next head (maybe already buffered)
 //! ```
 //!
@@ -507,7 +507,7 @@ pub fn on_upgrade(request: &mut Request<Body>) -> Upgraded {
         Some(take) => Box::pin(async move {
             let stream = take.await.map_err(|_| "the upgrade was not answered with 101")?;
             let Stream { io, read } = *stream;
-            // Bytes the client sent after its handshake, if any; else nothing is kept of the buffer.
+            // What the client sent after its handshake, if anything; else the buffer is let go.
             let early = if read.is_empty() { Bytes::new() } else { read.freeze() };
             Ok(Box::new(Prefixed::new(early, io)) as Box<dyn Io>)
         }),

@@ -117,9 +117,9 @@ pub struct Outgoing {
     method: Method,
 }
 
-/// Encodes `request`'s head, with the gateway's `added` fields, and chooses its framing; a small body of known length is read by
-/// [`Outgoing::coalesce`]. Not async: the request is moved here once, not through the states of
-/// futures.
+/// Encodes `request`'s head, with the gateway's `added` fields, and chooses its framing; a
+/// small body of known length is read by [`Outgoing::coalesce`]. Not async: the request is
+/// moved here once, not through the states of futures.
 pub fn encode(request: Request<Body>, added: &Added) -> Outgoing {
     let (parts, body) = request.into_parts();
     let framing = h1::request_framing(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());

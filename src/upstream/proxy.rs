@@ -35,8 +35,8 @@ pub struct Forwarded<'u> {
 }
 
 /// Forwards `request`, with the gateway's `added` header fields, to a target of `set`. When
-/// `retryable` (an idempotent method with a
-/// buffered body), failed connects and 502/503 answers are retried on other targets.
+/// `retryable` (an idempotent method with a buffered body), failed connects and 502/503
+/// answers are retried on other targets.
 pub async fn forward<'u>(
     upstream: &'u Upstream,
     set: &BackendSet,
