@@ -173,18 +173,20 @@ pub(crate) struct SetVarSpec {
 /// A `TX` variable's lowercase key and its name as a match records it (`TX:key`).
 pub(crate) type TxKey = (Arc<str>, Arc<str>);
 
+/// The [`TxKey`] of `key` (lowercase).
+pub(crate) fn tx_key(key: &str) -> TxKey {
+    (Arc::from(key), Arc::from(format!("TX:{key}")))
+}
+
 impl SetVarSpec {
     fn of(sv: &SetVar) -> SetVarSpec {
         let literal_name = sv.var.name.as_literal().filter(|_| sv.var.collection == Variable::Tx);
-        let tx_key = literal_name.map(|n| {
-            let key = n.to_ascii_lowercase();
-            (Arc::from(format!("TX:{key}")), Arc::from(key))
-        });
+        let tx_key = literal_name.map(|n| tx_key(&n.to_ascii_lowercase()));
         let value = match &sv.op {
             SetVarOp::Set(v) => v.as_literal().map(|l| Arc::from(l.as_bytes())),
             _ => None,
         };
-        SetVarSpec { setvar: sv.clone(), tx_key: tx_key.map(|(name, key)| (key, name)), value }
+        SetVarSpec { setvar: sv.clone(), tx_key, value }
     }
 }
 

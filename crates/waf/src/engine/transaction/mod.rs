@@ -31,7 +31,7 @@ use crate::seclang::ast::{
 };
 
 use super::body::{json, multipart, urlencoded, xml};
-use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxKey};
+use super::compile::{tx_key, Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxKey};
 use super::operator::{self, Captures, Op, Rx};
 use super::prescan::{self, Bits};
 use super::request::{Request, Response};
@@ -255,7 +255,7 @@ impl<'r> Transaction<'r> {
 
     /// A `TX` variable, by case-insensitive name.
     pub fn tx(&self, name: &str) -> Option<&[u8]> {
-        self.tx.get(name.to_ascii_lowercase().as_str()).map(|(_, v)| &v[..])
+        self.tx.get(&*lowercase(name)).map(|(_, v)| &v[..])
     }
 
     /// Runs phases 1 and 2 over a request.
@@ -687,7 +687,7 @@ impl<'r> Transaction<'r> {
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
-            out.push(Val { var: t.variable, key: None, value: Cow::Owned(n.to_string().into_bytes()), shared: None });
+            out.push(Val::new(t.variable, None, Cow::Owned(n.to_string().into_bytes())));
         }
     }
 
@@ -733,8 +733,7 @@ impl<'r> Transaction<'r> {
         match self.tx.get_mut(key) {
             Some((_, v)) => *v = value,
             None => {
-                let (key, name) =
-                    interned.cloned().unwrap_or_else(|| (Arc::from(key), Arc::from(["TX:", key].concat())));
+                let (key, name) = interned.cloned().unwrap_or_else(|| tx_key(key));
                 self.tx.insert(key, (name, value));
             }
         }

@@ -68,7 +68,11 @@ pub(super) struct Val<'a> {
 /// The values of a target: most targets have a few.
 pub(super) type Vals<'a> = SmallVec<[Val<'a>; 8]>;
 
-impl Val<'_> {
+impl<'a> Val<'a> {
+    pub(super) fn new(var: Variable, key: Option<Cow<'a, [u8]>>, value: Cow<'a, [u8]>) -> Self {
+        Val { var, key, value, shared: None }
+    }
+
     /// `VAR:key`, or `VAR` for a scalar.
     pub(super) fn name(&self) -> Arc<str> {
         if let Some((name, _)) = self.shared {
@@ -185,7 +189,7 @@ impl Transaction<'_> {
             room(list, out);
             for (k, val) in list {
                 if sel.matches(k) {
-                    out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(val) });
+                    out.push(Val::new(var, Some(Cow::Borrowed(k)), Cow::Borrowed(val)));
                 }
             }
         };
@@ -193,18 +197,14 @@ impl Transaction<'_> {
             room(list, out);
             for (k, _) in list {
                 if sel.matches(k) {
-                    out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Borrowed(k) });
+                    out.push(Val::new(var, Some(Cow::Borrowed(k)), Cow::Borrowed(k)));
                 }
             }
         };
-        let scalar = |val: &'a [u8], out: &mut Vals<'a>| {
-            out.push(Val { shared: None, var, key: None, value: Cow::Borrowed(val) })
-        };
-        let owned =
-            |val: Vec<u8>, out: &mut Vals<'a>| out.push(Val { shared: None, var, key: None, value: Cow::Owned(val) });
-        let flag = |b: bool, out: &mut Vals<'a>| {
-            out.push(Val { shared: None, var, key: None, value: Cow::Borrowed(if b { b"1" } else { b"0" }) })
-        };
+        let scalar = |val: &'a [u8], out: &mut Vals<'a>| out.push(Val::new(var, None, Cow::Borrowed(val)));
+        let owned = |val: Vec<u8>, out: &mut Vals<'a>| out.push(Val::new(var, None, Cow::Owned(val)));
+        let flag =
+            |b: bool, out: &mut Vals<'a>| out.push(Val::new(var, None, Cow::Borrowed(if b { b"1" } else { b"0" })));
         let mp = v.multipart.unwrap_or_default();
         match var {
             V::Args => {
@@ -233,24 +233,14 @@ impl Transaction<'_> {
             V::Files | V::MultipartFilename => {
                 for f in &v.files {
                     if sel.matches(&f.name) {
-                        out.push(Val {
-                            shared: None,
-                            var,
-                            key: Some(Cow::Borrowed(&f.name)),
-                            value: Cow::Borrowed(&f.filename),
-                        });
+                        out.push(Val::new(var, Some(Cow::Borrowed(&f.name)), Cow::Borrowed(&f.filename)));
                     }
                 }
             }
             V::FilesNames | V::MultipartName => {
                 for f in &v.files {
                     if sel.matches(&f.name) {
-                        out.push(Val {
-                            shared: None,
-                            var,
-                            key: Some(Cow::Borrowed(&f.name)),
-                            value: Cow::Borrowed(&f.name),
-                        });
+                        out.push(Val::new(var, Some(Cow::Borrowed(&f.name)), Cow::Borrowed(&f.name)));
                     }
                 }
             }
@@ -258,19 +248,14 @@ impl Transaction<'_> {
                 for f in &v.files {
                     if sel.matches(&f.name) {
                         let size = f.content.len().to_string().into_bytes();
-                        out.push(Val { shared: None, var, key: Some(Cow::Borrowed(&f.name)), value: Cow::Owned(size) });
+                        out.push(Val::new(var, Some(Cow::Borrowed(&f.name)), Cow::Owned(size)));
                     }
                 }
             }
             V::FilesTmpContent => {
                 for f in &v.files {
                     if sel.matches(&f.name) {
-                        out.push(Val {
-                            shared: None,
-                            var,
-                            key: Some(Cow::Borrowed(&f.name)),
-                            value: Cow::Borrowed(&f.content),
-                        });
+                        out.push(Val::new(var, Some(Cow::Borrowed(&f.name)), Cow::Borrowed(&f.content)));
                     }
                 }
             }
@@ -299,24 +284,14 @@ impl Transaction<'_> {
                 let idx = store_index(var);
                 for ((s, k), val) in &self.stores {
                     if *s == idx && sel.matches(k.as_bytes()) {
-                        out.push(Val {
-                            shared: None,
-                            var,
-                            key: Some(Cow::Borrowed(k.as_bytes())),
-                            value: Cow::Borrowed(val),
-                        });
+                        out.push(Val::new(var, Some(Cow::Borrowed(k.as_bytes())), Cow::Borrowed(val)));
                     }
                 }
             }
             V::Env => {
                 for (k, val) in &self.env {
                     if sel.matches(k.as_bytes()) {
-                        out.push(Val {
-                            shared: None,
-                            var,
-                            key: Some(Cow::Borrowed(k.as_bytes())),
-                            value: Cow::Borrowed(val),
-                        });
+                        out.push(Val::new(var, Some(Cow::Borrowed(k.as_bytes())), Cow::Borrowed(val)));
                     }
                 }
             }
@@ -325,24 +300,14 @@ impl Transaction<'_> {
             V::MatchedVars => {
                 for (k, val) in &self.matched_vars {
                     if sel.matches(k.as_bytes()) {
-                        out.push(Val {
-                            shared: None,
-                            var,
-                            key: Some(Cow::Borrowed(k.as_bytes())),
-                            value: Cow::Borrowed(val),
-                        });
+                        out.push(Val::new(var, Some(Cow::Borrowed(k.as_bytes())), Cow::Borrowed(val)));
                     }
                 }
             }
             V::MatchedVarsNames => {
                 for (k, _) in &self.matched_vars {
                     if sel.matches(k.as_bytes()) {
-                        out.push(Val {
-                            var,
-                            key: Some(Cow::Borrowed(k.as_bytes())),
-                            value: Cow::Borrowed(k.as_bytes()),
-                            shared: None,
-                        });
+                        out.push(Val::new(var, Some(Cow::Borrowed(k.as_bytes())), Cow::Borrowed(k.as_bytes())));
                     }
                 }
             }
@@ -352,12 +317,10 @@ impl Transaction<'_> {
                     match sel {
                         Sel::XPath(x) if x.contains('@') => {
                             for a in &doc.attributes {
-                                out.push(Val { shared: None, var, key: key(x), value: Cow::Borrowed(a) });
+                                out.push(Val::new(var, key(x), Cow::Borrowed(a)));
                             }
                         }
-                        Sel::XPath(x) => {
-                            out.push(Val { shared: None, var, key: key(x), value: Cow::Borrowed(&doc.text) })
-                        }
+                        Sel::XPath(x) => out.push(Val::new(var, key(x), Cow::Borrowed(&doc.text))),
                         _ => scalar(&doc.text, out),
                     }
                 }
@@ -462,7 +425,7 @@ impl Transaction<'_> {
                 for (k, val) in fields {
                     if let Some(val) = val {
                         if sel.matches(k) {
-                            out.push(Val { shared: None, var, key: Some(Cow::Borrowed(k)), value: Cow::Owned(val) });
+                            out.push(Val::new(var, Some(Cow::Borrowed(k)), Cow::Owned(val)));
                         }
                     }
                 }
