@@ -206,30 +206,31 @@ fn form_encode(v: &[u8]) -> Vec<u8> {
     out
 }
 
+/// `b` followed by records 0, 1, 2, ... for as long as it is shorter than `until`.
+fn records(mut b: Vec<u8>, until: usize, record: impl Fn(usize) -> String) -> Vec<u8> {
+    let mut i = 0;
+    while b.len() < until {
+        b.extend_from_slice(record(i).as_bytes());
+        i += 1;
+    }
+    b
+}
+
 /// A body of about `n` bytes (within a few bytes) and its Content-Type.
 fn body(kind: &str, n: usize) -> (&'static str, Vec<u8>) {
     const FORM: &str = "application/x-www-form-urlencoded";
     match kind {
         "form-many-args" => {
-            let mut b = Vec::with_capacity(n + 32);
-            let mut i = 0;
-            while b.len() < n {
-                b.extend_from_slice(format!("field{i}=value+{i}&").as_bytes());
-                i += 1;
-            }
+            let mut b = records(Vec::with_capacity(n + 32), n, |i| format!("field{i}=value+{i}&"));
             b.truncate(n);
             (FORM, b)
         }
         "json-records" => {
-            let mut b = b"[".to_vec();
-            let mut i = 0;
-            while b.len() + 120 < n {
-                b.extend_from_slice(
-                    format!(r#"{{"id":{i},"name":"user {i}","email":"user{i}@example.com","tags":["a","b"],"active":true}},"#)
-                        .as_bytes(),
-                );
-                i += 1;
-            }
+            let mut b = records(b"[".to_vec(), n.saturating_sub(120), |i| {
+                format!(
+                    r#"{{"id":{i},"name":"user {i}","email":"user{i}@example.com","tags":["a","b"],"active":true}},"#
+                )
+            });
             b.extend_from_slice(br#"{"id":-1,"name":"last"}]"#);
             ("application/json", b)
         }
@@ -240,28 +241,18 @@ fn body(kind: &str, n: usize) -> (&'static str, Vec<u8>) {
             ("application/json", b)
         }
         "xml-records" => {
-            let mut b = b"<?xml version=\"1.0\"?><orders>".to_vec();
-            let mut i = 0;
-            while b.len() + 120 < n {
-                b.extend_from_slice(
-                    format!("<order id=\"{i}\" status=\"open\"><customer>user {i}</customer><note>call first</note></order>")
-                        .as_bytes(),
-                );
-                i += 1;
-            }
+            let mut b = records(b"<?xml version=\"1.0\"?><orders>".to_vec(), n.saturating_sub(120), |i| {
+                format!(
+                    "<order id=\"{i}\" status=\"open\"><customer>user {i}</customer><note>call first</note></order>"
+                )
+            });
             b.extend_from_slice(b"</orders>");
             ("text/xml", b)
         }
         "multipart-fields" => {
-            let mut b = Vec::with_capacity(n + 128);
-            let mut i = 0;
-            while b.len() + 100 < n {
-                b.extend_from_slice(
-                    format!("--XyZ\r\nContent-Disposition: form-data; name=\"field{i}\"\r\n\r\nvalue {i}\r\n")
-                        .as_bytes(),
-                );
-                i += 1;
-            }
+            let mut b = records(Vec::with_capacity(n + 128), n.saturating_sub(100), |i| {
+                format!("--XyZ\r\nContent-Disposition: form-data; name=\"field{i}\"\r\n\r\nvalue {i}\r\n")
+            });
             b.extend_from_slice(b"--XyZ--\r\n");
             ("multipart/form-data; boundary=XyZ", b)
         }
