@@ -89,7 +89,7 @@ pub async fn serve(io: Box<dyn Io>, conn: Arc<Conn>) -> Option<Prefixed<Box<dyn 
             }
         };
         first = false;
-        match exchange(stream, head, &conn, &mut out).await {
+        match exchange(stream, head, &conn, &mut out, &waiting).await {
             Some(next) => stream = next,
             None => return None,
         }
@@ -144,7 +144,13 @@ enum Held {
 }
 
 /// Answers one request; returns the connection when it can carry another.
-async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: &mut BytesMut) -> Option<Box<Stream>> {
+async fn exchange(
+    stream: Box<Stream>,
+    head: h1::RequestHead,
+    conn: &Conn,
+    out: &mut BytesMut,
+    waiting: &Waiting,
+) -> Option<Box<Stream>> {
     let h1::RequestHead { method, uri, version, headers, framing, mut keep_alive, expect_continue, upgrade } = head;
     let head_request = method == Method::HEAD;
     let upgrade = upgrade && crate::websocket::wants_upgrade(&headers);
@@ -197,7 +203,7 @@ async fn exchange(stream: Box<Stream>, head: h1::RequestHead, conn: &Conn, out: 
         return None;
     }
     // Draining: this connection closes after this answer.
-    keep_alive &= !conn.shared.is_shutting_down();
+    keep_alive &= !waiting.draining();
     if !send(&mut stream.io, out, *response, &added, Sent { head_request, version, keep_alive }).await? {
         let _ = stream.io.shutdown().await;
         return None;
@@ -403,6 +409,11 @@ impl Waiting {
         if self.stopping {
             self.shorten(SHUTDOWN_LINGER);
         }
+    }
+
+    /// Whether shutdown has begun (a version check on the signal this connection watches).
+    fn draining(&self) -> bool {
+        self.stopping || self.signal.has_changed().unwrap_or(true)
     }
 
     /// Brings the deadline to at most `within` from now.
