@@ -53,13 +53,13 @@ struct Outcome<'s> {
 
 /// A request on its way through the pipeline: boxed, so that it moves as a pointer through the
 /// futures of the steps that take it (a `Request` is about 300 bytes, copied whole at each).
-pub type Boxed = Box<Request<Body>>;
+pub type BoxedRequest = Box<Request<Body>>;
 
 /// A response on its way back, boxed for the same reason.
 pub type BoxedResponse = Box<Response<Body>>;
 
 /// Answers one request: routes it, runs the stages, proxies it, and records the outcome.
-pub async fn handle(request: Boxed, conn: &Conn) -> Response<Body> {
+pub async fn handle(request: BoxedRequest, conn: &Conn) -> Response<Body> {
     let (mut response, request_id) = answer(request, conn).await;
     response.headers_mut().insert(REQUEST_ID, request_id);
     *response
@@ -67,7 +67,7 @@ pub async fn handle(request: Boxed, conn: &Conn) -> Response<Body> {
 
 /// [`handle`], leaving the request id out of the response: the HTTP/1 server writes it with
 /// the head instead of inserting it into the header map.
-pub async fn answer(request: Boxed, conn: &Conn) -> (BoxedResponse, HeaderValue) {
+pub async fn answer(request: BoxedRequest, conn: &Conn) -> (BoxedResponse, HeaderValue) {
     let started = Instant::now();
     let snapshot = conn.shared.snapshot();
     let request_id = respond::request_id(request.headers().get(REQUEST_ID));
@@ -122,7 +122,7 @@ macro_rules! stage {
 }
 
 async fn dispatch<'s>(
-    mut request: Boxed,
+    mut request: BoxedRequest,
     conn: &Conn,
     snapshot: &'s Snapshot,
     request_id: &HeaderValue,
