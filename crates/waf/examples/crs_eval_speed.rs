@@ -69,6 +69,6 @@ fn main() {
             n += 1;
         }
         let per = t0.elapsed() / n as u32;
-        println!("{label}: {:.0} evaluations/s ({per:?} each)", n as f64 / t0.elapsed().as_secs_f64());
+        println!("{label}: {:.0} evaluations/s ({per:?} each, {n} in all)", n as f64 / t0.elapsed().as_secs_f64());
     }
 }

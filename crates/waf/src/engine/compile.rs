@@ -26,7 +26,7 @@ use crate::seclang::ast::{
 use crate::seclang::{self, DataFile, FileId};
 
 use super::operator::{self, Op};
-use super::prescan::Prescan;
+use super::prescan::{Gate, Prescan};
 use super::transform;
 
 /// Engine settings read from `Sec*` directives.
@@ -158,14 +158,13 @@ impl Sel {
     }
 }
 
-/// A `setvar`, with the `TX` variable it creates built in advance when its name and value are
-/// literal, so that running it copies nothing.
+/// A `setvar`, with the number of the `TX` variable it sets when its name is literal, and its
+/// value built in advance when that is literal too, so that running it copies nothing.
 #[derive(Clone, Debug)]
 pub(crate) struct SetVarSpec {
     pub setvar: SetVar,
-    /// The lowercase key and the `MATCHED_VAR` name (`TX:key`) of a `TX` variable with a
-    /// literal name.
-    pub tx_key: Option<TxKey>,
+    /// The [`TxNames`] number of a `TX` variable with a literal name.
+    pub tx_slot: Option<u32>,
     /// The value of a `=` with a literal value.
     pub value: Option<Arc<[u8]>>,
 }
@@ -180,13 +179,71 @@ pub(crate) fn tx_key(key: &str) -> TxKey {
 
 impl SetVarSpec {
     fn of(sv: &SetVar) -> SetVarSpec {
-        let literal_name = sv.var.name.as_literal().filter(|_| sv.var.collection == Variable::Tx);
-        let tx_key = literal_name.map(|n| tx_key(&n.to_ascii_lowercase()));
         let value = match &sv.op {
             SetVarOp::Set(v) => v.as_literal().map(|l| Arc::from(l.as_bytes())),
             _ => None,
         };
-        SetVarSpec { setvar: sv.clone(), tx_key, value }
+        SetVarSpec { setvar: sv.clone(), tx_slot: None, value }
+    }
+
+    /// The lowercase key of the `TX` variable it sets, when literal.
+    fn literal_tx_key(&self) -> Option<String> {
+        let sv = &self.setvar;
+        sv.var.name.as_literal().filter(|_| sv.var.collection == Variable::Tx).map(str::to_ascii_lowercase)
+    }
+}
+
+/// The `TX` variables a rule set names literally (in targets such as `TX:key` and in
+/// `setvar:tx.key`), numbered: a transaction keeps their values in a vector by number, so
+/// that the rules reading and setting them hash nothing.
+#[derive(Debug, Default)]
+pub(crate) struct TxNames {
+    numbers: std::collections::HashMap<Arc<str>, u32>,
+    keys: Vec<TxKey>,
+}
+
+impl TxNames {
+    /// The number of `key` (lowercase), given one if it has none.
+    fn intern(&mut self, key: &str) -> u32 {
+        if let Some(&n) = self.numbers.get(key) {
+            return n;
+        }
+        let n = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
+        let k = tx_key(key);
+        self.numbers.insert(k.0.clone(), n);
+        self.keys.push(k);
+        n
+    }
+
+    /// Numbers the `TX` variables that the parts' targets and `setvar`s name literally.
+    fn number<'a>(parts: impl Iterator<Item = &'a mut Part>) -> TxNames {
+        let mut names = TxNames::default();
+        for part in parts {
+            for t in &mut part.targets {
+                if let (Variable::Tx, Sel::Key(k)) = (t.variable, &t.sel) {
+                    t.tx_slot = Some(names.intern(k));
+                }
+            }
+            for sv in &mut part.setvars {
+                sv.tx_slot = sv.literal_tx_key().map(|k| names.intern(&k));
+            }
+        }
+        names
+    }
+
+    /// The number of `key` (lowercase), if the rule set names it.
+    pub(crate) fn number_of(&self, key: &str) -> Option<u32> {
+        self.numbers.get(key).copied()
+    }
+
+    /// The key and `TX:key` name of a number.
+    pub(crate) fn key(&self, n: u32) -> &TxKey {
+        &self.keys[n as usize]
+    }
+
+    /// How many there are.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
     }
 }
 
@@ -196,6 +253,8 @@ pub(crate) struct TargetSpec {
     pub variable: Variable,
     pub sel: Sel,
     pub count: bool,
+    /// For `TX:key`: the key's [`TxNames`] number.
+    pub tx_slot: Option<u32>,
 }
 
 /// A `!VAR[:key]` exclusion.
@@ -228,8 +287,8 @@ pub(crate) struct Part {
     /// The chain's index among the rule set's distinct chains: transactions cache
     /// transformed values by (chain, value), so that rules sharing a chain transform once.
     pub chain_id: usize,
-    /// This part's pattern index in its chain's prescan automaton, when it takes part.
-    pub prescan: Option<usize>,
+    /// This part's pattern and variables in the prescan, when it takes part.
+    pub prescan: Option<Gate>,
     pub multi_match: bool,
     pub capture: bool,
     /// Run on every matching value, whatever the rest of the chain does (as libmodsecurity3).
@@ -281,6 +340,9 @@ pub struct RuleSet {
     pub(crate) phases: [Vec<Step>; 5],
     pub(crate) settings: Settings,
     pub(crate) prescan: Prescan,
+    pub(crate) tx_names: TxNames,
+    /// Every variable's name, by variable: what a match on a scalar records, shared.
+    pub(crate) variable_names: Box<[Arc<str>]>,
     /// The empty name and value of a `SecAction`'s match, shared rather than allocated per
     /// match.
     pub(crate) blank: (std::sync::Arc<str>, std::sync::Arc<[u8]>),
@@ -403,6 +465,7 @@ impl RuleSet {
         }
         let live = rules.iter_mut().zip(&removed).filter(|(r, &gone)| !gone && !r.broken);
         let prescan = Prescan::build(live.flat_map(|(r, _)| r.parts.iter_mut()));
+        let tx_names = TxNames::number(rules.iter_mut().flat_map(|r| r.parts.iter_mut()));
 
         let mut phases: [Vec<Step>; 5] = Default::default();
         for o in order {
@@ -427,7 +490,9 @@ impl RuleSet {
         }
         fallbacks.retain(|f: &Fallback| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == f.rule_id));
         unsupported.retain(|u: &Unsupported| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == u.rule_id));
-        RuleSet { rules, phases, settings, prescan, blank: ("".into(), (&[][..]).into()), fallbacks, unsupported }
+        let blank = ("".into(), (&[][..]).into());
+        let variable_names = Variable::ALL.iter().map(|v| Arc::from(v.name())).collect();
+        RuleSet { rules, phases, settings, prescan, tx_names, variable_names, blank, fallbacks, unsupported }
     }
 
     /// Rules whose regex runs on the backtracking engine (bounded by `SecPcreMatchLimit`).
@@ -573,8 +638,8 @@ fn add_target(p: &mut Part, t: &Target) -> Result<(), String> {
     let sel = Sel::of(t)?;
     match t.modifier {
         TargetModifier::Exclude => p.exclusions.push(Exclusion { variable: t.variable, sel }),
-        TargetModifier::Count => p.targets.push(TargetSpec { variable: t.variable, sel, count: true }),
-        TargetModifier::None => p.targets.push(TargetSpec { variable: t.variable, sel, count: false }),
+        TargetModifier::Count => p.targets.push(TargetSpec { variable: t.variable, sel, count: true, tx_slot: None }),
+        TargetModifier::None => p.targets.push(TargetSpec { variable: t.variable, sel, count: false, tx_slot: None }),
     }
     Ok(())
 }

@@ -351,8 +351,8 @@ pub(crate) enum Op {
     /// `@beginsWith`, `@endsWith`, `@contains`, `@containsWord`, `@streq`, `@within`,
     /// `@strmatch`, compared with the expanded argument.
     Str(StrOp, MacroString),
-    /// `@eq`, `@ge`, `@gt`, `@le`, `@lt`.
-    Num(NumOp, MacroString),
+    /// `@eq`, `@ge`, `@gt`, `@le`, `@lt`, with the argument as a number when it is literal.
+    Num(NumOp, MacroString, Option<i64>),
     /// `@ipMatch`, `@ipMatchFromFile`.
     IpMatch(Vec<Net>),
     /// `@detectSQLi`.
@@ -446,6 +446,7 @@ pub(crate) fn compile(
     use OperatorKind as O;
     let plain = |op| Ok(Compiled { op, fallback: false, prefilter: false });
     let literal = arg.as_literal();
+    let number = literal.map(|l| to_int(l.as_bytes()));
     match kind {
         O::Rx | O::RxGlobal => match literal {
             Some(p) => {
@@ -469,11 +470,11 @@ pub(crate) fn compile(
         O::ContainsWord => plain(Op::Str(StrOp::ContainsWord, arg.clone())),
         O::Streq => plain(Op::Str(StrOp::Streq, arg.clone())),
         O::Within => plain(Op::Str(StrOp::Within, arg.clone())),
-        O::Eq => plain(Op::Num(NumOp::Eq, arg.clone())),
-        O::Ge => plain(Op::Num(NumOp::Ge, arg.clone())),
-        O::Gt => plain(Op::Num(NumOp::Gt, arg.clone())),
-        O::Le => plain(Op::Num(NumOp::Le, arg.clone())),
-        O::Lt => plain(Op::Num(NumOp::Lt, arg.clone())),
+        O::Eq => plain(Op::Num(NumOp::Eq, arg.clone(), number)),
+        O::Ge => plain(Op::Num(NumOp::Ge, arg.clone(), number)),
+        O::Gt => plain(Op::Num(NumOp::Gt, arg.clone(), number)),
+        O::Le => plain(Op::Num(NumOp::Le, arg.clone(), number)),
+        O::Lt => plain(Op::Num(NumOp::Lt, arg.clone(), number)),
         O::IpMatch | O::IpMatchFromFile => {
             let text = arg.to_string();
             let entries: Vec<String> = if kind == O::IpMatch {
@@ -576,9 +577,9 @@ pub(crate) fn to_int(v: &[u8]) -> i64 {
     }
 }
 
-/// Runs an integer comparison.
-pub(crate) fn num_op(op: NumOp, v: &[u8], arg: &[u8]) -> bool {
-    let (a, b) = (to_int(v), to_int(arg));
+/// Runs an integer comparison of a value with the operator's argument.
+pub(crate) fn num_op(op: NumOp, v: &[u8], b: i64) -> bool {
+    let a = to_int(v);
     match op {
         NumOp::Eq => a == b,
         NumOp::Ge => a >= b,

@@ -41,9 +41,57 @@ pub(crate) struct Prescan {
     chains: Vec<Vec<Transformation>>,
     /// The automata, one per distinct set of patterns that some variables are checked with.
     groups: Vec<Group>,
-    /// By variable: its group, and the chains whose prescanned parts look at it (with whether
-    /// they are `multiMatch` parts), each with the bits of the patterns those parts use.
-    by_variable: HashMap<Variable, (usize, Vec<Look>)>,
+    /// The variables prescanned parts look at, by number (at most [`MAX_VARIABLES`]).
+    variables: Vec<Scanned>,
+    /// The numbers of those taken from the request head, whose scans outlive the head.
+    head: u64,
+}
+
+/// A variable that prescanned parts look at: its automaton group, and the chains of those
+/// parts (with whether they are `multiMatch` parts), each with the bits of its patterns.
+#[derive(Debug)]
+struct Scanned {
+    variable: Variable,
+    group: usize,
+    looks: Vec<Look>,
+}
+
+/// Variables are numbered into a `u64`; only [`stable`] ones take part, fewer than this.
+const MAX_VARIABLES: usize = 64;
+
+/// What a prescanned part needs: its pattern, and the numbers of the variables its targets
+/// take (bits of a `u64`). A part whose pattern is clear in all of their scans cannot match.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Gate {
+    pub(crate) pattern: usize,
+    pub(crate) variables: u64,
+}
+
+/// A transaction's scans: for each variable scanned so far, the patterns that match some
+/// member of it.
+#[derive(Debug)]
+pub(crate) struct Scans {
+    done: u64,
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl Scans {
+    /// Whether `pattern` matched in variable `n`, if it has been scanned.
+    pub(crate) fn has(&self, n: usize, pattern: usize) -> Option<bool> {
+        (self.done & (1 << n) != 0).then(|| has(&self.bits[n * self.words..][..self.words], pattern))
+    }
+
+    /// Records the scan of variable `n`.
+    pub(crate) fn store(&mut self, n: usize, bits: &[u64]) {
+        self.bits[n * self.words..][..self.words].copy_from_slice(bits);
+        self.done |= 1 << n;
+    }
+
+    /// Forgets every scan.
+    pub(crate) fn clear(&mut self) {
+        self.done = 0;
+    }
 }
 
 /// How parts look at a variable: chain id, `multiMatch`, and the bits of their patterns.
@@ -176,30 +224,48 @@ impl Prescan {
             };
             groups.push(group);
         }
-        let by_variable = assigned.into_iter().map(|(var, group, list)| (var, (group, list))).collect();
-        for (part, index) in members {
-            part.prescan = Some(index);
+        let variables: Vec<Scanned> =
+            assigned.into_iter().map(|(variable, group, looks)| Scanned { variable, group, looks }).collect();
+        if variables.len() > MAX_VARIABLES {
+            return Prescan::default();
         }
+        let number = |v: Variable| variables.iter().position(|s| s.variable == v).unwrap_or(0);
+        for (part, pattern) in members {
+            let variables = part.targets.iter().fold(0u64, |m, t| m | 1 << number(t.variable));
+            part.prescan = Some(Gate { pattern, variables });
+        }
+        let head =
+            variables.iter().enumerate().filter(|(_, s)| from_request_head(s.variable)).fold(0, |m, (n, _)| m | 1 << n);
         let singles = patterns.into_iter().map(|(_, p)| p).collect();
-        Prescan { singles, chains, groups, by_variable }
+        Prescan { singles, chains, groups, variables, head }
     }
 
-    /// An empty bitset.
-    pub(crate) fn empty(&self) -> Bits {
-        zeros(self.singles.len().div_ceil(64))
+    /// How many `u64`s a bitset of patterns takes.
+    pub(crate) fn words(&self) -> usize {
+        self.singles.len().div_ceil(64)
     }
 
-    /// The chains whose prescanned parts look at `var`: transformations, whether the parts are
-    /// `multiMatch` (scanned at every step that changes the value), and the bits of the patterns
-    /// those parts use.
-    pub(crate) fn chains_of(&self, var: Variable) -> impl Iterator<Item = (&[Transformation], bool, &[u64])> {
-        let list = self.by_variable.get(&var).map_or(&[][..], |(_, l)| l.as_slice());
-        list.iter().map(|(c, multi, mask)| (self.chains[*c].as_slice(), *multi, &mask[..]))
+    /// Room for a transaction's scans.
+    pub(crate) fn scans(&self) -> Scans {
+        Scans { done: 0, words: self.words(), bits: vec![0; self.words() * self.variables.len()] }
     }
 
-    /// The automaton group of a variable's members (`None`: no prescanned part looks at it).
-    pub(crate) fn group_of(&self, var: Variable) -> Option<usize> {
-        self.by_variable.get(&var).map(|(g, _)| *g)
+    /// Forgets the scans of the variables that loading a body or a response may change: all
+    /// but those of the request head.
+    pub(crate) fn forget_body(&self, scans: &mut Scans) {
+        scans.done &= self.head;
+    }
+
+    /// Variable `n`, its automaton group, and the chains whose prescanned parts look at it:
+    /// transformations, whether the parts are `multiMatch` (scanned at every step that
+    /// changes the value), and the bits of the patterns those parts use.
+    pub(crate) fn variable(
+        &self,
+        n: usize,
+    ) -> (Variable, usize, impl Iterator<Item = (&[Transformation], bool, &[u64])> + Clone) {
+        let s = &self.variables[n];
+        let chains = s.looks.iter().map(|(c, multi, mask)| (self.chains[*c].as_slice(), *multi, &mask[..]));
+        (s.variable, s.group, chains)
     }
 
     /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of a

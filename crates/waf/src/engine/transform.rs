@@ -72,15 +72,15 @@ pub fn apply_chain<'v>(steps: &[Transformation], v: &'v [u8]) -> std::borrow::Co
 
 /// What a `multiMatch` rule checks: the value, then the value after each step that changed
 /// it.
-pub fn variants<'v>(steps: &[Transformation], v: &'v [u8]) -> Vec<std::borrow::Cow<'v, [u8]>> {
-    let mut out = Vec::with_capacity(steps.len() + 1);
+pub fn variants<'v>(steps: &[Transformation], v: &'v [u8]) -> smallvec::SmallVec<[std::borrow::Cow<'v, [u8]>; 4]> {
+    let mut out = smallvec::SmallVec::new();
     out.push(std::borrow::Cow::Borrowed(v));
     let mut features = Features::of(v);
     for &t in steps {
         if features.unchanged(t) {
             continue;
         }
-        let cur: &[u8] = out.last().map_or(v, |c| c.as_ref());
+        let cur: &[u8] = out.last().map_or(v, |c: &std::borrow::Cow<'v, [u8]>| c.as_ref());
         let next = apply(t, cur);
         if next != cur {
             features = Features::of(&next);

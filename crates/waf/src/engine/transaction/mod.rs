@@ -31,9 +31,9 @@ use crate::seclang::ast::{
 };
 
 use super::body::{json, multipart, urlencoded, xml};
-use super::compile::{tx_key, Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxKey};
+use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec};
 use super::operator::{self, Captures, Op, Rx};
-use super::prescan::{self, Bits};
+use super::prescan::{self, Gate, Scans};
 use super::request::{Request, Response};
 use super::transform;
 
@@ -130,10 +130,8 @@ pub struct Outcome {
 pub struct Transaction<'r> {
     rules: &'r RuleSet,
     v: Vars,
-    /// `TX`, by lowercase key: each variable as a match on it records it (`TX:key` and the
-    /// value), so that matching a `TX` variable copies nothing. Hashed: most rules look one
-    /// up by name; the few that walk it sort what they take (`values`).
-    tx: HashMap<Arc<str>, Matched, FastHash>,
+    /// `TX`; the few rules that walk it sort what they take (`values`).
+    tx: TxVars<'r>,
     /// IP, GLOBAL, SESSION, USER, RESOURCE: kept for this transaction only.
     stores: BTreeMap<(u8, String), Arc<[u8]>>,
     env: BTreeMap<String, Vec<u8>>,
@@ -163,7 +161,7 @@ pub struct Transaction<'r> {
     cached_bytes: Cell<usize>,
     /// Prescan bitsets by variable, dropped when the variable may change: when the request
     /// body or response data is loaded (see [`prescan::from_request_head`]).
-    prescanned: RefCell<HashMap<Variable, Bits, FastHash>>,
+    prescanned: RefCell<Scans>,
     /// Scratch space for prescanning.
     found: RefCell<PatternSet>,
 }
@@ -197,15 +195,13 @@ enum Flow {
     Stop,
 }
 
+mod tx;
 mod variables;
 
-use variables::{store_index, Val, Vals, Vars};
+use tx::TxVars;
+use variables::{store_index, tx_val, Val, Vals, Vars};
 
-/// Room for the `TX` variables a transaction usually sets (CRS sets about 60), so that the
-/// map does not grow while the first rules run.
-const TX_CAPACITY: usize = 64;
-
-/// The keys of `TX:0`..`TX:9`, which `capture` sets.
+/// The keys of `TX:0`..`TX:9`, which `capture` sets, and the usual counts (`&ARGS`).
 const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// At most this many bytes (originals and results) in a transaction's transformation cache.
@@ -220,7 +216,7 @@ impl<'r> Transaction<'r> {
         Transaction {
             rules,
             v: Vars::default(),
-            tx: HashMap::with_capacity_and_hasher(TX_CAPACITY, FastHash),
+            tx: TxVars::new(&rules.tx_names),
             stores: BTreeMap::new(),
             env: BTreeMap::new(),
             matched_var: None,
@@ -243,7 +239,7 @@ impl<'r> Transaction<'r> {
             started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             transformed: RefCell::new(HashMap::new()),
             cached_bytes: Cell::new(0),
-            prescanned: RefCell::new(HashMap::default()),
+            prescanned: RefCell::new(rules.prescan.scans()),
             found: RefCell::new(rules.prescan.pattern_set()),
         }
     }
@@ -255,7 +251,7 @@ impl<'r> Transaction<'r> {
 
     /// A `TX` variable, by case-insensitive name.
     pub fn tx(&self, name: &str) -> Option<&[u8]> {
-        self.tx.get(&*lowercase(name)).map(|(_, v)| &v[..])
+        self.tx.value(&lowercase(name)).map(|v| &v[..])
     }
 
     /// Runs phases 1 and 2 over a request.
@@ -305,14 +301,14 @@ impl<'r> Transaction<'r> {
     /// Drops the prescan bitsets of the variables that loading a body or a response may
     /// change: all but those of the request head.
     fn forget_prescan(&mut self) {
-        self.prescanned.get_mut().retain(|&v, _| prescan::from_request_head(v));
+        self.rules.prescan.forget_body(self.prescanned.get_mut());
     }
 
     /// Runs phase 5 and returns the outcome.
     pub fn finish(mut self) -> Outcome {
         self.run_phase(Phase::Logging);
         let score =
-            |names: &[&str]| names.iter().find_map(|n| self.tx.get(*n)).map(|(_, v)| operator::to_int(v)).unwrap_or(0);
+            |names: &[&str]| names.iter().find_map(|n| self.tx.value(n)).map(|v| operator::to_int(v)).unwrap_or(0);
         Outcome {
             verdict: match self.interruption {
                 Some((status, rule_id)) => Verdict::Block { status, rule_id },
@@ -429,7 +425,7 @@ impl<'r> Transaction<'r> {
                     for (i, c) in caps.iter().enumerate() {
                         if let Some(c) = c {
                             let key = DIGITS.get(i).map_or_else(|| Cow::Owned(i.to_string()), |&d| Cow::Borrowed(d));
-                            self.set_tx(&key, None, Arc::from(c.as_slice()));
+                            self.tx.set(None, &key, Arc::from(c.as_slice()));
                         }
                     }
                 }
@@ -520,8 +516,8 @@ impl<'r> Transaction<'r> {
             hits.push(Hit { name, value, captures: None });
             return hits;
         };
-        if let Some(index) = part.prescan {
-            if !self.may_match(rule, part, index) {
+        if let Some(gate) = part.prescan {
+            if !self.may_match(rule, gate) {
                 return hits;
             }
         }
@@ -531,7 +527,7 @@ impl<'r> Transaction<'r> {
         }
         // Operator arguments with macros are expanded once per rule part.
         let expanded: Option<Cow<'_, [u8]>> = match op {
-            Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, m) => Some(self.expand(m, rule)),
+            Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, m, None) => Some(self.expand(m, rule)),
             _ => None,
         };
         let dynamic_rx = match (op, &expanded) {
@@ -557,7 +553,7 @@ impl<'r> Transaction<'r> {
                         (Transformed::Same(v), None) => Arc::from(v),
                         (Transformed::Changed(v), _) => v,
                     };
-                    hits.push(Hit { name: val.name(), value, captures: caps });
+                    hits.push(Hit { name: val.name(&self.rules.variable_names), value, captures: caps });
                 }
                 continue;
             }
@@ -565,7 +561,11 @@ impl<'r> Transaction<'r> {
                 let (hit, caps) =
                     run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
                 if hit != part.negated {
-                    hits.push(Hit { name: val.name(), value: Arc::from(tv.as_ref()), captures: caps });
+                    hits.push(Hit {
+                        name: val.name(&self.rules.variable_names),
+                        value: Arc::from(tv.as_ref()),
+                        captures: caps,
+                    });
                 }
             }
         }
@@ -574,24 +574,30 @@ impl<'r> Transaction<'r> {
 
     /// Whether the prescan leaves it possible that the part's pattern matches a value of one
     /// of its targets (see `prescan`).
-    fn may_match(&self, rule: &Rule, part: &Part, index: usize) -> bool {
-        part.targets.iter().any(|t| {
-            if let Some(bits) = self.prescanned.borrow().get(&t.variable) {
-                return prescan::has(bits, index);
+    fn may_match(&self, rule: &Rule, gate: Gate) -> bool {
+        let mut variables = gate.variables;
+        while variables != 0 {
+            let n = variables.trailing_zeros() as usize;
+            variables &= variables - 1;
+            let scanned = self.prescanned.borrow().has(n, gate.pattern);
+            let hit = scanned.unwrap_or_else(|| {
+                let bits = self.prescan_variable(rule, n);
+                self.prescanned.borrow_mut().store(n, &bits);
+                prescan::has(&bits, gate.pattern)
+            });
+            if hit {
+                return true;
             }
-            let bits = self.prescan_variable(rule, t.variable);
-            let hit = prescan::has(&bits, index);
-            self.prescanned.borrow_mut().insert(t.variable, bits);
-            hit
-        })
+        }
+        false
     }
 
-    /// Scans every member of a variable with the prescan automaton, once per distinct form the
-    /// member takes through the chains that look at the variable.
-    fn prescan_variable(&self, rule: &Rule, var: Variable) -> Bits {
+    /// Scans every member of prescanned variable `n` with the prescan automaton, once per
+    /// distinct form the member takes through the chains that look at the variable.
+    fn prescan_variable(&self, rule: &Rule, n: usize) -> SmallVec<[u64; 8]> {
         let prescan = &self.rules.prescan;
-        let mut bits = prescan.empty();
-        let Some(group) = prescan.group_of(var) else { return bits };
+        let mut bits = SmallVec::from_elem(0, prescan.words());
+        let (var, group, chains) = prescan.variable(n);
         let mut vals = Vals::new();
         self.values(var, &Sel::All, rule, &mut vals);
         if var == Variable::Xml {
@@ -607,7 +613,7 @@ impl<'r> Transaction<'r> {
         for v in &vals {
             forms.clear();
             let features = transform::Features::of(&v.value);
-            for (transforms, multi, mask) in prescan.chains_of(var) {
+            for (transforms, multi, mask) in chains.clone() {
                 if multi {
                     for form in transform::variants(transforms, &v.value) {
                         add_form(&mut forms, None, form, mask);
@@ -661,8 +667,11 @@ impl<'r> Transaction<'r> {
     /// Pushes the values of one target, without the excluded ones.
     fn collect<'a>(&'a self, t: &TargetSpec, rule: &Rule, excl: &[Exclusion], out: &mut Vals<'a>) {
         let start = out.len();
-        self.values(t.variable, &t.sel, rule, out);
-        let removed: Vec<&Exclusion> = self
+        match t.tx_slot {
+            Some(n) => out.extend(self.tx.numbered(n).map(|(k, m)| tx_val(k, m))),
+            None => self.values(t.variable, &t.sel, rule, out),
+        }
+        let removed: SmallVec<[&Exclusion; 4]> = self
             .removed_targets
             .iter()
             .filter(|(r, _)| match r {
@@ -687,7 +696,9 @@ impl<'r> Transaction<'r> {
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
-            out.push(Val::new(t.variable, None, Cow::Owned(n.to_string().into_bytes())));
+            let count =
+                DIGITS.get(n).map_or_else(|| Cow::Owned(n.to_string().into_bytes()), |d| Cow::Borrowed(d.as_bytes()));
+            out.push(Val::new(t.variable, None, count));
         }
     }
 
@@ -710,7 +721,7 @@ impl<'r> Transaction<'r> {
     fn push_macro_value(&self, mv: &MacroVar, rule: &Rule, out: &mut Vec<u8>) {
         if mv.variable == Variable::Tx {
             if let Some(k) = &mv.key {
-                if let Some((_, v)) = self.tx.get(&*lowercase(k)) {
+                if let Some(v) = self.tx.value(&lowercase(k)) {
                     out.extend_from_slice(v);
                 }
                 return;
@@ -727,22 +738,10 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    /// Sets `TX:key` (`key` lowercase), keeping the variable's name when it exists, or taking
-    /// the key and name built at compile time when given.
-    fn set_tx(&mut self, key: &str, interned: Option<&TxKey>, value: Arc<[u8]>) {
-        match self.tx.get_mut(key) {
-            Some((_, v)) => *v = value,
-            None => {
-                let (key, name) = interned.cloned().unwrap_or_else(|| tx_key(key));
-                self.tx.insert(key, (name, value));
-            }
-        }
-    }
-
     fn setvar(&mut self, rule: &Rule, spec: &SetVarSpec) {
         let sv = &spec.setvar;
-        let name: Cow<'_, str> = match &spec.tx_key {
-            Some((key, _)) => Cow::Borrowed(key),
+        let name: Cow<'_, str> = match spec.tx_slot {
+            Some(n) => Cow::Borrowed(&self.rules.tx_names.key(n).0),
             None => Cow::Owned(lossy(self.expand(&sv.var.name, rule).into_owned()).to_ascii_lowercase()),
         };
         let value = match &sv.op {
@@ -750,12 +749,10 @@ impl<'r> Transaction<'r> {
             _ => None,
         };
         if sv.var.collection == Variable::Tx {
-            let cur = self.tx.get(&*name).map(|(_, v)| v);
+            let cur = self.tx.value_of(spec.tx_slot, &name);
             match apply_setvar(spec, cur, value.as_deref()) {
-                Some(n) => self.set_tx(&name, spec.tx_key.as_ref(), n),
-                None => {
-                    self.tx.remove(&*name);
-                }
+                Some(n) => self.tx.set(spec.tx_slot, &name, n),
+                None => self.tx.remove(spec.tx_slot, &name),
             }
             return;
         }
@@ -938,7 +935,10 @@ fn run_op(
             None => (false, None),
         },
         Op::Str(s, _) => (operator::str_op(*s, v, expanded.unwrap_or_default()), None),
-        Op::Num(n, _) => (operator::num_op(*n, v, expanded.unwrap_or_default()), None),
+        Op::Num(n, _, literal) => {
+            let arg = literal.unwrap_or_else(|| operator::to_int(expanded.unwrap_or_default()));
+            (operator::num_op(*n, v, arg), None)
+        }
         Op::IpMatch(nets) => (operator::ip_match(nets, v), None),
         Op::DetectSqli => match operator::detect_sqli(v) {
             Some(fp) => (true, capture.then(|| vec![Some(fp)])),

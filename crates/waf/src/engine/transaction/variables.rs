@@ -73,8 +73,8 @@ impl<'a> Val<'a> {
         Val { var, key, value, shared: None }
     }
 
-    /// `VAR:key`, or `VAR` for a scalar.
-    pub(super) fn name(&self) -> Arc<str> {
+    /// `VAR:key`, or `VAR` for a scalar (shared from `names`, by variable).
+    pub(super) fn name(&self, names: &[Arc<str>]) -> Arc<str> {
         if let Some((name, _)) = self.shared {
             return name.clone();
         }
@@ -91,13 +91,13 @@ impl<'a> Val<'a> {
                 name.push_str(&key);
                 Arc::from(name)
             }
-            None => Arc::from(var),
+            None => names[self.var as usize].clone(),
         }
     }
 }
 
 /// `TX:key`, sharing the name and value the transaction keeps.
-fn tx_val<'a>(key: &'a str, m: &'a Matched) -> Val<'a> {
+pub(super) fn tx_val<'a>(key: &'a str, m: &'a Matched) -> Val<'a> {
     let value = Cow::Borrowed(&m.1[..]);
     Val { var: Variable::Tx, key: Some(Cow::Borrowed(key.as_bytes())), value, shared: Some(m) }
 }
@@ -265,7 +265,7 @@ impl Transaction<'_> {
             V::Tx if matches!(sel, Sel::Key(_)) => {
                 // A named TX variable: one lookup instead of a walk over the collection.
                 if let Sel::Key(k) = sel {
-                    if let Some((k, m)) = self.tx.get_key_value(k.as_str()) {
+                    if let Some((k, m)) = self.tx.get(k) {
                         out.push(tx_val(k, m));
                     }
                 }
@@ -273,7 +273,7 @@ impl Transaction<'_> {
             V::Tx => {
                 // In key order, as libmodsecurity3 keeps the collection.
                 let start = out.len();
-                for (k, m) in &self.tx {
+                for (k, m) in self.tx.iter() {
                     if sel.matches(k.as_bytes()) {
                         out.push(tx_val(k, m));
                     }

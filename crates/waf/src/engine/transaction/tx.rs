@@ -1,0 +1,88 @@
+//! `TX`, the transaction's own variables. Those the rule set names literally have numbers
+//! ([`TxNames`]): their values sit in a vector by number, so that rules reading and setting
+//! them (most of CRS's hundreds of `TX` checks and `setvar`s per request) hash nothing. Names
+//! made at run time (`setvar:tx.%{rule.id}_...`) go by name: to their number when the rule set
+//! has one, to a hash map otherwise.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::super::compile::{tx_key, TxNames};
+use super::{FastHash, Matched};
+
+/// The `TX` collection of one transaction. Each variable is kept as a match on it records it
+/// (`TX:key` and the value), so that matching a `TX` variable copies nothing.
+#[derive(Debug)]
+pub(super) struct TxVars<'r> {
+    names: &'r TxNames,
+    numbered: Vec<Option<Matched>>,
+    /// By lowercase key, those the rule set does not name.
+    other: HashMap<Arc<str>, Matched, FastHash>,
+}
+
+impl<'r> TxVars<'r> {
+    pub(super) fn new(names: &'r TxNames) -> TxVars<'r> {
+        TxVars { names, numbered: vec![None; names.len()], other: HashMap::default() }
+    }
+
+    /// The lowercase key and the variable by number.
+    pub(super) fn numbered(&self, n: u32) -> Option<(&'r str, &Matched)> {
+        let m = self.numbered.get(n as usize)?.as_ref()?;
+        Some((&self.names.key(n).0, m))
+    }
+
+    /// The lowercase key and the variable by lowercase key.
+    pub(super) fn get(&self, key: &str) -> Option<(&str, &Matched)> {
+        match self.names.number_of(key) {
+            Some(n) => self.numbered(n),
+            None => self.other.get_key_value(key).map(|(k, m)| (&**k, m)),
+        }
+    }
+
+    /// The value by lowercase key.
+    pub(super) fn value(&self, key: &str) -> Option<&Arc<[u8]>> {
+        self.get(key).map(|(_, (_, v))| v)
+    }
+
+    /// The value by number, or else by lowercase key.
+    pub(super) fn value_of(&self, n: Option<u32>, key: &str) -> Option<&Arc<[u8]>> {
+        match n {
+            Some(n) => self.numbered(n).map(|(_, (_, v))| v),
+            None => self.value(key),
+        }
+    }
+
+    /// Sets a variable by number, or else by lowercase key, keeping its name when it exists.
+    pub(super) fn set(&mut self, n: Option<u32>, key: &str, value: Arc<[u8]>) {
+        match n.or_else(|| self.names.number_of(key)) {
+            Some(n) => match &mut self.numbered[n as usize] {
+                Some((_, v)) => *v = value,
+                slot => *slot = Some((self.names.key(n).1.clone(), value)),
+            },
+            None => match self.other.get_mut(key) {
+                Some((_, v)) => *v = value,
+                None => {
+                    let (key, name) = tx_key(key);
+                    self.other.insert(key, (name, value));
+                }
+            },
+        }
+    }
+
+    /// Deletes a variable by number, or else by lowercase key.
+    pub(super) fn remove(&mut self, n: Option<u32>, key: &str) {
+        match n.or_else(|| self.names.number_of(key)) {
+            Some(n) => self.numbered[n as usize] = None,
+            None => {
+                self.other.remove(key);
+            }
+        }
+    }
+
+    /// Every variable, with its lowercase key, in no particular order.
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Matched)> {
+        let numbered =
+            self.numbered.iter().enumerate().filter_map(|(n, m)| Some((&*self.names.key(n as u32).0, m.as_ref()?)));
+        numbered.chain(self.other.iter().map(|(k, m)| (&**k, m)))
+    }
+}
