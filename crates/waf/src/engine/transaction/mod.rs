@@ -237,7 +237,7 @@ impl<'r> Transaction<'r> {
             highest_severity: None,
             unique_id: format!("{:016x}", UNIQUE.fetch_add(1, Ordering::Relaxed)),
             started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
-            transformed: RefCell::new(HashMap::new()),
+            transformed: RefCell::new(HashMap::default()),
             cached_bytes: Cell::new(0),
             prescanned: RefCell::new(rules.prescan.scans()),
             found: RefCell::new(rules.prescan.pattern_set()),
@@ -521,9 +521,13 @@ impl<'r> Transaction<'r> {
                 return hits;
             }
         }
+        let mut excluded: SmallVec<[&Exclusion; 4]> = part.exclusions.iter().collect();
+        if !self.removed_targets.is_empty() {
+            excluded.extend(self.removed_targets(rule));
+        }
         let mut vals = Vals::new();
         for t in &part.targets {
-            self.collect(t, rule, &part.exclusions, &mut vals);
+            self.collect(t, rule, &excluded, &mut vals);
         }
         // Operator arguments with macros are expanded once per rule part.
         let expanded: Option<Cow<'_, [u8]>> = match op {
@@ -664,29 +668,30 @@ impl<'r> Transaction<'r> {
         Transformed::Changed(out)
     }
 
-    /// Pushes the values of one target, without the excluded ones.
-    fn collect<'a>(&'a self, t: &TargetSpec, rule: &Rule, excl: &[Exclusion], out: &mut Vals<'a>) {
+    /// The targets `ctl:ruleRemoveTarget*` took from this rule.
+    fn removed_targets(&self, rule: &Rule) -> SmallVec<[&Exclusion; 4]> {
+        let applies = |r: &RuleRef| match r {
+            RuleRef::Ids(ids) => ids.iter().any(|g| g.contains(rule.id)),
+            RuleRef::Tag(tag) => rule.tag_text.iter().any(|x| x == tag),
+            RuleRef::Msg(msg) => rule.msg.as_ref().is_some_and(|m| m.to_string() == *msg),
+        };
+        self.removed_targets.iter().filter(|(r, _)| applies(r)).map(|(_, e)| e).collect()
+    }
+
+    /// Pushes the values of one target, without the excluded ones (`excl`: the part's own
+    /// `!` exclusions, then those `ctl:` removed).
+    fn collect<'a>(&'a self, t: &TargetSpec, rule: &Rule, excl: &[&Exclusion], out: &mut Vals<'a>) {
         let start = out.len();
         match t.tx_slot {
             Some(n) => out.extend(self.tx.numbered(n).map(|(k, m)| tx_val(k, m))),
             None => self.values(t.variable, &t.sel, rule, out),
         }
-        let removed: SmallVec<[&Exclusion; 4]> = self
-            .removed_targets
-            .iter()
-            .filter(|(r, _)| match r {
-                RuleRef::Ids(ids) => ids.iter().any(|g| g.contains(rule.id)),
-                RuleRef::Tag(tag) => rule.tag_text.iter().any(|x| x == tag),
-                RuleRef::Msg(msg) => rule.msg.as_ref().is_some_and(|m| m.to_string() == *msg),
-            })
-            .map(|(_, e)| e)
-            .collect();
-        if !excl.is_empty() || !removed.is_empty() {
+        if !excl.is_empty() {
             let mut i = start;
             while i < out.len() {
                 let key = out[i].key.as_deref();
                 let var = out[i].var;
-                if excl.iter().chain(removed.iter().copied()).any(|e| e.excludes(var, key)) {
+                if excl.iter().any(|e| e.excludes(var, key)) {
                     out.remove(i);
                 } else {
                     i += 1;
@@ -853,7 +858,7 @@ impl std::ops::Deref for Transformed<'_> {
 }
 
 /// Transformed values: chain id, then original value.
-type TransformCache = HashMap<usize, HashMap<Vec<u8>, Arc<[u8]>, FastHash>>;
+type TransformCache = HashMap<usize, HashMap<Vec<u8>, Arc<[u8]>, FastHash>, FastHash>;
 
 /// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for the per-transaction maps:
 /// their keys are request values and variable names, and a collision only costs a compare.
