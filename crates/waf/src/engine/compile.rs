@@ -215,7 +215,8 @@ impl TxNames {
         n
     }
 
-    /// Numbers the `TX` variables that the parts' targets and `setvar`s name literally.
+    /// Numbers the `TX` variables that the parts' targets and `setvar`s name literally, and
+    /// marks the parts that only read numbered ones.
     fn number<'a>(parts: impl Iterator<Item = &'a mut Part>) -> TxNames {
         let mut names = TxNames::default();
         for part in parts {
@@ -227,6 +228,11 @@ impl TxNames {
             for sv in &mut part.setvars {
                 sv.tx_slot = sv.literal_tx_key().map(|k| names.intern(&k));
             }
+            part.numbered_tx = !part.targets.is_empty()
+                && part.targets.iter().all(|t| t.tx_slot.is_some() && !t.count)
+                && part.exclusions.is_empty()
+                && part.transforms.is_empty()
+                && !part.multi_match;
         }
         names
     }
@@ -291,6 +297,9 @@ pub(crate) struct Part {
     pub prescan: Option<Gate>,
     pub multi_match: bool,
     pub capture: bool,
+    /// Whether the part reads numbered `TX` variables only, as they are (no counting,
+    /// exclusions, transformations or `multiMatch`): it is evaluated without collecting values.
+    pub numbered_tx: bool,
     /// Run on every matching value, whatever the rest of the chain does (as libmodsecurity3).
     pub setvars: Vec<SetVarSpec>,
     /// Run once the whole chain matched (`ctl:`, `setenv`, `initcol`, ...).
@@ -796,6 +805,7 @@ fn empty_part() -> Part {
         prescan: None,
         multi_match: false,
         capture: false,
+        numbered_tx: false,
         setvars: Vec::new(),
         after: Vec::new(),
     }

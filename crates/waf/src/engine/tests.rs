@@ -352,3 +352,25 @@ fn prescan_changes_no_verdict_on_crs() {
         }
     }
 }
+
+#[test]
+fn numbered_tx_reads_follow_sets_deletes_macro_names_and_removed_targets() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=2,setvar:'tx.%{REQUEST_METHOD}_seen=1'"
+SecRule TX:level "@ge 2" "id:2,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}=%{MATCHED_VAR}'"
+SecRule TX:get_seen "@eq 1" "id:3,phase:1,pass,log"
+SecRule REQUEST_URI "@beginsWith /skip" "id:4,phase:1,pass,nolog,ctl:ruleRemoveTargetById=6;TX:level,ctl:ruleRemoveTargetById=7;ARGS"
+SecAction "id:5,phase:1,pass,nolog,setvar:tx.level=+1"
+SecRule TX:level "@eq 3" "id:6,phase:1,pass,log"
+SecRule TX:level "@eq 3" "id:7,phase:1,pass,log"
+SecAction "id:8,phase:1,pass,nolog,setvar:!tx.level"
+SecRule &TX:level "@eq 0" "id:9,phase:1,pass,log""#,
+    );
+    let o = rs.evaluate(&Request::new("GET", "/"), None);
+    // A name built at run time (`get_seen`) reaches the numbered variable a rule reads.
+    assert_eq!(ids(&o), vec![2, 3, 6, 7, 9]);
+    assert_eq!(o.matched[0].msg, "TX:level=2");
+    // Removing TX:level from 6 takes its only value; removing ARGS from 7 changes nothing.
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/skip"), None)), vec![2, 3, 7, 9]);
+}

@@ -521,6 +521,10 @@ impl<'r> Transaction<'r> {
                 return hits;
             }
         }
+        // `ctl:ruleRemoveTarget*` can only take TX values from such a part by naming TX.
+        if part.numbered_tx && self.removed_targets.iter().all(|(_, e)| e.variable != Variable::Tx) {
+            return self.eval_numbered_tx(rule, part, op);
+        }
         let mut excluded: SmallVec<[&Exclusion; 4]> = part.exclusions.iter().collect();
         if !self.removed_targets.is_empty() {
             excluded.extend(self.removed_targets(rule));
@@ -529,17 +533,7 @@ impl<'r> Transaction<'r> {
         for t in &part.targets {
             self.collect(t, rule, &excluded, &mut vals);
         }
-        // Operator arguments with macros are expanded once per rule part.
-        let expanded: Option<Cow<'_, [u8]>> = match op {
-            Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, m, None) => Some(self.expand(m, rule)),
-            _ => None,
-        };
-        let dynamic_rx = match (op, &expanded) {
-            (Op::RxMacro(_), Some(p)) => {
-                Rx::compile(&String::from_utf8_lossy(p), self.rules.settings.backtrack_limit).ok()
-            }
-            _ => None,
-        };
+        let (expanded, dynamic_rx) = self.operand(op, rule);
         for val in &vals {
             if !part.multi_match {
                 let tv = match part.transforms.is_empty() {
@@ -550,7 +544,7 @@ impl<'r> Transaction<'r> {
                     }
                 };
                 let (hit, caps) =
-                    run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
+                    run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_deref());
                 if hit != part.negated {
                     let value = match (tv, val.shared) {
                         (Transformed::Same(_), Some((_, shared))) => shared.clone(),
@@ -563,7 +557,7 @@ impl<'r> Transaction<'r> {
             }
             for tv in transform::variants(&part.transforms, &val.value) {
                 let (hit, caps) =
-                    run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_ref());
+                    run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_deref());
                 if hit != part.negated {
                     hits.push(Hit {
                         name: val.name(&self.rules.variable_names),
@@ -571,6 +565,39 @@ impl<'r> Transaction<'r> {
                         captures: caps,
                     });
                 }
+            }
+        }
+        hits
+    }
+
+    /// The operator's argument when it holds macros, expanded (once per rule part), and the
+    /// regex of an `@rx` with macros, compiled from it (boxed: most parts have none, and
+    /// the pair stays small to return).
+    fn operand<'m>(&self, op: &'m Op, rule: &Rule) -> (Option<Cow<'m, [u8]>>, Option<Box<Rx>>) {
+        let expanded = match op {
+            Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, m, None) => Some(self.expand(m, rule)),
+            _ => return (None, None),
+        };
+        let dynamic_rx = match (op, &expanded) {
+            (Op::RxMacro(_), Some(p)) => {
+                Rx::compile(&String::from_utf8_lossy(p), self.rules.settings.backtrack_limit).ok().map(Box::new)
+            }
+            _ => None,
+        };
+        (expanded, dynamic_rx)
+    }
+
+    /// [`Transaction::eval_part`] for a part that reads numbered `TX` variables as they are
+    /// (`Part::numbered_tx`): each value is taken from its slot and matched as it is.
+    fn eval_numbered_tx(&self, rule: &Rule, part: &Part, op: &Op) -> Hits {
+        let mut hits = Hits::new();
+        let (expanded, dynamic_rx) = self.operand(op, rule);
+        for n in part.targets.iter().filter_map(|t| t.tx_slot) {
+            let Some((_, (name, value))) = self.tx.numbered(n) else { continue };
+            let (hit, captures) =
+                run_op(op, value, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_deref());
+            if hit != part.negated {
+                hits.push(Hit { name: name.clone(), value: value.clone(), captures });
             }
         }
         hits
