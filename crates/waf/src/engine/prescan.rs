@@ -29,7 +29,7 @@ use regex_automata::{Input, MatchKind, PatternSet};
 
 use crate::seclang::ast::{Transformation, Variable};
 
-use super::compile::Part;
+use super::compile::{Part, Sel, TargetSpec};
 use super::operator::{Op, Rx};
 
 /// The prescan automata of a rule set and what their patterns belong to.
@@ -41,33 +41,48 @@ pub(crate) struct Prescan {
     chains: Vec<Vec<Transformation>>,
     /// The automata, one per distinct set of patterns that some variables are checked with.
     groups: Vec<Group>,
-    /// The variables prescanned parts look at, by number (at most [`MAX_VARIABLES`]).
-    variables: Vec<Scanned>,
+    /// The scopes prescanned parts look at, by number (at most [`MAX_SCOPES`]).
+    scopes: Vec<Scanned>,
     /// The numbers of those taken from the request head, whose scans outlive the head.
     head: u64,
 }
 
-/// A variable that prescanned parts look at: its automaton group, and the chains of those
+/// What a prescanned part's target takes from a variable: the whole collection, or the
+/// members with one (lowercase) key. `REQUEST_HEADERS:Content-Type` is scanned apart from
+/// `REQUEST_HEADERS`, so that a request's other headers are not scanned for the patterns of
+/// rules that only look at its `Content-Type` (and a header it lacks costs nothing).
+type Scope = (Variable, Option<String>);
+
+/// The scope of a target (`keyed`: whether keys make scopes of their own).
+fn scope(t: &TargetSpec, keyed: bool) -> Scope {
+    match &t.sel {
+        Sel::Key(k) if keyed => (t.variable, Some(k.clone())),
+        _ => (t.variable, None),
+    }
+}
+
+/// A scope that prescanned parts look at: its automaton group, and the chains of those
 /// parts (with whether they are `multiMatch` parts), each with the bits of its patterns.
 #[derive(Debug)]
 struct Scanned {
-    variable: Variable,
+    scope: Scope,
     group: usize,
     looks: Vec<Look>,
 }
 
-/// Variables are numbered into a `u64`; only [`stable`] ones take part, fewer than this.
-const MAX_VARIABLES: usize = 64;
+/// Scopes are numbered into a `u64`. Past this many, keys do not make scopes of their own
+/// (only [`stable`] variables take part, fewer than this).
+const MAX_SCOPES: usize = 64;
 
-/// What a prescanned part needs: its pattern, and the numbers of the variables its targets
-/// take (bits of a `u64`). A part whose pattern is clear in all of their scans cannot match.
+/// What a prescanned part needs: its pattern, and the numbers of the scopes its targets take
+/// (bits of a `u64`). A part whose pattern is clear in all of their scans cannot match.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Gate {
     pub(crate) pattern: usize,
-    pub(crate) variables: u64,
+    pub(crate) scopes: u64,
 }
 
-/// A transaction's scans: for each variable scanned so far, the patterns that match some
+/// A transaction's scans: for each scope scanned so far, the patterns that match some
 /// member of it.
 #[derive(Debug)]
 pub(crate) struct Scans {
@@ -77,12 +92,12 @@ pub(crate) struct Scans {
 }
 
 impl Scans {
-    /// Whether `pattern` matched in variable `n`, if it has been scanned.
+    /// Whether `pattern` matched in scope `n`, if it has been scanned.
     pub(crate) fn has(&self, n: usize, pattern: usize) -> Option<bool> {
         (self.done & (1 << n) != 0).then(|| has(&self.bits[n * self.words..][..self.words], pattern))
     }
 
-    /// Records the scan of variable `n`.
+    /// Records the scan of scope `n`.
     pub(crate) fn store(&mut self, n: usize, bits: &[u64]) {
         self.bits[n * self.words..][..self.words].copy_from_slice(bits);
         self.done |= 1 << n;
@@ -161,15 +176,19 @@ impl Prescan {
             members.push((part, index));
         }
         let words = patterns.len().div_ceil(64);
+        // Keys make scopes of their own while the scopes fit in a `u64`.
+        let keyed_scopes: std::collections::HashSet<Scope> =
+            members.iter().flat_map(|(p, _)| p.targets.iter().map(|t| scope(t, true))).collect();
+        let keyed = keyed_scopes.len() <= MAX_SCOPES;
         let mut chains: Vec<Vec<Transformation>> = Vec::new();
-        let mut lists: HashMap<Variable, Vec<Look>> = HashMap::new();
+        let mut lists: HashMap<Scope, Vec<Look>> = HashMap::new();
         for (part, index) in &members {
             if chains.len() <= part.chain_id {
                 chains.resize(part.chain_id + 1, Vec::new());
             }
             chains[part.chain_id].clone_from(&part.transforms);
             for t in &part.targets {
-                let list = lists.entry(t.variable).or_default();
+                let list = lists.entry(scope(t, keyed)).or_default();
                 let key = (part.chain_id, part.multi_match);
                 let at = match list.iter().position(|(c, m, _)| (*c, *m) == key) {
                     Some(at) => at,
@@ -192,20 +211,20 @@ impl Prescan {
         // ARGS) shares its automaton: a few extra patterns cost less than another automaton and
         // its caches. Merging sets that are merely close was measured slower (more patterns
         // report matches that the masks then drop). Largest sets first.
-        let mut lists: Vec<(Variable, Vec<Look>, Bits)> = lists
+        let mut lists: Vec<(Scope, Vec<Look>, Bits)> = lists
             .into_iter()
-            .map(|(var, list)| {
+            .map(|(scope, list)| {
                 let mut union = zeros(words);
                 for (_, _, mask) in &list {
                     union.iter_mut().zip(mask.iter()).for_each(|(a, b)| *a |= b);
                 }
-                (var, list, union)
+                (scope, list, union)
             })
             .collect();
-        lists.sort_by_key(|(var, _, union)| (std::cmp::Reverse(ones(union.iter().copied()).count()), *var));
+        lists.sort_by_key(|(scope, _, union)| (std::cmp::Reverse(ones(union.iter().copied()).count()), scope.clone()));
         let mut unions: Vec<Bits> = Vec::new();
         let mut assigned = Vec::new();
-        for (var, list, union) in lists {
+        for (scope, list, union) in lists {
             let within = |u: &Bits| union.iter().zip(u.iter()).all(|(a, b)| a & !b == 0);
             let group = match unions.iter().position(within) {
                 Some(g) => g,
@@ -214,7 +233,7 @@ impl Prescan {
                     unions.len() - 1
                 }
             };
-            assigned.push((var, group, list));
+            assigned.push((scope, group, list));
         }
         let mut groups = Vec::with_capacity(unions.len());
         for union in &unions {
@@ -224,20 +243,20 @@ impl Prescan {
             };
             groups.push(group);
         }
-        let variables: Vec<Scanned> =
-            assigned.into_iter().map(|(variable, group, looks)| Scanned { variable, group, looks }).collect();
-        if variables.len() > MAX_VARIABLES {
+        let scopes: Vec<Scanned> =
+            assigned.into_iter().map(|(scope, group, looks)| Scanned { scope, group, looks }).collect();
+        if scopes.len() > MAX_SCOPES {
             return Prescan::default();
         }
-        let number = |v: Variable| variables.iter().position(|s| s.variable == v).unwrap_or(0);
+        let number = |t: &TargetSpec| scopes.iter().position(|s| s.scope == scope(t, keyed)).unwrap_or(0);
         for (part, pattern) in members {
-            let variables = part.targets.iter().fold(0u64, |m, t| m | 1 << number(t.variable));
-            part.prescan = Some(Gate { pattern, variables });
+            let scopes = part.targets.iter().fold(0u64, |m, t| m | 1 << number(t));
+            part.prescan = Some(Gate { pattern, scopes });
         }
         let head =
-            variables.iter().enumerate().filter(|(_, s)| from_request_head(s.variable)).fold(0, |m, (n, _)| m | 1 << n);
+            scopes.iter().enumerate().filter(|(_, s)| from_request_head(s.scope.0)).fold(0, |m, (n, _)| m | 1 << n);
         let singles = patterns.into_iter().map(|(_, p)| p).collect();
-        Prescan { singles, chains, groups, variables, head }
+        Prescan { singles, chains, groups, scopes, head }
     }
 
     /// How many `u64`s a bitset of patterns takes.
@@ -247,25 +266,26 @@ impl Prescan {
 
     /// Room for a transaction's scans.
     pub(crate) fn scans(&self) -> Scans {
-        Scans { done: 0, words: self.words(), bits: vec![0; self.words() * self.variables.len()] }
+        Scans { done: 0, words: self.words(), bits: vec![0; self.words() * self.scopes.len()] }
     }
 
-    /// Forgets the scans of the variables that loading a body or a response may change: all
-    /// but those of the request head.
+    /// Forgets the scans of the scopes that loading a body or a response may change: all but
+    /// those of the request head.
     pub(crate) fn forget_body(&self, scans: &mut Scans) {
         scans.done &= self.head;
     }
 
-    /// Variable `n`, its automaton group, and the chains whose prescanned parts look at it:
-    /// transformations, whether the parts are `multiMatch` (scanned at every step that
-    /// changes the value), and the bits of the patterns those parts use.
-    pub(crate) fn variable(
+    /// Scope `n` (its variable, and the key of the members it takes, if one), its automaton
+    /// group, and the chains whose prescanned parts look at it: transformations, whether the
+    /// parts are `multiMatch` (scanned at every step that changes the value), and the bits of
+    /// the patterns those parts use.
+    pub(crate) fn scope(
         &self,
         n: usize,
-    ) -> (Variable, usize, impl Iterator<Item = (&[Transformation], bool, &[u64])> + Clone) {
-        let s = &self.variables[n];
+    ) -> (&Scope, usize, impl Iterator<Item = (&[Transformation], bool, &[u64])> + Clone) {
+        let s = &self.scopes[n];
         let chains = s.looks.iter().map(|(c, multi, mask)| (self.chains[*c].as_slice(), *multi, &mask[..]));
-        (s.variable, s.group, chains)
+        (&s.scope, s.group, chains)
     }
 
     /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of a

@@ -337,6 +337,7 @@ fn prescan_changes_no_verdict_on_crs() {
         Request::new("GET", "/").header("User-Agent", "sqlmap/1.7").header("Cookie", "s=<img src=x onerror=alert(1)>"),
         Request::new("GET", "/?cmd=;cat%20/etc/passwd").header("Referer", "http://x/?a=${jndi:ldap://e/a}"),
         Request::new("GET", format!("/?n={node}")).header("User-Agent", ua),
+        Request::new("GET", "/").header("User-Agent", ua).header("Content-Type", "text/plain; charset=ibm037"),
         post("/", "application/json", &format!(r#"{{"note":"{filler}","q":"1' or '1'='1"}}"#)),
         post("/", "application/json", r#"{"order":{"id":"ord-1","customer":{"name":"Alice Smith"},"tags":["a","b"]}}"#),
         post("/", "application/x-www-form-urlencoded", &format!("a={filler}&b=%3Csvg%20onload%3Dalert(1)%3E")),
@@ -347,7 +348,7 @@ fn prescan_changes_no_verdict_on_crs() {
         let (a, b) = (with.evaluate(req, None), without.evaluate(req, None));
         assert_eq!(ids(&a), ids(&b), "request {i}: prescan changed the matches");
         assert_eq!(a.verdict, b.verdict, "request {i}");
-        if i > 0 && i != 7 {
+        if i > 0 && i != 8 {
             assert!(!a.matched.is_empty(), "request {i} is an attack and should match something");
         }
     }
@@ -373,4 +374,26 @@ SecRule &TX:level "@eq 0" "id:9,phase:1,pass,log""#,
     assert_eq!(o.matched[0].msg, "TX:level=2");
     // Removing TX:level from 6 takes its only value; removing ARGS from 7 changes nothing.
     assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/skip"), None)), vec![2, 3, 7, 9]);
+}
+
+#[test]
+fn prescan_scans_a_keyed_target_apart_from_the_rest_of_its_collection() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRule REQUEST_HEADERS:Content-Type "@rx xml" "id:1,phase:1,pass,log"
+SecRule REQUEST_HEADERS "@rx evil" "id:2,phase:1,pass,log"
+SecRule REQUEST_HEADERS:User-Agent|REQUEST_HEADERS:Referer "@rx probe" "id:3,phase:1,pass,log""#,
+    );
+    assert!(rs.rules.iter().flat_map(|r| &r.parts).all(|p| p.prescan.is_some()));
+    let get = |ua: &str, ct: &str| {
+        let o = rs.evaluate(&Request::new("GET", "/").header("User-Agent", ua).header("Content-Type", ct), None);
+        ids(&o)
+    };
+    // Each pattern is looked for in the headers its rule names, and only there.
+    assert_eq!(get("xml-client", "text/plain"), Vec::<u64>::new());
+    assert_eq!(get("curl", "text/xml"), vec![1]);
+    assert_eq!(get("evil probe", "text/plain"), vec![2, 3]);
+    assert_eq!(get("curl", "probe/evil"), vec![2]);
+    let referer = Request::new("GET", "/").header("Referer", "http://x/probe");
+    assert_eq!(ids(&rs.evaluate(&referer, None)), vec![3]);
 }

@@ -606,13 +606,13 @@ impl<'r> Transaction<'r> {
     /// Whether the prescan leaves it possible that the part's pattern matches a value of one
     /// of its targets (see `prescan`).
     fn may_match(&self, rule: &Rule, gate: Gate) -> bool {
-        let mut variables = gate.variables;
-        while variables != 0 {
-            let n = variables.trailing_zeros() as usize;
-            variables &= variables - 1;
+        let mut scopes = gate.scopes;
+        while scopes != 0 {
+            let n = scopes.trailing_zeros() as usize;
+            scopes &= scopes - 1;
             let scanned = self.prescanned.borrow().has(n, gate.pattern);
             let hit = scanned.unwrap_or_else(|| {
-                let bits = self.prescan_variable(rule, n);
+                let bits = self.prescan_scope(rule, n);
                 self.prescanned.borrow_mut().store(n, &bits);
                 prescan::has(&bits, gate.pattern)
             });
@@ -623,14 +623,16 @@ impl<'r> Transaction<'r> {
         false
     }
 
-    /// Scans every member of prescanned variable `n` with the prescan automaton, once per
-    /// distinct form the member takes through the chains that look at the variable.
-    fn prescan_variable(&self, rule: &Rule, n: usize) -> SmallVec<[u64; 8]> {
+    /// Scans every member of prescan scope `n` with the prescan automaton, once per distinct
+    /// form the member takes through the chains that look at the scope.
+    fn prescan_scope(&self, rule: &Rule, n: usize) -> SmallVec<[u64; 8]> {
         let prescan = &self.rules.prescan;
         let mut bits = SmallVec::from_elem(0, prescan.words());
-        let (var, group, chains) = prescan.variable(n);
+        let ((var, key), group, chains) = prescan.scope(n);
+        let var = *var;
+        let sel = key.as_ref().map_or(Sel::All, |k| Sel::Key(k.clone()));
         let mut vals = Vals::new();
-        self.values(var, &Sel::All, rule, &mut vals);
+        self.values(var, &sel, rule, &mut vals);
         if var == Variable::Xml {
             // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
