@@ -230,13 +230,17 @@ async fn send(
     sent: Sent,
 ) -> Option<bool> {
     let (parts, mut body) = response.into_parts();
+    // An upstream's header fields not moved into the map are written from its head.
+    let fields = body.take_fields();
+    let headers = (&parts.headers, fields.as_ref());
     let framing =
-        h1::response_framing(parts.status, sent.head_request, sent.version, &parts.headers, body.size_hint().exact());
+        h1::response_framing(parts.status, sent.head_request, sent.version, headers, body.size_hint().exact());
     let keep_alive = sent.keep_alive && framing.framing != Framing::UntilClose;
     let http10 = sent.version == Version::HTTP_10;
     out.clear();
     let keep_alive =
-        h1::encode_response_head(out, parts.status, &parts.headers, added, framing, (keep_alive, http10), &date());
+        h1::encode_response_head(out, parts.status, headers, added, framing, (keep_alive, http10), &date());
+    drop(fields);
     let complete = write_body(io, out, &mut body, framing.framing).await.ok()?;
     // The body's end (and its access-log line) before the next request.
     drop(body);

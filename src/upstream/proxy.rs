@@ -153,10 +153,10 @@ async fn exchange(
         }
     }
     let body = ResponseBody::new(conn, &head, complete, Lease::new(in_flight));
-    let mut response = Box::new(Response::new(Body::upstream(body)));
+    // The header fields stay unparsed with the body (see `h1::Fields`).
+    let mut response = Box::new(Response::new(Body::upstream(body, head.fields)));
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
-    *response.headers_mut() = head.headers;
     if let Some(reason) = head.reason.and_then(|r| ReasonPhrase::try_from(r).ok()) {
         response.extensions_mut().insert(reason);
     }

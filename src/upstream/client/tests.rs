@@ -137,7 +137,7 @@ async fn heads_and_empty_answers_free_the_connection_at_once() {
     let target = target();
     let head_request = Request::head("/").body(Body::empty()).unwrap();
     let (head, body, _) = exchange(Connection::open(addr).await.unwrap(), head_request, &target).await.unwrap();
-    assert_eq!((head.headers["content-length"].to_str().unwrap(), body.len()), ("100", 0));
+    assert_eq!((head.fields.to_map()["content-length"].to_str().unwrap(), body.len()), ("100", 0));
     let conn = target.pool.checkout().unwrap();
     let (head, _, _) = exchange(conn, get(), &target).await.unwrap();
     assert_eq!(head.status.as_u16(), 204);
