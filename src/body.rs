@@ -3,7 +3,9 @@
 //! A request body is either buffered (small, known length: replayable for retries and readable by
 //! later stages) or streamed with a size limit, from an [`Inbound`] body. A response body is
 //! either produced by the gateway or streamed from an upstream; when an upstream body ends, its
-//! connection returns to the pool.
+//! connection returns to the pool. An upstream body also holds its response's header fields
+//! until they are written or moved into the response's map ([`Body::take_fields`]): a
+//! `Response` has no other place of the gateway's own to carry them unparsed.
 //! An upstream body whose beginning the WAF read (phase 4) is that prefix followed by the rest,
 //! still streamed. A response may carry its access-log record, written when the body is done.
 
@@ -15,6 +17,7 @@ use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access_log::Pending;
+use crate::h1::Fields;
 use crate::server::http1::RequestBody;
 use crate::upstream::client::ResponseBody;
 
@@ -84,8 +87,9 @@ enum Kind {
         remaining: u64,
         limit: u64,
     },
-    /// Read from its upstream connection, which goes back to the pool at the end.
-    Upstream(ResponseBody),
+    /// Read from its upstream connection, which goes back to the pool at the end; with the
+    /// response's header fields, until taken.
+    Upstream(ResponseBody, Option<Fields>),
     /// Bytes already read from `rest`, sent before the rest of it (boxed: rare, and it keeps
     /// every other body small).
     Prefixed(Box<Prefixed>),
@@ -123,9 +127,10 @@ impl Body {
         Self::from_kind(Kind::Limited { body: Inbound::Hyper(body), remaining: u64::MAX, limit: u64::MAX })
     }
 
-    /// An upstream response body; its connection goes back to its pool when the body ends.
-    pub fn upstream(body: ResponseBody) -> Self {
-        Self::from_kind(Kind::Upstream(body))
+    /// An upstream response body, holding the response's header `fields`; its connection goes
+    /// back to its pool when the body ends.
+    pub fn upstream(body: ResponseBody, fields: Fields) -> Self {
+        Self::from_kind(Kind::Upstream(body, Some(fields)))
     }
 
     /// `head`, then what is left of `rest` (a body whose first bytes were read from it), then
@@ -150,6 +155,23 @@ impl Body {
     /// Whether this body is buffered, without taking a reference to its bytes.
     pub fn is_buffered(&self) -> bool {
         matches!(self.kind, Kind::Full(_))
+    }
+
+    /// The header fields of the upstream response this body belongs to, unless taken.
+    pub fn fields(&self) -> Option<&Fields> {
+        match &self.kind {
+            Kind::Upstream(_, fields) => fields.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Takes the header fields of the upstream response this body belongs to: from now on the
+    /// response's map holds them, or they have been written.
+    pub fn take_fields(&mut self) -> Option<Fields> {
+        match &mut self.kind {
+            Kind::Upstream(_, fields) => fields.take(),
+            _ => None,
+        }
     }
 
     /// Writes `log` when this body has been sent or dropped, with the bytes that went out.
@@ -188,7 +210,7 @@ impl http_body::Body for Body {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            Kind::Upstream(body) => body.poll_frame(cx),
+            Kind::Upstream(body, _) => body.poll_frame(cx),
             Kind::Prefixed(prefixed) => match prefixed.head.take() {
                 Some(head) => Poll::Ready(Some(Ok(Frame::data(head)))),
                 None => match Pin::new(&mut prefixed.rest).poll_frame(cx) {
@@ -207,7 +229,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Full(bytes) => bytes.is_none(),
             Kind::Limited { body, .. } => body.is_end_stream(),
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(body, _) => body.is_end_stream(),
             Kind::Prefixed(prefixed) => {
                 prefixed.head.is_none() && prefixed.rest.is_end_stream() && prefixed.trailers.is_none()
             }
@@ -218,7 +240,7 @@ impl http_body::Body for Body {
         match &self.kind {
             Kind::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Limited { body, .. } => body.size_hint(),
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body, _) => body.size_hint(),
             Kind::Prefixed(prefixed) => {
                 let head = prefixed.head.as_ref().map_or(0, |h| h.len() as u64);
                 let rest = prefixed.rest.size_hint();

@@ -129,7 +129,7 @@ impl Added {
 
     /// Adds a field; `name` must not be among those added already.
     pub fn push(&mut self, name: HeaderName, value: HeaderValue) {
-        debug_assert!(!self.replaces(&name), "{name} added twice");
+        debug_assert!(!self.replaces(name.as_str().as_bytes()), "{name} added twice");
         let slot = self.fields.iter_mut().find(|f| f.is_none()).expect("more added fields than Added::CAPACITY");
         *slot = Some((name, value));
     }
@@ -142,13 +142,26 @@ impl Added {
         }
     }
 
-    /// Whether a field of the message named `name` is replaced by one of these.
-    pub fn replaces(&self, name: &HeaderName) -> bool {
-        self.iter().any(|(n, _)| n == name)
+    /// Whether a field of the message named `name` (lowercase) is replaced by one of these.
+    fn replaces(&self, name: &[u8]) -> bool {
+        self.iter().any(|(n, _)| n.as_str().as_bytes() == name)
+    }
+
+    /// [`Added::replaces`] for the fields of one message: a bit for the length of each name
+    /// added (modulo 64) rules most fields out without comparing names.
+    fn replaced(&self) -> impl Fn(&[u8]) -> bool + '_ {
+        let lengths = self.iter().fold(0u64, |lengths, (n, _)| lengths | length_bit(n.as_str().as_bytes()));
+        move |name| lengths & length_bit(name) != 0 && self.replaces(name)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         self.fields.iter().flatten().map(|(n, v)| (n, v))
+    }
+
+    fn put(&self, dst: &mut BytesMut) {
+        for (name, value) in self.iter() {
+            put_field(dst, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
 
     /// Puts the fields into `headers` (for a message that is not written by this encoder).
@@ -159,12 +172,16 @@ impl Added {
     }
 }
 
+fn length_bit(name: &[u8]) -> u64 {
+    1 << (name.len() % 64)
+}
+
 /// Writes one header field line.
 #[inline]
-fn put_field(dst: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
-    dst.put_slice(name.as_str().as_bytes());
+fn put_field(dst: &mut BytesMut, name: &[u8], value: &[u8]) {
+    dst.put_slice(name);
     dst.put_slice(b": ");
-    dst.put_slice(value.as_bytes());
+    dst.put_slice(value);
     dst.put_slice(b"\r\n");
 }
 
@@ -194,15 +211,17 @@ pub fn encode_request_head(
     dst.put_slice(target.as_bytes());
     dst.put_slice(b" HTTP/1.1\r\n");
     let chunked = framing.framing == Framing::Chunked;
+    let replaced = added.replaced();
     for (name, value) in headers {
-        if *name == header::TRANSFER_ENCODING || (chunked && *name == header::CONTENT_LENGTH) || added.replaces(name) {
+        if *name == header::TRANSFER_ENCODING
+            || (chunked && *name == header::CONTENT_LENGTH)
+            || replaced(name.as_str().as_bytes())
+        {
             continue;
         }
-        put_field(dst, name, value);
+        put_field(dst, name.as_str().as_bytes(), value.as_bytes());
     }
-    for (name, value) in added.iter() {
-        put_field(dst, name, value);
-    }
+    added.put(dst);
     match framing {
         RequestFraming { framing: Framing::Length(len), add_length: true } => put_length(dst, len),
         RequestFraming { framing: Framing::Chunked, .. } => dst.put_slice(b"transfer-encoding: chunked\r\n"),
@@ -222,13 +241,13 @@ pub struct ResponseFraming {
 
 /// How a response body goes out, as hyper's server decides it: no body for HEAD, 1xx, 204 and
 /// 304; a body of exact size gets its `content-length`; else a valid `content-length` of the
-/// response is kept; else chunked for HTTP/1.1 clients, and for HTTP/1.0 clients the end of the
-/// connection.
+/// response (in its map or its upstream [`Fields`]) is kept; else chunked for HTTP/1.1 clients,
+/// and for HTTP/1.0 clients the end of the connection.
 pub fn response_framing(
     status: StatusCode,
     head_request: bool,
     version: Version,
-    headers: &HeaderMap,
+    (headers, fields): (&HeaderMap, Option<&Fields>),
     exact: Option<u64>,
 ) -> ResponseFraming {
     let framing = |framing| ResponseFraming { framing, add_length: None };
@@ -243,29 +262,31 @@ pub fn response_framing(
     if let Some(len) = exact {
         return ResponseFraming { framing: Framing::Length(len), add_length: Some(len) };
     }
-    match content_length(headers) {
+    let own = headers.get_all(header::CONTENT_LENGTH).iter().map(HeaderValue::as_bytes);
+    match length_of(own.chain(fields.into_iter().flat_map(|f| f.values(b"content-length")))) {
         Some(len) => framing(Framing::Length(len)),
         None if version == Version::HTTP_11 => framing(Framing::Chunked),
         None => framing(Framing::UntilClose),
     }
 }
 
-/// Writes the status line, the headers, the `added` ones, the framing headers of `framing`,
-/// `date` when the response has none, and (unless it has its own) `connection: close` when the
-/// connection ends after it or `connection: keep-alive` for an HTTP/1.0 client that keeps it.
+/// Writes the status line, the headers (those of the map, then the upstream's [`Fields`] not
+/// moved into it), the `added` ones, the framing headers of `framing`, `date` when the response
+/// has none, and (unless it has its own) `connection: close` when the connection ends after it
+/// or `connection: keep-alive` for an HTTP/1.0 client that keeps it.
 /// Returns whether the connection goes on: `keep_alive`, unless the response says `close`.
 /// `transfer-encoding` is written only for a chunked body, and `content-length` never with one
 /// nor on a 1xx or 204; the response's own is replaced by `framing.add_length`.
 pub fn encode_response_head(
     dst: &mut BytesMut,
     status: StatusCode,
-    headers: &HeaderMap,
+    (headers, fields): (&HeaderMap, Option<&Fields>),
     added: &Added,
     framing: ResponseFraming,
     (keep_alive, http10): (bool, bool),
     date: &[u8],
 ) -> bool {
-    dst.reserve(64 + headers.len() * 48);
+    dst.reserve(64 + (headers.len() + fields.map_or(0, |f| f.at.len())) * 48);
     dst.put_slice(b"HTTP/1.1 ");
     dst.put_slice(status.as_str().as_bytes());
     dst.put_u8(b' ');
@@ -275,22 +296,29 @@ pub fn encode_response_head(
     let no_length =
         chunked || framing.add_length.is_some() || status.is_informational() || status == StatusCode::NO_CONTENT;
     let (mut dated, mut connection, mut close) = (false, false, false);
-    for (name, value) in headers {
-        if *name == header::TRANSFER_ENCODING || (no_length && *name == header::CONTENT_LENGTH) || added.replaces(name)
-        {
-            continue;
+    let replaced = added.replaced();
+    let mut keep = |name: &[u8], value: &[u8]| {
+        if name == b"transfer-encoding" || (no_length && name == b"content-length") || replaced(name) {
+            return false;
         }
-        if *name == header::DATE {
+        if name == b"date" {
             dated = true;
-        } else if *name == header::CONNECTION {
+        } else if name == b"connection" {
             connection = true;
             close |= has_token(value, b"close");
         }
-        put_field(dst, name, value);
+        true
+    };
+    for (name, value) in headers {
+        let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
+        if keep(name, value) {
+            put_field(dst, name, value);
+        }
     }
-    for (name, value) in added.iter() {
-        put_field(dst, name, value);
+    if let Some(fields) = fields {
+        fields.put(dst, &mut keep);
     }
+    added.put(dst);
     if let Some(len) = framing.add_length {
         put_length(dst, len);
     }
@@ -346,13 +374,104 @@ pub struct ResponseHead {
     pub version: Version,
     /// The header fields, less the connection options this parser consumed (`keep-alive`, and
     /// `connection` when it says only `close` or `keep-alive`): they are hop-by-hop.
-    pub headers: HeaderMap,
+    pub fields: Fields,
     /// The reason phrase, when it is not the status code's usual one.
     pub reason: Option<Bytes>,
     pub framing: Framing,
     /// Whether the connection may carry another request once this body is read.
     pub keep_alive: bool,
 }
+
+/// The header fields of a response head, left in the head's bytes (names lowercased) with
+/// where each lies: a response that crosses the gateway unedited is written to the client from
+/// them ([`encode_response_head`]), and only one that is read or edited is copied into a
+/// `HeaderMap` ([`Fields::append_to`]), which costs a hash, a name lookup and a value check per
+/// field. The parser has checked them as the map would (httparse accepts the same name and
+/// value bytes as `http`; longer names are refused here), so the copy cannot fail.
+#[derive(Debug, Clone, Default)]
+pub struct Fields {
+    head: Bytes,
+    at: Vec<Indices>,
+}
+
+impl Fields {
+    /// Each field's name and value, in the order received.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.at.iter().map(|at| (&self.head[at.name.0..at.name.1], &self.head[at.value.0..at.value.1]))
+    }
+
+    /// Writes the fields `keep` lets through as `name: value` lines. The lines the upstream wrote
+    /// so already are copied as they are, each run of them at once.
+    fn put(&self, dst: &mut BytesMut, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        let mut run = 0..0;
+        for at in &self.at {
+            let (name, value) = (&self.head[at.name.0..at.name.1], &self.head[at.value.0..at.value.1]);
+            if !keep(name, value) {
+                continue;
+            }
+            let line = at.name.0..at.value.1 + 2;
+            let as_written = self.head.get(at.name.1..at.value.0) == Some(&b": "[..])
+                && self.head.get(at.value.1..line.end) == Some(&b"\r\n"[..]);
+            if as_written && !run.is_empty() && run.end == line.start {
+                run.end = line.end;
+                continue;
+            }
+            dst.put_slice(&self.head[run]);
+            run = if as_written { line } else { 0..0 };
+            if run.is_empty() {
+                put_field(dst, name, value);
+            }
+        }
+        dst.put_slice(&self.head[run]);
+    }
+
+    /// The fields as a map (a copy).
+    #[cfg(test)]
+    pub fn to_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        self.clone().append_to(&mut map);
+        map
+    }
+
+    /// Appends the fields to `map`, their values sharing the head's bytes.
+    pub fn append_to(self, map: &mut HeaderMap) {
+        map.reserve(self.at.len() + 1);
+        // Checked when parsed: nothing is left out.
+        for (name, value) in self.at.iter().filter_map(|at| field(&self.head, at).ok()) {
+            map.append(name, value);
+        }
+    }
+
+    /// The values of the fields named `name` (lowercase).
+    fn values<'a>(&'a self, name: &'a [u8]) -> impl Iterator<Item = &'a [u8]> {
+        self.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v)
+    }
+}
+
+/// Lowercases a header name eight bytes at a time, the last eight overlapping the ones before
+/// (lowercasing twice changes nothing); a name is token characters, all ASCII, so no byte's sum
+/// carries into the next. (Byte by byte, it cost as much as the rest of the parse.)
+fn lowercase(name: &mut [u8]) {
+    const fn each(byte: u8) -> u64 {
+        u64::from_ne_bytes([byte; 8])
+    }
+    if name.len() < 8 {
+        name.make_ascii_lowercase();
+        return;
+    }
+    for at in (0..name.len()).step_by(8) {
+        let start = at.min(name.len() - 8);
+        if let Ok(word) = <&mut [u8; 8]>::try_from(&mut name[start..start + 8]) {
+            let bytes = u64::from_ne_bytes(*word);
+            // The high bit of each byte's sum says `>= b'A'`, then `> b'Z'`; it moves to 0x20.
+            let upper = bytes.wrapping_add(each(0x80 - b'A')) & !bytes.wrapping_add(each(0x80 - b'Z' - 1));
+            *word = (bytes | (upper & each(0x80)) >> 2).to_ne_bytes();
+        }
+    }
+}
+
+/// Longest header name a `HeaderMap` takes.
+const MAX_NAME_BYTES: usize = (1 << 16) - 1;
 
 /// Parses the response head at the front of `buf` and removes it (and any 1xx interim heads
 /// before it) from `buf`. `Ok(None)`: more bytes are needed.
@@ -433,9 +552,9 @@ fn parse_request_into(
     for at in indices.iter() {
         let (name, value) = field(&head, at)?;
         if name == header::CONNECTION {
-            close |= has_token(&value, b"close");
-            keep |= has_token(&value, b"keep-alive");
-            upgrade |= has_token(&value, b"upgrade");
+            close |= has_token(value.as_bytes(), b"close");
+            keep |= has_token(value.as_bytes(), b"keep-alive");
+            upgrade |= has_token(value.as_bytes(), b"upgrade");
         } else if name == header::EXPECT {
             expect.get_or_insert_with(|| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         } else if name == header::TRANSFER_ENCODING {
@@ -470,7 +589,7 @@ fn parse_request_into(
 }
 
 /// Where one header's name and value lie in the head.
-#[derive(Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 struct Indices {
     name: (usize, usize),
     value: (usize, usize),
@@ -548,45 +667,54 @@ fn parse_one_into(
         let reason = response.reason.map(|r| span(bytes, r.as_bytes()));
         (len, response.code.unwrap_or(0), reason, response.version.unwrap_or(1), response.headers.len())
     };
-    let head = buf.split_to(len).freeze();
+    let mut head = buf.split_to(len);
     let status = StatusCode::from_u16(code).map_err(|_| ParseError::Status)?;
     let version = if version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
     let mut keep_alive = version == Version::HTTP_11;
     let mut saw_close = false;
-    let (mut transfer_encoding, mut content_length_seen) = (false, false);
-    // One more for the `x-request-id` the gateway adds.
-    let mut headers = HeaderMap::with_capacity(count + 1);
+    let (mut transfer_encoding, mut content_length_seen) = (None, false);
+    // What the `content-length` values say, folded as they come (see `length_of`).
+    let mut length = Some(None);
+    let mut kept = Vec::with_capacity(count);
     for at in indices.iter() {
-        let (name, value) = field(&head, at)?;
-        if name == header::CONNECTION {
-            // Once any `connection` line asks to close, a later `keep-alive` does not undo it.
-            if saw_close || has_token(&value, b"close") {
-                saw_close = true;
-                keep_alive = false;
-            } else if !keep_alive {
-                keep_alive = has_token(&value, b"keep-alive");
-            }
-            // Hop-by-hop and fully read here, unless it names other headers to drop later.
-            if only_options(&value) {
-                continue;
-            }
-        } else if name == KEEP_ALIVE {
-            continue;
-        } else if name == header::TRANSFER_ENCODING {
-            transfer_encoding = true;
-        } else if name == header::CONTENT_LENGTH {
-            content_length_seen = true;
+        lowercase(&mut head[at.name.0..at.name.1]);
+        let (name, value) = (&head[at.name.0..at.name.1], &head[at.value.0..at.value.1]);
+        if name.len() > MAX_NAME_BYTES {
+            return Err(ParseError::HeaderValue);
         }
-        headers.append(name, value);
+        match name {
+            b"connection" => {
+                // Once any `connection` line asks to close, a later `keep-alive` does not undo it.
+                if saw_close || has_token(value, b"close") {
+                    saw_close = true;
+                    keep_alive = false;
+                } else if !keep_alive {
+                    keep_alive = has_token(value, b"keep-alive");
+                }
+                // Hop-by-hop and fully read here, unless it names other headers to drop later.
+                if only_options(value) {
+                    continue;
+                }
+            }
+            b"keep-alive" => continue,
+            b"transfer-encoding" => transfer_encoding = Some(at.value),
+            b"content-length" => {
+                content_length_seen = true;
+                length = length.and_then(|found| more_length(found, value));
+            }
+            _ => {}
+        }
+        kept.push(*at);
     }
+    let fields = Fields { head: head.freeze(), at: kept };
     let reason = reason
-        .map(|(start, end)| head.slice(start..end))
+        .map(|(start, end)| fields.head.slice(start..end))
         .filter(|r| status.canonical_reason().map(str::as_bytes) != Some(&r[..]));
     let framing = match status.as_u16() {
         101 => return Err(ParseError::UnexpectedUpgrade),
         100..=199 | 204 | 304 => Framing::Empty,
         _ if *method == Method::HEAD => Framing::Empty,
-        _ if transfer_encoding => {
+        _ if transfer_encoding.is_some() => {
             if version == Version::HTTP_10 {
                 return Err(ParseError::TransferEncodingInHttp10);
             }
@@ -594,61 +722,68 @@ fn parse_one_into(
             if content_length_seen {
                 keep_alive = false;
             }
-            if is_chunked(&headers) {
+            if transfer_encoding.is_some_and(|(start, end)| ends_chunked(&fields.head[start..end])) {
                 Framing::Chunked
             } else {
                 Framing::UntilClose
             }
         }
-        _ if content_length_seen => Framing::Length(content_length(&headers).ok_or(ParseError::ContentLength)?),
+        _ if content_length_seen => Framing::Length(length.flatten().ok_or(ParseError::ContentLength)?),
         _ => Framing::UntilClose,
     };
     if framing == Framing::UntilClose {
         keep_alive = false;
     }
-    Ok(Some(ResponseHead { status, version, headers, reason, framing, keep_alive }))
+    Ok(Some(ResponseHead { status, version, fields, reason, framing, keep_alive }))
 }
 
 /// The content length when every `content-length` value (lists included) is the same number.
 pub fn content_length(headers: &HeaderMap) -> Option<u64> {
-    let mut found = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for part in value.as_bytes().split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n = part.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))?;
-            if found.is_some_and(|f| f != n) {
-                return None;
-            }
-            found = Some(n);
+    length_of(headers.get_all(header::CONTENT_LENGTH).iter().map(HeaderValue::as_bytes))
+}
+
+fn length_of<'a>(mut values: impl Iterator<Item = &'a [u8]>) -> Option<u64> {
+    values.try_fold(None, more_length).flatten()
+}
+
+/// `found`, the length earlier `content-length` values gave (`None` before the first), checked
+/// against the numbers `value` lists; `None` when they are not all the same valid number.
+fn more_length(mut found: Option<u64>, value: &[u8]) -> Option<Option<u64>> {
+    for part in value.split(|&b| b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
         }
+        let n = part.iter().try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))?;
+        if found.is_some_and(|f| f != n) {
+            return None;
+        }
+        found = Some(n);
     }
-    found
+    Some(found)
 }
 
 /// Whether the last transfer coding is `chunked`.
 fn is_chunked(headers: &HeaderMap) -> bool {
-    let Some(last) = headers.get_all(header::TRANSFER_ENCODING).iter().next_back() else {
-        return false;
-    };
-    last.as_bytes().rsplit(|&b| b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    headers.get_all(header::TRANSFER_ENCODING).iter().next_back().is_some_and(|last| ends_chunked(last.as_bytes()))
 }
 
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// Whether the last coding of a `transfer-encoding` value is `chunked`.
+fn ends_chunked(value: &[u8]) -> bool {
+    value.rsplit(|&b| b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
 
 /// Whether a `connection` value holds nothing but `close` and `keep-alive`.
-fn only_options(value: &HeaderValue) -> bool {
-    value.as_bytes().split(|&b| b == b',').all(|t| {
+fn only_options(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').all(|t| {
         let t = t.trim_ascii();
         t.is_empty() || t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive")
     })
 }
 
 /// Whether a comma-separated header value holds `token` (case-insensitively).
-pub fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
-    value.as_bytes().split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+pub fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Decodes a chunked body from the front of a buffer, step by step as bytes arrive.

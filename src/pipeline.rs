@@ -61,6 +61,7 @@ pub type BoxedResponse = Box<Response<Body>>;
 /// Answers one request: routes it, runs the stages, proxies it, and records the outcome.
 pub async fn handle(request: BoxedRequest, conn: &Conn) -> Response<Body> {
     let (mut response, request_id) = answer(request, conn).await;
+    headers_to_map(&mut response);
     response.headers_mut().insert(REQUEST_ID, request_id);
     *response
 }
@@ -116,7 +117,7 @@ pub async fn answer(request: BoxedRequest, conn: &Conn) -> (BoxedResponse, Heade
 macro_rules! stage {
     ($stage:expr, $request:expr, $exchange:expr) => {
         if let Verdict::Respond(response) = $stage.check(&mut $request, &mut $exchange).await {
-            return Box::new(response);
+            return response;
         }
     };
 }
@@ -221,6 +222,8 @@ async fn dispatch<'s>(
     match exchange.waf_response.take() {
         None => response,
         Some(check) => {
+            let mut response = response;
+            headers_to_map(&mut response);
             // Boxed: its state would otherwise widen this future for every route.
             let (response, action) = Box::pin(check.inspect(*response, proxy.upstream.request_timeout)).await;
             outcome.waf_action = Some(action.as_str());
@@ -400,9 +403,29 @@ fn write_forwarded_for(out: &mut impl std::io::Write, earlier: Option<&str>, pee
     }
 }
 
+/// Makes the upstream's response what the client gets: no hop-by-hop headers. Header fields
+/// still unparsed with the body (see `h1::Fields`) stay so unless one of them has to go, other
+/// than `transfer-encoding`, which the HTTP/1 encoder leaves out itself.
 fn downstream_response(mut response: BoxedResponse) -> BoxedResponse {
+    let unparsed = response.body().fields().map(|fields| fields.iter());
+    if unparsed.is_some_and(|mut f| f.any(|(n, _)| n != b"transfer-encoding" && is_hop_by_hop(n))) {
+        headers_to_map(&mut response);
+    }
     remove_hop_by_hop(response.headers_mut());
     response
+}
+
+/// Moves the upstream's header fields, held unparsed by the body until then, into the
+/// response's map (less hop-by-hop ones), for what reads or edits them.
+fn headers_to_map(response: &mut Response<Body>) {
+    if let Some(fields) = response.body_mut().take_fields() {
+        fields.append_to(response.headers_mut());
+        remove_hop_by_hop(response.headers_mut());
+    }
+}
+
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|h| h.as_str().as_bytes() == name)
 }
 
 #[cfg(test)]

@@ -91,8 +91,32 @@ fn a_head_is_parsed_once_complete_and_leaves_the_body() {
     let head = parse_response(&mut buf, &Method::GET).unwrap().unwrap();
     assert_eq!(&buf[..], b"ok");
     assert_eq!(head.version, Version::HTTP_11);
-    assert_eq!(head.headers["content-type"], "text/plain");
+    assert_eq!(head.fields.to_map()["content-type"], "text/plain");
+    assert_eq!(head.fields.iter().next(), Some((&b"content-type"[..], &b"text/plain"[..])), "names lowercased");
     assert_eq!(head.reason, None);
+}
+
+#[test]
+fn fields_from_the_head_are_written_as_their_map_would_be() {
+    let text = b"HTTP/1.1 200 OK\r\nServer: s\r\nX-A:1\r\nX-B:  2  \r\nX-Empty:\r\nDate: d\nX-Long-Name-Here: v\r\n\
+        Content-Length: 2\r\nX-Last: z\r\n\r\n";
+    let head = parse(text, &Method::GET).unwrap().unwrap();
+    let mut added = Added::default();
+    added.push(http::HeaderName::from_static("x-long-name-here"), HeaderValue::from_static("gw"));
+    let encode = |headers| {
+        let framing = ResponseFraming { framing: Framing::Length(2), add_length: Some(2) };
+        let mut dst = BytesMut::new();
+        encode_response_head(&mut dst, StatusCode::OK, headers, &added, framing, (true, false), b"now");
+        String::from_utf8(dst.to_vec()).unwrap()
+    };
+    let (map, empty) = (head.fields.to_map(), HeaderMap::new());
+    let from_map = encode((&map, None));
+    assert_eq!(encode((&empty, Some(&head.fields))), from_map);
+    assert_eq!(
+        from_map,
+        "HTTP/1.1 200 OK\r\nserver: s\r\nx-a: 1\r\nx-b: 2\r\nx-empty: \r\ndate: d\r\nx-last: z\r\n\
+         x-long-name-here: gw\r\ncontent-length: 2\r\n\r\n"
+    );
 }
 
 #[test]
@@ -221,6 +245,19 @@ fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
     pairs.iter().map(|(k, v)| (http::HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
 }
 
+/// The same fields as an upstream's head holds them.
+fn fields(pairs: &[(&str, &str)]) -> Fields {
+    let mut head = BytesMut::new();
+    let mut at = Vec::new();
+    for (name, value) in pairs {
+        let start = head.len();
+        head.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        let name = (start, start + name.len());
+        at.push(Indices { name, value: (name.1 + 2, name.1 + 2 + value.len()) });
+    }
+    Fields { head: head.freeze(), at }
+}
+
 #[test]
 fn request_framing_follows_hyper() {
     use Framing::*;
@@ -290,11 +327,11 @@ fn connection_options_are_consumed_unless_they_name_headers() {
     .unwrap()
     .unwrap();
     assert!(head.keep_alive);
-    assert_eq!(head.headers.len(), 1, "{:?}", head.headers);
+    assert_eq!(head.fields.to_map().len(), 1, "{:?}", head.fields);
     let head =
         parse(b"HTTP/1.1 200 OK\r\nConnection: close, x-secret\r\nx-secret: s\r\n\r\n", &Method::GET).unwrap().unwrap();
     assert!(!head.keep_alive);
-    assert_eq!(head.headers["connection"], "close, x-secret", "kept for the pipeline to drop what it names");
+    assert_eq!(head.fields.to_map()["connection"], "close, x-secret", "kept for the pipeline to drop what it names");
 }
 
 #[test]
@@ -400,8 +437,10 @@ fn response_framing_follows_hyper() {
     ];
     for (status, head, version, pairs, exact, framing, add) in cases {
         let status = StatusCode::from_u16(*status).unwrap();
-        let got = response_framing(status, *head, *version, &headers(pairs), *exact);
+        let got = response_framing(status, *head, *version, (&headers(pairs), None), *exact);
         assert_eq!(got, ResponseFraming { framing: *framing, add_length: *add }, "{status} {head} {pairs:?}");
+        let unparsed = response_framing(status, *head, *version, (&HeaderMap::new(), Some(&fields(pairs))), *exact);
+        assert_eq!(unparsed, got, "{status} {head} {pairs:?}, from an upstream's head");
     }
 }
 
@@ -411,7 +450,12 @@ fn response_heads_are_written_with_their_framing() {
         let mut dst = BytesMut::new();
         let status = StatusCode::from_u16(status).unwrap();
         let date = b"Thu, 26 Nov 2026 00:00:00 GMT";
-        let kept = encode_response_head(&mut dst, status, &headers(pairs), &Added::default(), framing, keep, date);
+        let kept =
+            encode_response_head(&mut dst, status, (&headers(pairs), None), &Added::default(), framing, keep, date);
+        let mut unparsed = BytesMut::new();
+        let from_head = (&HeaderMap::new(), Some(&fields(pairs)));
+        let also = encode_response_head(&mut unparsed, status, from_head, &Added::default(), framing, keep, date);
+        assert_eq!((&unparsed, also), (&dst, kept), "{pairs:?} from an upstream's head");
         (String::from_utf8(dst.to_vec()).unwrap(), kept)
     };
     let sized = ResponseFraming { framing: Framing::Length(2), add_length: Some(2) };
@@ -496,8 +540,9 @@ fn responses_with_many_headers_parse_up_to_the_limit() {
     };
     // Past the first guess of room (24), within the limit.
     let parsed = parse(head(60).as_bytes(), &Method::GET).unwrap().unwrap();
-    assert_eq!(parsed.headers.len(), 61);
-    assert_eq!(parsed.headers["x-h59"], "59");
+    let map = parsed.fields.to_map();
+    assert_eq!(map.len(), 61);
+    assert_eq!(map["x-h59"], "59");
     assert_eq!(
         parse(head(MAX_HEADERS).as_bytes(), &Method::GET).unwrap_err(),
         ParseError::Head(httparse::Error::TooManyHeaders)
@@ -518,7 +563,7 @@ fn added_fields_replace_the_messages_own_and_go_last() {
     assert_eq!(&dst[..], &b"GET / HTTP/1.1\r\nhost: h\r\nx-request-id: two\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"[..]);
     let mut dst = BytesMut::new();
     let empty = ResponseFraming { framing: Framing::Empty, add_length: None };
-    encode_response_head(&mut dst, StatusCode::OK, &own, &added, empty, (true, false), b"d");
+    encode_response_head(&mut dst, StatusCode::OK, (&own, None), &added, empty, (true, false), b"d");
     assert_eq!(
         &dst[..],
         &b"HTTP/1.1 200 OK\r\nhost: h\r\nx-request-id: two\r\nx-forwarded-for: 10.0.0.1\r\ndate: d\r\n\r\n"[..]
@@ -526,4 +571,15 @@ fn added_fields_replace_the_messages_own_and_go_last() {
     let mut map = own.clone();
     added.insert_into(&mut map);
     assert_eq!((map["x-request-id"].as_bytes(), map["x-forwarded-for"].as_bytes()), (&b"two"[..], &b"10.0.0.1"[..]));
+}
+
+#[test]
+fn names_are_lowercased_whatever_their_length() {
+    let tokens = b"AZaz09!#$%&'*+-.^_`|~@[";
+    for len in 0..=20 {
+        let name: Vec<u8> = tokens.iter().cycle().skip(len).take(len).copied().collect();
+        let mut got = name.clone();
+        lowercase(&mut got);
+        assert_eq!(got, name.to_ascii_lowercase(), "{}", String::from_utf8_lossy(&name));
+    }
 }

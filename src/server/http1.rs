@@ -30,7 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Request, StatusCode, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use http_body_util::BodyExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -41,7 +41,7 @@ use super::Conn;
 use crate::body::{Body, BoxError, Inbound};
 use crate::deadline::Deadline;
 use crate::h1::{self, make_room, BodyError, BodyReader, Framing, ParseError, READ_CHUNK};
-use crate::pipeline;
+use crate::pipeline::{self, BoxedResponse};
 use crate::respond::{self, Rejection};
 
 /// A client connection's transport: TCP, or TLS over TCP.
@@ -198,13 +198,13 @@ async fn exchange(
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let give = handover?;
-        send(&mut stream.io, out, *response, &added, Sent { head_request, version, keep_alive: true }).await?;
+        send(&mut stream.io, out, response, &added, Sent { head_request, version, keep_alive: true }).await?;
         let _ = give.send(stream);
         return None;
     }
     // Draining: this connection closes after this answer.
     keep_alive &= !waiting.draining();
-    if !send(&mut stream.io, out, *response, &added, Sent { head_request, version, keep_alive }).await? {
+    if !send(&mut stream.io, out, response, &added, Sent { head_request, version, keep_alive }).await? {
         let _ = stream.io.shutdown().await;
         return None;
     }
@@ -225,21 +225,23 @@ struct Sent {
 async fn send(
     io: &mut Box<dyn Io>,
     out: &mut BytesMut,
-    response: Response<Body>,
+    mut response: BoxedResponse,
     added: &h1::Added,
     sent: Sent,
 ) -> Option<bool> {
-    let (parts, mut body) = response.into_parts();
-    let framing =
-        h1::response_framing(parts.status, sent.head_request, sent.version, &parts.headers, body.size_hint().exact());
+    // An upstream's header fields not moved into the map are written from its head.
+    let fields = response.body_mut().take_fields();
+    let (status, exact) = (response.status(), response.body().size_hint().exact());
+    let headers = (response.headers(), fields.as_ref());
+    let framing = h1::response_framing(status, sent.head_request, sent.version, headers, exact);
     let keep_alive = sent.keep_alive && framing.framing != Framing::UntilClose;
     let http10 = sent.version == Version::HTTP_10;
     out.clear();
-    let keep_alive =
-        h1::encode_response_head(out, parts.status, &parts.headers, added, framing, (keep_alive, http10), &date());
-    let complete = write_body(io, out, &mut body, framing.framing).await.ok()?;
+    let keep_alive = h1::encode_response_head(out, status, headers, added, framing, (keep_alive, http10), &date());
+    drop(fields);
+    let complete = write_body(io, out, response.body_mut(), framing.framing).await.ok()?;
     // The body's end (and its access-log line) before the next request.
-    drop(body);
+    drop(response);
     Some(keep_alive && complete)
 }
 
@@ -326,7 +328,7 @@ async fn refuse(mut stream: Box<Stream>, out: &mut BytesMut, error: ParseError) 
         ParseError::RequestHeadTooLarge => Rejection::HeadersTooLarge,
         _ => Rejection::BadRequest,
     };
-    let response = respond::reject(rejection, &respond::request_id(None));
+    let response = Box::new(respond::reject(rejection, &respond::request_id(None)));
     let sent = Sent { head_request: false, version: Version::HTTP_11, keep_alive: false };
     if send(&mut stream.io, out, response, &h1::Added::default(), sent).await.is_none() {
         return;

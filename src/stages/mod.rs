@@ -11,10 +11,11 @@ pub mod waf;
 use std::future::Future;
 use std::net::IpAddr;
 
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request};
 
 use crate::body::Body;
 use crate::config::Snapshot;
+use crate::pipeline::BoxedResponse;
 use crate::respond::{self, Rejection};
 use crate::route::Route;
 
@@ -22,8 +23,9 @@ use crate::route::Route;
 pub enum Verdict {
     /// Let the request go on to the next stage.
     Continue,
-    /// Answer the client with this response; nothing goes upstream.
-    Respond(Response<Body>),
+    /// Answer the client with this response; nothing goes upstream. Boxed, as it travels on
+    /// (a response in place would widen every stage's future, and be moved out of each).
+    Respond(BoxedResponse),
 }
 
 /// One request as the stages see it: the snapshot and route it was matched against, who sent
@@ -45,7 +47,7 @@ pub struct Exchange<'a> {
 impl Exchange<'_> {
     /// The gateway's answer for `rejection`, as a verdict.
     pub fn reject(&self, rejection: Rejection) -> Verdict {
-        Verdict::Respond(respond::reject(rejection, self.request_id))
+        Verdict::Respond(Box::new(respond::reject(rejection, self.request_id)))
     }
 }
 

@@ -104,7 +104,7 @@ impl Stage for WafConfig {
         if action != Action::Block {
             return Verdict::Continue;
         }
-        Verdict::Respond(blocked(policy, &outcome, exchange.request_id))
+        Verdict::Respond(Box::new(blocked(policy, &outcome, exchange.request_id)))
     }
 }
 

@@ -117,16 +117,17 @@ pub struct Outgoing {
     method: Method,
 }
 
-/// Encodes `request`'s head, with the gateway's `added` fields, and chooses its framing; a
-/// small body of known length is read by [`Outgoing::coalesce`]. Not async: the request is
-/// moved here once, not through the states of futures.
-pub fn encode(request: Request<Body>, added: &Added) -> Outgoing {
-    let (parts, body) = request.into_parts();
-    let framing = h1::request_framing(&parts.method, &parts.headers, body.is_end_stream(), body.size_hint().exact());
+/// Encodes `request`'s head, with the gateway's `added` fields, and chooses its framing; the
+/// body is taken, and a small one of known length is read by [`Outgoing::coalesce`]. Not
+/// async, and the request is borrowed: it is not moved through the states of futures.
+pub fn encode(request: &mut Request<Body>, added: &Added) -> Outgoing {
+    let body = std::mem::replace(request.body_mut(), Body::empty());
+    let (method, headers) = (request.method(), request.headers());
+    let framing = h1::request_framing(method, headers, body.is_end_stream(), body.size_hint().exact());
     let mut buf = BytesMut::with_capacity(HEAD_CAPACITY);
-    h1::encode_request_head(&mut buf, &parts.method, &parts.uri, &parts.headers, added, framing);
+    h1::encode_request_head(&mut buf, method, request.uri(), headers, added, framing);
     let rest = (framing.framing != Framing::Empty).then_some((body, framing.framing));
-    Outgoing { buf, rest, method: parts.method }
+    Outgoing { buf, rest, method: method.clone() }
 }
 
 impl Outgoing {

@@ -2,6 +2,7 @@
 //! request timeouts, retry idempotent requests elsewhere, and eject targets that refuse connects.
 //! The exchange itself runs inline in the request's task ([`super::client`]).
 
+use std::pin::pin;
 use std::sync::Arc;
 
 use http::{Request, Response, StatusCode};
@@ -52,7 +53,8 @@ pub async fn forward<'u>(
     };
     let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: Some(&upstream.members[index].target) };
     // Encoded once: a retry sends the same bytes again.
-    let mut out = client::encode(*request, added);
+    let mut request = request;
+    let mut out = client::encode(&mut request, added);
     if let Err(failure) = coalesce(upstream, &mut out).await {
         outcome.result = Err(failure);
         return outcome;
@@ -126,7 +128,8 @@ async fn exchange(
         None => (connect(upstream, target).await?, false),
     };
     let mut deadline = conn.take_deadline(upstream.request_timeout);
-    let attempt = async move {
+    // Made in place and pinned there: a future moved into `run` is copied whole.
+    let attempt = pin!(async move {
         let (mut conn, mut pooled) = (conn, pooled);
         loop {
             match client::roundtrip(&mut conn, out).await {
@@ -140,7 +143,7 @@ async fn exchange(
                 Err(error) => return Err(failure(target, error)),
             }
         }
-    };
+    });
     let (mut conn, head, complete) = match deadline.run(attempt).await {
         None => return Err(Failure::Timeout),
         Some(result) => result?,
@@ -153,10 +156,10 @@ async fn exchange(
         }
     }
     let body = ResponseBody::new(conn, &head, complete, Lease::new(in_flight));
-    let mut response = Box::new(Response::new(Body::upstream(body)));
+    // The header fields stay unparsed with the body (see `h1::Fields`).
+    let mut response = Box::new(Response::new(Body::upstream(body, head.fields)));
     *response.status_mut() = head.status;
     *response.version_mut() = head.version;
-    *response.headers_mut() = head.headers;
     if let Some(reason) = head.reason.and_then(|r| ReasonPhrase::try_from(r).ok()) {
         response.extensions_mut().insert(reason);
     }

@@ -1,6 +1,6 @@
 //! Route precedence, host and header matching, request rewriting and the gateway's own errors.
 
-use crate::harness::{config, gateway, upstream};
+use crate::harness::{config, gateway, request_path, scripted_upstream, upstream};
 
 /// Five routes that overlap on purpose; each answers from its own upstream.
 async fn precedence_gateway() -> (crate::harness::TestGateway, Vec<crate::harness::TestUpstream>) {
@@ -122,6 +122,49 @@ routes:
     assert_eq!(headers["x-request-id"], answer.headers["x-request-id"].to_str().unwrap());
     assert!(headers["host"].as_str().unwrap().starts_with("127.0.0.1:"));
     assert_eq!(echo["version"], "HTTP/1.1");
+}
+
+#[tokio::test]
+async fn responses_reach_the_client_without_hop_by_hop_headers() {
+    use tokio::io::AsyncWriteExt;
+    // By path: a plain answer (written from the upstream's head as it is), one whose
+    // `connection` names a header to drop, and a chunked one with connection options.
+    let up = scripted_upstream(|head, mut stream| async move {
+        let answer: &[u8] = match request_path(&head) {
+            "/plain" => b"HTTP/1.1 200 OK\r\nX-Kept: 1\r\nX-Request-Id: upstream's\r\nContent-Length: 2\r\n\r\nok",
+            "/named" => {
+                b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: s\r\nUpgrade: h2c\r\n\
+                X-Kept: 1\r\nContent-Length: 2\r\n\r\nok"
+            }
+            _ => {
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\n\
+                Transfer-Encoding: chunked\r\nX-Kept: 1\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+            }
+        };
+        stream.write_all(answer).await.ok()?;
+        Some(stream)
+    })
+    .await;
+    let gw = gateway(&config(&format!(
+        "upstreams: [{{ name: a, targets: [{{ addr: {} }}] }}]\nroutes: [{{ name: r, upstream: a }}]\n",
+        up.addr
+    )))
+    .await;
+    for path in ["/plain", "/named", "/chunked"] {
+        let answer = gw.get(path).await;
+        assert_eq!((answer.status.as_u16(), &answer.body[..]), (200, &b"ok"[..]), "{path}");
+        let headers = &answer.headers;
+        assert_eq!(headers["x-kept"], "1", "{path}");
+        assert_eq!(
+            headers.get_all("x-request-id").iter().count(),
+            1,
+            "{path}: the gateway's id replaces the upstream's"
+        );
+        assert_ne!(headers["x-request-id"], "upstream's", "{path}");
+        for hop in ["connection", "keep-alive", "x-secret", "upgrade"] {
+            assert!(headers.get(hop).is_none(), "{path}: {hop} is hop-by-hop");
+        }
+    }
 }
 
 #[tokio::test]
