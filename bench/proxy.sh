@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Whole-gateway load: Barbican as a plain reverse proxy against nginx as one, in the same run.
 #
-#   upstream nginx :18080 (CPU 1) <- nginx proxy :18081 (CPU 0)     <- wrk (CPU 1)
-#                                 <- barbican    :18090 (CPU 0)     <-
+#   upstream nginx :18080 (CPU 1) <- nginx proxy :18081 (CPU 0)               <- wrk (CPU 1)
+#                                 <- nginx proxy, same headers :18086 (CPU 0)  <-
+#                                 <- barbican    :18090 (CPU 0)               <-
 #
-# Rounds are interleaved (nginx, barbican, nginx, barbican, ...) and compared by their medians,
-# as a ratio barbican/nginx: single runs drift by ±15 %, a ratio within one run does not.
-# See bench/README.md.
+# The reference nginx forwards only Host. Barbican also sends the upstream x-forwarded-for,
+# x-forwarded-proto and x-request-id, and answers with x-request-id; "nginx+hdr" is the same
+# nginx doing that too (proxy_set_header, add_header $request_id), the like-for-like proxy.
+# Rounds are interleaved (nginx, nginx+hdr, barbican, ...) and compared by their medians, as
+# ratios: single runs drift by ±15 %, a ratio within one run does not. See bench/README.md.
 #
 # Environment:
 #   ROUNDS=3               rounds per workload (each round runs nginx then barbican)
@@ -26,6 +29,7 @@ duration=${DURATION:-5s}
 warmup=${WARMUP:-1s}
 path='/api/v1/users?id=42&name=alice'
 nginx_port=18081
+headers_port=18086
 barbican_port=18090
 
 die() { echo "proxy.sh: $*" >&2; exit 1; }
@@ -56,6 +60,9 @@ barbican_pid=
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
+    if [[ -f $work/nginx-hdr/nginx.pid ]]; then
+        nginx -p "$work/nginx-hdr" -c "$work/nginx-hdr/nginx.conf" -s stop 2>/dev/null || true
+    fi
     if [[ -n $barbican_pid ]] && kill -0 "$barbican_pid" 2>/dev/null; then
         kill -TERM "$barbican_pid" 2>/dev/null || true
         wait "$barbican_pid" 2>/dev/null || true
@@ -74,6 +81,28 @@ fi
 
 echo "== starting the reference stack ($reference)"
 "$reference" start
+
+echo "== starting nginx with Barbican's forwarding headers on 127.0.0.1:$headers_port (CPU 0)"
+mkdir -p "$work/nginx-hdr/logs"
+cat >"$work/nginx-hdr/nginx.conf" <<EOF
+pid $work/nginx-hdr/nginx.pid; worker_processes 1; error_log $work/nginx-hdr/logs/error.log warn;
+events { worker_connections 8192; }
+http {
+  access_log off; client_body_temp_path $work/nginx-hdr/body; proxy_temp_path $work/nginx-hdr/proxy;
+  keepalive_requests 1000000;
+  upstream upstream { server 127.0.0.1:18080; keepalive 256; }
+  server {
+    listen 127.0.0.1:$headers_port backlog=4096;
+    location / {
+      proxy_pass http://upstream; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr; proxy_set_header X-Forwarded-Proto \$scheme;
+      proxy_set_header X-Request-Id \$request_id; add_header X-Request-Id \$request_id;
+    }
+  }
+}
+EOF
+cp "$work/nginx-hdr/nginx.conf" "$results/nginx-hdr.conf"
+taskset -c 0 nginx -p "$work/nginx-hdr" -c "$work/nginx-hdr/nginx.conf" || die "nginx with headers did not start"
 
 cat >"$work/barbican.yaml" <<EOF
 # Plain proxy, like the reference nginx on :$nginx_port: one worker, no access log.
@@ -105,7 +134,7 @@ until curl -fs -o /dev/null "http://127.0.0.1:$barbican_port/"; do
 done
 
 # Both proxies must answer the workloads with the upstream's 200 "ok", or the figures mean nothing.
-for port in $nginx_port $barbican_port; do
+for port in $nginx_port $headers_port $barbican_port; do
     body=$(curl -fsS "http://127.0.0.1:$port$path") || die "GET on :$port failed"
     [[ $body == ok ]] || die "GET on :$port answered ${body@Q}, not ok"
     body=$(curl -fsS -H 'Content-Type: application/json' --data-binary @<(
@@ -169,8 +198,8 @@ run_wrk() {
 }
 
 declare -A rps p99 errs
-systems=(nginx barbican)
-declare -A port_of=([nginx]=$nginx_port [barbican]=$barbican_port)
+systems=(nginx nginx+hdr barbican)
+declare -A port_of=([nginx]=$nginx_port [nginx+hdr]=$headers_port [barbican]=$barbican_port)
 workloads=(get post)
 declare -A args_of=([get]="" [post]="-s $post_lua")
 
@@ -186,7 +215,7 @@ for ((r = 1; r <= rounds; r++)); do
     for w in "${workloads[@]}"; do
         for sys in "${systems[@]}"; do
             file=$results/r$r-$w-$sys.txt
-            printf '== round %d/%d  %-4s %-8s ' "$r" "$rounds" "${w^^}" "$sys"
+            printf '== round %d/%d  %-4s %-9s ' "$r" "$rounds" "${w^^}" "$sys"
             # shellcheck disable=SC2086
             run_wrk "$file" "${port_of[$sys]}" -d"$duration" ${args_of[$w]}
             rps[$r,$w,$sys]=$(requests_per_s "$file")
@@ -203,34 +232,45 @@ median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 report() {
-    local w title r sys
-    local -a n_rps b_rps n_p99 b_p99
+    local w title r sys e
+    local -A median_rps median_p99
+    local -a xs ys
     local total_errors=0
     echo "Barbican vs nginx, plain reverse proxy to 127.0.0.1:18080; proxies on CPU 0, wrk on CPU 1"
     echo "wrk -t1 -c32 -d$duration --latency, $rounds interleaved rounds; $(sed -n 's/^commit: *//p' "$results/meta.txt")"
     for w in "${workloads[@]}"; do
-        n_rps=() b_rps=() n_p99=() b_p99=()
         case $w in
             get) title="GET $path" ;;
             post) title="POST $path, 1 KiB JSON (post.lua)" ;;
         esac
         echo
         echo "$title"
-        printf '  %-14s %12s %10s %15s %10s %12s\n' "" "nginx req/s" "p99 ms" "barbican req/s" "p99 ms" "errors n/b"
+        printf '  %-8s' ""
+        for sys in "${systems[@]}"; do printf ' %15s %7s' "$sys req/s" "p99 ms"; done
+        printf ' %7s\n' "errors"
         for ((r = 1; r <= rounds; r++)); do
-            printf '  %-14s %12.0f %10.3f %15.0f %10.3f %12s\n' "round $r" \
-                "${rps[$r,$w,nginx]}" "${p99[$r,$w,nginx]}" "${rps[$r,$w,barbican]}" "${p99[$r,$w,barbican]}" \
-                "${errs[$r,$w,nginx]}/${errs[$r,$w,barbican]}"
-            n_rps+=("${rps[$r,$w,nginx]}") b_rps+=("${rps[$r,$w,barbican]}")
-            n_p99+=("${p99[$r,$w,nginx]}") b_p99+=("${p99[$r,$w,barbican]}")
-            total_errors=$((total_errors + ${errs[$r,$w,nginx]} + ${errs[$r,$w,barbican]}))
+            printf '  %-8s' "round $r"
+            e=0
+            for sys in "${systems[@]}"; do
+                printf ' %15.0f %7.3f' "${rps[$r,$w,$sys]}" "${p99[$r,$w,$sys]}"
+                e=$((e + ${errs[$r,$w,$sys]}))
+            done
+            printf ' %7s\n' "$e"
+            total_errors=$((total_errors + e))
         done
-        local mn_rps mb_rps mn_p99 mb_p99
-        mn_rps=$(median "${n_rps[@]}") mb_rps=$(median "${b_rps[@]}")
-        mn_p99=$(median "${n_p99[@]}") mb_p99=$(median "${b_p99[@]}")
-        printf '  %-14s %12.0f %10.3f %15.0f %10.3f\n' "median" "$mn_rps" "$mn_p99" "$mb_rps" "$mb_p99"
-        printf '  %-14s req/s %sx (higher is better)   p99 %sx (lower is better)\n' "barbican/nginx" \
-            "$(ratio "$mb_rps" "$mn_rps")" "$(ratio "$mb_p99" "$mn_p99")"
+        printf '  %-8s' "median"
+        for sys in "${systems[@]}"; do
+            xs=() ys=()
+            for ((r = 1; r <= rounds; r++)); do xs+=("${rps[$r,$w,$sys]}") ys+=("${p99[$r,$w,$sys]}"); done
+            median_rps[$sys]=$(median "${xs[@]}") median_p99[$sys]=$(median "${ys[@]}")
+            printf ' %15.0f %7.3f' "${median_rps[$sys]}" "${median_p99[$sys]}"
+        done
+        echo
+        for sys in nginx nginx+hdr; do
+            printf '  barbican/%-9s req/s %sx (higher is better)   p99 %sx (lower is better)\n' "$sys" \
+                "$(ratio "${median_rps[barbican]}" "${median_rps[$sys]}")" \
+                "$(ratio "${median_p99[barbican]}" "${median_p99[$sys]}")"
+        done
     done
     if ((total_errors > 0)); then
         echo
