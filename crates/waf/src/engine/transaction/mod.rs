@@ -135,8 +135,7 @@ pub struct Transaction<'r> {
     /// IP, GLOBAL, SESSION, USER, RESOURCE: kept for this transaction only.
     stores: BTreeMap<(u8, String), Arc<[u8]>>,
     env: BTreeMap<String, Vec<u8>>,
-    /// `MATCHED_VAR_NAME` and `MATCHED_VAR` (`None`: empty).
-    matched_var: Option<Matched>,
+    /// `MATCHED_VARS`; the last one is `MATCHED_VAR_NAME` and `MATCHED_VAR` (none: empty).
     matched_vars: Vec<Matched>,
     engine: EngineMode,
     request_body_access: bool,
@@ -219,7 +218,6 @@ impl<'r> Transaction<'r> {
             tx: TxVars::new(&rules.tx_names),
             stores: BTreeMap::new(),
             env: BTreeMap::new(),
-            matched_var: None,
             matched_vars: Vec::new(),
             engine: s.engine,
             request_body_access: s.request_body_access,
@@ -416,7 +414,6 @@ impl<'r> Transaction<'r> {
                 // libmodsecurity3 clears MATCHED_VAR(S) when a rule part does not match, and
                 // only then: the matches of consecutive matching rules accumulate (checked
                 // against 3.0.9; CRS chains that inspect MATCHED_VARS count them all).
-                self.matched_var = None;
                 self.matched_vars.clear();
                 return Flow::Next;
             }
@@ -429,9 +426,7 @@ impl<'r> Transaction<'r> {
                         }
                     }
                 }
-                let matched = (h.name, h.value);
-                self.matched_var = Some(matched.clone());
-                self.matched_vars.push(matched);
+                self.matched_vars.push((h.name, h.value));
                 for sv in &part.setvars {
                     self.setvar(rule, sv);
                 }
@@ -502,7 +497,7 @@ impl<'r> Transaction<'r> {
             data: rule.logdata.as_ref().map(|m| lossy(self.expand(m, rule).into_owned())).unwrap_or_default(),
             severity: rule.severity,
             tags: rule.tags.iter().map(|t| lossy(self.expand(t, rule).into_owned())).collect(),
-            matched_var_name: self.matched_var.as_ref().map(|(name, _)| name.to_string()).unwrap_or_default(),
+            matched_var_name: self.matched_vars.last().map(|(name, _)| name.to_string()).unwrap_or_default(),
             location: rule.location.clone(),
             disruptive,
         };

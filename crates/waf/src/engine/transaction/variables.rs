@@ -295,8 +295,8 @@ impl Transaction<'_> {
                     }
                 }
             }
-            V::MatchedVar => scalar(self.matched_var.as_ref().map_or(&[][..], |(_, v)| v), out),
-            V::MatchedVarName => scalar(self.matched_var.as_ref().map_or(&[][..], |(n, _)| n.as_bytes()), out),
+            V::MatchedVar => scalar(self.matched_vars.last().map_or(&[][..], |(_, v)| v), out),
+            V::MatchedVarName => scalar(self.matched_vars.last().map_or(&[][..], |(n, _)| n.as_bytes()), out),
             V::MatchedVars => {
                 for (k, val) in &self.matched_vars {
                     if sel.matches(k.as_bytes()) {
