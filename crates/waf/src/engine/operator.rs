@@ -347,7 +347,7 @@ pub(crate) enum Op {
     /// `@rx` whose pattern holds macros: compiled per transaction.
     RxMacro(MacroString),
     /// `@pm`, `@pmFromFile`: case-insensitive phrases.
-    Pm(AhoCorasick),
+    Pm(Phrases),
     /// `@beginsWith`, `@endsWith`, `@contains`, `@containsWord`, `@streq`, `@within`,
     /// `@strmatch`, compared with the expanded argument.
     Str(StrOp, MacroString),
@@ -510,14 +510,34 @@ pub(crate) fn compile(
     }
 }
 
-fn phrases<'a>(words: impl Iterator<Item = &'a [u8]>) -> Result<AhoCorasick, String> {
+/// The phrases of a `@pm`: their automaton, and the same test as a regex (any phrase, ASCII
+/// case-insensitively) for the prescan when the list is short enough to join the prescan's
+/// automata without swelling them.
+#[derive(Debug)]
+pub(crate) struct Phrases {
+    pub(crate) automaton: AhoCorasick,
+    pub(crate) regex: Option<regex::bytes::Regex>,
+}
+
+/// Lists longer than this stay out of the prescan (CRS's file lists run to 2,127 phrases).
+const PRESCAN_PHRASES: usize = 300;
+
+fn phrases<'a>(words: impl Iterator<Item = &'a [u8]>) -> Result<Phrases, String> {
     let words: Vec<&[u8]> = words.collect();
-    AhoCorasickBuilder::new()
+    let automaton = AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostFirst)
         .kind(Some(AhoCorasickKind::DFA))
-        .build(words)
-        .map_err(|e| e.to_string())
+        .build(&words)
+        .map_err(|e| e.to_string())?;
+    let regex = (words.len() <= PRESCAN_PHRASES)
+        .then(|| {
+            let escaped: Option<Vec<String>> =
+                words.iter().map(|w| std::str::from_utf8(w).ok().map(regex::escape)).collect();
+            regex::bytes::RegexBuilder::new(&format!("(?si-u)(?:{})", escaped?.join("|"))).build().ok()
+        })
+        .flatten();
+    Ok(Phrases { automaton, regex })
 }
 
 /// Whether a string comparison holds (`arg` already expanded).
@@ -590,8 +610,8 @@ pub(crate) fn num_op(op: NumOp, v: &[u8], b: i64) -> bool {
 }
 
 /// `@pm`: the first phrase found.
-pub(crate) fn pm(ac: &AhoCorasick, v: &[u8]) -> Option<Vec<u8>> {
-    ac.find(v).map(|m| v[m.range()].to_vec())
+pub(crate) fn pm(phrases: &Phrases, v: &[u8]) -> Option<Vec<u8>> {
+    phrases.automaton.find(v).map(|m| v[m.range()].to_vec())
 }
 
 /// `@ipMatch`.

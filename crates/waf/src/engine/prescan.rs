@@ -1,24 +1,25 @@
-//! Prescanning: every literal `@rx` pattern of the rule set is compiled into one multi-pattern
-//! automaton, so that a request value is scanned once per distinct transformed form instead of
-//! once per rule.
+//! Prescanning: every literal `@rx` pattern of the rule set, and every short `@pm` phrase list
+//! (as the alternation of its phrases), is compiled into one multi-pattern automaton, so that a
+//! request value is scanned once per distinct transformed form instead of once per rule.
 //!
 //! ```text
 //! compile:      (chain, pattern) of every eligible rule part ──▶ one regex-automata set (MatchKind::All)
-//!               + per chain: the mask of its patterns; per variable: the chains that look at it
-//! transaction:  variable ──each value × its chains' transformations──▶ distinct forms (most values
+//!               + per chain: the mask of its patterns; per scope: the chains that look at it
+//! transaction:  scope ──each value × its chains' transformations──▶ distinct forms (most values
 //!               leave most chains unchanged: one form) ──one scan each──▶ bitset of patterns
 //!               rule part ──its pattern's bit in its targets' bitsets──▶ clear: cannot match
 //! ```
 //!
-//! A pattern's bit is set when it matches some member of the variable transformed by the
-//! pattern's chain. The bitset covers the whole collection, so it over-approximates what a part
-//! with a key selector or exclusions sees: a clear bit proves the part cannot match and it is
-//! skipped; a set bit sends the part through the ordinary per-value evaluation, which decides.
-//! Benign traffic clears nearly every bit, so most rules cost a few bit tests. Only parts whose
-//! answer is a pure function of request data take part: a literal, non-negated `@rx` on the
-//! linear engine that does not match ordinary short values (with `multiMatch`, every variant of
-//! a value is scanned), no counting, and
-//! targets whose values do not change within a phase (not `TX`, `MATCHED_VAR`, ...).
+//! A scope is a variable, or the members of a collection with one key (`REQUEST_HEADERS:Host`).
+//! A pattern's bit is set when it matches some member of the scope transformed by the pattern's
+//! chain. The bitset covers the whole scope, so it over-approximates what a part with a key
+//! pattern or exclusions sees: a clear bit proves the part cannot match and it is skipped; a set
+//! bit sends the part through the ordinary per-value evaluation, which decides. Benign traffic
+//! clears nearly every bit, so most rules cost a few bit tests. Only parts whose answer is a
+//! pure function of request data take part: a literal, non-negated `@rx` on the linear engine or
+//! `@pm` that does not match ordinary short values (with `multiMatch`, every variant of a value
+//! is scanned), no counting, and targets whose values do not change within a phase (not `TX`,
+//! `MATCHED_VAR`, ...).
 
 use std::collections::HashMap;
 
@@ -357,9 +358,14 @@ pub(crate) fn has(bits: &[u64], index: usize) -> bool {
     bits.get(index / 64).is_some_and(|w| w & (1 << (index % 64)) != 0)
 }
 
-/// The regex of a part that may be prescanned.
+/// The regex of a part that may be prescanned: a literal `@rx` on the linear engine, or a
+/// short `@pm` as the alternation of its phrases.
 fn eligible(part: &Part) -> Option<regex::bytes::Regex> {
-    let Some(Op::Rx(Rx::Linear(re))) = &part.op else { return None };
+    let re = match &part.op {
+        Some(Op::Rx(Rx::Linear(re))) => re,
+        Some(Op::Pm(phrases)) => phrases.regex.as_ref()?,
+        _ => return None,
+    };
     // A pattern that matches ordinary short values (`.`, `^[^;\s]+`) matches nearly every
     // value, so its bit would always be set, and it would report a match at nearly every
     // position of every scan: it is left to per-rule evaluation.

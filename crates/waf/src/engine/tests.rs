@@ -397,3 +397,20 @@ SecRule REQUEST_HEADERS:User-Agent|REQUEST_HEADERS:Referer "@rx probe" "id:3,pha
     let referer = Request::new("GET", "/").header("Referer", "http://x/probe");
     assert_eq!(ids(&rs.evaluate(&referer, None)), vec![3]);
 }
+
+#[test]
+fn a_short_phrase_list_is_prescanned_with_pm_semantics() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRule ARGS "@pm Evil.Corp bad+word" "id:1,phase:2,pass,log,capture,msg:'%{TX.0}'""#,
+    );
+    assert!(rs.rules[0].parts[0].prescan.is_some());
+    let get = |q: &str| ids(&rs.evaluate(&Request::new("GET", format!("/?q={q}")), None));
+    // Any phrase, anywhere, ASCII case ignored; phrases are literal (`.` and `+` included).
+    assert_eq!(get("xxEVIL.corpxx"), vec![1]);
+    assert_eq!(get("a%20BAD%2BWORD"), vec![1]);
+    assert_eq!(get("evilxcorp"), Vec::<u64>::new());
+    assert_eq!(get("badword"), Vec::<u64>::new());
+    let o = rs.evaluate(&Request::new("GET", "/?q=my-evil.CORP"), None);
+    assert_eq!(o.matched[0].msg, "evil.CORP");
+}
