@@ -25,6 +25,7 @@ use crate::seclang::ast::{
 };
 use crate::seclang::{self, DataFile, FileId};
 
+use super::fast_hash::FastHash;
 use super::operator::{self, Op};
 use super::prescan::{Gate, Prescan};
 use super::transform;
@@ -198,7 +199,7 @@ impl SetVarSpec {
 /// that the rules reading and setting them hash nothing.
 #[derive(Debug, Default)]
 pub(crate) struct TxNames {
-    numbers: std::collections::HashMap<Arc<str>, u32>,
+    numbers: std::collections::HashMap<Arc<str>, u32, FastHash>,
     keys: Vec<TxKey>,
 }
 

@@ -16,6 +16,7 @@
 
 pub mod body;
 pub mod compile;
+mod fast_hash;
 pub(crate) mod operator;
 pub(crate) mod prescan;
 pub mod request;

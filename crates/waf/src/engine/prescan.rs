@@ -54,6 +54,11 @@ pub(crate) struct Prescan {
 /// rules that only look at its `Content-Type` (and a header it lacks costs nothing).
 type Scope = (Variable, Option<String>);
 
+/// The members a scope takes.
+fn selector(scope: &Scope) -> Sel {
+    scope.1.as_ref().map_or(Sel::All, |k| Sel::Key(k.clone()))
+}
+
 /// The scope of a target (`keyed`: whether keys make scopes of their own).
 fn scope(t: &TargetSpec, keyed: bool) -> Scope {
     match &t.sel {
@@ -67,6 +72,8 @@ fn scope(t: &TargetSpec, keyed: bool) -> Scope {
 #[derive(Debug)]
 struct Scanned {
     scope: Scope,
+    /// The members the scope takes.
+    sel: Sel,
     group: usize,
     looks: Vec<Look>,
 }
@@ -244,8 +251,10 @@ impl Prescan {
             };
             groups.push(group);
         }
-        let scopes: Vec<Scanned> =
-            assigned.into_iter().map(|(scope, group, looks)| Scanned { scope, group, looks }).collect();
+        let scopes: Vec<Scanned> = assigned
+            .into_iter()
+            .map(|(scope, group, looks)| Scanned { sel: selector(&scope), scope, group, looks })
+            .collect();
         if scopes.len() > MAX_SCOPES {
             return Prescan::default();
         }
@@ -276,17 +285,17 @@ impl Prescan {
         scans.done &= self.head;
     }
 
-    /// Scope `n` (its variable, and the key of the members it takes, if one), its automaton
-    /// group, and the chains whose prescanned parts look at it: transformations, whether the
-    /// parts are `multiMatch` (scanned at every step that changes the value), and the bits of
-    /// the patterns those parts use.
+    /// Scope `n` (its variable, and which of its members it takes), its automaton group, and
+    /// the chains whose prescanned parts look at it: transformations, whether the parts are
+    /// `multiMatch` (scanned at every step that changes the value), and the bits of the
+    /// patterns those parts use.
     pub(crate) fn scope(
         &self,
         n: usize,
-    ) -> (&Scope, usize, impl Iterator<Item = (&[Transformation], bool, &[u64])> + Clone) {
+    ) -> (Variable, &Sel, usize, impl Iterator<Item = (&[Transformation], bool, &[u64])> + Clone) {
         let s = &self.scopes[n];
         let chains = s.looks.iter().map(|(c, multi, mask)| (self.chains[*c].as_slice(), *multi, &mask[..]));
-        (&s.scope, s.group, chains)
+        (s.scope.0, &s.sel, s.group, chains)
     }
 
     /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of a

@@ -32,6 +32,7 @@ use crate::seclang::ast::{
 
 use super::body::{json, multipart, urlencoded, xml};
 use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec};
+use super::fast_hash::FastHash;
 use super::operator::{self, Captures, Op, Rx};
 use super::prescan::{self, Gate, Scans};
 use super::request::{Request, Response};
@@ -623,11 +624,9 @@ impl<'r> Transaction<'r> {
     fn prescan_scope(&self, rule: &Rule, n: usize) -> SmallVec<[u64; 8]> {
         let prescan = &self.rules.prescan;
         let mut bits = SmallVec::from_elem(0, prescan.words());
-        let ((var, key), group, chains) = prescan.scope(n);
-        let var = *var;
-        let sel = key.as_ref().map_or(Sel::All, |k| Sel::Key(k.clone()));
+        let (var, sel, group, chains) = prescan.scope(n);
         let mut vals = Vals::new();
-        self.values(var, &sel, rule, &mut vals);
+        self.values(var, sel, rule, &mut vals);
         if var == Variable::Xml {
             // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
@@ -883,38 +882,6 @@ impl std::ops::Deref for Transformed<'_> {
 
 /// Transformed values: chain id, then original value.
 type TransformCache = HashMap<usize, HashMap<Vec<u8>, Arc<[u8]>, FastHash>, FastHash>;
-
-/// A fast, non-cryptographic hasher (FxHash's multiply-rotate) for the per-transaction maps:
-/// their keys are request values and variable names, and a collision only costs a compare.
-#[derive(Clone, Copy, Default)]
-struct FastHash;
-
-impl std::hash::BuildHasher for FastHash {
-    type Hasher = FxHasher;
-    fn build_hasher(&self) -> FxHasher {
-        FxHasher(0)
-    }
-}
-
-struct FxHasher(u64);
-
-impl std::hash::Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x517c_c1b7_2722_0a95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-            self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
 
 /// The new value of a variable after a `setvar` (`value`: its operand expanded), or `None` to
 /// delete it. An unchanged value keeps its allocation, a literal one is shared.

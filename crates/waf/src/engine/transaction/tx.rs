@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::super::compile::{tx_key, TxNames};
-use super::{FastHash, Matched};
+use super::super::fast_hash::FastHash;
+use super::Matched;
 
 /// The `TX` collection of one transaction. Each variable is kept as a match on it records it
 /// (`TX:key` and the value), so that matching a `TX` variable copies nothing.
