@@ -285,17 +285,18 @@ impl Prescan {
         scans.done &= self.head;
     }
 
-    /// Scope `n` (its variable, and which of its members it takes), its automaton group, and
-    /// the chains whose prescanned parts look at it: transformations, whether the parts are
-    /// `multiMatch` (scanned at every step that changes the value), and the bits of the
-    /// patterns those parts use.
-    pub(crate) fn scope(
-        &self,
-        n: usize,
-    ) -> (Variable, &Sel, usize, impl Iterator<Item = (&[Transformation], bool, &[u64])> + Clone) {
+    /// Scope `n`: its variable, which of its members it takes, and its automaton group.
+    pub(crate) fn scope(&self, n: usize) -> (Variable, &Sel, usize) {
         let s = &self.scopes[n];
-        let chains = s.looks.iter().map(|(c, multi, mask)| (self.chains[*c].as_slice(), *multi, &mask[..]));
-        (s.scope.0, &s.sel, s.group, chains)
+        (s.scope.0, &s.sel, s.group)
+    }
+
+    /// The chains whose prescanned parts look at scope `n`: transformations, whether the parts
+    /// are `multiMatch` (scanned at every step that changes the value), and the bits of the
+    /// patterns those parts use.
+    pub(crate) fn chains(&self, n: usize) -> impl Iterator<Item = (&[Transformation], bool, &[u64])> + Clone {
+        let looks = self.scopes[n].looks.iter();
+        looks.map(|(c, multi, mask)| (self.chains[*c].as_slice(), *multi, &mask[..]))
     }
 
     /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of a

@@ -624,7 +624,7 @@ impl<'r> Transaction<'r> {
     fn prescan_scope(&self, rule: &Rule, n: usize) -> SmallVec<[u64; 8]> {
         let prescan = &self.rules.prescan;
         let mut bits = SmallVec::from_elem(0, prescan.words());
-        let (var, sel, group, chains) = prescan.scope(n);
+        let (var, sel, group) = prescan.scope(n);
         let mut vals = Vals::new();
         self.values(var, sel, rule, &mut vals);
         if var == Variable::Xml {
@@ -640,7 +640,7 @@ impl<'r> Transaction<'r> {
         for v in &vals {
             forms.clear();
             let features = transform::Features::of(&v.value);
-            for (transforms, multi, mask) in chains.clone() {
+            for (transforms, multi, mask) in prescan.chains(n) {
                 if multi {
                     for form in transform::variants(transforms, &v.value) {
                         add_form(&mut forms, None, form, mask);
