@@ -294,7 +294,7 @@ impl Prescan {
     /// The chains whose prescanned parts look at scope `n`: transformations, whether the parts
     /// are `multiMatch` (scanned at every step that changes the value), and the bits of the
     /// patterns those parts use.
-    pub(crate) fn chains(&self, n: usize) -> impl Iterator<Item = (&[Transformation], bool, &[u64])> + Clone {
+    pub(crate) fn chains(&self, n: usize) -> impl Iterator<Item = (&[Transformation], bool, &[u64])> {
         let looks = self.scopes[n].looks.iter();
         looks.map(|(c, multi, mask)| (self.chains[*c].as_slice(), *multi, &mask[..]))
     }
