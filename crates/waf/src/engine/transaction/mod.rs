@@ -159,7 +159,7 @@ pub struct Transaction<'r> {
     /// Transformed values by chain and original value, and the bytes they hold.
     transformed: RefCell<TransformCache>,
     cached_bytes: Cell<usize>,
-    /// Prescan bitsets by variable, dropped when the variable may change: when the request
+    /// Prescan bitsets by scope, dropped when the scope's values may change: when the request
     /// body or response data is loaded (see [`prescan::from_request_head`]).
     prescanned: RefCell<Scans>,
     /// Scratch space for prescanning.
