@@ -466,7 +466,9 @@ impl Group {
 }
 
 /// One automaton for all patterns: every pattern that matches anywhere is reported
-/// (`MatchKind::All`, overlapping search); no capture groups are kept.
+/// (`MatchKind::All`, overlapping search); no capture groups are kept. No literal prefilter:
+/// the joint automaton only sees values up to [`LONG`] bytes, where one pass of the DFA beats
+/// restarting it at every candidate the literals of hundreds of patterns find in ordinary text.
 fn compile<'p>(patterns: impl Iterator<Item = &'p str>) -> Option<Regex> {
     let patterns: Vec<&str> = patterns.collect();
     if patterns.is_empty() {
@@ -480,7 +482,8 @@ fn compile<'p>(patterns: impl Iterator<Item = &'p str>) -> Option<Regex> {
                 .utf8_empty(false)
                 .which_captures(WhichCaptures::None)
                 .nfa_size_limit(Some(512 << 20))
-                .hybrid_cache_capacity(128 << 20),
+                .hybrid_cache_capacity(128 << 20)
+                .auto_prefilter(false),
         )
         .build_many(&patterns)
         .ok()
