@@ -426,16 +426,20 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          `@verifySVNR`, `@rsub`, `t:md5`, `exec`, `ctl:parseXmlIntoArgs`, `SecArgumentsLimit` \
          (read, not enforced), XPath other than `/*` and `//@*`.\n\n\
          ## How rules are evaluated\n\n\
-         Every literal `@rx` on the linear engine is also compiled into `regex-automata` multi-pattern \
-         automata shared by the variables that rules check with the same patterns (`engine::prescan`). \
-         Per request, each member of such a variable is transformed once per distinct rest of chain \
+         Every literal `@rx` on the linear engine, and every `@pm` list of up to 300 phrases (as the \
+         regex `(?si-u)(?:p1|p2|...)`, the same test), is also compiled into `regex-automata` \
+         multi-pattern automata shared by the scopes that rules check with the same patterns \
+         (`engine::prescan`); a scope is a variable, or the members of a collection with one key \
+         (`REQUEST_HEADERS:User-Agent` is scanned apart from the other headers). Per request, each \
+         member of such a scope is transformed once per distinct rest of chain \
          (steps a one-pass byte scan proves idle are skipped; `multiMatch` rules get every variant) and \
          scanned once; a rule part whose pattern's bit stays clear for all its targets cannot match and \
          costs a few bit tests. Set bits fall back to the part's own regex, so verdicts do not change. \
          Patterns that match ordinary values (a corpus of typical headers and bodies) are checked alone \
          behind one joint test, and values over 256 bytes pattern by pattern, both to keep the overlapping \
          search from reporting the same pattern at every position. `@pm` lists are Aho-Corasick \
-         automata; `@detectSQLi`/`@detectXSS` run libinjectionrs (vendored with a hash-indexed keyword \
+         automata (longer file lists stay out of the prescan: joined in, they made the automata larger \
+         and requests slower); `@detectSQLi`/`@detectXSS` run libinjectionrs (vendored with a hash-indexed keyword \
          lookup, `vendor/libinjectionrs/VENDORED.md`).\n\n\
          ## Not parsed\n\n\
          Everything both CRS versions use parses. Outside the CRS, the parser refuses with an error \
