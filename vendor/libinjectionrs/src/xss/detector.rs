@@ -175,10 +175,14 @@ impl XssDetector {
         if attr_name.len() >= 5 {
             if (attr_name[0] == b'o' || attr_name[0] == b'O') &&
                (attr_name[1] == b'n' || attr_name[1] == b'N') {
-                let event_name = &attr_name[2..];
-                for event in BLACK_ATTR_EVENTS {
-                    if Self::cstrcasecmp_with_null(event.name.as_bytes(), event_name) {
-                        return event.atype;
+                // Barbican: the name is folded once and compared whole with each entry
+                // (`cstrcasecmp_with_null` folded it again against every entry).
+                if let Some((folded, len)) = Self::fold_without_nul(&attr_name[2..]) {
+                    let event_name = &folded[..len];
+                    for event in BLACK_ATTR_EVENTS {
+                        if event.name.as_bytes() == event_name {
+                            return event.atype;
+                        }
                     }
                 }
             }
@@ -191,13 +195,33 @@ impl XssDetector {
         }
 
         // Check other blacklisted attributes
-        for attr in BLACK_ATTRS {
-            if Self::cstrcasecmp_with_null(attr.name.as_bytes(), attr_name) {
-                return attr.atype;
+        if let Some((folded, len)) = Self::fold_without_nul(attr_name) {
+            let name = &folded[..len];
+            for attr in BLACK_ATTRS {
+                if attr.name.as_bytes() == name {
+                    return attr.atype;
+                }
             }
         }
 
         AttributeType::None
+    }
+
+    /// Barbican: `input` as `cstrcasecmp_with_null` compares it, NUL bytes dropped and `a-z`
+    /// uppercased, so that `cstrcasecmp_with_null(p, input)` is `p == folded` for the lists'
+    /// uppercase entries; `None` when it is longer than every entry (the longest has 44 bytes)
+    /// and so equals none.
+    fn fold_without_nul(input: &[u8]) -> Option<([u8; 64], usize)> {
+        let mut folded = [0u8; 64];
+        let mut len = 0;
+        for &b in input {
+            if b == 0 {
+                continue;
+            }
+            *folded.get_mut(len)? = b.to_ascii_uppercase();
+            len += 1;
+        }
+        Some((folded, len))
     }
 
     fn is_black_url(url: &[u8]) -> bool {
