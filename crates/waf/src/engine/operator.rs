@@ -351,8 +351,8 @@ pub(crate) enum Op {
     /// `@beginsWith`, `@endsWith`, `@contains`, `@containsWord`, `@streq`, `@within`,
     /// `@strmatch`, compared with the expanded argument.
     Str(StrOp, MacroString),
-    /// `@eq`, `@ge`, `@gt`, `@le`, `@lt`, with the argument as a number when it is literal.
-    Num(NumOp, MacroString, Option<i64>),
+    /// `@eq`, `@ge`, `@gt`, `@le`, `@lt`.
+    Num(NumOp, NumArg),
     /// `@ipMatch`, `@ipMatchFromFile`.
     IpMatch(Vec<Net>),
     /// `@detectSQLi`.
@@ -369,6 +369,14 @@ pub(crate) enum Op {
     Always,
     /// `@noMatch`.
     Never,
+}
+
+/// The argument of an integer comparison: read once when literal, expanded per rule part
+/// when it holds macros.
+#[derive(Clone, Debug)]
+pub(crate) enum NumArg {
+    Literal(i64),
+    Macro(MacroString),
 }
 
 /// String comparisons.
@@ -446,7 +454,10 @@ pub(crate) fn compile(
     use OperatorKind as O;
     let plain = |op| Ok(Compiled { op, fallback: false, prefilter: false });
     let literal = arg.as_literal();
-    let number = literal.map(|l| to_int(l.as_bytes()));
+    let number = || match literal {
+        Some(l) => NumArg::Literal(to_int(l.as_bytes())),
+        None => NumArg::Macro(arg.clone()),
+    };
     match kind {
         O::Rx | O::RxGlobal => match literal {
             Some(p) => {
@@ -470,11 +481,11 @@ pub(crate) fn compile(
         O::ContainsWord => plain(Op::Str(StrOp::ContainsWord, arg.clone())),
         O::Streq => plain(Op::Str(StrOp::Streq, arg.clone())),
         O::Within => plain(Op::Str(StrOp::Within, arg.clone())),
-        O::Eq => plain(Op::Num(NumOp::Eq, arg.clone(), number)),
-        O::Ge => plain(Op::Num(NumOp::Ge, arg.clone(), number)),
-        O::Gt => plain(Op::Num(NumOp::Gt, arg.clone(), number)),
-        O::Le => plain(Op::Num(NumOp::Le, arg.clone(), number)),
-        O::Lt => plain(Op::Num(NumOp::Lt, arg.clone(), number)),
+        O::Eq => plain(Op::Num(NumOp::Eq, number())),
+        O::Ge => plain(Op::Num(NumOp::Ge, number())),
+        O::Gt => plain(Op::Num(NumOp::Gt, number())),
+        O::Le => plain(Op::Num(NumOp::Le, number())),
+        O::Lt => plain(Op::Num(NumOp::Lt, number())),
         O::IpMatch | O::IpMatchFromFile => {
             let text = arg.to_string();
             let entries: Vec<String> = if kind == O::IpMatch {

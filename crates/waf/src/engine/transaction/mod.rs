@@ -33,7 +33,7 @@ use crate::seclang::ast::{
 use super::body::{json, multipart, urlencoded, xml};
 use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec};
 use super::fast_hash::FastHash;
-use super::operator::{self, Captures, Op, Rx};
+use super::operator::{self, Captures, NumArg, Op, Rx};
 use super::prescan::{self, Gate, Scans};
 use super::request::{Request, Response};
 use super::transform;
@@ -571,7 +571,7 @@ impl<'r> Transaction<'r> {
     /// the pair stays small to return).
     fn operand<'m>(&self, op: &'m Op, rule: &Rule) -> (Option<Cow<'m, [u8]>>, Option<Box<Rx>>) {
         let expanded = match op {
-            Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, m, None) => Some(self.expand(m, rule)),
+            Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, NumArg::Macro(m)) => Some(self.expand(m, rule)),
             _ => return (None, None),
         };
         let dynamic_rx = match (op, &expanded) {
@@ -931,8 +931,11 @@ fn run_op(
             None => (false, None),
         },
         Op::Str(s, _) => (operator::str_op(*s, v, expanded.unwrap_or_default()), None),
-        Op::Num(n, _, literal) => {
-            let arg = literal.unwrap_or_else(|| operator::to_int(expanded.unwrap_or_default()));
+        Op::Num(n, arg) => {
+            let arg = match arg {
+                NumArg::Literal(n) => *n,
+                NumArg::Macro(_) => operator::to_int(expanded.unwrap_or_default()),
+            };
             (operator::num_op(*n, v, arg), None)
         }
         Op::IpMatch(nets) => (operator::ip_match(nets, v), None),
