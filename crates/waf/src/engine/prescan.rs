@@ -54,11 +54,6 @@ pub(crate) struct Prescan {
 /// rules that only look at its `Content-Type` (and a header it lacks costs nothing).
 type Scope = (Variable, Option<String>);
 
-/// The members a scope takes.
-fn selector(scope: &Scope) -> Sel {
-    scope.1.as_ref().map_or(Sel::All, |k| Sel::Key(k.clone()))
-}
-
 /// The scope of a target (`keyed`: whether keys make scopes of their own).
 fn scope(t: &TargetSpec, keyed: bool) -> Scope {
     match &t.sel {
@@ -71,8 +66,8 @@ fn scope(t: &TargetSpec, keyed: bool) -> Scope {
 /// parts (with whether they are `multiMatch` parts), each with the bits of its patterns.
 #[derive(Debug)]
 struct Scanned {
-    scope: Scope,
-    /// The members the scope takes.
+    variable: Variable,
+    /// The members the scope takes: all, or those with its key.
     sel: Sel,
     group: usize,
     looks: Vec<Look>,
@@ -251,20 +246,23 @@ impl Prescan {
             };
             groups.push(group);
         }
-        let scopes: Vec<Scanned> = assigned
-            .into_iter()
-            .map(|(scope, group, looks)| Scanned { sel: selector(&scope), scope, group, looks })
-            .collect();
-        if scopes.len() > MAX_SCOPES {
+        if assigned.len() > MAX_SCOPES {
             return Prescan::default();
         }
-        let number = |t: &TargetSpec| scopes.iter().position(|s| s.scope == scope(t, keyed)).unwrap_or(0);
+        let number = |t: &TargetSpec| assigned.iter().position(|(s, ..)| *s == scope(t, keyed)).unwrap_or(0);
         for (part, pattern) in members {
             let scopes = part.targets.iter().fold(0u64, |m, t| m | 1 << number(t));
             part.prescan = Some(Gate { pattern, scopes });
         }
+        let scopes: Vec<Scanned> = assigned
+            .into_iter()
+            .map(|((variable, key), group, looks)| {
+                let sel = key.map_or(Sel::All, Sel::Key);
+                Scanned { variable, sel, group, looks }
+            })
+            .collect();
         let head =
-            scopes.iter().enumerate().filter(|(_, s)| from_request_head(s.scope.0)).fold(0, |m, (n, _)| m | 1 << n);
+            scopes.iter().enumerate().filter(|(_, s)| from_request_head(s.variable)).fold(0, |m, (n, _)| m | 1 << n);
         let singles = patterns.into_iter().map(|(_, p)| p).collect();
         Prescan { singles, chains, groups, scopes, head }
     }
@@ -288,7 +286,7 @@ impl Prescan {
     /// Scope `n`: its variable, which of its members it takes, and its automaton group.
     pub(crate) fn scope(&self, n: usize) -> (Variable, &Sel, usize) {
         let s = &self.scopes[n];
-        (s.scope.0, &s.sel, s.group)
+        (s.variable, &s.sel, s.group)
     }
 
     /// The chains whose prescanned parts look at scope `n`: transformations, whether the parts
@@ -418,7 +416,7 @@ fn stable(v: Variable) -> bool {
 /// Whether a variable only takes its values from the request line and headers
 /// (`load_request`): they do not change once phase 1 begins, so its bitset is kept when the
 /// request body or the response is loaded.
-pub(crate) fn from_request_head(v: Variable) -> bool {
+fn from_request_head(v: Variable) -> bool {
     use Variable as V;
     matches!(
         v,

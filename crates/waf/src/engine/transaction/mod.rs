@@ -160,7 +160,7 @@ pub struct Transaction<'r> {
     transformed: RefCell<TransformCache>,
     cached_bytes: Cell<usize>,
     /// Prescan bitsets by scope, dropped when the scope's values may change: when the request
-    /// body or response data is loaded (see [`prescan::from_request_head`]).
+    /// body or response data is loaded (see [`prescan::Prescan::forget_body`]).
     prescanned: RefCell<Scans>,
     /// Scratch space for prescanning.
     found: RefCell<PatternSet>,
