@@ -12,7 +12,7 @@
 # ratios: single runs drift by ±15 %, a ratio within one run does not. See bench/README.md.
 #
 # Environment:
-#   ROUNDS=3               rounds per workload (each round runs nginx then barbican)
+#   ROUNDS=3               rounds per workload (each round runs nginx, nginx+hdr, then barbican)
 #   DURATION=5s            wrk -d of each measured run
 #   WARMUP=1s              one unmeasured wrk run per system before the rounds; 0 skips it
 #   CARGO_TARGET_DIR=target

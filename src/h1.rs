@@ -548,7 +548,10 @@ fn parse_request_into(
     let mut headers = HeaderMap::with_capacity(count + 4);
     // What decides the connection and the framing is noted on the way: no lookups after.
     let (mut close, mut keep, mut upgrade) = (false, false, false);
-    let (mut expect, mut chunked, mut length) = (None, false, false);
+    // Whether the last `transfer-encoding` ends in `chunked`; what the `content-length` values
+    // say, folded as they come (see `length_of`).
+    let (mut expect, mut transfer_encoding, mut content_length_seen) = (None, None, false);
+    let mut length = Some(None);
     for at in indices.iter() {
         let (name, value) = field(&head, at)?;
         if name == header::CONNECTION {
@@ -558,32 +561,25 @@ fn parse_request_into(
         } else if name == header::EXPECT {
             expect.get_or_insert_with(|| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         } else if name == header::TRANSFER_ENCODING {
-            chunked = true;
+            transfer_encoding = Some(ends_chunked(value.as_bytes()));
         } else if name == header::CONTENT_LENGTH {
-            length = true;
+            content_length_seen = true;
+            length = length.and_then(|found| more_length(found, value.as_bytes()));
         }
         headers.append(name, value);
     }
     let keep_alive = !close && (version == Version::HTTP_11 || keep);
     let expect_continue = version == Version::HTTP_11 && expect == Some(true);
-    let framing = if chunked {
-        if version == Version::HTTP_10 {
-            return Err(ParseError::TransferEncodingInRequest10);
-        }
-        if length {
-            return Err(ParseError::BothLengths);
-        }
-        if !is_chunked(&headers) {
-            return Err(ParseError::TransferEncoding);
-        }
-        Framing::Chunked
-    } else if length {
-        match content_length(&headers).ok_or(ParseError::ContentLength)? {
+    let framing = match (transfer_encoding, content_length_seen) {
+        (Some(_), _) if version == Version::HTTP_10 => return Err(ParseError::TransferEncodingInRequest10),
+        (Some(_), true) => return Err(ParseError::BothLengths),
+        (Some(false), false) => return Err(ParseError::TransferEncoding),
+        (Some(true), false) => Framing::Chunked,
+        (None, true) => match length.flatten().ok_or(ParseError::ContentLength)? {
             0 => Framing::Empty,
             len => Framing::Length(len),
-        }
-    } else {
-        Framing::Empty
+        },
+        (None, false) => Framing::Empty,
     };
     Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue, upgrade }))
 }
@@ -761,11 +757,6 @@ fn more_length(mut found: Option<u64>, value: &[u8]) -> Option<Option<u64>> {
         found = Some(n);
     }
     Some(found)
-}
-
-/// Whether the last transfer coding is `chunked`.
-fn is_chunked(headers: &HeaderMap) -> bool {
-    headers.get_all(header::TRANSFER_ENCODING).iter().next_back().is_some_and(|last| ends_chunked(last.as_bytes()))
 }
 
 /// Whether the last coding of a `transfer-encoding` value is `chunked`.

@@ -409,9 +409,11 @@ fn write_forwarded_for(out: &mut impl std::io::Write, earlier: Option<&str>, pee
 fn downstream_response(mut response: BoxedResponse) -> BoxedResponse {
     let unparsed = response.body().fields().map(|fields| fields.iter());
     if unparsed.is_some_and(|mut f| f.any(|(n, _)| n != b"transfer-encoding" && is_hop_by_hop(n))) {
+        // Moved into the map, which then loses its hop-by-hop headers.
         headers_to_map(&mut response);
+    } else {
+        remove_hop_by_hop(response.headers_mut());
     }
-    remove_hop_by_hop(response.headers_mut());
     response
 }
 

@@ -181,8 +181,6 @@ pub struct TestGateway {
     pub client: Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
 }
 
-/// Starts a gateway; `yaml` has its listener named `public`. `{dir}` in `yaml` becomes the
-/// gateway's folder.
 /// One upstream `a` behind a gateway whose public listener has `limits` (YAML flow mapping).
 pub async fn proxy_with_limits(limits: &str) -> (TestGateway, TestUpstream) {
     let up = upstream("a").run().await;
@@ -198,6 +196,8 @@ routes: [{{ name: r, upstream: a }}]
     (gateway(&yaml).await, up)
 }
 
+/// Starts a gateway; `yaml` has its listener named `public`. `{dir}` in `yaml` becomes the
+/// gateway's folder.
 pub async fn gateway(yaml: &str) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
     let text = yaml.replace("{dir}", &dir.path().display().to_string());
