@@ -347,7 +347,7 @@ pub fn chunk_size_line(len: usize) -> ChunkLine {
     let mut line = ChunkLine { bytes: [0; 18], len: 0 };
     let digits = if len == 0 { 1 } else { (usize::BITS - len.leading_zeros()).div_ceil(4) as usize };
     for i in 0..digits {
-        line.bytes[digits - 1 - i] = b"0123456789abcdef"[(len >> (4 * i)) & 0xf];
+        line.bytes[digits - 1 - i] = crate::respond::HEX_DIGITS[(len >> (4 * i)) & 0xf];
     }
     line.bytes[digits] = b'\r';
     line.bytes[digits + 1] = b'\n';

@@ -125,7 +125,8 @@ pub fn json(status: StatusCode, value: &serde_json::Value, request_id: &HeaderVa
     response
 }
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+/// Lowercase hexadecimal digits by value (request ids, chunk sizes).
+pub(crate) const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
 /// The request's own id when it sent a sane one, else a new random one.
 pub fn request_id(sent: Option<&HeaderValue>) -> HeaderValue {
