@@ -3,7 +3,9 @@
 # upstream on CPU 1):
 #   nginx plain proxy (:18081), nginx + libmodsecurity3 + CRS 4.28.0 (:18083), and Barbican
 #   with CRS 4.28.0 at paranoia 1, blocking, threshold 5 (:18093).
-# Workloads: benign GET and the 1 KiB JSON POST of ../shared/reference/post.lua, wrk -t1 -c32.
+# Workloads: benign GET and the 1 KiB JSON POST of ../shared/reference/post.lua, wrk -t1 -c32;
+# then both again with no value repeated across requests (bench/distinct.lua: "GET*", "POST*"),
+# the worst case for the values Barbican's WAF remembers.
 # Prints req/s and the ratios Barbican/ModSecurity (goal >= 20x) and Barbican/nginx plain
 # (goal >= 0.5x); checks that attacks are blocked while it runs; and reports how long
 # Barbican takes to load and compile CRS and its resident memory afterwards.
@@ -17,6 +19,7 @@ duration=${DURATION:-5}
 reference=${BARBICAN_REFERENCE:-$repo/../shared/reference/run.sh}
 crs=${BARBICAN_CRS_DIR:-$repo/../shared/crs}
 post_lua=$(dirname "$reference")/post.lua
+distinct_lua=$repo/bench/distinct.lua
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; "$reference" stop >/dev/null 2>&1 || true; rm -rf "$work"; }
@@ -56,14 +59,20 @@ check_attack() {
     local code; code=$(curl -s -o /dev/null -w '%{http_code}' -A "$ua" "$attack")
     [[ $code == 403 ]] || { echo "an attack got $code, not 403" >&2; exit 1; }
 }
-rps() {  # port, extra wrk args...
+rps() {  # port, extra wrk args... (and the script's own, from $script_args)
     local port=$1; shift
-    taskset -c 1 wrk -t1 -c32 -d"${duration}s" -H "User-Agent: $ua" -H 'Accept: */*' "$@" "http://127.0.0.1:$port$url_path" |
+    taskset -c 1 wrk -t1 -c32 -d"${duration}s" -H "User-Agent: $ua" -H 'Accept: */*' "$@" "http://127.0.0.1:$port$url_path" "${script_args[@]}" |
         awk '/Requests\/sec/ {print $2} /Non-2xx/ {print "non2xx " $4 > "/dev/stderr"}'
 }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-for workload in GET POST; do
-    args=(); [[ $workload == POST ]] && args=(-s "$post_lua")
+for workload in GET POST 'GET*' 'POST*'; do
+    script_args=()
+    case $workload in
+        GET) args=() ;;
+        POST) args=(-s "$post_lua") ;;
+        'GET*') args=(-s "$distinct_lua") ;;
+        'POST*') args=(-s "$distinct_lua"); script_args=(-- "$post_lua") ;;
+    esac
     plain=(); modsec=(); ours=()
     for r in $(seq "$rounds"); do
         plain+=("$(rps 18081 "${args[@]}")")
@@ -77,4 +86,5 @@ for workload in GET POST; do
     p=$(median "${plain[@]}"); m=$(median "${modsec[@]}"); o=$(median "${ours[@]}")
     echo "$workload median: nginx $p, nginx+ModSecurity $m, barbican+CRS $o req/s; barbican/ModSecurity $(awk -v o="$o" -v m="$m" 'BEGIN {printf "%.1f", o/m}')x (goal >= 20x), barbican/nginx $(awk -v o="$o" -v p="$p" 'BEGIN {printf "%.2f", o/p}')x (goal >= 0.5x)"
 done
+echo "GET* and POST*: no value repeats across requests (bench/distinct.lua)"
 echo "attacks were blocked (403) throughout the Barbican runs"

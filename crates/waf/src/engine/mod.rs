@@ -17,6 +17,7 @@
 pub mod body;
 pub mod compile;
 mod fast_hash;
+mod memo;
 pub(crate) mod operator;
 pub(crate) mod prescan;
 pub mod request;

@@ -13,9 +13,11 @@
 //! ([`Op::needs_expansion`]); everything else is prepared here.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 
+use super::memo::Memo;
 use crate::seclang::ast::{MacroString, OperatorKind};
 
 /// How a regex was compiled.
@@ -355,10 +357,10 @@ pub(crate) enum Op {
     Num(NumOp, NumArg),
     /// `@ipMatch`, `@ipMatchFromFile`.
     IpMatch(Vec<Net>),
-    /// `@detectSQLi`.
-    DetectSqli,
-    /// `@detectXSS`.
-    DetectXss,
+    /// `@detectSQLi`, with the fingerprints of recent short values (`None`: not SQL).
+    DetectSqli(Memo<Option<Arc<[u8]>>>),
+    /// `@detectXSS`, with the verdicts on recent short values.
+    DetectXss(Memo<bool>),
     /// `@validateByteRange`: the allowed bytes.
     ValidateByteRange(Box<[bool; 256]>),
     /// `@validateUrlEncoding`.
@@ -497,8 +499,8 @@ pub(crate) fn compile(
                 entries.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).map(Net::parse).collect();
             plain(Op::IpMatch(nets.ok_or_else(|| format!("bad address in `{text}`"))?))
         }
-        O::DetectSqli => plain(Op::DetectSqli),
-        O::DetectXss => plain(Op::DetectXss),
+        O::DetectSqli => plain(Op::DetectSqli(Memo::default())),
+        O::DetectXss => plain(Op::DetectXss(Memo::default())),
         O::ValidateByteRange => {
             let mut allowed = Box::new([false; 256]);
             for item in arg.to_string().split(',') {
@@ -633,10 +635,10 @@ pub(crate) fn ip_match(nets: &[Net], v: &[u8]) -> bool {
 }
 
 /// `@detectSQLi`: the libinjection fingerprint when the value is SQL injection.
-pub(crate) fn detect_sqli(v: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn detect_sqli(v: &[u8]) -> Option<Arc<[u8]>> {
     let r = libinjectionrs::detect_sqli(v);
     if r.is_injection() {
-        Some(r.fingerprint.map(|f| f.to_string().into_bytes()).unwrap_or_default())
+        Some(r.fingerprint.map(|f| Arc::from(f.to_string().as_bytes())).unwrap_or_else(|| Arc::from(&b""[..])))
     } else {
         None
     }

@@ -20,8 +20,12 @@
 //! `@pm` that does not match ordinary short values (with `multiMatch`, every variant of a value
 //! is scanned), no counting, and targets whose values do not change within a phase (not `TX`,
 //! `MATCHED_VAR`, ...).
+//!
+//! What a short member matches depends on its bytes alone, so each scope remembers it for the
+//! members it saw recently (`memo`): a user agent seen before costs a lookup, not a scan.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use regex_automata::meta::{self, Regex};
 use regex_automata::nfa::thompson::WhichCaptures;
@@ -31,6 +35,7 @@ use regex_automata::{Input, MatchKind, PatternSet};
 use crate::seclang::ast::{Transformation, Variable};
 
 use super::compile::{Part, Sel, TargetSpec};
+use super::memo::Memo;
 use super::operator::{Op, Rx};
 
 /// The prescan automata of a rule set and what their patterns belong to.
@@ -71,6 +76,8 @@ struct Scanned {
     sel: Sel,
     group: usize,
     looks: Vec<Look>,
+    /// The patterns found in each of its recent short members (see `memo`).
+    memo: Memo<Arc<[u64]>>,
 }
 
 /// Scopes are numbered into a `u64`. Past this many, keys do not make scopes of their own
@@ -258,7 +265,7 @@ impl Prescan {
             .into_iter()
             .map(|((variable, key), group, looks)| {
                 let sel = key.map_or(Sel::All, Sel::Key);
-                Scanned { variable, sel, group, looks }
+                Scanned { variable, sel, group, looks, memo: Memo::default() }
             })
             .collect();
         let head =
@@ -287,6 +294,11 @@ impl Prescan {
     pub(crate) fn scope(&self, n: usize) -> (Variable, &Sel, usize) {
         let s = &self.scopes[n];
         (s.variable, &s.sel, s.group)
+    }
+
+    /// What recent members of scope `n` were found to match, by member.
+    pub(crate) fn memo(&self, n: usize) -> &Memo<Arc<[u64]>> {
+        &self.scopes[n].memo
     }
 
     /// The chains whose prescanned parts look at scope `n`: transformations, whether the parts

@@ -620,44 +620,54 @@ impl<'r> Transaction<'r> {
     }
 
     /// Scans every member of prescan scope `n` with the prescan automaton, once per distinct
-    /// form the member takes through the chains that look at the scope.
+    /// form the member takes through the chains that look at the scope. What a short member
+    /// matches is remembered across transactions (`memo`).
     fn prescan_scope(&self, rule: &Rule, n: usize) -> SmallVec<[u64; 8]> {
         let prescan = &self.rules.prescan;
         let mut bits = SmallVec::from_elem(0, prescan.words());
-        let (var, sel, group) = prescan.scope(n);
+        let (var, sel, _) = prescan.scope(n);
         let mut vals = Vals::new();
         self.values(var, sel, rule, &mut vals);
         if var == Variable::Xml {
             // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
         }
-        let mut found = self.found.borrow_mut();
-        // The distinct forms a member takes, each with the patterns of the chains giving it.
+        for v in &vals {
+            let found = prescan.memo(n).get_or(&v.value, || Arc::from(self.prescan_member(n, &v.value).as_slice()));
+            or_into(&mut bits, &found);
+        }
+        bits
+    }
+
+    /// The patterns that match a member of prescan scope `n`.
+    fn prescan_member(&self, n: usize, value: &[u8]) -> SmallVec<[u64; 8]> {
+        let prescan = &self.rules.prescan;
+        let mut bits = SmallVec::from_elem(0, prescan.words());
+        let (_, _, group) = prescan.scope(n);
+        // The distinct forms the member takes, each with the patterns of the chains giving it.
         // Steps that leave the member as it is are skipped, so a chain gives the same form as
         // any other chain from its first step that changes the member: the forms are keyed by
         // that rest of the chain, and most members have one form, themselves.
         let mut forms: SmallVec<[Form<'_>; 4]> = SmallVec::new();
-        for v in &vals {
-            forms.clear();
-            let features = transform::Features::of(&v.value);
-            for (transforms, multi, mask) in prescan.chains(n) {
-                if multi {
-                    for form in transform::variants(transforms, &v.value) {
-                        add_form(&mut forms, None, form, mask);
-                    }
-                    continue;
+        let features = transform::Features::of(value);
+        for (transforms, multi, mask) in prescan.chains(n) {
+            if multi {
+                for form in transform::variants(transforms, value) {
+                    add_form(&mut forms, None, form, mask);
                 }
-                let first = transforms.iter().position(|&t| !features.unchanged(t)).unwrap_or(transforms.len());
-                let rest = &transforms[first..];
-                if let Some((_, _, m)) = forms.iter_mut().find(|(r, _, _)| *r == Some(rest)) {
-                    or_into(m, mask);
-                    continue;
-                }
-                add_form(&mut forms, Some(rest), transform::apply_chain(rest, &v.value), mask);
+                continue;
             }
-            for (_, form, mask) in &forms {
-                prescan.scan(group, form, mask, &mut found, &mut bits);
+            let first = transforms.iter().position(|&t| !features.unchanged(t)).unwrap_or(transforms.len());
+            let rest = &transforms[first..];
+            if let Some((_, _, m)) = forms.iter_mut().find(|(r, _, _)| *r == Some(rest)) {
+                or_into(m, mask);
+                continue;
             }
+            add_form(&mut forms, Some(rest), transform::apply_chain(rest, value), mask);
+        }
+        let mut found = self.found.borrow_mut();
+        for (_, form, mask) in &forms {
+            prescan.scan(group, form, mask, &mut found, &mut bits);
         }
         bits
     }
@@ -939,11 +949,11 @@ fn run_op(
             (operator::num_op(*n, v, arg), None)
         }
         Op::IpMatch(nets) => (operator::ip_match(nets, v), None),
-        Op::DetectSqli => match operator::detect_sqli(v) {
-            Some(fp) => (true, capture.then(|| vec![Some(fp)])),
+        Op::DetectSqli(memo) => match memo.get_or(v, || operator::detect_sqli(v)) {
+            Some(fp) => (true, capture.then(|| vec![Some(fp.to_vec())])),
             None => (false, None),
         },
-        Op::DetectXss => (operator::detect_xss(v), None),
+        Op::DetectXss(memo) => (memo.get_or(v, || operator::detect_xss(v)), None),
         Op::ValidateByteRange(allowed) => (v.iter().any(|&b| !allowed[usize::from(b)]), None),
         Op::ValidateUrlEncoding => (operator::invalid_url_encoding(v), None),
         Op::ValidateUtf8Encoding => (operator::invalid_utf8(v), None),
