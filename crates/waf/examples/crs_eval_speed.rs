@@ -1,9 +1,11 @@
 //! Times the engine on the requests the reference benchmark sends (shared/reference/README.md):
 //! `GET /api/v1/users?id=42&name=alice` and the 1 KiB JSON POST of `post.lua`, through CRS
-//! 4.28.0 at paranoia 1 with the reference engine settings, on one thread.
+//! 4.28.0 at paranoia 1 with the reference engine settings, on one thread. `GET*` and `POST*`
+//! number every value (user agent, query values, JSON strings), as `bench/distinct.lua` does,
+//! so that no request repeats a value: the engine's memos never help.
 //!
 //! ```text
-//! cargo run --release -p barbican-waf --example crs_eval_speed [-- SECONDS [GET|POST]]
+//! cargo run --release -p barbican-waf --example crs_eval_speed [-- SECONDS [GET|POST|GET*|POST*]]
 //! ```
 //!
 //! It prints evaluations per second per request kind; compare with the nginx +
@@ -44,31 +46,71 @@ fn main() {
     let rs = RuleSet::compile(&loaded);
     println!("compiled {} rules in {:?}", rs.rule_count(), started.elapsed());
     let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
-    let get = Request::new("GET", "/api/v1/users?id=42&name=alice")
-        .header("Host", "127.0.0.1:18083")
-        .header("User-Agent", ua)
-        .header("Accept", "*/*");
-    let post = Request::new("POST", "/")
-        .header("Host", "127.0.0.1:18083")
-        .header("User-Agent", ua)
-        .header("Accept", "*/*")
-        .header("Content-Type", "application/json")
-        .header("Content-Length", POST_BODY.len().to_string())
-        .body(POST_BODY);
+    // Request `n` of a kind; the starred kinds number every value, as bench/distinct.lua does.
+    let make = |kind: &str, n: usize| {
+        let (ua, uri) = match kind.ends_with('*') {
+            true => (format!("{ua} r/{n}"), format!("/api/v1/users?id=42{n}&name=alice{n}")),
+            false => (ua.to_string(), "/api/v1/users?id=42&name=alice".to_string()),
+        };
+        let req =
+            |method, uri| Request::new(method, uri).header("Host", "127.0.0.1:18083").header("User-Agent", ua.clone());
+        match kind.starts_with("POST") {
+            false => req("GET", uri).header("Accept", "*/*"),
+            true => {
+                let body = match kind.ends_with('*') {
+                    true => numbered_strings(POST_BODY, n),
+                    false => POST_BODY.to_string(),
+                };
+                req("POST", "/".to_string())
+                    .header("Accept", "*/*")
+                    .header("Content-Type", "application/json")
+                    .header("Content-Length", body.len().to_string())
+                    .body(body)
+            }
+        }
+    };
     let resp = Response::new(200).header("Content-Type", "text/plain").body("ok\n");
-    for (label, req) in [("GET", &get), ("POST JSON 1 KiB", &post)] {
-        if only.as_deref().is_some_and(|o| !label.starts_with(o)) {
+    for kind in ["GET", "POST", "GET*", "POST*"] {
+        if only.as_deref().is_some_and(|o| o != kind) {
             continue;
         }
-        let o = rs.evaluate(req, Some(&resp));
-        assert_eq!(o.verdict, Verdict::Pass, "{label}: {:?}", o.matched);
+        // Distinct requests are made in advance, more than the memos keep.
+        let requests: Vec<Request> = match kind.ends_with('*') {
+            true => (0..DISTINCT).map(|n| make(kind, n)).collect(),
+            false => vec![make(kind, 0)],
+        };
+        for req in &requests[..2.min(requests.len())] {
+            let o = rs.evaluate(req, Some(&resp));
+            assert_eq!(o.verdict, Verdict::Pass, "{kind}: {:?}", o.matched);
+        }
         let until = Instant::now() + Duration::from_secs(secs);
-        let (mut n, t0) = (0u64, Instant::now());
+        let (mut n, t0) = (0usize, Instant::now());
         while Instant::now() < until {
-            std::hint::black_box(rs.evaluate(req, Some(&resp)));
+            std::hint::black_box(rs.evaluate(&requests[n % requests.len()], Some(&resp)));
             n += 1;
         }
-        let per = t0.elapsed() / n as u32;
-        println!("{label}: {:.0} evaluations/s ({per:?} each, {n} in all)", n as f64 / t0.elapsed().as_secs_f64());
+        let per = t0.elapsed() / n.max(1) as u32;
+        println!("{kind}: {:.0} evaluations/s ({per:?} each, {n} in all)", n as f64 / t0.elapsed().as_secs_f64());
     }
+}
+
+/// How many distinct requests the starred kinds cycle through.
+const DISTINCT: usize = 50_000;
+
+/// The JSON body with `-n` appended to every string value (those followed by `,`, `]` or `}`).
+fn numbered_strings(body: &str, n: usize) -> String {
+    let mut out = String::with_capacity(body.len() + 256);
+    let mut parts = body.split('"').peekable();
+    let mut inside = false;
+    while let Some(p) = parts.next() {
+        out.push_str(p);
+        if inside && parts.peek().is_some_and(|next| next.starts_with([',', ']', '}'])) {
+            out.push_str(&format!("-{n}"));
+        }
+        if parts.peek().is_some() {
+            out.push('"');
+        }
+        inside = !inside;
+    }
+    out
 }
