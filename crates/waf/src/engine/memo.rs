@@ -10,6 +10,9 @@
 //! - it keeps values of up to [`LONGEST`] bytes, at most [`ENTRIES`] of them, in two
 //!   generations: when the young one fills, the old one is dropped and the young one ages, so
 //!   values in use stay and a flood of new values only costs their own work;
+//! - a value is kept the second time it comes (a small Bloom filter, cleared now and then,
+//!   remembers the first), so values that never repeat cost a hash, not an allocation and an
+//!   insertion;
 //! - keys are whole values, compared in full and hashed with a per-process random key
 //!   (SipHash), so a crafted value can neither take another value's answer nor pile up with
 //!   others in one bucket;
@@ -18,10 +21,11 @@
 //!
 //! A memo belongs to the compiled rule set: a new rule set starts with empty ones.
 
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::RandomState;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
+
+use hashbrown::HashTable;
 
 /// The longest value kept: user agents and ordinary header values fit; bodies, long query
 /// strings and other values unlikely to repeat are not worth the memory.
@@ -31,28 +35,39 @@ pub(crate) const LONGEST: usize = 512;
 /// memo near 300 KiB.
 pub(crate) const ENTRIES: usize = 512;
 
+/// The bits of the filter of first sightings (1 KiB). Each sighting sets two; the filter is
+/// cleared after `SEEN_BITS / 8` sightings, before false "seen before"s pass a few percent.
+const SEEN_BITS: usize = 8192;
+
 /// Answers by value (see the module documentation).
 pub(crate) struct Memo<V> {
-    generations: Mutex<Generations<V>>,
+    hasher: RandomState,
+    state: Mutex<State<V>>,
 }
 
-struct Generations<V> {
-    young: HashMap<Box<[u8]>, V, RandomState>,
-    old: HashMap<Box<[u8]>, V, RandomState>,
+/// A value's hash, the value and its answer.
+type Entry<V> = (u64, Box<[u8]>, V);
+
+struct State<V> {
+    young: HashTable<Entry<V>>,
+    old: HashTable<Entry<V>>,
+    /// Values seen once: a Bloom filter over their hashes, and how many it holds.
+    seen: Box<[u64]>,
+    sightings: usize,
 }
 
 impl<V> Default for Memo<V> {
     fn default() -> Self {
-        let state = RandomState::new();
-        let generations = Generations { young: HashMap::with_hasher(state.clone()), old: HashMap::with_hasher(state) };
-        Memo { generations: Mutex::new(generations) }
+        let seen = vec![0; SEEN_BITS / 64].into_boxed_slice();
+        let state = State { young: HashTable::new(), old: HashTable::new(), seen, sightings: 0 };
+        Memo { hasher: RandomState::new(), state: Mutex::new(state) }
     }
 }
 
 impl<V> fmt::Debug for Memo<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.generations.try_lock() {
-            Ok(g) => write!(f, "Memo({} values)", g.young.len() + g.old.len()),
+        match self.state.try_lock() {
+            Ok(s) => write!(f, "Memo({} values)", s.young.len() + s.old.len()),
             Err(_) => f.write_str("Memo(busy)"),
         }
     }
@@ -60,39 +75,67 @@ impl<V> fmt::Debug for Memo<V> {
 
 impl<V: Clone> Memo<V> {
     /// The answer for `value`: remembered, or computed by `work` (and remembered when the
-    /// value is short enough and the memo free).
+    /// value is short enough, comes for the second time and the memo is free).
     pub(crate) fn get_or(&self, value: &[u8], work: impl FnOnce() -> V) -> V {
         if value.len() > LONGEST {
             return work();
         }
-        if let Some(v) = self.get(value) {
-            return v;
-        }
+        let hash = self.hasher.hash_one(value);
+        let keep = match self.state.try_lock() {
+            Ok(mut s) => match s.get(hash, value) {
+                Some(v) => return v,
+                None => s.first_sighting(hash),
+            },
+            Err(_) => false,
+        };
         let v = work();
-        if let Ok(mut g) = self.generations.try_lock() {
-            g.insert(value, v.clone());
+        if keep {
+            if let Ok(mut s) = self.state.try_lock() {
+                s.insert(hash, value, v.clone());
+            }
         }
         v
     }
-
-    fn get(&self, value: &[u8]) -> Option<V> {
-        let mut g = self.generations.try_lock().ok()?;
-        if let Some(v) = g.young.get(value) {
-            return Some(v.clone());
-        }
-        // A value still in use moves to the young generation, so it outlives the next ageing.
-        let (k, v) = g.old.remove_entry(value)?;
-        g.young.insert(k, v.clone());
-        Some(v)
-    }
 }
 
-impl<V> Generations<V> {
-    fn insert(&mut self, value: &[u8], v: V) {
-        if self.young.len() >= ENTRIES / 2 {
-            self.old = std::mem::replace(&mut self.young, HashMap::with_hasher(self.old.hasher().clone()));
+impl<V: Clone> State<V> {
+    fn get(&mut self, hash: u64, value: &[u8]) -> Option<V> {
+        let eq = |e: &Entry<V>| e.0 == hash && *e.1 == *value;
+        if let Some(e) = self.young.find(hash, eq) {
+            return Some(e.2.clone());
         }
-        self.young.insert(value.into(), v);
+        // A value still in use moves to the young generation, so it outlives the next ageing
+        // (when the young one has room: each generation holds at most half the entries).
+        let found = self.old.find_entry(hash, eq).ok()?;
+        if self.young.len() >= ENTRIES / 2 {
+            return Some(found.get().2.clone());
+        }
+        let (e, _) = found.remove();
+        let v = e.2.clone();
+        self.young.insert_unique(hash, e, |e| e.0);
+        Some(v)
+    }
+
+    /// Whether `hash` was seen before (and should be kept now); remembers it otherwise.
+    fn first_sighting(&mut self, hash: u64) -> bool {
+        let bits = [hash as usize % SEEN_BITS, (hash >> 32) as usize % SEEN_BITS];
+        if bits.iter().all(|&b| self.seen[b / 64] & (1 << (b % 64)) != 0) {
+            return true;
+        }
+        if self.sightings == SEEN_BITS / 8 {
+            self.seen.fill(0);
+            self.sightings = 0;
+        }
+        bits.iter().for_each(|&b| self.seen[b / 64] |= 1 << (b % 64));
+        self.sightings += 1;
+        false
+    }
+
+    fn insert(&mut self, hash: u64, value: &[u8], v: V) {
+        if self.young.len() >= ENTRIES / 2 {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert_unique(hash, (hash, value.into(), v), |e| e.0);
     }
 }
 
@@ -109,10 +152,24 @@ mod tests {
             calls.set(calls.get() + 1);
             n
         };
+        // Kept the second time it comes, answered from the memo after that.
         assert_eq!(memo.get_or(b"Mozilla/5.0", || work(1)), 1);
-        assert_eq!(memo.get_or(b"Mozilla/5.0", || work(2)), 1);
-        assert_eq!(memo.get_or(b"curl/8.5.0", || work(3)), 3);
-        assert_eq!(calls.get(), 2);
+        assert_eq!(memo.get_or(b"Mozilla/5.0", || work(2)), 2);
+        assert_eq!(memo.get_or(b"Mozilla/5.0", || work(3)), 2);
+        assert_eq!(memo.get_or(b"curl/8.5.0", || work(4)), 4);
+        assert_eq!(calls.get(), 3);
+    }
+
+    #[test]
+    fn values_that_never_repeat_are_seldom_kept() {
+        let memo = Memo::default();
+        let n = 4 * ENTRIES;
+        for i in 0..n {
+            memo.get_or(i.to_string().as_bytes(), || 0);
+        }
+        // Only the filter's false positives: a few percent.
+        let s = memo.state.lock().unwrap();
+        assert!(s.young.len() + s.old.len() < n / 20, "{} of {n} kept", s.young.len() + s.old.len());
     }
 
     #[test]
@@ -127,22 +184,26 @@ mod tests {
     fn values_in_use_survive_a_flood_of_new_ones() {
         let memo = Memo::default();
         memo.get_or(b"kept", || 1);
+        memo.get_or(b"kept", || 1);
         for i in 0..10 * ENTRIES {
+            // Each new value comes twice, so that it is kept.
+            memo.get_or(i.to_string().as_bytes(), || 0);
             memo.get_or(i.to_string().as_bytes(), || 0);
             // The value in use is asked for now and then, as real traffic does.
             if i % (ENTRIES / 4) == 0 {
                 assert_eq!(memo.get_or(b"kept", || 2), 1, "forgotten after {i} new values");
             }
         }
-        let g = memo.generations.lock().unwrap();
-        assert!(g.young.len() + g.old.len() <= ENTRIES);
+        let s = memo.state.lock().unwrap();
+        assert!(s.young.len() <= ENTRIES / 2 && s.old.len() <= ENTRIES / 2);
     }
 
     #[test]
     fn a_busy_memo_does_the_work_without_waiting() {
         let memo = Memo::default();
         memo.get_or(b"x", || 1);
-        let _held = memo.generations.lock().unwrap();
+        memo.get_or(b"x", || 1);
+        let _held = memo.state.lock().unwrap();
         assert_eq!(memo.get_or(b"x", || 2), 2);
     }
 }
