@@ -75,8 +75,13 @@ impl Target {
     }
 
     /// Counts a failed connect; ejects the target for `eject_for` once `threshold` failures
-    /// follow each other. Returns true when this failure ejected it.
+    /// follow each other. Returns true when this failure ejected it. Failures of connects
+    /// that were under way when it was ejected count for nothing: they neither eject it again
+    /// nor start the count towards the next ejection.
     pub fn connect_failed(&self, threshold: u32, eject_for: Duration) -> bool {
+        if self.is_ejected() {
+            return false;
+        }
         let failures = self.connect_failures.fetch_add(1, Ordering::Relaxed) + 1;
         if failures >= threshold {
             self.connect_failures.store(0, Ordering::Relaxed);
@@ -213,6 +218,10 @@ mod tests {
         assert!(t.is_available());
         assert!(t.connect_failed(2, Duration::from_secs(10)));
         assert!(!t.is_available());
+        // Connects that were under way fail too: the target is ejected once, not again.
+        for _ in 0..31 {
+            assert!(!t.connect_failed(2, Duration::from_secs(10)));
+        }
     }
 
     #[test]
