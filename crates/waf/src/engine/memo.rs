@@ -132,6 +132,10 @@ impl<V: Clone> State<V> {
     }
 
     fn insert(&mut self, hash: u64, value: &[u8], v: V) {
+        // Another thread may have kept it while this one worked it out.
+        if self.young.find(hash, |e| e.0 == hash && *e.1 == *value).is_some() {
+            return;
+        }
         if self.young.len() >= ENTRIES / 2 {
             self.old = std::mem::take(&mut self.young);
         }
