@@ -388,6 +388,14 @@ impl<'r> Transaction<'r> {
             if rule.broken || self.removed(rule) {
                 continue;
             }
+            // Most rules fail at a first part the prescan rules out: what `eval_rule` would do
+            // then (the part matched nothing), without its bookkeeping.
+            if let Some(gate) = rule.parts.first().and_then(|p| p.prescan) {
+                if !self.may_match(rule, gate) {
+                    self.matched_vars.clear();
+                    continue;
+                }
+            }
             match self.eval_rule(rule) {
                 Flow::Next => {}
                 Flow::SkipAfter => at = rule.resume_at,
