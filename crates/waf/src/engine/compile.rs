@@ -238,6 +238,16 @@ impl TxNames {
         names
     }
 
+    /// Lists, for each `TX` target with a key regex, the numbered variables it takes.
+    fn select<'a>(&self, parts: impl Iterator<Item = &'a mut Part>) {
+        for t in parts.flat_map(|p| p.targets.iter_mut()) {
+            if t.variable == Variable::Tx && matches!(t.sel, Sel::Regex(_) | Sel::Prefix(_)) {
+                let taken = (0..self.keys.len()).filter(|&n| t.sel.matches(self.keys[n].0.as_bytes()));
+                t.tx_selected = Some(taken.map(|n| n as u32).collect());
+            }
+        }
+    }
+
     /// The number of `key` (lowercase), if the rule set names it.
     pub(crate) fn number_of(&self, key: &str) -> Option<u32> {
         self.numbers.get(key).copied()
@@ -262,6 +272,9 @@ pub(crate) struct TargetSpec {
     pub count: bool,
     /// For `TX:key`: the key's [`TxNames`] number.
     pub tx_slot: Option<u32>,
+    /// For `TX:/regex/`: the numbered variables whose keys the regex takes (the others, named
+    /// at run time, are looked through one by one).
+    pub tx_selected: Option<Box<[u32]>>,
 }
 
 /// A `!VAR[:key]` exclusion.
@@ -476,6 +489,7 @@ impl RuleSet {
         let live = rules.iter_mut().zip(&removed).filter(|(r, &gone)| !gone && !r.broken);
         let prescan = Prescan::build(live.flat_map(|(r, _)| r.parts.iter_mut()));
         let tx_names = TxNames::number(rules.iter_mut().flat_map(|r| r.parts.iter_mut()));
+        tx_names.select(rules.iter_mut().flat_map(|r| r.parts.iter_mut()));
 
         let mut phases: [Vec<Step>; 5] = Default::default();
         for o in order {
@@ -648,8 +662,12 @@ fn add_target(p: &mut Part, t: &Target) -> Result<(), String> {
     let sel = Sel::of(t)?;
     match t.modifier {
         TargetModifier::Exclude => p.exclusions.push(Exclusion { variable: t.variable, sel }),
-        TargetModifier::Count => p.targets.push(TargetSpec { variable: t.variable, sel, count: true, tx_slot: None }),
-        TargetModifier::None => p.targets.push(TargetSpec { variable: t.variable, sel, count: false, tx_slot: None }),
+        TargetModifier::Count => {
+            p.targets.push(TargetSpec { variable: t.variable, sel, count: true, tx_slot: None, tx_selected: None })
+        }
+        TargetModifier::None => {
+            p.targets.push(TargetSpec { variable: t.variable, sel, count: false, tx_slot: None, tx_selected: None })
+        }
     }
     Ok(())
 }

@@ -409,6 +409,25 @@ SecRule &TX:level "@eq 0" "id:9,phase:1,pass,log""#,
 }
 
 #[test]
+fn tx_key_regexes_take_numbered_and_run_time_names() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.score_a=1,setvar:'tx.score_%{REQUEST_METHOD}=2',setvar:tx.other=3"
+SecRule &TX:/^score_/ "@eq 2" "id:2,phase:1,pass,log"
+SecRule TX:/^score_/ "@eq 2" "id:3,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+SecRule TX:/^oth/ "@eq 3" "id:4,phase:1,pass,log"
+SecRule REQUEST_METHOD "@streq POST" "id:40,phase:1,pass,nolog"
+SecRule TX:/score_[ag]/ "@gt 0" "id:5,phase:1,pass,log,chain"
+    SecRule &MATCHED_VARS "@eq 2" "t:none"
+SecAction "id:6,phase:1,pass,nolog,setvar:!tx.score_a"
+SecRule &TX:/^score_/ "@eq 1" "id:7,phase:1,pass,log""#,
+    );
+    let o = rs.evaluate(&Request::new("GET", "/"), None);
+    assert_eq!(ids(&o), vec![2, 3, 4, 5, 7]);
+    assert_eq!(o.matched[1].msg, "TX:score_get");
+}
+
+#[test]
 fn prescan_scans_a_keyed_target_apart_from_the_rest_of_its_collection() {
     let rs = rules(
         r#"SecRuleEngine DetectionOnly

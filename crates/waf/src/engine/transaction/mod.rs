@@ -723,9 +723,17 @@ impl<'r> Transaction<'r> {
     /// `!` exclusions, then those `ctl:` removed).
     fn collect<'a>(&'a self, t: &TargetSpec, rule: &Rule, excl: &[&Exclusion], out: &mut Vals<'a>) {
         let start = out.len();
-        match t.tx_slot {
-            Some(n) => out.extend(self.tx.numbered(n).map(|(k, m)| tx_val(k, m))),
-            None => self.values(t.variable, &t.sel, rule, out),
+        match (t.tx_slot, &t.tx_selected) {
+            (Some(n), _) => out.extend(self.tx.numbered(n).map(|(k, m)| tx_val(k, m))),
+            (None, Some(slots)) => {
+                // In key order, as libmodsecurity3 keeps the collection.
+                out.extend(slots.iter().filter_map(|&n| self.tx.numbered(n)).map(|(k, m)| tx_val(k, m)));
+                out.extend(
+                    self.tx.unnumbered().filter(|(k, _)| t.sel.matches(k.as_bytes())).map(|(k, m)| tx_val(k, m)),
+                );
+                out[start..].sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            }
+            (None, None) => self.values(t.variable, &t.sel, rule, out),
         }
         if !excl.is_empty() {
             let mut i = start;

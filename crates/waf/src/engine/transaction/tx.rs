@@ -80,6 +80,12 @@ impl<'r> TxVars<'r> {
         }
     }
 
+    /// The variables the rule set does not name, with their lowercase keys, in no particular
+    /// order.
+    pub(super) fn unnumbered(&self) -> impl Iterator<Item = (&str, &Matched)> {
+        self.other.iter().map(|(k, m)| (&**k, m))
+    }
+
     /// Every variable, with its lowercase key, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Matched)> {
         let numbered =
