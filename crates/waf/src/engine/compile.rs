@@ -352,7 +352,9 @@ pub(crate) struct Rule {
 /// A step of a phase: a rule (index into the rule table) or a marker.
 #[derive(Debug)]
 pub(crate) enum Step {
-    Rule(usize),
+    /// A rule by index, with the prescan gate of its first part (`None` for a broken rule):
+    /// the phase loop skips a rule it rules out without reading the rule.
+    Rule(usize, Option<Gate>),
     Marker(String),
 }
 
@@ -494,7 +496,10 @@ impl RuleSet {
         let mut phases: [Vec<Step>; 5] = Default::default();
         for o in order {
             match o {
-                Ok(i) if !removed[i] => phases[usize::from(rules[i].phase.number() - 1)].push(Step::Rule(i)),
+                Ok(i) if !removed[i] => {
+                    let gate = rules[i].parts.first().and_then(|p| p.prescan).filter(|_| !rules[i].broken);
+                    phases[usize::from(rules[i].phase.number() - 1)].push(Step::Rule(i, gate));
+                }
                 Ok(_) => {}
                 Err(m) => {
                     // Markers stand in every phase: skipAfter looks for them in its own.
@@ -506,7 +511,7 @@ impl RuleSet {
         }
         for steps in &phases {
             for (at, step) in steps.iter().enumerate() {
-                let Step::Rule(i) = step else { continue };
+                let Step::Rule(i, _) = step else { continue };
                 let Some(marker) = &rules[*i].skip_after else { continue };
                 let found = steps[at..].iter().position(|s| matches!(s, Step::Marker(m) if m == marker));
                 rules[*i].resume_at = found.map_or(steps.len(), |k| at + k + 1);
@@ -536,7 +541,7 @@ impl RuleSet {
 
     /// How many rules are active (after load-time removals).
     pub fn rule_count(&self) -> usize {
-        self.phases.iter().flatten().filter(|s| matches!(s, Step::Rule(_))).count()
+        self.phases.iter().flatten().filter(|s| matches!(s, Step::Rule(..))).count()
     }
 }
 

@@ -44,7 +44,7 @@ impl RuleSet {
     /// Whether any rule runs on the response (phase 3 or 4). A gateway that finds none can
     /// end a transaction with the request instead of keeping it for the response.
     pub fn has_response_rules(&self) -> bool {
-        self.phases[2..4].iter().flatten().any(|s| matches!(s, compile::Step::Rule(_)))
+        self.phases[2..4].iter().flatten().any(|s| matches!(s, compile::Step::Rule(..)))
     }
 }
 

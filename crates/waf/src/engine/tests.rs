@@ -326,6 +326,11 @@ fn prescan_changes_no_verdict_on_crs() {
     for r in &mut without.rules {
         r.parts.iter_mut().for_each(|p| p.prescan = None);
     }
+    for step in without.phases.iter_mut().flatten() {
+        if let compile::Step::Rule(_, gate) = step {
+            *gate = None;
+        }
+    }
     let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
     let filler = "lorem ipsum dolor sit amet ".repeat(20);
     let node = "cHJvY2Vzcy5tYWluTW9kdWxlLnJlcXVpcmUoJ2NoaWxkX3Byb2Nlc3MnKQ=="; // base64 of process.mainModule.require(...)

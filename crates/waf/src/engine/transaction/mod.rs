@@ -379,22 +379,23 @@ impl<'r> Transaction<'r> {
         let mut at = 0;
         while let Some(step) = steps.get(at) {
             at += 1;
-            let Step::Rule(i) = step else { continue };
+            let Step::Rule(i, gate) = step else { continue };
             if skip_n > 0 {
                 skip_n -= 1;
                 continue;
             }
             let rule: &'r Rule = &rs.rules[*i];
-            if rule.broken || self.removed(rule) {
-                continue;
-            }
             // Most rules fail at a first part the prescan rules out: what `eval_rule` would do
-            // then (the part matched nothing), without its bookkeeping.
-            if let Some(gate) = rule.parts.first().and_then(|p| p.prescan) {
-                if !self.may_match(rule, gate) {
+            // then (the part matched nothing), read from the step alone, without the rule's
+            // parts and bookkeeping. Rules `ctl` may have removed go the ordinary way.
+            if let Some(gate) = gate {
+                if self.nothing_removed() && !self.may_match(rule, *gate) {
                     self.matched_vars.clear();
                     continue;
                 }
+            }
+            if rule.broken || self.removed(rule) {
+                continue;
             }
             match self.eval_rule(rule) {
                 Flow::Next => {}
@@ -407,6 +408,11 @@ impl<'r> Transaction<'r> {
                 return;
             }
         }
+    }
+
+    /// Whether no `ctl:ruleRemove*` has removed rules in this transaction.
+    fn nothing_removed(&self) -> bool {
+        self.removed_ids.is_empty() && self.removed_tags.is_empty() && self.removed_msgs.is_empty()
     }
 
     fn removed(&self, rule: &Rule) -> bool {
