@@ -413,6 +413,51 @@ SecRule &TX:level "@eq 0" "id:9,phase:1,pass,log""#,
     assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/skip"), None)), vec![2, 3, 7, 9]);
 }
 
+/// Threads sharing a rule set (and its memos, busy or not) get the answers each request gets
+/// alone.
+#[test]
+fn threads_sharing_the_memos_get_the_answers_of_a_fresh_rule_set() {
+    let text = r#"SecRuleEngine DetectionOnly
+SecRule REQUEST_HEADERS:User-Agent "@rx (?i)sqlmap" "id:1,phase:1,pass,log"
+SecRule ARGS|REQUEST_HEADERS "@detectSQLi" "id:2,phase:2,pass,log"
+SecRule ARGS "@detectXSS" "id:3,phase:2,pass,log,t:urlDecodeUni"
+SecRule ARGS|REQUEST_HEADERS "@rx (?i)/etc/passwd" "id:4,phase:2,pass,log""#;
+    let shared = rules(text);
+    let requests: Vec<Request> = (0..24)
+        .map(|i| {
+            let value = match i % 4 {
+                0 => format!("hello{}", i % 6),
+                1 => "1'%20or%20'1'='1".to_string(),
+                2 => "%3Cscript%3Ealert(1)%3C/script%3E".to_string(),
+                _ => format!("/etc/passwd{}", i % 3),
+            };
+            let ua = if i % 5 == 0 { "sqlmap/1.7" } else { "Mozilla/5.0" };
+            Request::new("GET", format!("/?a={value}&b=x{}", i % 2)).header("User-Agent", ua)
+        })
+        .collect();
+    let expected: Vec<Vec<u64>> = requests.iter().map(|r| ids(&rules(text).evaluate(r, None))).collect();
+    for rule in 1..=4 {
+        assert!(expected.iter().any(|e| e.contains(&rule)), "rule {rule} never matches: {expected:?}");
+    }
+    assert!(expected.iter().any(Vec::is_empty), "no benign request: {expected:?}");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (shared, requests, expected) = (&shared, &requests, &expected);
+            s.spawn(move || {
+                for round in 0..50 {
+                    for (i, req) in requests.iter().enumerate().skip(t) {
+                        assert_eq!(
+                            ids(&shared.evaluate(req, None)),
+                            expected[i],
+                            "thread {t}, round {round}, request {i}"
+                        );
+                    }
+                }
+            });
+        }
+    });
+}
+
 #[test]
 fn tx_key_regexes_take_numbered_and_run_time_names() {
     let rs = rules(
