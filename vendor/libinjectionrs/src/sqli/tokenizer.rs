@@ -914,10 +914,11 @@ impl<'a> SqliTokenizer<'a> {
         let slen = self.input.len();
         
         // Find word boundary - matches C version's strlencspn character set
-        let word_chars = b" []{}<>:\\?=@!#~+-*/&|^%(),';	\n\x0B\x0C\r\"\xA0\x00";
+        // Barbican: a byte table instead of a search through the set for every byte.
+        const WORD_DELIMS: [bool; 256] = byte_set(b" []{}<>:\\?=@!#~+-*/&|^%(),';	\n\x0B\x0C\r\"\xA0\x00");
         let mut end_pos = pos;
         
-        while end_pos < slen && !word_chars.contains(&self.input[end_pos]) {
+        while end_pos < slen && !WORD_DELIMS[usize::from(self.input[end_pos])] {
             end_pos += 1;
         }
         
@@ -1017,10 +1018,11 @@ impl<'a> SqliTokenizer<'a> {
         
         // Regular variable name - must exactly match C implementation
         // C: " <>:\\?=@!#~+-*/&|^%(),';\t\n\v\f\r'`\""
-        let var_chars = b" <>:\\?=@!#~+-*/&|^%(),;'\t\n\x0B\x0C\r'`\"";
+        // Barbican: a byte table instead of a search through the set for every byte.
+        const VAR_DELIMS: [bool; 256] = byte_set(b" <>:\\?=@!#~+-*/&|^%(),;'\t\n\x0B\x0C\r'`\"");
         let mut end_pos = new_pos;
         
-        while end_pos < slen && !var_chars.contains(&self.input[end_pos]) {
+        while end_pos < slen && !VAR_DELIMS[usize::from(self.input[end_pos])] {
             end_pos += 1;
         }
         
@@ -1321,4 +1323,15 @@ impl<'a> SqliTokenizer<'a> {
         self.current.str_close = CHAR_NULL;
         slen
     }
+}
+
+/// Barbican: the bytes of `chars` as a table, for scans that test every input byte.
+const fn byte_set(chars: &[u8]) -> [bool; 256] {
+    let mut set = [false; 256];
+    let mut i = 0;
+    while i < chars.len() {
+        set[chars[i] as usize] = true;
+        i += 1;
+    }
+    set
 }
