@@ -92,30 +92,45 @@ pub(crate) struct Gate {
     pub(crate) scopes: u64,
 }
 
-/// A transaction's scans: for each scope scanned so far, the patterns that match some
-/// member of it.
+/// A transaction's scans, by pattern: the scopes scanned so far where it matches some
+/// member, so that a gate is one load and a mask (`scopes & done`, then `found & scopes`).
 #[derive(Debug)]
 pub(crate) struct Scans {
     done: u64,
-    words: usize,
-    bits: Vec<u64>,
+    /// By pattern, the scopes (bits) where it was found.
+    found: Vec<u64>,
 }
 
 impl Scans {
-    /// Whether `pattern` matched in scope `n`, if it has been scanned.
-    pub(crate) fn has(&self, n: usize, pattern: usize) -> Option<bool> {
-        (self.done & (1 << n) != 0).then(|| has(&self.bits[n * self.words..][..self.words], pattern))
+    /// Whether the gate's pattern was found in one of its scopes scanned so far, and which of
+    /// its scopes are still to scan.
+    pub(crate) fn check(&self, gate: Gate) -> (bool, u64) {
+        (self.found[gate.pattern] & gate.scopes != 0, gate.scopes & !self.done)
     }
 
-    /// Records the scan of scope `n`.
+    /// Records the scan of scope `n`: the patterns set in `bits` were found in it.
     pub(crate) fn store(&mut self, n: usize, bits: &[u64]) {
-        self.bits[n * self.words..][..self.words].copy_from_slice(bits);
+        for (w, &word) in bits.iter().enumerate() {
+            let mut word = word;
+            while word != 0 {
+                self.found[w * 64 + word.trailing_zeros() as usize] |= 1 << n;
+                word &= word - 1;
+            }
+        }
         self.done |= 1 << n;
+    }
+
+    /// Forgets the scans of the scopes outside `kept`.
+    fn keep(&mut self, kept: u64) {
+        if self.done & !kept != 0 {
+            self.found.iter_mut().for_each(|f| *f &= kept);
+        }
+        self.done &= kept;
     }
 
     /// Forgets every scan.
     pub(crate) fn clear(&mut self) {
-        self.done = 0;
+        self.keep(0);
     }
 }
 
@@ -281,13 +296,13 @@ impl Prescan {
 
     /// Room for a transaction's scans.
     pub(crate) fn scans(&self) -> Scans {
-        Scans { done: 0, words: self.words(), bits: vec![0; self.words() * self.scopes.len()] }
+        Scans { done: 0, found: vec![0; self.singles.len()] }
     }
 
     /// Forgets the scans of the scopes that loading a body or a response may change: all but
     /// those of the request head.
     pub(crate) fn forget_body(&self, scans: &mut Scans) {
-        scans.done &= self.head;
+        scans.keep(self.head);
     }
 
     /// Scope `n`: its variable, which of its members it takes, and its automaton group.

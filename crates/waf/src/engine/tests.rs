@@ -458,6 +458,23 @@ SecRule ARGS|REQUEST_HEADERS "@rx (?i)/etc/passwd" "id:4,phase:2,pass,log""#;
     });
 }
 
+/// A scope scanned in phase 1 (the query's arguments) is scanned again once the body has
+/// added to it: the body's attack is found by the same pattern in phase 2.
+#[test]
+fn the_prescan_of_args_is_redone_when_the_body_adds_to_them() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRequestBodyAccess On
+SecRule ARGS "@rx (?i)union\s+select" "id:1,phase:1,pass,log"
+SecRule ARGS "@rx (?i)union\s+select" "id:2,phase:2,pass,log""#,
+    );
+    assert!(rs.rules.iter().all(|r| r.parts[0].prescan.is_some()));
+    let o = rs.evaluate(&post("/?q=hello", "application/x-www-form-urlencoded", "b=1%20union%20select%202"), None);
+    assert_eq!(ids(&o), vec![2]);
+    let o = rs.evaluate(&post("/?q=1%20union%20select%202", "application/x-www-form-urlencoded", "b=1"), None);
+    assert_eq!(ids(&o), vec![1, 2]);
+}
+
 #[test]
 fn tx_key_regexes_take_numbered_and_run_time_names() {
     let rs = rules(

@@ -616,17 +616,17 @@ impl<'r> Transaction<'r> {
     /// Whether the prescan leaves it possible that the part's pattern matches a value of one
     /// of its targets (see `prescan`).
     fn may_match(&self, rule: &Rule, gate: Gate) -> bool {
-        let mut scopes = gate.scopes;
-        while scopes != 0 {
-            let n = scopes.trailing_zeros() as usize;
-            scopes &= scopes - 1;
-            let scanned = self.prescanned.borrow().has(n, gate.pattern);
-            let hit = scanned.unwrap_or_else(|| {
-                let bits = self.prescan_scope(rule, n);
-                self.prescanned.borrow_mut().store(n, &bits);
-                prescan::has(&bits, gate.pattern)
-            });
-            if hit {
+        let (found, mut unscanned) = self.prescanned.borrow().check(gate);
+        if found {
+            return true;
+        }
+        // The scopes not scanned yet, in order, until one holds the pattern.
+        while unscanned != 0 {
+            let n = unscanned.trailing_zeros() as usize;
+            unscanned &= unscanned - 1;
+            let bits = self.prescan_scope(rule, n);
+            self.prescanned.borrow_mut().store(n, &bits);
+            if prescan::has(&bits, gate.pattern) {
                 return true;
             }
         }
