@@ -110,12 +110,8 @@ impl Scans {
 
     /// Records the scan of scope `n`: the patterns set in `bits` were found in it.
     pub(crate) fn store(&mut self, n: usize, bits: &[u64]) {
-        for (w, &word) in bits.iter().enumerate() {
-            let mut word = word;
-            while word != 0 {
-                self.found[w * 64 + word.trailing_zeros() as usize] |= 1 << n;
-                word &= word - 1;
-            }
+        for p in ones(bits.iter().copied()) {
+            self.found[p] |= 1 << n;
         }
         self.done |= 1 << n;
     }
@@ -369,7 +365,13 @@ impl Prescan {
 
 /// The indexes of the set bits.
 fn ones(words: impl Iterator<Item = u64>) -> impl Iterator<Item = usize> {
-    words.enumerate().flat_map(|(w, m)| (0..64).filter(move |b| m & (1 << b) != 0).map(move |b| w * 64 + b))
+    words.enumerate().flat_map(|(w, mut m)| {
+        std::iter::from_fn(move || {
+            let b = (m != 0).then(|| m.trailing_zeros() as usize)?;
+            m &= m - 1;
+            Some(w * 64 + b)
+        })
+    })
 }
 
 fn zeros(words: usize) -> Bits {
