@@ -90,6 +90,6 @@ impl<'r> TxVars<'r> {
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Matched)> {
         let numbered =
             self.numbered.iter().enumerate().filter_map(|(n, m)| Some((&*self.names.key(n as u32).0, m.as_ref()?)));
-        numbered.chain(self.other.iter().map(|(k, m)| (&**k, m)))
+        numbered.chain(self.unnumbered())
     }
 }
