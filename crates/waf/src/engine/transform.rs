@@ -57,10 +57,11 @@ pub fn apply(t: Transformation, v: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Applies a chain of transformations, skipping the steps that cannot change the value.
-pub fn apply_chain<'v>(steps: &[Transformation], v: &'v [u8]) -> std::borrow::Cow<'v, [u8]> {
+/// Applies a chain of transformations, skipping the steps that cannot change the value
+/// (`features`: those of `v`, which callers have at hand).
+pub fn apply_chain<'v>(steps: &[Transformation], v: &'v [u8], features: Features) -> std::borrow::Cow<'v, [u8]> {
     let mut cur = std::borrow::Cow::Borrowed(v);
-    let mut features = Features::of(v);
+    let mut features = features;
     for &t in steps {
         if !features.unchanged(t) {
             cur = std::borrow::Cow::Owned(apply(t, &cur));

@@ -677,7 +677,7 @@ impl<'r> Transaction<'r> {
                 or_into(m, mask);
                 continue;
             }
-            add_form(&mut forms, Some(rest), transform::apply_chain(rest, value), mask);
+            add_form(&mut forms, Some(rest), transform::apply_chain(rest, value, features), mask);
         }
         let mut found = self.found.borrow_mut();
         for (_, form, mask) in &forms {
@@ -704,7 +704,7 @@ impl<'r> Transaction<'r> {
         if let Some(t) = per_chain.get(v) {
             return Transformed::Changed(t.clone());
         }
-        let out: Arc<[u8]> = Arc::from(transform::apply_chain(&transforms[first..], v).as_ref());
+        let out: Arc<[u8]> = Arc::from(transform::apply_chain(&transforms[first..], v, features).as_ref());
         // Bounded: past a budget (many values, or one huge value through many chains) the
         // transaction recomputes instead of growing.
         let cost = v.len() + out.len();
