@@ -497,7 +497,8 @@ impl RuleSet {
         for o in order {
             match o {
                 Ok(i) if !removed[i] => {
-                    let gate = rules[i].parts.first().and_then(|p| p.prescan).filter(|_| !rules[i].broken);
+                    // Only live rules' parts have gates: a broken rule gets none.
+                    let gate = rules[i].parts.first().and_then(|p| p.prescan);
                     phases[usize::from(rules[i].phase.number() - 1)].push(Step::Rule(i, gate));
                 }
                 Ok(_) => {}
@@ -667,11 +668,9 @@ fn add_target(p: &mut Part, t: &Target) -> Result<(), String> {
     let sel = Sel::of(t)?;
     match t.modifier {
         TargetModifier::Exclude => p.exclusions.push(Exclusion { variable: t.variable, sel }),
-        TargetModifier::Count => {
-            p.targets.push(TargetSpec { variable: t.variable, sel, count: true, tx_slot: None, tx_selected: None })
-        }
-        TargetModifier::None => {
-            p.targets.push(TargetSpec { variable: t.variable, sel, count: false, tx_slot: None, tx_selected: None })
+        TargetModifier::Count | TargetModifier::None => {
+            let count = t.modifier == TargetModifier::Count;
+            p.targets.push(TargetSpec { variable: t.variable, sel, count, tx_slot: None, tx_selected: None })
         }
     }
     Ok(())
