@@ -357,8 +357,12 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
     );
     let _ = writeln!(
         out,
-        "- Debian's CRS 3.3.4 against its own regression suite (written for Apache and ModSecurity 2, \
-         no nginx overrides; same runner): {}; each failure is listed with its reason in \
+        "- Debian's CRS 3.3.4 against its own regression suite (same runner): {}. The suite was \
+         written for Apache and ModSecurity 2 and ships no nginx overrides; its tests that send the \
+         same requests as an overridden CRS 4.28.0 test of the same rule (up to the suites' harness \
+         defaults: user agent, `Accept*`, HTTP/1.0 or 1.1, 4.28.0's backend paths) take 4.28.0's \
+         nginx override, except the two overrides about settings 4.28.0's harness leaves out \
+         (920360-1, 920380-1). Each remaining failure is listed with its reason in \
          `crates/waf/tests/crs-3.3.4-known-failures.txt` (nginx's handling of the request, \
          libmodsecurity3's reading of the rules, the suite's own set-up).",
         suite_rate("3.3.4")
@@ -441,6 +445,15 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          automata (longer file lists stay out of the prescan: joined in, they made the automata larger \
          and requests slower); `@detectSQLi`/`@detectXSS` run libinjectionrs (vendored with a hash-indexed keyword \
          lookup, `vendor/libinjectionrs/VENDORED.md`).\n\n\
+         What a scope's member matches, and libinjection's verdict on a value, depend on the value \
+         alone: the rule set remembers both across requests for values of up to 512 bytes \
+         (`engine::memo`), since real traffic repeats user agents, header values and most field \
+         values. Each memo keeps at most 512 values in two generations (values in use stay, a flood \
+         of new ones ages out the rest), keeps a value the second time it comes (a Bloom filter of \
+         first sightings), compares keys whole under SipHash with a random key, and never makes a \
+         request wait for another's lock. A reloaded rule set starts with empty memos. \
+         `bench/waf.sh` reports the speed both with repeated values and with none (`GET*`, \
+         `POST*`).\n\n\
          ## Not parsed\n\n\
          Everything both CRS versions use parses. Outside the CRS, the parser refuses with an error \
          (never silently): `SecRuleScript` (Lua rules), remote `@pmFromFile https://...` data, and \
