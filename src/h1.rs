@@ -668,8 +668,9 @@ fn parse_one_into(
     let version = if version == 1 { Version::HTTP_11 } else { Version::HTTP_10 };
     let mut keep_alive = version == Version::HTTP_11;
     let mut saw_close = false;
+    // Whether the last `transfer-encoding` ends in `chunked`; what the `content-length` values
+    // say, folded as they come (see `length_of`).
     let (mut transfer_encoding, mut content_length_seen) = (None, false);
-    // What the `content-length` values say, folded as they come (see `length_of`).
     let mut length = Some(None);
     let mut kept = Vec::with_capacity(count);
     for at in indices.iter() {
@@ -693,7 +694,7 @@ fn parse_one_into(
                 }
             }
             b"keep-alive" => continue,
-            b"transfer-encoding" => transfer_encoding = Some(at.value),
+            b"transfer-encoding" => transfer_encoding = Some(ends_chunked(value)),
             b"content-length" => {
                 content_length_seen = true;
                 length = length.and_then(|found| more_length(found, value));
@@ -718,7 +719,7 @@ fn parse_one_into(
             if content_length_seen {
                 keep_alive = false;
             }
-            if transfer_encoding.is_some_and(|(start, end)| ends_chunked(&fields.head[start..end])) {
+            if transfer_encoding == Some(true) {
                 Framing::Chunked
             } else {
                 Framing::UntilClose

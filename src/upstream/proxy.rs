@@ -42,7 +42,7 @@ pub async fn forward<'u>(
     upstream: &'u Upstream,
     set: &BackendSet,
     input: &PickInput,
-    request: Box<Request<Body>>,
+    mut request: Box<Request<Body>>,
     added: &Added,
     retryable: bool,
 ) -> Forwarded<'u> {
@@ -53,7 +53,6 @@ pub async fn forward<'u>(
     };
     let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: Some(&upstream.members[index].target) };
     // Encoded once: a retry sends the same bytes again.
-    let mut request = request;
     let mut out = client::encode(&mut request, added);
     if let Err(failure) = coalesce(upstream, &mut out).await {
         outcome.result = Err(failure);
