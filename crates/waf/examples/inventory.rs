@@ -454,6 +454,16 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          request wait for another's lock. A reloaded rule set starts with empty memos. \
          `bench/waf.sh` reports the speed both with repeated values and with none (`GET*`, \
          `POST*`).\n\n\
+         Rules whose outcome is the same for every request are run once, when the rule set is \
+         compiled, and replaced by what they do (`engine::transaction::fold`): a rule that reads only \
+         `TX` variables no earlier rule left to run may have set (and its own match), and that neither \
+         logs nor has a severity, a disruptive action, `ctl:`, `capture` or `multiMatch`. In CRS these \
+         are the initialization (`SecAction`s, `&TX:x \"@eq 0\"` defaults) and every file's \
+         paranoia-level checks, whose `skipAfter` drops the rules above the configured level; a benign \
+         request runs about a third fewer rules. Rules another may skip run as written, `allow` ends \
+         folding, and phase 5 (which also runs after an interruption) is not folded. When a `ctl:` \
+         removes a rule, or a `TX` target, at run time, the transaction goes on with the phases as \
+         written from where it is.\n\n\
          ## Not parsed\n\n\
          Everything both CRS versions use parses. Outside the CRS, the parser refuses with an error \
          (never silently): `SecRuleScript` (Lua rules), remote `@pmFromFile https://...` data, and \

@@ -28,6 +28,7 @@ use crate::seclang::{self, DataFile, FileId};
 use super::fast_hash::FastHash;
 use super::operator::{self, Op};
 use super::prescan::{Gate, Prescan};
+use super::transaction::fold::{fold, Effects, Folded};
 use super::transform;
 
 /// Engine settings read from `Sec*` directives.
@@ -350,12 +351,14 @@ pub(crate) struct Rule {
 }
 
 /// A step of a phase: a rule (index into the rule table) or a marker.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Step {
     /// A rule by index, with the prescan gate of its first part (`None` for a broken rule):
     /// the phase loop skips a rule it rules out without reading the rule.
     Rule(usize, Option<Gate>),
     Marker(String),
+    /// What a run of folded rules does (only in [`RuleSet::folded`] steps).
+    Set(Box<Effects>),
 }
 
 /// A compiled rule set: built once from loaded SecLang, shared by every transaction.
@@ -363,6 +366,9 @@ pub(crate) enum Step {
 pub struct RuleSet {
     pub(crate) rules: Vec<Rule>,
     pub(crate) phases: [Vec<Step>; 5],
+    /// By phase, the steps with the rules whose outcome is the same for every request folded
+    /// (`None`: nothing folded), which transactions run while they hold (`fold`).
+    pub(crate) folded: [Option<Folded>; 5],
     pub(crate) settings: Settings,
     pub(crate) prescan: Prescan,
     pub(crate) tx_names: TxNames,
@@ -522,7 +528,20 @@ impl RuleSet {
         unsupported.retain(|u: &Unsupported| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == u.rule_id));
         let blank = ("".into(), (&[][..]).into());
         let variable_names = Variable::ALL.iter().map(|v| Arc::from(v.name())).collect();
-        RuleSet { rules, phases, settings, prescan, tx_names, variable_names, blank, fallbacks, unsupported }
+        let mut rs = RuleSet {
+            rules,
+            phases,
+            folded: Default::default(),
+            settings,
+            prescan,
+            tx_names,
+            variable_names,
+            blank,
+            fallbacks,
+            unsupported,
+        };
+        rs.folded = fold(&rs);
+        rs
     }
 
     /// Rules whose regex runs on the backtracking engine (bounded by `SecPcreMatchLimit`).

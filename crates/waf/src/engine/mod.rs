@@ -10,7 +10,8 @@
 //!   load-time exceptions applied, operators compiled (`operator`), phases ordered, and the
 //!   `@rx` patterns of each transformation chain joined into one automaton (`prescan`).
 //! - [`transaction`] runs one request: variables, transformations ([`transform`]), operators,
-//!   actions, `ctl:` at run time, and the body processors of [`body`].
+//!   actions, `ctl:` at run time, and the body processors of [`body`]. The rules whose outcome
+//!   is the same for every request are run once at compile time (`transaction::fold`).
 //! - [`request`] is the request/response model the gateway and the regression runner fill.
 //! - [`support`] says, name by name, what is evaluated (the source of `docs/waf-coverage.md`).
 

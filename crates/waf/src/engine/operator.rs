@@ -373,6 +373,16 @@ pub(crate) enum Op {
     Never,
 }
 
+impl Op {
+    /// The argument, when it holds macros (expanded per rule part).
+    pub(crate) fn macro_arg(&self) -> Option<&MacroString> {
+        match self {
+            Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, NumArg::Macro(m)) => Some(m),
+            _ => None,
+        }
+    }
+}
+
 /// The argument of an integer comparison: read once when literal, expanded per rule part
 /// when it holds macros.
 #[derive(Clone, Debug)]

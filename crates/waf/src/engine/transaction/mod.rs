@@ -195,6 +195,7 @@ enum Flow {
     Stop,
 }
 
+pub(crate) mod fold;
 mod tx;
 mod variables;
 
@@ -374,12 +375,22 @@ impl<'r> Transaction<'r> {
             return;
         }
         let rs: &'r RuleSet = self.rules;
-        let steps = &rs.phases[usize::from(n - 1)];
+        let written = &rs.phases[usize::from(n - 1)];
+        // The folded steps while they hold, else the phase as written.
+        let mut folded = rs.folded[usize::from(n - 1)].as_ref().filter(|_| self.folding_holds());
+        let mut steps = folded.map_or(written, |f| &f.steps);
         let mut skip_n = 0u32;
         let mut at = 0;
         while let Some(step) = steps.get(at) {
             at += 1;
-            let Step::Rule(i, gate) = step else { continue };
+            let (i, gate) = match step {
+                Step::Rule(i, gate) => (i, gate),
+                Step::Set(effects) => {
+                    self.apply(effects);
+                    continue;
+                }
+                Step::Marker(_) => continue,
+            };
             if skip_n > 0 {
                 skip_n -= 1;
                 continue;
@@ -397,7 +408,17 @@ impl<'r> Transaction<'r> {
             if rule.broken || self.removed(rule) {
                 continue;
             }
-            match self.eval_rule(rule) {
+            let flow = self.eval_rule(rule);
+            if let Some(f) = folded {
+                // Skips count rules as written; a removal may take a folded rule away: either
+                // way the phase goes on as written, after this rule.
+                if !matches!(flow, Flow::Next) || !self.folding_holds() {
+                    at = f.origin[at - 1] + 1;
+                    steps = written;
+                    folded = None;
+                }
+            }
+            match flow {
                 Flow::Next => {}
                 Flow::SkipAfter => at = rule.resume_at,
                 Flow::Skip(k) => skip_n = k,
@@ -406,6 +427,26 @@ impl<'r> Transaction<'r> {
             }
             if self.engine == EngineMode::Off {
                 return;
+            }
+        }
+    }
+
+    /// Whether the folded steps give what the phases as written would: no rule was removed,
+    /// and no `TX` target, which is all folded rules read.
+    fn folding_holds(&self) -> bool {
+        self.nothing_removed() && self.removed_targets.iter().all(|(_, e)| e.variable != Variable::Tx)
+    }
+
+    /// Does what a run of folded rules did.
+    fn apply(&mut self, effects: &fold::Effects) {
+        if effects.clear_matched {
+            self.matched_vars.clear();
+        }
+        self.matched_vars.extend(effects.matched.iter().cloned());
+        for (n, value) in &effects.tx {
+            match value {
+                Some(v) => self.tx.set(Some(*n), "", v.clone()),
+                None => self.tx.remove(Some(*n), ""),
             }
         }
     }

@@ -32,6 +32,11 @@ impl<'r> TxVars<'r> {
         Some((&self.names.key(n).0, m))
     }
 
+    /// The numbered variables, by number.
+    pub(super) fn numbered_slots(&self) -> &[Option<Matched>] {
+        &self.numbered
+    }
+
     /// The lowercase key and the variable by lowercase key.
     pub(super) fn get(&self, key: &str) -> Option<(&str, &Matched)> {
         match self.names.number_of(key) {

@@ -1,0 +1,182 @@
+//! Folding (`transaction::fold`): rules whose outcome is the same for every request are run
+//! at compile time, and transactions get what the rules as written give.
+
+use super::*;
+
+/// The rule set as written, nothing folded.
+fn unfolded(mut rs: RuleSet) -> RuleSet {
+    rs.folded = Default::default();
+    rs
+}
+
+/// The ids of the rules a phase's folded steps still run.
+fn folded_ids(rs: &RuleSet, phase: usize) -> Vec<u64> {
+    let f = rs.folded[phase].as_ref().expect("something folded");
+    f.steps
+        .iter()
+        .filter_map(|s| if let compile::Step::Rule(i, _) = s { Some(rs.rules[*i].id) } else { None })
+        .collect()
+}
+
+fn get(uri: &str) -> Request {
+    Request::new("GET", uri)
+}
+
+#[test]
+fn a_paranoia_check_folds_away_with_the_rules_it_skips() {
+    let text = r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.pl=PL"
+SecRule TX:PL "@lt 2" "id:2,phase:1,pass,nolog,skipAfter:END-PL2"
+SecRule ARGS "@rx attack" "id:3,phase:1,pass,log"
+SecMarker END-PL2
+SecRule ARGS "@rx attack" "id:4,phase:1,pass,log""#;
+    let at_1 = rules(&text.replace("PL\"", "1\""));
+    assert_eq!(folded_ids(&at_1, 0), vec![4], "the SecAction, the check and the rule it skips are folded");
+    assert_eq!(ids(&at_1.evaluate(&get("/?a=attack"), None)), vec![4]);
+    assert_eq!(pl_after(&at_1, &get("/")).as_deref(), Some(&b"1"[..]));
+    let at_2 = rules(&text.replace("PL\"", "2\""));
+    assert_eq!(folded_ids(&at_2, 0), vec![3, 4]);
+    assert_eq!(ids(&at_2.evaluate(&get("/?a=attack"), None)), vec![3, 4]);
+}
+
+/// `TX:pl` once the request phases ran.
+fn pl_after(rs: &RuleSet, req: &Request) -> Option<Vec<u8>> {
+    let mut t = Transaction::new(rs);
+    t.process_request(req);
+    t.tx("pl").map(<[u8]>::to_vec)
+}
+
+#[test]
+fn a_rule_left_to_run_makes_what_it_sets_unknown() {
+    // Rule 3 reads tx.a after rule 2 may have changed it: it cannot be folded. Rule 5 reads
+    // tx.b, set again by a SecAction after rule 2 (known again), and folds.
+    let rs = rules(
+        r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.a=1,setvar:tx.b=1"
+SecRule ARGS:x "@rx y" "id:2,phase:1,pass,nolog,setvar:tx.a=2,setvar:tx.b=2"
+SecRule TX:a "@eq 2" "id:3,phase:1,pass,nolog,setvar:tx.hit=1"
+SecAction "id:4,phase:1,pass,nolog,setvar:tx.b=3"
+SecRule TX:b "@eq 3" "id:5,phase:2,pass,nolog,setvar:tx.c=1"
+SecRule TX:hit "@eq 1" "id:6,phase:2,pass,log"
+SecRule TX:c "@eq 1" "id:7,phase:2,pass,log""#,
+    );
+    assert_eq!(folded_ids(&rs, 0), vec![2, 3]);
+    assert_eq!(folded_ids(&rs, 1), vec![6, 7], "rules that log run; rule 5 folds");
+    assert_eq!(ids(&rs.evaluate(&get("/?x=y"), None)), vec![6, 7]);
+    assert_eq!(ids(&rs.evaluate(&get("/?x=z"), None)), vec![7]);
+}
+
+#[test]
+fn a_rule_reading_a_variable_before_a_folded_rule_sets_it_sees_the_old_value() {
+    let rs = rules(
+        r#"SecRule ARGS:x "@rx ." "id:1,phase:1,pass,nolog,setvar:tx.n=%{tx.v}"
+SecAction "id:2,phase:1,pass,nolog,setvar:tx.v=late"
+SecRule TX:n "@streq late" "id:3,phase:1,pass,log"
+SecRule TX:v "@streq late" "id:4,phase:1,pass,log""#,
+    );
+    assert_eq!(ids(&rs.evaluate(&get("/?x=1"), None)), vec![4]);
+}
+
+#[test]
+fn a_rule_that_may_skip_keeps_the_rules_it_may_skip() {
+    // Rule 2 is constant, but rule 1 may skip it: it runs as written, and where the paths
+    // join tx.b is unknown, so rule 3 runs too.
+    let rs = rules(
+        r#"SecRule ARGS:skip "@eq 1" "id:1,phase:1,pass,nolog,skipAfter:END"
+SecAction "id:2,phase:1,pass,nolog,setvar:tx.b=1"
+SecMarker END
+SecRule &TX:b "@eq 0" "id:3,phase:1,pass,log"
+SecAction "id:4,phase:1,pass,nolog,setvar:tx.d=1"
+SecRule ARGS:skip "@eq 2" "id:5,phase:1,pass,nolog,skip:1"
+SecAction "id:6,phase:1,pass,nolog,setvar:tx.d=2"
+SecRule TX:d "@eq 1" "id:7,phase:1,pass,log""#,
+    );
+    assert_eq!(folded_ids(&rs, 0), vec![1, 2, 3, 5, 6, 7]);
+    assert_eq!(ids(&rs.evaluate(&get("/?skip=1"), None)), vec![3]);
+    assert_eq!(ids(&rs.evaluate(&get("/?skip=0"), None)), Vec::<u64>::new());
+    assert_eq!(ids(&rs.evaluate(&get("/?skip=2"), None)), vec![7]);
+}
+
+#[test]
+fn removing_a_folded_rule_at_run_time_goes_back_to_the_rules_as_written() {
+    let rs = rules(
+        r#"SecRule ARGS:rm "@eq 1" "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=2"
+SecRule ARGS:rm "@eq 2" "id:3,phase:1,pass,nolog,ctl:ruleRemoveTargetById=4;TX:c"
+SecAction "id:2,phase:1,pass,nolog,setvar:tx.c=1"
+SecRule TX:c "@eq 1" "id:4,phase:1,pass,log"
+SecRule &TX:c "@eq 1" "id:5,phase:2,pass,log""#,
+    );
+    assert_eq!(folded_ids(&rs, 0), vec![1, 3, 4]);
+    assert_eq!(ids(&rs.evaluate(&get("/?rm=0"), None)), vec![4, 5]);
+    // In phase 2 as well, the phases as written run.
+    assert_eq!(ids(&rs.evaluate(&get("/?rm=1"), None)), Vec::<u64>::new());
+    assert_eq!(ids(&rs.evaluate(&get("/?rm=2"), None)), vec![5]);
+}
+
+#[test]
+fn folded_matches_count_in_matched_vars() {
+    // libmodsecurity3 keeps the matches of consecutive matching rules in MATCHED_VARS: the
+    // SecAction's, ARGS:a, TX:k, ARGS:b.
+    let rs = rules(
+        r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.k=v"
+SecRule ARGS:a "@rx ." "id:2,phase:1,pass,nolog"
+SecRule TX:k "@rx v" "id:3,phase:1,pass,nolog"
+SecRule ARGS:b "@rx ." "id:4,phase:1,pass,log,chain"
+    SecRule &MATCHED_VARS "@eq 4" "t:none""#,
+    );
+    assert_eq!(folded_ids(&rs, 0), vec![2, 4]);
+    assert_eq!(ids(&rs.evaluate(&get("/?a=1&b=1"), None)), vec![4]);
+    assert_eq!(ids(&rs.evaluate(&get("/?b=1"), None)), Vec::<u64>::new());
+}
+
+#[test]
+fn a_setvar_with_a_macro_name_makes_every_key_it_can_make_unknown() {
+    let rs = rules(
+        r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.lvl=1,setvar:tx.other=1"
+SecRule ARGS:m "@rx ^(\w+)$" "id:2,phase:1,pass,nolog,capture,setvar:tx.x_%{tx.1}=2"
+SecRule TX:other "@eq 1" "id:3,phase:1,pass,nolog,setvar:tx.ok=1"
+SecRule ARGS:n "@rx ^(\w+)$" "id:4,phase:1,pass,nolog,capture,setvar:tx.%{tx.1}=2"
+SecRule TX:lvl "@eq 2" "id:5,phase:1,pass,log"
+SecRule TX:ok "@eq 1" "id:6,phase:1,pass,log""#,
+    );
+    // `x_...` cannot make tx.other: rule 3 folds; any name can come of rule 4's.
+    assert_eq!(folded_ids(&rs, 0), vec![2, 4, 5, 6]);
+    assert_eq!(ids(&rs.evaluate(&get("/?n=lvl"), None)), vec![5, 6]);
+    assert_eq!(ids(&rs.evaluate(&get("/?m=other&n=ok"), None)), Vec::<u64>::new());
+}
+
+#[test]
+fn phase_five_is_not_folded() {
+    // Phase 5 runs after an interruption, when the phases before it stopped short.
+    let rs = rules(
+        r#"SecRuleEngine On
+SecRule ARGS:deny "@eq 1" "id:1,phase:1,deny,status:403,log"
+SecAction "id:2,phase:1,pass,nolog,setvar:tx.ran=1"
+SecRule &TX:ran "@eq 0" "id:3,phase:5,pass,log""#,
+    );
+    assert!(rs.folded[4].is_none());
+    assert_eq!(ids(&rs.evaluate(&get("/?deny=1"), None)), vec![1, 3]);
+    assert_eq!(ids(&rs.evaluate(&get("/?deny=0"), None)), Vec::<u64>::new());
+}
+
+/// CRS 4.28.0 folded and as written give the same outcomes (verdicts, scores, every matched
+/// rule with its message and data), at paranoia levels 1 and 4, on attacks, benign requests,
+/// a response, and a request whose `ctl:ruleRemoveByTag` removes folded rules (905100).
+#[test]
+fn folding_changes_no_outcome_on_crs() {
+    let mut requests = crs_requests();
+    requests.push(Request::new("GET", "/").remote_addr([127, 0, 0, 1].into()));
+    let response = Response::new(200).header("Content-Type", "text/html").body("<b>Warning</b>: mysql_connect()");
+    for paranoia in [1, 4] {
+        let folded = crs(paranoia);
+        let written = unfolded(crs(paranoia));
+        let kept: usize = folded.folded.iter().flatten().map(|f| f.steps.len()).sum();
+        let all: usize = written.phases[..4].iter().map(Vec::len).sum();
+        let most = if paranoia == 1 { all / 2 } else { all };
+        assert!(kept < most, "paranoia {paranoia}: CRS's checks fold ({kept} of {all} steps kept)");
+        for (i, req) in requests.iter().enumerate() {
+            for resp in [None, Some(&response)] {
+                let (a, b) = (folded.evaluate(req, resp), written.evaluate(req, resp));
+                assert_eq!(a, b, "paranoia {paranoia}, request {i}, response {}", resp.is_some());
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Folding: the rules whose outcome is the same for every request are run once, when the rule
+//! set is compiled, and replaced by what they do. In CRS these are about a third of the rules
+//! a benign request goes through: the initialization (`SecAction`s, `&TX:x "@eq 0"` defaults)
+//! and, in every file, the paranoia-level checks (`TX:DETECTION_PARANOIA_LEVEL "@lt 2"` with
+//! `skipAfter`).
+//!
+//! ```text
+//! compile:  phases 1..4 in order, with a scratch transaction and which TX variables are known
+//!           (hold the same value in every transaction at that point)
+//!           rule reading only known TX ──run on the scratch──▶ its TX and MATCHED_VAR(S) effects
+//!                                                              (consecutive ones merged: Step::Set),
+//!                                                              the rules its skipAfter skips dropped
+//!           any other rule ──kept──▶ the TX variables it may set become unknown; one that may
+//!                                    skip or allow ends folding for the rest of the transaction
+//! run time: the folded steps, while no ctl:ruleRemove* removed a rule and no
+//!           ctl:ruleRemoveTarget* a TX target; else the phase as written, from the same place
+//! ```
+//!
+//! A folded rule neither logs, nor has a severity, a disruptive action, `ctl:`, `capture` or
+//! `multiMatch`, and its targets, operator argument and `setvar`s read known TX variables, the
+//! rule's own properties and its own match only. Phase 5 is not folded: it runs after an
+//! interruption too, when the phases before it stopped short.
+
+use std::sync::Arc;
+
+use crate::seclang::ast::{MacroString, MacroVar, SetVarOp, Variable};
+
+use super::super::compile::{Disruptive, Part, Rule, RuleSet, Step};
+use super::{Flow, Matched, Transaction};
+
+/// A phase's steps with the folded rules replaced, and for each step its index in the phase
+/// as written (where a transaction goes on when the folded steps stop holding).
+#[derive(Clone, Debug)]
+pub(crate) struct Folded {
+    pub(crate) steps: Vec<Step>,
+    pub(crate) origin: Vec<usize>,
+}
+
+/// What a run of folded rules does: to `MATCHED_VAR(S)` (cleared by a part that did not match,
+/// added to by matches) and to numbered `TX` variables (set, or deleted: `None`).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Effects {
+    pub(crate) clear_matched: bool,
+    pub(crate) matched: Vec<Matched>,
+    pub(crate) tx: Vec<(u32, Option<Arc<[u8]>>)>,
+}
+
+impl Effects {
+    /// These effects followed by `next`.
+    fn then(&mut self, next: Effects) {
+        if next.clear_matched {
+            self.clear_matched = true;
+            self.matched = next.matched;
+        } else {
+            self.matched.extend(next.matched);
+        }
+        for (n, v) in next.tx {
+            match self.tx.iter_mut().find(|(m, _)| *m == n) {
+                Some(e) => e.1 = v,
+                None => self.tx.push((n, v)),
+            }
+        }
+    }
+}
+
+/// The folded steps of phases 1 to 4 (`None`: a phase with nothing folded).
+pub(crate) fn fold(rs: &RuleSet) -> [Option<Folded>; 5] {
+    let mut folder = Folder::new(rs);
+    let mut folded: [Option<Folded>; 5] = Default::default();
+    for (p, slot) in folded.iter_mut().enumerate().take(4) {
+        if folder.ended {
+            break;
+        }
+        let f = folder.phase(&rs.phases[p]);
+        if f.steps.len() < rs.phases[p].len() || f.steps.iter().any(|s| matches!(s, Step::Set(_))) {
+            *slot = Some(f);
+        }
+    }
+    folded
+}
+
+struct Folder<'r> {
+    rs: &'r RuleSet,
+    /// Holds the values of the known variables; the others hold a `poison` of their own, so
+    /// that any write to them shows.
+    scratch: Transaction<'r>,
+    /// By `TX` number: whether every transaction holds the scratch's value at this point.
+    known: Vec<bool>,
+    /// Folding has ended: a rule left to run time may change the control flow.
+    ended: bool,
+}
+
+impl<'r> Folder<'r> {
+    fn new(rs: &'r RuleSet) -> Folder<'r> {
+        Folder { rs, scratch: Transaction::new(rs), known: vec![true; rs.tx_names.len()], ended: false }
+    }
+
+    fn phase(&mut self, written: &[Step]) -> Folded {
+        let mut out = Folded { steps: Vec::new(), origin: Vec::new() };
+        let mut pending: Option<Effects> = None;
+        // Rules before this index may be skipped by a rule left to run: they run as written.
+        let mut skippable_until = 0;
+        let mut at = 0;
+        while at < written.len() {
+            if self.ended {
+                flush(&mut out, &mut pending, at);
+                out.steps.extend(written[at..].iter().cloned());
+                out.origin.extend(at..written.len());
+                return out;
+            }
+            let Step::Rule(i, gate) = &written[at] else {
+                at += 1;
+                continue;
+            };
+            let rule = &self.rs.rules[*i];
+            if rule.broken {
+                // Never matches and does nothing, as the phase loop skips it.
+                at += 1;
+                continue;
+            }
+            if at >= skippable_until && self.foldable(rule) {
+                let (effects, flow) = self.run(rule);
+                match &mut pending {
+                    Some(p) => p.then(effects),
+                    None => pending = Some(effects),
+                }
+                at = match flow {
+                    Flow::SkipAfter => rule.resume_at,
+                    Flow::Skip(k) => skip_rules(written, at + 1, k),
+                    _ => at + 1,
+                };
+                continue;
+            }
+            flush(&mut out, &mut pending, at);
+            out.steps.push(Step::Rule(*i, *gate));
+            out.origin.push(at);
+            self.left_to_run(rule);
+            // The rules it may skip: where the paths join, every variable they may set is
+            // unknown and the others hold what they held before it.
+            let reach = match (&rule.skip_after, rule.skip) {
+                (Some(_), _) => rule.resume_at,
+                (None, k) if k > 0 => skip_rules(written, at + 1, k),
+                _ => 0,
+            };
+            skippable_until = skippable_until.max(reach);
+            at += 1;
+        }
+        flush(&mut out, &mut pending, written.len());
+        out
+    }
+
+    /// Whether the rule's outcome and effects are the same in every transaction at this point.
+    fn foldable(&self, rule: &Rule) -> bool {
+        let quiet = !(rule.log && rule.auditlog) && rule.severity.is_none() && rule.disruptive == Disruptive::Pass;
+        quiet && rule.parts.iter().all(|p| self.foldable_part(p))
+    }
+
+    fn foldable_part(&self, part: &Part) -> bool {
+        if !part.after.is_empty() || part.multi_match || part.capture {
+            return false;
+        }
+        let targets = part.targets.iter().all(|t| t.tx_slot.is_some_and(|n| self.known[n as usize]));
+        let operand = part.op.as_ref().and_then(|op| op.macro_arg()).is_none_or(|m| self.known_macros(m, false));
+        let setvars = part.setvars.iter().all(|sv| {
+            let reads_current = matches!(sv.setvar.op, SetVarOp::Add(_) | SetVarOp::Sub(_));
+            let value = match &sv.setvar.op {
+                SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => Some(v),
+                SetVarOp::Delete | SetVarOp::Define => None,
+            };
+            sv.tx_slot.is_some_and(|n| !reads_current || self.known[n as usize])
+                && value.is_none_or(|v| self.known_macros(v, true))
+        });
+        targets && operand && setvars
+    }
+
+    /// Whether a macro string expands to the same bytes in every transaction: it reads known
+    /// `TX` variables and the rule's properties, and (`own_match`: in a `setvar`, which runs
+    /// after its match) `MATCHED_VAR` and `MATCHED_VAR_NAME`.
+    fn known_macros(&self, m: &MacroString, own_match: bool) -> bool {
+        m.vars().all(|v: &MacroVar| match v.variable {
+            Variable::Tx => v.key.as_ref().is_some_and(|k| {
+                let n = self.rs.tx_names.number_of(&k.to_ascii_lowercase());
+                n.is_some_and(|n| self.known[n as usize])
+            }),
+            Variable::Rule => true,
+            Variable::MatchedVar | Variable::MatchedVarName => own_match,
+            _ => false,
+        })
+    }
+
+    /// Runs a foldable rule on the scratch transaction: what it did, and where the phase goes.
+    fn run(&mut self, rule: &'r Rule) -> (Effects, Flow) {
+        let s = &mut self.scratch;
+        let before = s.tx.numbered_slots().to_vec();
+        let mark: Matched = (Arc::from("fold mark"), Arc::from(&b""[..]));
+        s.matched_vars = vec![mark.clone()];
+        let flow = s.eval_rule(rule);
+        let kept_mark = s.matched_vars.first().is_some_and(|m| Arc::ptr_eq(&m.0, &mark.0));
+        let mut effects = Effects {
+            clear_matched: !kept_mark,
+            matched: s.matched_vars[usize::from(kept_mark)..].to_vec(),
+            tx: Vec::new(),
+        };
+        for (n, (old, new)) in before.iter().zip(s.tx.numbered_slots()).enumerate() {
+            let same = match (old, new) {
+                (Some(a), Some(b)) => Arc::ptr_eq(&a.1, &b.1),
+                (None, None) => true,
+                _ => false,
+            };
+            if !same {
+                effects.tx.push((n as u32, new.as_ref().map(|(_, v)| v.clone())));
+                self.known[n] = true;
+            }
+        }
+        (effects, flow)
+    }
+
+    /// A rule left to run: the variables it may set become unknown; if it may `allow` (end
+    /// phases early), folding ends.
+    fn left_to_run(&mut self, rule: &Rule) {
+        for part in &rule.parts {
+            for sv in part.setvars.iter().filter(|sv| sv.setvar.var.collection == Variable::Tx) {
+                match sv.tx_slot {
+                    Some(n) => self.forget(n),
+                    None => {
+                        let name = name_pattern(&sv.setvar.var.name);
+                        let taken: Vec<u32> = (0..self.rs.tx_names.len() as u32)
+                            .filter(|&n| name.as_ref().is_none_or(|re| re.is_match(&self.rs.tx_names.key(n).0)))
+                            .collect();
+                        taken.into_iter().for_each(|n| self.forget(n));
+                    }
+                }
+            }
+            if part.capture {
+                for d in super::DIGITS {
+                    if let Some(n) = self.rs.tx_names.number_of(d) {
+                        self.forget(n);
+                    }
+                }
+            }
+        }
+        self.ended |= matches!(rule.disruptive, Disruptive::Allow(_));
+    }
+
+    /// Makes a variable unknown, giving the scratch a value of its own there.
+    fn forget(&mut self, n: u32) {
+        self.known[n as usize] = false;
+        let poison: Arc<[u8]> = Arc::from(&b"\0unknown"[..]);
+        self.scratch.tx.set(Some(n), "", poison);
+    }
+}
+
+/// Ends a run of folded rules: their merged effects become one step (`origin`: where the phase
+/// as written goes on).
+fn flush(out: &mut Folded, pending: &mut Option<Effects>, origin: usize) {
+    if let Some(e) = pending.take() {
+        if e.clear_matched || !e.matched.is_empty() || !e.tx.is_empty() {
+            out.steps.push(Step::Set(Box::new(e)));
+            out.origin.push(origin);
+        }
+    }
+}
+
+/// The index after `from` once `k` rules are skipped (markers do not count, as in the phase
+/// loop).
+fn skip_rules(steps: &[Step], from: usize, k: u32) -> usize {
+    let mut left = k;
+    let mut at = from;
+    while at < steps.len() && left > 0 {
+        if matches!(steps[at], Step::Rule(..)) {
+            left -= 1;
+        }
+        at += 1;
+    }
+    at
+}
+
+/// The lowercase `TX` keys a `setvar` name with macros can make: its literal text in order,
+/// anything where a macro stands (`None` when no regex can be built: every key).
+fn name_pattern(name: &MacroString) -> Option<regex::Regex> {
+    use crate::seclang::ast::MacroPart;
+    let mut re = String::from("^");
+    for p in &name.parts {
+        match p {
+            MacroPart::Literal(s) => re.push_str(&regex::escape(&s.to_ascii_lowercase())),
+            MacroPart::Var(_) => re.push_str("(?s:.*)"),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).ok()
+}
