@@ -456,14 +456,15 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          `POST*`).\n\n\
          Rules whose outcome is the same for every request are run once, when the rule set is \
          compiled, and replaced by what they do (`engine::transaction::fold`): a rule that reads only \
-         `TX` variables no earlier rule left to run may have set (and its own match), and that neither \
-         logs nor has a severity, a disruptive action, `ctl:`, `capture` or `multiMatch`. In CRS these \
-         are the initialization (`SecAction`s, `&TX:x \"@eq 0\"` defaults) and every file's \
-         paranoia-level checks, whose `skipAfter` drops the rules above the configured level; a benign \
-         request runs about a third fewer rules. Rules another may skip run as written, `allow` ends \
-         folding, and phase 5 (which also runs after an interruption) is not folded. When a `ctl:` \
-         removes a rule, or a `TX` target, at run time, the transaction goes on with the phases as \
-         written from where it is.\n\n\
+         `TX` variables no earlier rule left to run may have set (and its own match), without \
+         `capture` or `multiMatch`, and that, if it matches, neither logs nor has a severity, a \
+         disruptive action or `ctl:`. In CRS these are the initialization (`SecAction`s, \
+         `&TX:x \"@eq 0\"` defaults) and every file's paranoia-level checks, whose `skipAfter` drops \
+         the rules above the configured level: a benign GET runs about half as many rules. The folded \
+         steps are those of the path where every rule left to run goes on to the next; a transaction \
+         where one skips, allows, or removes a rule or a `TX` target with `ctl:` goes on with the \
+         rules as written from there. Phase 5, which also runs after an interruption, is not \
+         folded.\n\n\
          ## Not parsed\n\n\
          Everything both CRS versions use parses. Outside the CRS, the parser refuses with an error \
          (never silently): `SecRuleScript` (Lua rules), remote `@pmFromFile https://...` data, and \

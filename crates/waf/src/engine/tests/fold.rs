@@ -76,9 +76,10 @@ SecRule TX:v "@streq late" "id:4,phase:1,pass,log""#,
 }
 
 #[test]
-fn a_rule_that_may_skip_keeps_the_rules_it_may_skip() {
-    // Rule 2 is constant, but rule 1 may skip it: it runs as written, and where the paths
-    // join tx.b is unknown, so rule 3 runs too.
+fn a_rule_that_skips_at_run_time_leaves_the_folded_steps_for_good() {
+    // Folded: the path where neither rule 1 nor rule 5 skips. When one does, the rules as
+    // written run from there on, in the later phase too (tx.b is unset when rule 2 was
+    // skipped; folded, rule 8 would have set tx.e).
     let rs = rules(
         r#"SecRule ARGS:skip "@eq 1" "id:1,phase:1,pass,nolog,skipAfter:END"
 SecAction "id:2,phase:1,pass,nolog,setvar:tx.b=1"
@@ -87,11 +88,14 @@ SecRule &TX:b "@eq 0" "id:3,phase:1,pass,log"
 SecAction "id:4,phase:1,pass,nolog,setvar:tx.d=1"
 SecRule ARGS:skip "@eq 2" "id:5,phase:1,pass,nolog,skip:1"
 SecAction "id:6,phase:1,pass,nolog,setvar:tx.d=2"
-SecRule TX:d "@eq 1" "id:7,phase:1,pass,log""#,
+SecRule TX:d "@eq 1" "id:7,phase:1,pass,log"
+SecRule TX:b "@eq 1" "id:8,phase:2,pass,nolog,setvar:tx.e=1"
+SecRule &TX:e "@eq 0" "id:9,phase:2,pass,log""#,
     );
-    assert_eq!(folded_ids(&rs, 0), vec![1, 2, 3, 5, 6, 7]);
-    assert_eq!(ids(&rs.evaluate(&get("/?skip=1"), None)), vec![3]);
+    assert_eq!(folded_ids(&rs, 0), vec![1, 5]);
+    assert_eq!(folded_ids(&rs, 1), Vec::<u64>::new());
     assert_eq!(ids(&rs.evaluate(&get("/?skip=0"), None)), Vec::<u64>::new());
+    assert_eq!(ids(&rs.evaluate(&get("/?skip=1"), None)), vec![3, 9]);
     assert_eq!(ids(&rs.evaluate(&get("/?skip=2"), None)), vec![7]);
 }
 

@@ -1,6 +1,6 @@
 //! Folding: the rules whose outcome is the same for every request are run once, when the rule
-//! set is compiled, and replaced by what they do. In CRS these are about a third of the rules
-//! a benign request goes through: the initialization (`SecAction`s, `&TX:x "@eq 0"` defaults)
+//! set is compiled, and replaced by what they do. In CRS these are about half the rules a
+//! benign request goes through: the initialization (`SecAction`s, `&TX:x "@eq 0"` defaults)
 //! and, in every file, the paranoia-level checks (`TX:DETECTION_PARANOIA_LEVEL "@lt 2"` with
 //! `skipAfter`).
 //!
@@ -10,16 +10,18 @@
 //!           rule reading only known TX ──run on the scratch──▶ its TX and MATCHED_VAR(S) effects
 //!                                                              (consecutive ones merged: Step::Set),
 //!                                                              the rules its skipAfter skips dropped
-//!           any other rule ──kept──▶ the TX variables it may set become unknown; one that may
-//!                                    skip or allow ends folding for the rest of the transaction
-//! run time: the folded steps, while no ctl:ruleRemove* removed a rule and no
-//!           ctl:ruleRemoveTarget* a TX target; else the phase as written, from the same place
+//!           any other rule ──kept──▶ the TX variables it may set become unknown
+//! run time: the folded steps, while every rule kept went on to the next one, no ctl:ruleRemove*
+//!           removed a rule and no ctl:ruleRemoveTarget* a TX target; from the first rule that
+//!           skips, allows or removes, the rules as written, from the same place
 //! ```
 //!
-//! A folded rule neither logs, nor has a severity, a disruptive action, `ctl:`, `capture` or
-//! `multiMatch`, and its targets, operator argument and `setvar`s read known TX variables, the
-//! rule's own properties and its own match only. Phase 5 is not folded: it runs after an
-//! interruption too, when the phases before it stopped short.
+//! The folded steps are thus those of one path, where no kept rule changes the control flow
+//! (on benign requests, nearly always the path taken). A folded rule reads known TX
+//! variables, the rule's own properties and its own match only, and has neither `capture` nor
+//! `multiMatch`; if it matches, it neither logs, nor has a severity, a disruptive action or
+//! `ctl:`. Phase 5 is not folded: it runs after an interruption too, when the phases before it
+//! stopped short.
 
 use std::sync::Arc;
 
@@ -95,11 +97,11 @@ impl<'r> Folder<'r> {
         Folder { rs, scratch: Transaction::new(rs), known: vec![true; rs.tx_names.len()], ended: false }
     }
 
+    /// The folded steps of one phase: those of the path where every rule left to run goes on
+    /// to the next (a transaction leaves the folded steps at any other).
     fn phase(&mut self, written: &[Step]) -> Folded {
         let mut out = Folded { steps: Vec::new(), origin: Vec::new() };
         let mut pending: Option<Effects> = None;
-        // Rules before this index may be skipped by a rule left to run: they run as written.
-        let mut skippable_until = 0;
         let mut at = 0;
         while at < written.len() {
             if self.ended {
@@ -118,45 +120,43 @@ impl<'r> Folder<'r> {
                 at += 1;
                 continue;
             }
-            if at >= skippable_until && self.foldable(rule) {
-                let (effects, flow) = self.run(rule);
-                match &mut pending {
-                    Some(p) => p.then(effects),
-                    None => pending = Some(effects),
+            if self.constant(rule) {
+                let (effects, flow, matched) = self.run(rule);
+                if !matched || quiet(rule) {
+                    match &mut pending {
+                        Some(p) => p.then(effects),
+                        None => pending = Some(effects),
+                    }
+                    at = match flow {
+                        Flow::SkipAfter => rule.resume_at,
+                        Flow::Skip(k) => skip_rules(written, at + 1, k),
+                        _ => at + 1,
+                    };
+                    continue;
                 }
-                at = match flow {
-                    Flow::SkipAfter => rule.resume_at,
-                    Flow::Skip(k) => skip_rules(written, at + 1, k),
-                    _ => at + 1,
-                };
-                continue;
+                // It logs (or blocks, or runs `ctl:`) in every transaction: a rule set so
+                // configured is not folded further.
+                self.ended = true;
             }
             flush(&mut out, &mut pending, at);
             out.steps.push(Step::Rule(*i, *gate));
             out.origin.push(at);
             self.left_to_run(rule);
-            // The rules it may skip: where the paths join, every variable they may set is
-            // unknown and the others hold what they held before it.
-            let reach = match (&rule.skip_after, rule.skip) {
-                (Some(_), _) => rule.resume_at,
-                (None, k) if k > 0 => skip_rules(written, at + 1, k),
-                _ => 0,
-            };
-            skippable_until = skippable_until.max(reach);
             at += 1;
         }
         flush(&mut out, &mut pending, written.len());
         out
     }
 
-    /// Whether the rule's outcome and effects are the same in every transaction at this point.
-    fn foldable(&self, rule: &Rule) -> bool {
-        let quiet = !(rule.log && rule.auditlog) && rule.severity.is_none() && rule.disruptive == Disruptive::Pass;
-        quiet && rule.parts.iter().all(|p| self.foldable_part(p))
+    /// Whether the rule's outcome and effects are the same in every transaction at this point:
+    /// it reads known `TX` variables only, and no match of it does more than one folded step
+    /// can (`capture`, `multiMatch`).
+    fn constant(&self, rule: &Rule) -> bool {
+        rule.parts.iter().all(|p| self.foldable_part(p))
     }
 
     fn foldable_part(&self, part: &Part) -> bool {
-        if !part.after.is_empty() || part.multi_match || part.capture {
+        if part.multi_match || part.capture {
             return false;
         }
         let targets = part.targets.iter().all(|t| t.tx_slot.is_some_and(|n| self.known[n as usize]));
@@ -188,13 +188,15 @@ impl<'r> Folder<'r> {
         })
     }
 
-    /// Runs a foldable rule on the scratch transaction: what it did, and where the phase goes.
-    fn run(&mut self, rule: &'r Rule) -> (Effects, Flow) {
+    /// Runs a constant rule on the scratch transaction: what it did, where the phase goes, and
+    /// whether it matched.
+    fn run(&mut self, rule: &'r Rule) -> (Effects, Flow, bool) {
         let s = &mut self.scratch;
         let before = s.tx.numbered_slots().to_vec();
         let mark: Matched = (Arc::from("fold mark"), Arc::from(&b""[..]));
         s.matched_vars = vec![mark.clone()];
         let flow = s.eval_rule(rule);
+        // A part that does not match clears MATCHED_VARS, mark and all.
         let kept_mark = s.matched_vars.first().is_some_and(|m| Arc::ptr_eq(&m.0, &mark.0));
         let mut effects = Effects {
             clear_matched: !kept_mark,
@@ -212,11 +214,10 @@ impl<'r> Folder<'r> {
                 self.known[n] = true;
             }
         }
-        (effects, flow)
+        (effects, flow, kept_mark)
     }
 
-    /// A rule left to run: the variables it may set become unknown; if it may `allow` (end
-    /// phases early), folding ends.
+    /// A rule left to run: the variables it may set become unknown.
     fn left_to_run(&mut self, rule: &Rule) {
         for part in &rule.parts {
             for sv in part.setvars.iter().filter(|sv| sv.setvar.var.collection == Variable::Tx) {
@@ -239,7 +240,6 @@ impl<'r> Folder<'r> {
                 }
             }
         }
-        self.ended |= matches!(rule.disruptive, Disruptive::Allow(_));
     }
 
     /// Makes a variable unknown, giving the scratch a value of its own there.
@@ -248,6 +248,14 @@ impl<'r> Folder<'r> {
         let poison: Arc<[u8]> = Arc::from(&b"\0unknown"[..]);
         self.scratch.tx.set(Some(n), "", poison);
     }
+}
+
+/// Whether a match of the rule does nothing but set `TX` and `MATCHED_VAR(S)`.
+fn quiet(rule: &Rule) -> bool {
+    !(rule.log && rule.auditlog)
+        && rule.severity.is_none()
+        && rule.disruptive == Disruptive::Pass
+        && rule.parts.iter().all(|p| p.after.is_empty())
 }
 
 /// Ends a run of folded rules: their merged effects become one step (`origin`: where the phase

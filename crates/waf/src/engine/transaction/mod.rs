@@ -150,6 +150,8 @@ pub struct Transaction<'r> {
     response_body_limit: u64,
     matches: Vec<MatchedRule>,
     interruption: Option<(u16, u64)>,
+    /// Whether the transaction left the folded steps (for good, see `fold`).
+    unfolded: bool,
     /// Request phases are skipped up to and including this phase (`allow`).
     allowed_through: u8,
     highest_severity: Option<u8>,
@@ -233,6 +235,7 @@ impl<'r> Transaction<'r> {
             response_body_limit: s.response_body_limit,
             matches: Vec::new(),
             interruption: None,
+            unfolded: false,
             allowed_through: 0,
             highest_severity: None,
             unique_id: format!("{:016x}", UNIQUE.fetch_add(1, Ordering::Relaxed)),
@@ -410,9 +413,10 @@ impl<'r> Transaction<'r> {
             }
             let flow = self.eval_rule(rule);
             if let Some(f) = folded {
-                // Skips count rules as written; a removal may take a folded rule away: either
-                // way the phase goes on as written, after this rule.
+                // The folded steps are those of the path where this rule goes on to the next
+                // and removes nothing: off that path, the rules as written from here on.
                 if !matches!(flow, Flow::Next) || !self.folding_holds() {
+                    self.unfolded = true;
                     at = f.origin[at - 1] + 1;
                     steps = written;
                     folded = None;
@@ -431,10 +435,10 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    /// Whether the folded steps give what the phases as written would: no rule was removed,
-    /// and no `TX` target, which is all folded rules read.
+    /// Whether the folded steps give what the phases as written would: the transaction kept
+    /// to their path, and no rule was removed, nor a `TX` target (all folded rules read).
     fn folding_holds(&self) -> bool {
-        self.nothing_removed() && self.removed_targets.iter().all(|(_, e)| e.variable != Variable::Tx)
+        !self.unfolded && self.nothing_removed() && self.removed_targets.iter().all(|(_, e)| e.variable != Variable::Tx)
     }
 
     /// Does what a run of folded rules did.
