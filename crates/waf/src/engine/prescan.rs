@@ -37,6 +37,7 @@ use crate::seclang::ast::{Transformation, Variable};
 use super::compile::{Part, Sel, TargetSpec};
 use super::memo::Memo;
 use super::operator::{Op, Rx};
+use super::transform::Features;
 
 /// The prescan automata of a rule set and what their patterns belong to.
 #[derive(Debug, Default)]
@@ -78,7 +79,14 @@ struct Scanned {
     looks: Vec<Look>,
     /// The patterns found in each of its recent short members (see `memo`).
     memo: Memo<Arc<[u64]>>,
+    /// The [`Plan`]s for the features its members had lately.
+    plans: Memo<Arc<[Look]>>,
 }
+
+/// How a member with given [`Features`] is scanned: for each distinct rest of chain from the
+/// first step that can change such a member, the patterns of the chains ending so (chain id
+/// and the index of that step, `multiMatch`, bits). With `multiMatch`, the whole chain.
+pub(crate) type Plan = Arc<[Look]>;
 
 /// Scopes are numbered into a `u64`. Past this many, keys do not make scopes of their own
 /// (only [`stable`] variables take part, fewer than this).
@@ -130,8 +138,9 @@ impl Scans {
     }
 }
 
-/// How parts look at a variable: chain id, `multiMatch`, and the bits of their patterns.
-type Look = (usize, bool, Bits);
+/// How parts look at a variable: chain id, `multiMatch`, and the bits of their patterns; in a
+/// [`Plan`], the chain id and where the steps to apply begin.
+pub(crate) type Look = ((usize, usize), bool, Bits);
 
 /// The automata for the patterns some variables are checked with: only those, so that the
 /// patterns of other variables report nothing while these are scanned.
@@ -210,7 +219,7 @@ impl Prescan {
             chains[part.chain_id].clone_from(&part.transforms);
             for t in &part.targets {
                 let list = lists.entry(scope(t, keyed)).or_default();
-                let key = (part.chain_id, part.multi_match);
+                let key = ((part.chain_id, 0), part.multi_match);
                 let at = match list.iter().position(|(c, m, _)| (*c, *m) == key) {
                     Some(at) => at,
                     None => {
@@ -276,7 +285,7 @@ impl Prescan {
             .into_iter()
             .map(|((variable, key), group, looks)| {
                 let sel = key.map_or(Sel::All, Sel::Key);
-                Scanned { variable, sel, group, looks, memo: Memo::default() }
+                Scanned { variable, sel, group, looks, memo: Memo::default(), plans: Memo::default() }
             })
             .collect();
         let head =
@@ -312,12 +321,32 @@ impl Prescan {
         &self.scopes[n].memo
     }
 
-    /// The chains whose prescanned parts look at scope `n`: transformations, whether the parts
-    /// are `multiMatch` (scanned at every step that changes the value), and the bits of the
-    /// patterns those parts use.
-    pub(crate) fn chains(&self, n: usize) -> impl Iterator<Item = (&[Transformation], bool, &[u64])> {
-        let looks = self.scopes[n].looks.iter();
-        looks.map(|(c, multi, mask)| (self.chains[*c].as_slice(), *multi, &mask[..]))
+    /// How members of scope `n` with these features are scanned (see [`Plan`]): chains that
+    /// give such a member the same form (their steps that can change it are the same) are
+    /// scanned once, for the patterns of all.
+    pub(crate) fn plan(&self, n: usize, features: Features) -> Plan {
+        let scope = &self.scopes[n];
+        scope.plans.get_or(&features.bits().to_le_bytes(), || {
+            let mut plan: Vec<Look> = Vec::new();
+            for &((c, _), multi, ref mask) in &scope.looks {
+                let chain = &self.chains[c];
+                let first = match multi {
+                    true => 0,
+                    false => chain.iter().position(|&t| !features.unchanged(t)).unwrap_or(chain.len()),
+                };
+                let same = plan.iter_mut().find(|(at, m, _)| !m && !multi && self.steps(*at) == &chain[first..]);
+                match same {
+                    Some((_, _, bits)) => bits.iter_mut().zip(mask.iter()).for_each(|(a, b)| *a |= b),
+                    None => plan.push(((c, first), multi, mask.clone())),
+                }
+            }
+            plan.into()
+        })
+    }
+
+    /// The transformations of chain `c` from step `first` on.
+    pub(crate) fn steps(&self, (c, first): (usize, usize)) -> &[Transformation] {
+        &self.chains[c][first..]
     }
 
     /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of a

@@ -172,6 +172,11 @@ impl Features {
         Features(f)
     }
 
+    /// The bits, as a key: values with the same features take the same steps.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+
     /// Whether `apply(t, v)` certainly returns `v` unchanged. `false` means "maybe changed":
     /// the caller applies it.
     pub fn unchanged(self, t: Transformation) -> bool {

@@ -705,27 +705,22 @@ impl<'r> Transaction<'r> {
         let (_, _, group) = prescan.scope(n);
         // The distinct forms the member takes, each with the patterns of the chains giving it.
         // Steps that leave the member as it is are skipped, so a chain gives the same form as
-        // any other chain from its first step that changes the member: the forms are keyed by
-        // that rest of the chain, and most members have one form, themselves.
+        // any other chain from its first step that changes the member (the plan, by what the
+        // member holds): most members have one form, themselves.
         let mut forms: SmallVec<[Form<'_>; 4]> = SmallVec::new();
         let features = transform::Features::of(value);
-        for (transforms, multi, mask) in prescan.chains(n) {
+        for &(at, multi, ref mask) in prescan.plan(n, features).iter() {
+            let steps = prescan.steps(at);
             if multi {
-                for form in transform::variants(transforms, value) {
-                    add_form(&mut forms, None, form, mask);
+                for form in transform::variants(steps, value) {
+                    add_form(&mut forms, form, mask);
                 }
                 continue;
             }
-            let first = transforms.iter().position(|&t| !features.unchanged(t)).unwrap_or(transforms.len());
-            let rest = &transforms[first..];
-            if let Some((_, _, m)) = forms.iter_mut().find(|(r, _, _)| *r == Some(rest)) {
-                or_into(m, mask);
-                continue;
-            }
-            add_form(&mut forms, Some(rest), transform::apply_chain(rest, value, features), mask);
+            add_form(&mut forms, transform::apply_chain(steps, value, features), mask);
         }
         let mut found = self.found.borrow_mut();
-        for (_, form, mask) in &forms {
+        for (form, mask) in &forms {
             prescan.scan(group, form, mask, &mut found, &mut bits);
         }
         bits
@@ -917,25 +912,18 @@ impl<'r> Transaction<'r> {
     }
 }
 
-/// A form a value takes in the prescan: the rest of the chain from the first step that
-/// changes it (`None` for a `multiMatch` variant), the transformed bytes, and the patterns to
-/// scan it for.
-type Form<'a> = (Option<&'a [Transformation]>, Cow<'a, [u8]>, SmallVec<[u64; 8]>);
+/// A form a value takes in the prescan: the transformed bytes, and the patterns to scan it for.
+type Form<'a> = (Cow<'a, [u8]>, SmallVec<[u64; 8]>);
 
 fn or_into(bits: &mut [u64], mask: &[u64]) {
     bits.iter_mut().zip(mask).for_each(|(a, b)| *a |= b);
 }
 
 /// Adds the patterns of `mask` to the form with these bytes, or adds the form.
-fn add_form<'a>(
-    forms: &mut SmallVec<[Form<'a>; 4]>,
-    rest: Option<&'a [Transformation]>,
-    form: Cow<'a, [u8]>,
-    mask: &[u64],
-) {
-    match forms.iter_mut().find(|(_, f, _)| *f == form) {
-        Some((_, _, m)) => or_into(m, mask),
-        None => forms.push((rest, form, SmallVec::from_slice(mask))),
+fn add_form<'a>(forms: &mut SmallVec<[Form<'a>; 4]>, form: Cow<'a, [u8]>, mask: &[u64]) {
+    match forms.iter_mut().find(|(f, _)| *f == form) {
+        Some((_, m)) => or_into(m, mask),
+        None => forms.push((form, SmallVec::from_slice(mask))),
     }
 }
 
