@@ -83,18 +83,28 @@ pub(crate) fn fold(rs: &RuleSet) -> [Option<Folded>; 5] {
 
 struct Folder<'r> {
     rs: &'r RuleSet,
-    /// Holds the values of the known variables; the others hold a `poison` of their own, so
-    /// that any write to them shows.
+    /// Holds the values of the known variables; the others hold `poison`, so that any write
+    /// to them shows.
     scratch: Transaction<'r>,
+    /// Bytes no rule writes: random, made for this folding.
+    poison: Arc<[u8]>,
     /// By `TX` number: whether every transaction holds the scratch's value at this point.
     known: Vec<bool>,
-    /// Folding has ended: a rule left to run time may change the control flow.
+    /// Folding has ended: a constant rule matched, and its match does more than a folded
+    /// step can (it logs, blocks or runs `ctl:` in every transaction).
     ended: bool,
 }
 
 impl<'r> Folder<'r> {
     fn new(rs: &'r RuleSet) -> Folder<'r> {
-        Folder { rs, scratch: Transaction::new(rs), known: vec![true; rs.tx_names.len()], ended: false }
+        let random = std::hash::BuildHasher::hash_one(&std::collections::hash_map::RandomState::new(), rs.rules.len());
+        Folder {
+            rs,
+            scratch: Transaction::new(rs),
+            poison: Arc::from(format!("\0unknown {random:016x}").as_bytes()),
+            known: vec![true; rs.tx_names.len()],
+            ended: false,
+        }
     }
 
     /// The folded steps of one phase: those of the path where every rule left to run goes on
@@ -134,8 +144,7 @@ impl<'r> Folder<'r> {
                     };
                     continue;
                 }
-                // It logs (or blocks, or runs `ctl:`) in every transaction: a rule set so
-                // configured is not folded further.
+                // A rule set so configured is not folded further.
                 self.ended = true;
             }
             flush(&mut out, &mut pending, at);
@@ -204,6 +213,7 @@ impl<'r> Folder<'r> {
             tx: Vec::new(),
         };
         for (n, (old, new)) in before.iter().zip(s.tx.numbered_slots()).enumerate() {
+            // A setvar keeps the allocation of a value it leaves as it was.
             let same = match (old, new) {
                 (Some(a), Some(b)) => Arc::ptr_eq(&a.1, &b.1),
                 (None, None) => true,
@@ -242,11 +252,11 @@ impl<'r> Folder<'r> {
         }
     }
 
-    /// Makes a variable unknown, giving the scratch a value of its own there.
+    /// Makes a variable unknown, giving the scratch a value there that no rule writes (a
+    /// `setvar` of the same bytes would keep it, and the write would not show).
     fn forget(&mut self, n: u32) {
         self.known[n as usize] = false;
-        let poison: Arc<[u8]> = Arc::from(&b"\0unknown"[..]);
-        self.scratch.tx.set(Some(n), "", poison);
+        self.scratch.tx.set(Some(n), "", self.poison.clone());
     }
 }
 
