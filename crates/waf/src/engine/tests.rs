@@ -1,5 +1,7 @@
 //! Engine tests on small rule sets written inline.
 
+use std::path::Path;
+
 use super::*;
 use crate::seclang::Loader;
 
@@ -313,6 +315,25 @@ pub(crate) fn crs(paranoia: u8) -> RuleSet {
     let setup = format!("SecAction \"id:900005,phase:1,nolog,pass,setvar:tx.blocking_paranoia_level={paranoia}\"");
     l.load_str(std::path::Path::new("harness.conf"), &setup);
     l.load_file(&crs.join("rules/*.conf"));
+    RuleSet::compile(&l.finish().unwrap_or_else(|e| panic!("{} errors", e.len())))
+}
+
+/// Debian's CRS 3.3.4 (package `modsecurity-crs`) with the reference's ModSecurity settings,
+/// at `paranoia`.
+pub(crate) fn crs3(paranoia: u8) -> RuleSet {
+    let (rules, setup) = ("/usr/share/modsecurity-crs/rules", "/etc/modsecurity/crs/crs-setup.conf");
+    let installed = Path::new(rules).is_dir() && Path::new(setup).is_file();
+    assert!(installed, "Debian's CRS 3.3.4 is not installed ({rules}): run `apt-get install modsecurity-crs`");
+    let shared = match std::env::var_os("BARBICAN_CRS_DIR") {
+        Some(d) => std::path::PathBuf::from(d).join(".."),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
+    };
+    let mut l = Loader::new();
+    l.load_file(&shared.join("reference/modsecurity.conf"));
+    l.load_file(Path::new(setup));
+    let harness = format!("SecAction \"id:900000,phase:1,nolog,pass,setvar:tx.paranoia_level={paranoia}\"");
+    l.load_str(Path::new("harness.conf"), &harness);
+    l.load_file(&Path::new(rules).join("*.conf"));
     RuleSet::compile(&l.finish().unwrap_or_else(|e| panic!("{} errors", e.len())))
 }
 

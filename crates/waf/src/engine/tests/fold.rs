@@ -161,25 +161,29 @@ SecRule &TX:ran "@eq 0" "id:3,phase:5,pass,log""#,
     assert_eq!(ids(&rs.evaluate(&get("/?deny=0"), None)), Vec::<u64>::new());
 }
 
-/// CRS 4.28.0 folded and as written give the same outcomes (verdicts, scores, every matched
-/// rule with its message and data), at paranoia levels 1 and 4, on attacks, benign requests,
-/// a response, and a request whose `ctl:ruleRemoveByTag` removes folded rules (905100).
+/// CRS folded and as written give the same outcomes (verdicts, scores, every matched rule
+/// with its message and data), 4.28.0 and Debian's 3.3.4 at paranoia levels 1 and 4, on
+/// attacks, benign requests, a response, and a request whose `ctl:ruleRemoveByTag` removes
+/// folded rules (905100).
 #[test]
 fn folding_changes_no_outcome_on_crs() {
     let mut requests = crs_requests();
     requests.push(Request::new("GET", "/").remote_addr([127, 0, 0, 1].into()));
     let response = Response::new(200).header("Content-Type", "text/html").body("<b>Warning</b>: mysql_connect()");
-    for paranoia in [1, 4] {
-        let folded = crs(paranoia);
-        let written = unfolded(crs(paranoia));
+    let load = |version, paranoia| if version == "4.28.0" { crs(paranoia) } else { crs3(paranoia) };
+    for (version, paranoia) in [("4.28.0", 1), ("4.28.0", 4), ("3.3.4", 1), ("3.3.4", 4)] {
+        let folded = load(version, paranoia);
+        let written = unfolded(load(version, paranoia));
         let kept: usize = folded.folded.iter().flatten().map(|f| f.steps.len()).sum();
         let all: usize = written.phases[..4].iter().map(Vec::len).sum();
-        let most = if paranoia == 1 { all / 2 } else { all };
-        assert!(kept < most, "paranoia {paranoia}: CRS's checks fold ({kept} of {all} steps kept)");
+        // The paranoia checks drop the rules above the level (seen: 4.28.0 keeps 302 of 741
+        // steps at 1 and 478 at 4, 3.3.4 213 and 311 of 782).
+        let most = if paranoia == 1 { all / 2 } else { all * 9 / 10 };
+        assert!(kept < most, "CRS {version} at paranoia {paranoia}: {kept} of {all} steps kept");
         for (i, req) in requests.iter().enumerate() {
             for resp in [None, Some(&response)] {
                 let (a, b) = (folded.evaluate(req, resp), written.evaluate(req, resp));
-                assert_eq!(a, b, "paranoia {paranoia}, request {i}, response {}", resp.is_some());
+                assert_eq!(a, b, "CRS {version} at paranoia {paranoia}, request {i}, response {}", resp.is_some());
             }
         }
     }
