@@ -80,13 +80,16 @@ struct Scanned {
     /// The patterns found in each of its recent short members (see `memo`).
     memo: Memo<Arc<[u64]>>,
     /// The [`Plan`]s for the features its members had lately.
-    plans: Memo<Arc<[Look]>>,
+    plans: Memo<Plan>,
 }
 
 /// How a member with given [`Features`] is scanned: for each distinct rest of chain from the
-/// first step that can change such a member, the patterns of the chains ending so (chain id
-/// and the index of that step, `multiMatch`, bits). With `multiMatch`, the whole chain.
-pub(crate) type Plan = Arc<[Look]>;
+/// first step that can change such a member, the patterns of the chains ending so
+/// (`multiMatch` chains whole, each on its own).
+pub(crate) type Plan = Arc<[(Steps, bool, Bits)]>;
+
+/// A chain from one of its steps on: chain id, step index.
+pub(crate) type Steps = (usize, usize);
 
 /// Scopes are numbered into a `u64`. Past this many, keys do not make scopes of their own
 /// (only [`stable`] variables take part, fewer than this).
@@ -138,9 +141,8 @@ impl Scans {
     }
 }
 
-/// How parts look at a variable: chain id, `multiMatch`, and the bits of their patterns; in a
-/// [`Plan`], the chain id and where the steps to apply begin.
-pub(crate) type Look = ((usize, usize), bool, Bits);
+/// How parts look at a variable: chain id, `multiMatch`, and the bits of their patterns.
+type Look = (usize, bool, Bits);
 
 /// The automata for the patterns some variables are checked with: only those, so that the
 /// patterns of other variables report nothing while these are scanned.
@@ -219,7 +221,7 @@ impl Prescan {
             chains[part.chain_id].clone_from(&part.transforms);
             for t in &part.targets {
                 let list = lists.entry(scope(t, keyed)).or_default();
-                let key = ((part.chain_id, 0), part.multi_match);
+                let key = (part.chain_id, part.multi_match);
                 let at = match list.iter().position(|(c, m, _)| (*c, *m) == key) {
                     Some(at) => at,
                     None => {
@@ -327,8 +329,8 @@ impl Prescan {
     pub(crate) fn plan(&self, n: usize, features: Features) -> Plan {
         let scope = &self.scopes[n];
         scope.plans.get_or(&features.bits().to_le_bytes(), || {
-            let mut plan: Vec<Look> = Vec::new();
-            for &((c, _), multi, ref mask) in &scope.looks {
+            let mut plan: Vec<(Steps, bool, Bits)> = Vec::new();
+            for &(c, multi, ref mask) in &scope.looks {
                 let chain = &self.chains[c];
                 let first = match multi {
                     true => 0,
@@ -345,7 +347,7 @@ impl Prescan {
     }
 
     /// The transformations of chain `c` from step `first` on.
-    pub(crate) fn steps(&self, (c, first): (usize, usize)) -> &[Transformation] {
+    pub(crate) fn steps(&self, (c, first): Steps) -> &[Transformation] {
         &self.chains[c][first..]
     }
 
