@@ -80,7 +80,8 @@ if curl -s -o /dev/null "http://127.0.0.1:$barbican_port/"; then
 fi
 
 echo "== starting the reference stack ($reference)"
-"$reference" start
+. "$repo/bench/reference.sh"
+start_reference
 
 echo "== starting nginx with Barbican's forwarding headers on 127.0.0.1:$headers_port (CPU 0)"
 mkdir -p "$work/nginx-hdr/logs"

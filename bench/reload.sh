@@ -16,7 +16,8 @@ trap cleanup EXIT
 for tool in wrk nginx taskset; do command -v $tool >/dev/null || { echo "needs $tool (apt-get install nginx wrk)" >&2; exit 1; }; done
 
 (cd "$repo" && cargo build --release --quiet -p barbican --bin barbican)
-"$reference" >/dev/null            # upstream on 127.0.0.1:18080
+. "$repo/bench/reference.sh"
+start_reference            # upstream on 127.0.0.1:18080
 config() {  # $1: which of two configs (they differ in route, weights and a header edit)
     cat > "$work/barbican.yaml.tmp" <<YAML
 listeners: [{ name: public, bind: 127.0.0.1:18092 }]

@@ -28,7 +28,8 @@ for tool in wrk nginx taskset curl; do command -v $tool >/dev/null || { echo "ne
 [[ -d $crs/v4.28.0/rules ]] || { echo "no CRS 4.28.0 at $crs (set BARBICAN_CRS_DIR)" >&2; exit 1; }
 
 (cd "$repo" && cargo build --release --quiet -p barbican --bin barbican)
-"$reference" >/dev/null
+. "$repo/bench/reference.sh"
+start_reference
 cat > "$work/barbican.yaml" <<YAML
 listeners: [{ name: public, bind: 127.0.0.1:18093 }]
 workers: 1
