@@ -10,7 +10,7 @@
 //! a Rust port of libinjection.
 //!
 //! Arguments holding `%{...}` macros are expanded per transaction by the caller
-//! ([`Op::needs_expansion`]); everything else is prepared here.
+//! ([`Op::macro_arg`]); everything else is prepared here.
 
 use std::net::IpAddr;
 use std::sync::Arc;
