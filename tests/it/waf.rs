@@ -123,6 +123,32 @@ async fn crs_blocks_attacks_passes_the_rest_and_tells_the_audit_log() {
     assert!(text.contains("barbican_waf_decisions_total{ruleset=\"crs\",action=\"detect\"} 1"), "{text}");
 }
 
+/// The rule set's paranoia level is config: the engine decides at compile time which rules
+/// a level leaves out (`transaction::fold`), and a reload to another level brings them in.
+#[tokio::test]
+async fn a_reload_to_a_higher_paranoia_level_brings_its_rules_in() {
+    tokens();
+    let up = upstream("a").run().await;
+    let custom = format!("{}/rules/custom/*.conf", repo().display());
+    let at_1 = waf_config(up.addr, &custom);
+    let gw = gateway(&at_1).await;
+    // An off-domain URL in a parameter: only paranoia level 2 calls it remote file inclusion
+    // (931130, critical).
+    let link = "/guarded/fetch?src=https://files.example.net/avatar.png";
+    assert_eq!(get(&gw, link, &[]).await.status, 200, "level 1 lets it through");
+
+    let at_2 = at_1.replace("paranoia_level: 1", "paranoia_level: 2");
+    assert_ne!(at_1, at_2);
+    gw.rewrite_and_reload(&at_2).await.expect("the level 2 config loads");
+    let blocked = get(&gw, link, &[]).await;
+    assert_eq!(blocked.status, 403, "level 2 blocks it");
+    let ids = blocked.json()["rule_ids"].clone();
+    assert!(ids.as_array().unwrap().iter().any(|id| id == 931130), "{ids}");
+
+    gw.rewrite_and_reload(&at_1).await.expect("back to level 1");
+    assert_eq!(get(&gw, link, &[]).await.status, 200, "and back");
+}
+
 #[tokio::test]
 async fn barbicans_own_api_rules_refuse_method_overrides_and_repository_paths() {
     tokens();
