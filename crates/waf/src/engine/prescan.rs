@@ -334,7 +334,7 @@ impl Prescan {
                 let chain = &self.chains[c];
                 let first = match multi {
                     true => 0,
-                    false => chain.iter().position(|&t| !features.unchanged(t)).unwrap_or(chain.len()),
+                    false => features.first_change(chain),
                 };
                 let same = plan.iter_mut().find(|(at, m, _)| !m && !multi && self.steps(*at) == &chain[first..]);
                 match same {

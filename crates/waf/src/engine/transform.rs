@@ -177,6 +177,12 @@ impl Features {
         self.0
     }
 
+    /// Where in `steps` the first that may change the value is (`steps.len()`: none): a chain
+    /// gives the same result as its rest from there.
+    pub fn first_change(self, steps: &[Transformation]) -> usize {
+        steps.iter().position(|&t| !self.unchanged(t)).unwrap_or(steps.len())
+    }
+
     /// Whether `apply(t, v)` certainly returns `v` unchanged. `false` means "maybe changed":
     /// the caller applies it.
     pub fn unchanged(self, t: Transformation) -> bool {

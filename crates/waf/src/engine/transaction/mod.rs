@@ -736,9 +736,10 @@ impl<'r> Transaction<'r> {
         v: &'v [u8],
         features: transform::Features,
     ) -> Transformed<'v> {
-        let Some(first) = transforms.iter().position(|&t| !features.unchanged(t)) else {
+        let first = features.first_change(transforms);
+        if first == transforms.len() {
             return Transformed::Same(v);
-        };
+        }
         let mut cache = self.transformed.borrow_mut();
         let per_chain = cache.entry(chain).or_default();
         if let Some(t) = per_chain.get(v) {
