@@ -161,10 +161,10 @@ impl<'r> Folder<'r> {
     /// it reads known `TX` variables only, and no match of it does more than one folded step
     /// can (`capture`, `multiMatch`).
     fn constant(&self, rule: &Rule) -> bool {
-        rule.parts.iter().all(|p| self.foldable_part(p))
+        rule.parts.iter().all(|p| self.constant_part(p))
     }
 
-    fn foldable_part(&self, part: &Part) -> bool {
+    fn constant_part(&self, part: &Part) -> bool {
         if part.multi_match || part.capture {
             return false;
         }

@@ -438,7 +438,12 @@ impl<'r> Transaction<'r> {
     /// Whether the folded steps give what the phases as written would: the transaction kept
     /// to their path, and no rule was removed, nor a `TX` target (all folded rules read).
     fn folding_holds(&self) -> bool {
-        !self.unfolded && self.nothing_removed() && self.removed_targets.iter().all(|(_, e)| e.variable != Variable::Tx)
+        !self.unfolded && self.nothing_removed() && !self.tx_target_removed()
+    }
+
+    /// Whether `ctl:ruleRemoveTarget*` took a `TX` target from some rule.
+    fn tx_target_removed(&self) -> bool {
+        self.removed_targets.iter().any(|(_, e)| e.variable == Variable::Tx)
     }
 
     /// Does what a run of folded rules did.
@@ -577,7 +582,7 @@ impl<'r> Transaction<'r> {
             }
         }
         // `ctl:ruleRemoveTarget*` can only take TX values from such a part by naming TX.
-        if part.numbered_tx && self.removed_targets.iter().all(|(_, e)| e.variable != Variable::Tx) {
+        if part.numbered_tx && !self.tx_target_removed() {
             return self.eval_numbered_tx(rule, part, op);
         }
         let mut excluded: SmallVec<[&Exclusion; 4]> = part.exclusions.iter().collect();
