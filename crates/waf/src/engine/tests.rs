@@ -303,37 +303,43 @@ SecRule TX:mv "@eq 2" "id:5,phase:1,pass,log,chain"
 
 /// CRS 4.28.0 with the reference's ModSecurity settings, blocking at `paranoia`.
 pub(crate) fn crs(paranoia: u8) -> RuleSet {
-    let shared = match std::env::var_os("BARBICAN_CRS_DIR") {
-        Some(d) => std::path::PathBuf::from(d).join(".."),
-        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
-    let crs = shared.join("crs/v4.28.0");
+    let crs = shared_dir().join("crs/v4.28.0");
     assert!(crs.join("rules").is_dir(), "CRS 4.28.0 not found at {} (set BARBICAN_CRS_DIR)", crs.display());
-    let mut l = Loader::new();
-    l.load_file(&shared.join("reference/modsecurity.conf"));
-    l.load_file(&crs.join("crs-setup.conf.example"));
-    let setup = format!("SecAction \"id:900005,phase:1,nolog,pass,setvar:tx.blocking_paranoia_level={paranoia}\"");
-    l.load_str(std::path::Path::new("harness.conf"), &setup);
-    l.load_file(&crs.join("rules/*.conf"));
-    RuleSet::compile(&l.finish().unwrap_or_else(|e| panic!("{} errors", e.len())))
+    let harness = format!("SecAction \"id:900005,phase:1,nolog,pass,setvar:tx.blocking_paranoia_level={paranoia}\"");
+    compile_crs(&crs.join("crs-setup.conf.example"), &harness, &crs.join("rules/*.conf"))
 }
 
 /// Debian's CRS 3.3.4 (package `modsecurity-crs`) with the reference's ModSecurity settings,
 /// at `paranoia`.
 pub(crate) fn crs3(paranoia: u8) -> RuleSet {
-    let (rules, setup) = ("/usr/share/modsecurity-crs/rules", "/etc/modsecurity/crs/crs-setup.conf");
-    let installed = Path::new(rules).is_dir() && Path::new(setup).is_file();
-    assert!(installed, "Debian's CRS 3.3.4 is not installed ({rules}): run `apt-get install modsecurity-crs`");
-    let shared = match std::env::var_os("BARBICAN_CRS_DIR") {
+    let (rules, setup) =
+        (Path::new("/usr/share/modsecurity-crs/rules"), Path::new("/etc/modsecurity/crs/crs-setup.conf"));
+    let installed = rules.is_dir() && setup.is_file();
+    assert!(
+        installed,
+        "Debian's CRS 3.3.4 is not installed ({}): run `apt-get install modsecurity-crs`",
+        rules.display()
+    );
+    let harness = format!("SecAction \"id:900000,phase:1,nolog,pass,setvar:tx.paranoia_level={paranoia}\"");
+    compile_crs(setup, &harness, &rules.join("*.conf"))
+}
+
+/// `../shared`, or the folder above `BARBICAN_CRS_DIR`: the CRS checkouts and the reference's
+/// `modsecurity.conf`.
+fn shared_dir() -> std::path::PathBuf {
+    match std::env::var_os("BARBICAN_CRS_DIR") {
         Some(d) => std::path::PathBuf::from(d).join(".."),
         None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared"),
-    };
+    }
+}
+
+/// The reference's `modsecurity.conf`, a CRS setup file, the harness's settings and the rules.
+fn compile_crs(setup: &Path, harness: &str, rules: &Path) -> RuleSet {
     let mut l = Loader::new();
-    l.load_file(&shared.join("reference/modsecurity.conf"));
-    l.load_file(Path::new(setup));
-    let harness = format!("SecAction \"id:900000,phase:1,nolog,pass,setvar:tx.paranoia_level={paranoia}\"");
-    l.load_str(Path::new("harness.conf"), &harness);
-    l.load_file(&Path::new(rules).join("*.conf"));
+    l.load_file(&shared_dir().join("reference/modsecurity.conf"));
+    l.load_file(setup);
+    l.load_str(Path::new("harness.conf"), harness);
+    l.load_file(rules);
     RuleSet::compile(&l.finish().unwrap_or_else(|e| panic!("{} errors", e.len())))
 }
 
