@@ -75,28 +75,77 @@ SecRule TX:v "@streq late" "id:4,phase:1,pass,log""#,
     assert_eq!(ids(&rs.evaluate(&get("/?x=1"), None)), vec![4]);
 }
 
+/// The outcome, checked against the rules as written, and whether the transaction stayed on
+/// the folded steps to the end.
+fn run_both(rs: &RuleSet, written: &RuleSet, req: &Request) -> (Vec<u64>, bool) {
+    let mut t = Transaction::new(rs);
+    t.process_request(req);
+    let stayed = !t.left_folded();
+    let outcome = t.finish();
+    assert_eq!(outcome, written.evaluate(req, None), "{req:?}");
+    (ids(&outcome), stayed)
+}
+
 #[test]
-fn a_rule_that_skips_at_run_time_leaves_the_folded_steps_for_good() {
-    // Folded: the path where neither rule 1 nor rule 5 skips. When one does, the rules as
-    // written run from there on, in the later phase too (tx.b is unset when rule 2 was
-    // skipped; folded, rule 8 would have set tx.e).
-    let rs = rules(
-        r#"SecRule ARGS:skip "@eq 1" "id:1,phase:1,pass,nolog,skipAfter:END"
-SecAction "id:2,phase:1,pass,nolog,setvar:tx.b=1"
+fn a_rule_that_jumps_at_run_time_lands_in_the_folded_steps() {
+    // Rule 2 may skip the SecAction 3: at END tx.a is 1 or 2 and tx.b unset or 1, so rules 4
+    // and 10 run, while the SecAction 5 after END folds. Rule 6 may skip the SecAction 7: tx.c
+    // is 1 or 2 after it, so rule 8 runs.
+    let text = r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.a=1"
+SecRule ARGS:skip "@eq 1" "id:2,phase:1,pass,nolog,skipAfter:END"
+SecAction "id:3,phase:1,pass,nolog,setvar:tx.a=2,setvar:tx.b=1"
 SecMarker END
-SecRule &TX:b "@eq 0" "id:3,phase:1,pass,log"
-SecAction "id:4,phase:1,pass,nolog,setvar:tx.d=1"
-SecRule ARGS:skip "@eq 2" "id:5,phase:1,pass,nolog,skip:1"
-SecAction "id:6,phase:1,pass,nolog,setvar:tx.d=2"
-SecRule TX:d "@eq 1" "id:7,phase:1,pass,log"
-SecRule TX:b "@eq 1" "id:8,phase:2,pass,nolog,setvar:tx.e=1"
-SecRule &TX:e "@eq 0" "id:9,phase:2,pass,log""#,
-    );
-    assert_eq!(folded_ids(&rs, 0), vec![1, 5]);
+SecRule TX:a "@eq 2" "id:4,phase:1,pass,nolog,setvar:tx.hit=1"
+SecAction "id:5,phase:1,pass,nolog,setvar:tx.c=1"
+SecRule ARGS:skip "@eq 2" "id:6,phase:1,pass,nolog,skip:1"
+SecAction "id:7,phase:1,pass,nolog,setvar:tx.c=2"
+SecRule TX:c "@eq 2" "id:8,phase:2,pass,log"
+SecRule &TX:hit "@eq 0" "id:9,phase:2,pass,log"
+SecRule TX:b "@eq 1" "id:10,phase:2,pass,log""#;
+    let (rs, written) = (rules(text), unfolded(rules(text)));
+    assert_eq!(folded_ids(&rs, 0), vec![2, 4, 6]);
+    assert_eq!(folded_ids(&rs, 1), vec![8, 9, 10]);
+    assert_eq!(run_both(&rs, &written, &get("/?skip=0")), (vec![8, 10], true));
+    assert_eq!(run_both(&rs, &written, &get("/?skip=1")), (vec![8, 9], true));
+    assert_eq!(run_both(&rs, &written, &get("/?skip=2")), (vec![10], true));
+}
+
+#[test]
+fn a_jump_past_where_the_folded_steps_go_leaves_them_for_good() {
+    // Rule 3 skips rule 4 in every transaction (folded), so the folded steps never come to
+    // MID: a transaction whose rule 1 jumps there runs the rules as written from there on,
+    // in the later phase too (there rule 7 logs: folded, it would not).
+    let text = r#"SecAction "id:2,phase:1,pass,nolog,setvar:tx.pl=1"
+SecRule ARGS:skip "@eq 1" "id:1,phase:1,pass,nolog,skipAfter:MID"
+SecRule TX:pl "@lt 2" "id:3,phase:1,pass,nolog,setvar:tx.checked=1,skipAfter:END"
+SecAction "id:4,phase:1,pass,nolog,setvar:tx.pl=2"
+SecMarker MID
+SecRule ARGS "@rx ." "id:5,phase:1,pass,log"
+SecMarker END
+SecRule &TX:checked "@eq 0" "id:7,phase:2,pass,log""#;
+    let (rs, written) = (rules(text), unfolded(rules(text)));
+    assert_eq!(folded_ids(&rs, 0), vec![1]);
     assert_eq!(folded_ids(&rs, 1), Vec::<u64>::new());
-    assert_eq!(ids(&rs.evaluate(&get("/?skip=0"), None)), Vec::<u64>::new());
-    assert_eq!(ids(&rs.evaluate(&get("/?skip=1"), None)), vec![3, 9]);
-    assert_eq!(ids(&rs.evaluate(&get("/?skip=2"), None)), vec![7]);
+    assert_eq!(run_both(&rs, &written, &get("/?skip=0")), (vec![], true));
+    assert_eq!(run_both(&rs, &written, &get("/?skip=1")), (vec![5, 7], false));
+}
+
+#[test]
+fn a_rule_whose_check_misses_folds_whatever_its_setvars_read() {
+    // The anomaly sums of CRS: `TX:paranoia "@ge 2"` misses at paranoia 1, and its setvar,
+    // which reads a score only known at run time, never runs. At paranoia 2 it matches and runs.
+    let text = r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.paranoia=PL"
+SecRule ARGS:x "@rx ." "id:2,phase:1,pass,nolog,setvar:tx.score_pl2=+5"
+SecRule TX:paranoia "@ge 2" "id:3,phase:1,pass,nolog,setvar:tx.sum=+%{tx.score_pl2}"
+SecRule TX:sum "@gt 0" "id:4,phase:2,pass,log""#;
+    let at_1 = rules(&text.replace("PL\"", "1\""));
+    assert_eq!(folded_ids(&at_1, 0), vec![2]);
+    assert_eq!(folded_ids(&at_1, 1), Vec::<u64>::new());
+    let written = unfolded(rules(&text.replace("PL\"", "1\"")));
+    assert_eq!(run_both(&at_1, &written, &get("/?x=1")), (vec![], true));
+    let at_2 = rules(&text.replace("PL\"", "2\""));
+    assert_eq!(folded_ids(&at_2, 0), vec![2, 3]);
+    assert_eq!(ids(&at_2.evaluate(&get("/?x=1"), None)), vec![4]);
 }
 
 #[test]
@@ -148,17 +197,23 @@ SecRule TX:ok "@eq 1" "id:6,phase:1,pass,log""#,
 }
 
 #[test]
-fn phase_five_is_not_folded() {
-    // Phase 5 runs after an interruption, when the phases before it stopped short.
+fn phase_five_runs_as_written_unless_every_phase_ran_on_the_folded_steps() {
+    // Phase 5 also runs after an interruption, and when the response phases did not run:
+    // then what the phases before it set is not what the folding saw.
     let rs = rules(
         r#"SecRuleEngine On
 SecRule ARGS:deny "@eq 1" "id:1,phase:1,deny,status:403,log"
 SecAction "id:2,phase:1,pass,nolog,setvar:tx.ran=1"
-SecRule &TX:ran "@eq 0" "id:3,phase:5,pass,log""#,
+SecAction "id:3,phase:3,pass,nolog,setvar:tx.response=1"
+SecRule &TX:ran "@eq 0" "id:4,phase:5,pass,nolog,setvar:tx.short=1"
+SecRule &TX:response "@eq 0" "id:5,phase:5,pass,nolog,setvar:tx.short=1"
+SecRule TX:short "@eq 1" "id:6,phase:5,pass,log""#,
     );
-    assert!(rs.folded[4].is_none());
-    assert_eq!(ids(&rs.evaluate(&get("/?deny=1"), None)), vec![1, 3]);
-    assert_eq!(ids(&rs.evaluate(&get("/?deny=0"), None)), Vec::<u64>::new());
+    assert_eq!(folded_ids(&rs, 4), Vec::<u64>::new(), "on the folded path, phase 5 does nothing");
+    let response = Response::new(200);
+    assert_eq!(ids(&rs.evaluate(&get("/?deny=0"), Some(&response))), Vec::<u64>::new());
+    assert_eq!(ids(&rs.evaluate(&get("/?deny=1"), Some(&response))), vec![1, 6]);
+    assert_eq!(ids(&rs.evaluate(&get("/?deny=0"), None)), vec![6]);
 }
 
 /// CRS folded and as written give the same outcomes (verdicts, scores, every matched rule

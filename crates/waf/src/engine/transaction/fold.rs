@@ -1,27 +1,31 @@
 //! Folding: the rules whose outcome is the same for every request are run once, when the rule
 //! set is compiled, and replaced by what they do. In CRS these are about half the rules a
-//! benign request goes through: the initialization (`SecAction`s, `&TX:x "@eq 0"` defaults)
-//! and, in every file, the paranoia-level checks (`TX:DETECTION_PARANOIA_LEVEL "@lt 2"` with
-//! `skipAfter`).
+//! benign request goes through: the initialization (`SecAction`s, `&TX:x "@eq 0"` defaults),
+//! in every file the paranoia-level checks (`TX:DETECTION_PARANOIA_LEVEL "@lt 2"` with
+//! `skipAfter`), and the anomaly sums of the levels above the configured one.
 //!
 //! ```text
-//! compile:  phases 1..4 in order, with a scratch transaction and which TX variables are known
+//! compile:  phases 1..5 in order, with a scratch transaction and which TX variables are known
 //!           (hold the same value in every transaction at that point)
 //!           rule reading only known TX ──run on the scratch──▶ its TX and MATCHED_VAR(S) effects
 //!                                                              (consecutive ones merged: Step::Set),
 //!                                                              the rules its skipAfter skips dropped
-//!           any other rule ──kept──▶ the TX variables it may set become unknown
-//! run time: the folded steps, while every rule kept went on to the next one, no ctl:ruleRemove*
-//!           removed a rule and no ctl:ruleRemoveTarget* a TX target; from the first rule that
-//!           skips, allows or removes, the rules as written, from the same place
+//!           rule whose first part reads known TX and misses ──▶ clears MATCHED_VARS, whatever
+//!                                                              its setvars would read
+//!           any other rule ──kept──▶ the TX variables it may set become unknown; where its
+//!                                    skipAfter or skip lands, a landing, and there only what
+//!                                    every path brings is known
+//! run time: the folded steps, while every rule kept goes on to the next step or jumps to a
+//!           landing, no ctl:ruleRemove* removed a rule and no ctl:ruleRemoveTarget* a TX
+//!           target; from the first rule that does otherwise (allows, blocks, jumps where the
+//!           folded steps do not come), the rules as written, from the same place
 //! ```
 //!
-//! The folded steps are thus those of one path, where no kept rule changes the control flow
-//! (on benign requests, nearly always the path taken). A folded rule reads known TX
-//! variables, the rule's own properties and its own match only, and has neither `capture` nor
-//! `multiMatch`; if it matches, it neither logs, nor has a severity, a disruptive action or
-//! `ctl:`. Phase 5 is not folded: it runs after an interruption too, when the phases before it
-//! stopped short.
+//! A folded rule reads known TX variables, the rule's own properties and its own match only,
+//! and has neither `capture` nor `multiMatch`; if it matches, it neither logs, nor has a
+//! severity, a disruptive action or `ctl:`. Phase 5 runs on its folded steps only after the
+//! four phases before it ran on theirs to their end: it also runs after an interruption, and
+//! when the response phases did not run, and then what they set is not what folding saw.
 
 use std::sync::Arc;
 
@@ -32,10 +36,29 @@ use super::{Flow, Matched, Transaction};
 
 /// A phase's steps with the folded rules replaced, and for each step its index in the phase
 /// as written (where a transaction goes on when the folded steps stop holding).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Folded {
     pub(crate) steps: Vec<Step>,
     pub(crate) origin: Vec<usize>,
+    /// Where the jumps (`skipAfter`, `skip`) of rules left to run land in `steps`: by the
+    /// index in the phase as written they go to, sorted. A jump elsewhere leaves the folded
+    /// steps.
+    landings: Vec<(usize, usize)>,
+}
+
+impl Folded {
+    /// The index in `steps` where a jump to step `written` of the phase as written goes on.
+    pub(crate) fn landing(&self, written: usize) -> Option<usize> {
+        let i = self.landings.binary_search_by_key(&written, |&(w, _)| w).ok()?;
+        Some(self.landings[i].1)
+    }
+}
+
+/// What the folding knows at a point of a phase: by `TX` number, whether the variable is
+/// known, and the scratch's value.
+struct Known {
+    known: Vec<bool>,
+    values: Vec<Option<Arc<[u8]>>>,
 }
 
 /// What a run of folded rules does: to `MATCHED_VAR(S)` (cleared by a part that did not match,
@@ -65,18 +88,15 @@ impl Effects {
     }
 }
 
-/// The folded steps of phases 1 to 4 (`None`: a phase with nothing folded).
+/// The folded steps of each phase, up to the one where folding ended (`None` after it).
 pub(crate) fn fold(rs: &RuleSet) -> [Option<Folded>; 5] {
     let mut folder = Folder::new(rs);
     let mut folded: [Option<Folded>; 5] = Default::default();
-    for (p, slot) in folded.iter_mut().enumerate().take(4) {
+    for (p, slot) in folded.iter_mut().enumerate() {
         if folder.ended {
             break;
         }
-        let f = folder.phase(&rs.phases[p]);
-        if f.steps.len() < rs.phases[p].len() || f.steps.iter().any(|s| matches!(s, Step::Set(_))) {
-            *slot = Some(f);
-        }
+        *slot = Some(folder.phase(&rs.phases[p]));
     }
     folded
 }
@@ -107,13 +127,20 @@ impl<'r> Folder<'r> {
         }
     }
 
-    /// The folded steps of one phase: those of the path where every rule left to run goes on
-    /// to the next (a transaction leaves the folded steps at any other).
+    /// The folded steps of one phase: those of the paths where every rule left to run goes on
+    /// to the next step or jumps to where the walk comes too (a transaction leaves the folded
+    /// steps at any other). Where jumps land, what is known is what all the paths there know.
     fn phase(&mut self, written: &[Step]) -> Folded {
-        let mut out = Folded { steps: Vec::new(), origin: Vec::new() };
+        let mut out = Folded::default();
         let mut pending: Option<Effects> = None;
+        // The jumps of rules left to run: where they go, and what was known as they left.
+        let mut jumps: Vec<(usize, Known)> = Vec::new();
         let mut at = 0;
-        while at < written.len() {
+        loop {
+            self.land(&mut jumps, at, &mut out, &mut pending);
+            if at >= written.len() {
+                break;
+            }
             if self.ended {
                 flush(&mut out, &mut pending, at);
                 out.steps.extend(written[at..].iter().cloned());
@@ -125,18 +152,20 @@ impl<'r> Folder<'r> {
                 continue;
             };
             let rule = &self.rs.rules[*i];
-            if rule.broken {
-                // Never matches and does nothing, as the phase loop skips it.
+            if rule.broken || self.misses(rule) {
+                // A broken rule never matches and does nothing, as the phase loop skips it;
+                // one that misses clears MATCHED_VARS and goes on.
+                if !rule.broken {
+                    let miss = Effects { clear_matched: true, ..Effects::default() };
+                    pending.get_or_insert_with(Effects::default).then(miss);
+                }
                 at += 1;
                 continue;
             }
             if self.constant(rule) {
                 let (effects, flow, matched) = self.run(rule);
                 if !matched || quiet(rule) {
-                    match &mut pending {
-                        Some(p) => p.then(effects),
-                        None => pending = Some(effects),
-                    }
+                    pending.get_or_insert_with(Effects::default).then(effects);
                     at = match flow {
                         Flow::SkipAfter => rule.resume_at,
                         Flow::Skip(k) => skip_rules(written, at + 1, k),
@@ -151,10 +180,47 @@ impl<'r> Folder<'r> {
             out.steps.push(Step::Rule(*i, *gate));
             out.origin.push(at);
             self.left_to_run(rule);
+            if let Some(to) = jump(rule, written, at) {
+                jumps.push((to, self.known()));
+            }
             at += 1;
         }
         flush(&mut out, &mut pending, written.len());
         out
+    }
+
+    /// The walk is at step `at`: the jumps that land here make unknown what they do not know
+    /// alike, and the folded steps get a landing; those that went to a step the walk skipped
+    /// never land (a transaction taking one leaves the folded steps).
+    fn land(&mut self, jumps: &mut Vec<(usize, Known)>, at: usize, out: &mut Folded, pending: &mut Option<Effects>) {
+        jumps.retain(|(to, _)| *to >= at);
+        if !jumps.iter().any(|(to, _)| *to == at) {
+            return;
+        }
+        for (_, k) in jumps.iter().filter(|(to, _)| *to == at) {
+            for n in 0..self.known.len() {
+                let value = self.scratch.tx.numbered_slots()[n].as_ref().map(|(_, v)| v);
+                if self.known[n] && !(k.known[n] && k.values[n].as_ref() == value) {
+                    self.forget(n as u32);
+                }
+            }
+        }
+        jumps.retain(|(to, _)| *to != at);
+        // The effects folded so far belong to the path walked, not to the jumps.
+        flush(out, pending, at);
+        out.landings.push((at, out.steps.len()));
+    }
+
+    /// What is known now.
+    fn known(&self) -> Known {
+        let values = self.scratch.tx.numbered_slots().iter().map(|m| m.as_ref().map(|(_, v)| v.clone())).collect();
+        Known { known: self.known.clone(), values }
+    }
+
+    /// Whether the rule's first part reads known `TX` variables only and matches none of
+    /// them: the rule does nothing but clear `MATCHED_VARS`, whatever its `setvar`s read.
+    fn misses(&self, rule: &Rule) -> bool {
+        rule.parts.first().is_some_and(|p| self.decided(p) && self.scratch.eval_part(rule, p).is_empty())
     }
 
     /// Whether the rule's outcome and effects are the same in every transaction at this point:
@@ -165,11 +231,6 @@ impl<'r> Folder<'r> {
     }
 
     fn constant_part(&self, part: &Part) -> bool {
-        if part.multi_match || part.capture {
-            return false;
-        }
-        let targets = part.targets.iter().all(|t| t.tx_slot.is_some_and(|n| self.known[n as usize]));
-        let operand = part.op.as_ref().and_then(|op| op.macro_arg()).is_none_or(|m| self.known_macros(m, false));
         let setvars = part.setvars.iter().all(|sv| {
             let reads_current = matches!(sv.setvar.op, SetVarOp::Add(_) | SetVarOp::Sub(_));
             let value = match &sv.setvar.op {
@@ -179,7 +240,19 @@ impl<'r> Folder<'r> {
             sv.tx_slot.is_some_and(|n| !reads_current || self.known[n as usize])
                 && value.is_none_or(|v| self.known_macros(v, true))
         });
-        targets && operand && setvars
+        self.decided(part) && setvars
+    }
+
+    /// Whether the part matches, and what it matches,, is the same in every transaction: it reads
+    /// known `TX` variables only, and a match does no more than one folded step can
+    /// (`capture`, `multiMatch`).
+    fn decided(&self, part: &Part) -> bool {
+        if part.multi_match || part.capture {
+            return false;
+        }
+        let targets = part.targets.iter().all(|t| t.tx_slot.is_some_and(|n| self.known[n as usize]));
+        let operand = part.op.as_ref().and_then(|op| op.macro_arg()).is_none_or(|m| self.known_macros(m, false));
+        targets && operand
     }
 
     /// Whether a macro string expands to the same bytes in every transaction: it reads known
@@ -266,6 +339,15 @@ fn quiet(rule: &Rule) -> bool {
         && rule.severity.is_none()
         && rule.disruptive == Disruptive::Pass
         && rule.parts.iter().all(|p| p.after.is_empty())
+}
+
+/// Where a rule left to run at step `at` jumps when it matches.
+pub(crate) fn jump(rule: &Rule, written: &[Step], at: usize) -> Option<usize> {
+    match (&rule.skip_after, rule.skip) {
+        (Some(_), _) => Some(rule.resume_at),
+        (None, 0) => None,
+        (None, k) => Some(skip_rules(written, at + 1, k)),
+    }
 }
 
 /// Ends a run of folded rules: their merged effects become one step (`origin`: where the phase

@@ -152,6 +152,8 @@ pub struct Transaction<'r> {
     interruption: Option<(u16, u64)>,
     /// Whether the transaction left the folded steps (for good, see `fold`).
     unfolded: bool,
+    /// The phases that ran on the folded steps to their end: 1 to this one.
+    folded_through: u8,
     /// Request phases are skipped up to and including this phase (`allow`).
     allowed_through: u8,
     highest_severity: Option<u8>,
@@ -236,6 +238,7 @@ impl<'r> Transaction<'r> {
             matches: Vec::new(),
             interruption: None,
             unfolded: false,
+            folded_through: 0,
             allowed_through: 0,
             highest_severity: None,
             unique_id: format!("{:016x}", UNIQUE.fetch_add(1, Ordering::Relaxed)),
@@ -379,8 +382,10 @@ impl<'r> Transaction<'r> {
         }
         let rs: &'r RuleSet = self.rules;
         let written = &rs.phases[usize::from(n - 1)];
-        // The folded steps while they hold, else the phase as written.
-        let mut folded = rs.folded[usize::from(n - 1)].as_ref().filter(|_| self.folding_holds());
+        // The folded steps while they hold and every phase before ran on them to its end,
+        // else the phase as written.
+        let mut folded =
+            rs.folded[usize::from(n - 1)].as_ref().filter(|_| self.folding_holds() && self.folded_through == n - 1);
         let mut steps = folded.map_or(written, |f| &f.steps);
         let mut skip_n = 0u32;
         let mut at = 0;
@@ -413,13 +418,29 @@ impl<'r> Transaction<'r> {
             }
             let flow = self.eval_rule(rule);
             if let Some(f) = folded {
-                // The folded steps are those of the path where this rule goes on to the next
-                // and removes nothing: off that path, the rules as written from here on.
-                if !matches!(flow, Flow::Next) || !self.folding_holds() {
-                    self.unfolded = true;
-                    at = f.origin[at - 1] + 1;
-                    steps = written;
-                    folded = None;
+                // The folded steps hold while this rule goes on to the next step or jumps to a
+                // landing in them, and removes nothing: else the rules as written, from here.
+                let landing = match flow {
+                    Flow::Next => Some(at),
+                    Flow::SkipAfter | Flow::Skip(_) => {
+                        fold::jump(rule, written, f.origin[at - 1]).and_then(|to| f.landing(to))
+                    }
+                    Flow::EndPhase | Flow::Stop => None,
+                };
+                match landing.filter(|_| self.folding_holds()) {
+                    Some(next) => {
+                        at = next;
+                        if self.engine == EngineMode::Off {
+                            return;
+                        }
+                        continue;
+                    }
+                    None => {
+                        self.unfolded = true;
+                        at = f.origin[at - 1] + 1;
+                        steps = written;
+                        folded = None;
+                    }
                 }
             }
             match flow {
@@ -433,6 +454,15 @@ impl<'r> Transaction<'r> {
                 return;
             }
         }
+        if folded.is_some() {
+            self.folded_through = n;
+        }
+    }
+
+    /// Whether the transaction left the folded steps.
+    #[cfg(test)]
+    pub(crate) fn left_folded(&self) -> bool {
+        self.unfolded
     }
 
     /// Whether the folded steps give what the phases as written would: the transaction kept
