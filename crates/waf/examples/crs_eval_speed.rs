@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 use barbican_waf::engine::{Request, Response, RuleSet, Verdict};
 use barbican_waf::seclang::Loader;
 
+/// The gateway's allocator, so that the figures are the gateway's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const POST_BODY: &str = r#"{"order":{"id":"ord-2026-11-25-000417","customer":{"id":42,"name":"Alice Smith","email":"alice@example.com","phone":"+1-202-555-0143","address":{"line1":"1600 Market Street","line2":"Suite 400","city":"Philadelphia","region":"PA","postal_code":"19103","country":"US"}},"items":[{"sku":"A-1001","title":"Wireless keyboard","qty":2,"unit_price":39.99},{"sku":"B-2002","title":"USB-C charging cable, 2 m","qty":1,"unit_price":12.5},{"sku":"C-3003","title":"Laptop stand (aluminium)","qty":1,"unit_price":54.0}],"note":"Please deliver after 5pm. Leave the parcel with the concierge if nobody answers the door.","coupon":"WINTER-2026","currency":"USD","channel":"web","created_at":"2026-11-25T10:41:07Z","tags":["gift","priority","t2","t3","t4","t5","t6","t7","t8","t9","t10","t11","t12","t13","t14","t15","t16","t17","t18","t19","t20","t21","t22","t23","t24","t25","t26","t27","t28","t29","t30","t31","t32","t33","t34"],"metadata":{"utm_source":"newsletter","utm_campaign":"black-friday","ab_bucket":"b"}}}"#;
 
 fn shared() -> PathBuf {

@@ -176,7 +176,10 @@ pub(crate) type TxKey = (Arc<str>, Arc<str>);
 
 /// The [`TxKey`] of `key` (lowercase).
 pub(crate) fn tx_key(key: &str) -> TxKey {
-    (Arc::from(key), Arc::from(format!("TX:{key}")))
+    let mut name = String::with_capacity(3 + key.len());
+    name.push_str("TX:");
+    name.push_str(key);
+    (Arc::from(key), Arc::from(name))
 }
 
 impl SetVarSpec {

@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use memchr::memmem;
 
 use super::memo::Memo;
 use crate::seclang::ast::{MacroString, OperatorKind};
@@ -84,6 +85,8 @@ impl Rx {
     /// The first match and its groups 0..=9.
     pub(crate) fn captures(&self, v: &[u8]) -> Option<Captures> {
         match self {
+            // Without groups, the match alone (found by the DFAs, no capture engine).
+            Rx::Linear(r) if r.captures_len() == 1 => Some(vec![Some(r.find(v)?.as_bytes().to_vec())]),
             Rx::Linear(r) => {
                 let c = r.captures(v)?;
                 Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| m.as_bytes().to_vec())).collect())
@@ -568,27 +571,21 @@ pub(crate) fn str_op(op: StrOp, v: &[u8], arg: &[u8]) -> bool {
     match op {
         StrOp::BeginsWith => v.starts_with(arg),
         StrOp::EndsWith => v.ends_with(arg),
-        StrOp::Contains => find(v, arg).is_some(),
+        StrOp::Contains => memmem::find(v, arg).is_some(),
         StrOp::Streq => v == arg,
-        StrOp::Within => find(arg, v).is_some(),
+        StrOp::Within => memmem::find(arg, v).is_some(),
         StrOp::ContainsWord => contains_word(v, arg),
     }
 }
 
 /// The first position of `needle` in `hay`: only positions holding its first byte are compared.
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let Some((&first, rest)) = needle.split_first() else { return Some(0) };
-    let last = hay.len().checked_sub(needle.len())?;
-    (0..=last).find(|&i| hay[i] == first && hay[i + 1..i + needle.len()] == *rest)
-}
-
 fn contains_word(v: &[u8], w: &[u8]) -> bool {
     if w.is_empty() {
         return true;
     }
     let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
     let mut start = 0;
-    while let Some(p) = find(&v[start..], w) {
+    while let Some(p) = memmem::find(&v[start..], w) {
         let i = start + p;
         let before = i == 0 || !word(v[i - 1]);
         let after = i + w.len() >= v.len() || !word(v[i + w.len()]);
@@ -617,6 +614,38 @@ pub(crate) fn to_int(v: &[u8]) -> i64 {
         -n
     } else {
         n
+    }
+}
+
+/// The decimal digits of an integer, written without the formatting machinery: `setvar`
+/// arithmetic and the request's addresses make some on every request.
+pub(crate) struct Decimal {
+    buf: [u8; 20],
+    start: usize,
+}
+
+impl Decimal {
+    pub(crate) fn new(n: i64) -> Decimal {
+        // i64::MIN takes 19 digits and its sign.
+        let mut d = Decimal { buf: [0; 20], start: 20 };
+        let mut m = n.unsigned_abs();
+        loop {
+            d.start -= 1;
+            d.buf[d.start] = b'0' + (m % 10) as u8;
+            m /= 10;
+            if m == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            d.start -= 1;
+            d.buf[d.start] = b'-';
+        }
+        d
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[self.start..]
     }
 }
 
@@ -696,6 +725,24 @@ mod tests {
         assert!(!rx.is_match(b"abd"));
         let caps = rx.captures(b"\xfeabc").unwrap();
         assert_eq!(caps[0].as_deref(), Some(&b"ab"[..]));
+    }
+
+    #[test]
+    fn captures_without_groups_are_the_match() {
+        let rx = Rx::compile(r"^.*$", 1000).unwrap();
+        assert_eq!(rx.captures(b"x-header"), Some(vec![Some(b"x-header".to_vec())]));
+        // Compiled as libmodsecurity3 compiles, with DOTALL and MULTILINE.
+        assert_eq!(rx.captures(b"a\nb"), Some(vec![Some(b"a\nb".to_vec())]));
+        assert_eq!(Rx::compile(r"b+", 1000).unwrap().captures(b"abbc"), Some(vec![Some(b"bb".to_vec())]));
+        let rx = Rx::compile(r"b(c)?", 1000).unwrap();
+        assert_eq!(rx.captures(b"abd"), Some(vec![Some(b"b".to_vec()), None]));
+    }
+
+    #[test]
+    fn decimals_as_libmodsecurity3_writes_them() {
+        for n in [0, 7, -7, 10, 1234567890, i64::MAX, i64::MIN] {
+            assert_eq!(Decimal::new(n).as_bytes(), n.to_string().as_bytes());
+        }
     }
 
     #[test]

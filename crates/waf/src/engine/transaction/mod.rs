@@ -241,7 +241,7 @@ impl<'r> Transaction<'r> {
             folded_through: 0,
             allowed_through: 0,
             highest_severity: None,
-            unique_id: format!("{:016x}", UNIQUE.fetch_add(1, Ordering::Relaxed)),
+            unique_id: hex16(UNIQUE.fetch_add(1, Ordering::Relaxed)),
             started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             transformed: RefCell::new(HashMap::default()),
             cached_bytes: Cell::new(0),
@@ -988,18 +988,15 @@ type TransformCache = HashMap<usize, HashMap<Vec<u8>, Arc<[u8]>, FastHash>, Fast
 /// delete it. An unchanged value keeps its allocation, a literal one is shared.
 fn apply_setvar(spec: &SetVarSpec, cur: Option<&Arc<[u8]>>, value: Option<&[u8]>) -> Option<Arc<[u8]>> {
     let op = &spec.setvar.op;
-    let mut digits = [0u8; 20];
+    let digits;
     let new: &[u8] = match op {
         SetVarOp::Set(_) => value.unwrap_or_default(),
         SetVarOp::Add(_) | SetVarOp::Sub(_) => {
             let a = cur.map_or(0, |c| operator::to_int(c));
             let b = value.map(operator::to_int).unwrap_or(0);
             let n = if matches!(op, SetVarOp::Add(_)) { a.saturating_add(b) } else { a.saturating_sub(b) };
-            // An i64 takes at most 20 bytes.
-            let mut w = &mut digits[..];
-            let _ = std::io::Write::write_fmt(&mut w, format_args!("{n}"));
-            let len = 20 - w.len();
-            &digits[..len]
+            digits = operator::Decimal::new(n);
+            digits.as_bytes()
         }
         SetVarOp::Delete => return None,
         SetVarOp::Define => b"1",
@@ -1066,6 +1063,11 @@ fn rx_run(rx: &Rx, v: &[u8], capture: bool) -> (bool, Option<Captures>) {
     } else {
         (true, None)
     }
+}
+
+/// `n` in 16 lowercase hex digits.
+fn hex16(n: u64) -> String {
+    (0..16).rev().map(|i| char::from(b"0123456789abcdef"[(n >> (i * 4)) as usize & 15])).collect()
 }
 
 /// `s` in ASCII lowercase, borrowed when it already is.

@@ -4,6 +4,7 @@
 //! anchored variables), `MATCHED_VAR(S)`, `TX` and the other stores, multipart flags, XML, time.
 
 use std::borrow::Cow;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -12,6 +13,7 @@ use crate::seclang::ast::Variable;
 
 use super::super::body::{multipart, urlencoded, xml, Pair};
 use super::super::compile::{processor_for, Rule, Sel};
+use super::super::operator::Decimal;
 use super::super::request::Request;
 use super::super::transform;
 use super::{Matched, Transaction};
@@ -158,10 +160,10 @@ impl Transaction<'_> {
                 v.server_name = val.split(|&b| b == b':').next().unwrap_or(b"").to_vec();
             }
         }
-        v.remote_addr = req.remote_addr.to_string().into_bytes();
-        v.remote_port = req.remote_port.to_string().into_bytes();
-        v.server_addr = req.server_addr.to_string().into_bytes();
-        v.server_port = req.server_port.to_string().into_bytes();
+        v.remote_addr = ip_text(req.remote_addr);
+        v.remote_port = Decimal::new(i64::from(req.remote_port)).as_bytes().to_vec();
+        v.server_addr = ip_text(req.server_addr);
+        v.server_port = Decimal::new(i64::from(req.server_port)).as_bytes().to_vec();
         let mut full = v.line.clone();
         full.extend_from_slice(b"\n");
         for (k, val) in &req.headers {
@@ -457,6 +459,19 @@ fn time_var(var: Variable, epoch: u64) -> Vec<u8> {
 }
 
 /// libmodsecurity3's `uri_decode`: `%HH` only (no `+`), invalid escapes kept.
+/// An address as text (IPv4 without the formatting machinery: two per request).
+fn ip_text(ip: IpAddr) -> Vec<u8> {
+    let IpAddr::V4(v4) = ip else { return ip.to_string().into_bytes() };
+    let mut out = Vec::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push(b'.');
+        }
+        out.extend_from_slice(Decimal::new(i64::from(octet)).as_bytes());
+    }
+    out
+}
+
 fn uri_decode(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
