@@ -663,7 +663,7 @@ impl<'r> Transaction<'r> {
     /// The operator's argument when it holds macros, expanded (once per rule part), and the
     /// regex of an `@rx` with macros, compiled from it (boxed: most parts have none, and
     /// the pair stays small to return).
-    fn operand<'m>(&self, op: &'m Op, rule: &Rule) -> (Option<Cow<'m, [u8]>>, Option<Box<Rx>>) {
+    fn operand<'a>(&'a self, op: &'a Op, rule: &Rule) -> (Option<Cow<'a, [u8]>>, Option<Box<Rx>>) {
         let expanded = match op {
             Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, NumArg::Macro(m)) => Some(self.expand(m, rule)),
             _ => return (None, None),
@@ -838,10 +838,14 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    /// Expands `%{...}` macros.
-    fn expand<'m>(&self, m: &'m MacroString, rule: &Rule) -> Cow<'m, [u8]> {
+    /// Expands `%{...}` macros. A lone `TX` macro (`%{tx.allowed_methods}`, the usual operand)
+    /// is the variable's value, borrowed.
+    fn expand<'a>(&'a self, m: &'a MacroString, rule: &Rule) -> Cow<'a, [u8]> {
         if let Some(l) = m.as_literal() {
             return Cow::Borrowed(l.as_bytes());
+        }
+        if let [MacroPart::Var(MacroVar { variable: Variable::Tx, key: Some(k) })] = &m.parts[..] {
+            return Cow::Borrowed(self.tx.value(&lowercase(k)).map_or(&[][..], |v| &v[..]));
         }
         let mut out = Vec::with_capacity(64);
         for p in &m.parts {

@@ -23,7 +23,8 @@ pub(super) struct TxVars<'r> {
 
 impl<'r> TxVars<'r> {
     pub(super) fn new(names: &'r TxNames) -> TxVars<'r> {
-        TxVars { names, numbered: vec![None; names.len()], other: HashMap::default() }
+        // CRS makes a few per request (920450: one per header).
+        TxVars { names, numbered: vec![None; names.len()], other: HashMap::with_capacity_and_hasher(8, FastHash) }
     }
 
     /// The lowercase key and the variable by number.
