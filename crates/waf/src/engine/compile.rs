@@ -29,6 +29,7 @@ use super::fast_hash::FastHash;
 use super::operator::{self, Op};
 use super::prescan::{Gate, Prescan};
 use super::transaction::fold::{fold, Effects, Folded};
+use super::transaction::Matched;
 use super::transform;
 
 /// Engine settings read from `Sec*` directives.
@@ -362,6 +363,9 @@ pub(crate) enum Step {
     Marker(String),
     /// What a run of folded rules does (only in [`RuleSet::folded`] steps).
     Set(Box<Effects>),
+    /// A folded rule that matches in every transaction, with these matches, but whose
+    /// `setvar`s read what only the transaction knows: they run (only in folded steps).
+    Replay(usize, Box<[Matched]>),
 }
 
 /// A compiled rule set: built once from loaded SecLang, shared by every transaction.

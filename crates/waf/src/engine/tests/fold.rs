@@ -18,6 +18,15 @@ fn folded_ids(rs: &RuleSet, phase: usize) -> Vec<u64> {
         .collect()
 }
 
+/// The ids of the rules a phase's folded steps replay.
+fn replayed_ids(rs: &RuleSet, phase: usize) -> Vec<u64> {
+    let f = rs.folded[phase].as_ref().expect("something folded");
+    f.steps
+        .iter()
+        .filter_map(|s| if let compile::Step::Replay(i, _) = s { Some(rs.rules[*i].id) } else { None })
+        .collect()
+}
+
 fn get(uri: &str) -> Request {
     Request::new("GET", uri)
 }
@@ -131,21 +140,28 @@ SecRule &TX:checked "@eq 0" "id:7,phase:2,pass,log""#;
 }
 
 #[test]
-fn a_rule_whose_check_misses_folds_whatever_its_setvars_read() {
+fn a_check_decided_at_compile_time_folds_whatever_its_setvars_read() {
     // The anomaly sums of CRS: `TX:paranoia "@ge 2"` misses at paranoia 1, and its setvar,
-    // which reads a score only known at run time, never runs. At paranoia 2 it matches and runs.
+    // which reads a score only known at run time, never runs: the rule folds away. At
+    // paranoia 2 it matches in every transaction: it is replayed, its match recorded and its
+    // setvar run, without its check.
     let text = r#"SecAction "id:1,phase:1,pass,nolog,setvar:tx.paranoia=PL"
 SecRule ARGS:x "@rx ." "id:2,phase:1,pass,nolog,setvar:tx.score_pl2=+5"
-SecRule TX:paranoia "@ge 2" "id:3,phase:1,pass,nolog,setvar:tx.sum=+%{tx.score_pl2}"
-SecRule TX:sum "@gt 0" "id:4,phase:2,pass,log""#;
-    let at_1 = rules(&text.replace("PL\"", "1\""));
+SecRule TX:paranoia "@ge 2" "id:3,phase:1,pass,nolog,setvar:tx.sum=+%{tx.score_pl2},setvar:tx.var=%{matched_var_name}"
+SecRule TX:sum "@gt 0" "id:4,phase:2,pass,log,logdata:%{tx.var}""#;
+    let at = |pl: &str| {
+        (rules(&text.replace("PL\"", &format!("{pl}\""))), unfolded(rules(&text.replace("PL\"", &format!("{pl}\"")))))
+    };
+    let (at_1, written_1) = at("1");
     assert_eq!(folded_ids(&at_1, 0), vec![2]);
-    assert_eq!(folded_ids(&at_1, 1), Vec::<u64>::new());
-    let written = unfolded(rules(&text.replace("PL\"", "1\"")));
-    assert_eq!(run_both(&at_1, &written, &get("/?x=1")), (vec![], true));
-    let at_2 = rules(&text.replace("PL\"", "2\""));
-    assert_eq!(folded_ids(&at_2, 0), vec![2, 3]);
-    assert_eq!(ids(&at_2.evaluate(&get("/?x=1"), None)), vec![4]);
+    assert_eq!(replayed_ids(&at_1, 0), Vec::<u64>::new());
+    assert_eq!(run_both(&at_1, &written_1, &get("/?x=1")), (vec![], true));
+    let (at_2, written_2) = at("2");
+    assert_eq!(folded_ids(&at_2, 0), vec![2]);
+    assert_eq!(replayed_ids(&at_2, 0), vec![3]);
+    assert_eq!(run_both(&at_2, &written_2, &get("/?x=1")), (vec![4], true));
+    assert_eq!(at_2.evaluate(&get("/?x=1"), None).matched[0].data, "TX:paranoia");
+    assert_eq!(run_both(&at_2, &written_2, &get("/?y=1")), (vec![], true));
 }
 
 #[test]

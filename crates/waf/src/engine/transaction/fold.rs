@@ -12,6 +12,8 @@
 //!                                                              the rules its skipAfter skips dropped
 //!           rule whose first part reads known TX and misses ──▶ clears MATCHED_VARS, whatever
 //!                                                              its setvars would read
+//!           quiet one-part rule reading known TX that matches ──▶ Step::Replay: its matches
+//!                                                              recorded, its setvars run
 //!           any other rule ──kept──▶ the TX variables it may set become unknown; where its
 //!                                    skipAfter or skip lands, a landing, and there only what
 //!                                    every path brings is known
@@ -162,6 +164,17 @@ impl<'r> Folder<'r> {
                 at += 1;
                 continue;
             }
+            if let Some(matched) = self.replayed(rule) {
+                flush(&mut out, &mut pending, at);
+                out.steps.push(Step::Replay(*i, matched.into()));
+                out.origin.push(at);
+                self.left_to_run(rule);
+                at = match jump(rule, written, at) {
+                    Some(to) => to,
+                    None => at + 1,
+                };
+                continue;
+            }
             if self.constant(rule) {
                 let (effects, flow, matched) = self.run(rule);
                 if !matched || quiet(rule) {
@@ -215,6 +228,18 @@ impl<'r> Folder<'r> {
     fn known(&self) -> Known {
         let values = self.scratch.tx.numbered_slots().iter().map(|m| m.as_ref().map(|(_, v)| v.clone())).collect();
         Known { known: self.known.clone(), values }
+    }
+
+    /// The matches of a one-part quiet rule that reads known `TX` variables and matches them
+    /// (what its `setvar`s read may be unknown: 949052 adds the run-time score of paranoia
+    /// level 1 when the level is 1 or more).
+    fn replayed(&self, rule: &Rule) -> Option<Vec<Matched>> {
+        let [part] = &rule.parts[..] else { return None };
+        if !quiet(rule) || !self.decided(part) || self.constant(rule) {
+            return None;
+        }
+        let hits = self.scratch.eval_part(rule, part);
+        (!hits.is_empty()).then(|| hits.into_iter().map(|h| (h.name, h.value)).collect())
     }
 
     /// Whether the rule's first part reads known `TX` variables only and matches none of

@@ -188,7 +188,7 @@ struct Hit {
 type Hits = SmallVec<[Hit; 2]>;
 
 /// A matched variable's name and value, shared by `MATCHED_VAR` and `MATCHED_VARS`.
-type Matched = (Arc<str>, Arc<[u8]>);
+pub(crate) type Matched = (Arc<str>, Arc<[u8]>);
 
 enum Flow {
     Next,
@@ -397,6 +397,10 @@ impl<'r> Transaction<'r> {
                     self.apply(effects);
                     continue;
                 }
+                Step::Replay(i, matched) => {
+                    self.replay(&rs.rules[*i], matched);
+                    continue;
+                }
                 Step::Marker(_) => continue,
             };
             if skip_n > 0 {
@@ -486,6 +490,17 @@ impl<'r> Transaction<'r> {
             match value {
                 Some(v) => self.tx.set(Some(*n), "", v.clone()),
                 None => self.tx.remove(Some(*n), ""),
+            }
+        }
+    }
+
+    /// Does what a rule that matches in every transaction does with its matches: records
+    /// each in `MATCHED_VAR(S)` and runs the `setvar`s (see `fold`).
+    fn replay(&mut self, rule: &Rule, matched: &[Matched]) {
+        for m in matched {
+            self.matched_vars.push(m.clone());
+            for sv in &rule.parts[0].setvars {
+                self.setvar(rule, sv);
             }
         }
     }
