@@ -897,7 +897,11 @@ impl<'r> Transaction<'r> {
         let sv = &spec.setvar;
         let name: Cow<'_, str> = match spec.tx_slot {
             Some(n) => Cow::Borrowed(&self.rules.tx_names.key(n).0),
-            None => Cow::Owned(lossy(self.expand(&sv.var.name, rule).into_owned()).to_ascii_lowercase()),
+            None => {
+                let mut name = lossy(self.expand(&sv.var.name, rule).into_owned());
+                name.make_ascii_lowercase();
+                Cow::Owned(name)
+            }
         };
         let value = match &sv.op {
             SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => Some(self.expand(v, rule)),
