@@ -28,7 +28,7 @@ use crate::seclang::{self, DataFile, FileId};
 use super::fast_hash::FastHash;
 use super::operator::{self, Op};
 use super::prescan::{Gate, Prescan};
-use super::transaction::fold::{fold, Effects, Folded};
+use super::transaction::fold::{fold, Baked, Effects, Folded};
 use super::transaction::Matched;
 use super::transform;
 
@@ -376,6 +376,8 @@ pub struct RuleSet {
     /// By phase, the steps with the rules whose outcome is the same for every request folded
     /// (`None`: nothing folded), which transactions run while they hold (`fold`).
     pub(crate) folded: [Option<Folded>; 5],
+    /// The rules the folded steps ran at compile time.
+    pub(crate) baked: Baked,
     pub(crate) settings: Settings,
     pub(crate) prescan: Prescan,
     pub(crate) tx_names: TxNames,
@@ -539,6 +541,7 @@ impl RuleSet {
             rules,
             phases,
             folded: Default::default(),
+            baked: Baked::default(),
             settings,
             prescan,
             tx_names,
@@ -547,7 +550,7 @@ impl RuleSet {
             fallbacks,
             unsupported,
         };
-        rs.folded = fold(&rs);
+        (rs.folded, rs.baked) = fold(&rs);
         rs
     }
 

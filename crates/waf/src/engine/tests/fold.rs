@@ -181,6 +181,23 @@ SecRule &TX:c "@eq 1" "id:5,phase:2,pass,log""#,
 }
 
 #[test]
+fn removing_a_rule_left_to_run_keeps_the_folded_steps() {
+    // CRS removes 920540 for every JSON request (920539): a rule the folding left to run, so
+    // the folded steps, which allowed for it doing nothing, still hold.
+    let text = r#"SecRule ARGS:rm "@eq 1" "id:1,phase:1,pass,nolog,ctl:ruleRemoveById=3"
+SecAction "id:2,phase:1,pass,nolog,setvar:tx.c=1"
+SecRule ARGS:x "@rx ." "id:3,phase:1,pass,log,setvar:tx.c=2"
+SecRule TX:c "@eq 2" "id:4,phase:2,pass,log"
+SecAction "id:5,phase:2,pass,nolog,setvar:tx.d=1"
+SecRule TX:d "@eq 1" "id:6,phase:2,pass,log""#;
+    let (rs, written) = (rules(text), unfolded(rules(text)));
+    assert_eq!(folded_ids(&rs, 0), vec![1, 3]);
+    assert_eq!(folded_ids(&rs, 1), vec![4, 6]);
+    assert_eq!(run_both(&rs, &written, &get("/?rm=0&x=1")), (vec![3, 4, 6], true));
+    assert_eq!(run_both(&rs, &written, &get("/?rm=1&x=1")), (vec![6], true));
+}
+
+#[test]
 fn folded_matches_count_in_matched_vars() {
     // libmodsecurity3 keeps the matches of consecutive matching rules in MATCHED_VARS: the
     // SecAction's, ARGS:a, TX:k, ARGS:b.

@@ -31,7 +31,7 @@
 
 use std::sync::Arc;
 
-use crate::seclang::ast::{MacroString, MacroVar, SetVarOp, Variable};
+use crate::seclang::ast::{IdRange, MacroString, MacroVar, SetVarOp, Variable};
 
 use super::super::compile::{Disruptive, Part, Rule, RuleSet, Step};
 use super::{Flow, Matched, Transaction};
@@ -53,6 +53,49 @@ impl Folded {
     pub(crate) fn landing(&self, written: usize) -> Option<usize> {
         let i = self.landings.binary_search_by_key(&written, |&(w, _)| w).ok()?;
         Some(self.landings[i].1)
+    }
+}
+
+/// The rules run at compile time (folded away or replayed): removing one of them at run time
+/// (`ctl:ruleRemove*`) changes what the folded steps do, while removing a rule left to run
+/// does not (the folding already allowed for it doing nothing).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Baked {
+    /// Sorted.
+    ids: Vec<u64>,
+    tags: Vec<String>,
+    msgs: Vec<String>,
+}
+
+impl Baked {
+    fn add(&mut self, rule: &Rule) {
+        self.ids.push(rule.id);
+        self.tags.extend(rule.tag_text.iter().cloned());
+        self.msgs.extend(rule.msg.as_ref().map(ToString::to_string));
+    }
+
+    fn seal(&mut self) {
+        for list in [&mut self.tags, &mut self.msgs] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        self.ids.sort_unstable();
+        self.ids.dedup();
+    }
+
+    /// Whether a rule with an id in one of these ranges was run at compile time.
+    pub(crate) fn any_id(&self, ranges: &[IdRange]) -> bool {
+        ranges.iter().any(|r| self.ids.get(self.ids.partition_point(|&id| id < r.start)).is_some_and(|&id| id <= r.end))
+    }
+
+    /// Whether a rule with this tag was run at compile time.
+    pub(crate) fn any_tag(&self, tag: &str) -> bool {
+        self.tags.binary_search_by(|t| t.as_str().cmp(tag)).is_ok()
+    }
+
+    /// Whether a rule with this message was run at compile time.
+    pub(crate) fn any_msg(&self, msg: &str) -> bool {
+        self.msgs.binary_search_by(|m| m.as_str().cmp(msg)).is_ok()
     }
 }
 
@@ -90,8 +133,9 @@ impl Effects {
     }
 }
 
-/// The folded steps of each phase, up to the one where folding ended (`None` after it).
-pub(crate) fn fold(rs: &RuleSet) -> [Option<Folded>; 5] {
+/// The folded steps of each phase, up to the one where folding ended (`None` after it), and
+/// the rules they run at compile time.
+pub(crate) fn fold(rs: &RuleSet) -> ([Option<Folded>; 5], Baked) {
     let mut folder = Folder::new(rs);
     let mut folded: [Option<Folded>; 5] = Default::default();
     for (p, slot) in folded.iter_mut().enumerate() {
@@ -100,7 +144,8 @@ pub(crate) fn fold(rs: &RuleSet) -> [Option<Folded>; 5] {
         }
         *slot = Some(folder.phase(&rs.phases[p]));
     }
-    folded
+    folder.baked.seal();
+    (folded, folder.baked)
 }
 
 struct Folder<'r> {
@@ -115,6 +160,7 @@ struct Folder<'r> {
     /// Folding has ended: a constant rule matched, and its match does more than a folded
     /// step can (it logs, blocks or runs `ctl:` in every transaction).
     ended: bool,
+    baked: Baked,
 }
 
 impl<'r> Folder<'r> {
@@ -126,6 +172,7 @@ impl<'r> Folder<'r> {
             poison: Arc::from(format!("\0unknown {random:016x}").as_bytes()),
             known: vec![true; rs.tx_names.len()],
             ended: false,
+            baked: Baked::default(),
         }
     }
 
@@ -160,6 +207,7 @@ impl<'r> Folder<'r> {
                 if !rule.broken {
                     let miss = Effects { clear_matched: true, ..Effects::default() };
                     pending.get_or_insert_with(Effects::default).then(miss);
+                    self.baked.add(rule);
                 }
                 at += 1;
                 continue;
@@ -168,6 +216,7 @@ impl<'r> Folder<'r> {
                 flush(&mut out, &mut pending, at);
                 out.steps.push(Step::Replay(*i, matched.into()));
                 out.origin.push(at);
+                self.baked.add(rule);
                 self.left_to_run(rule);
                 at = match jump(rule, written, at) {
                     Some(to) => to,
@@ -179,6 +228,7 @@ impl<'r> Folder<'r> {
                 let (effects, flow, matched) = self.run(rule);
                 if !matched || quiet(rule) {
                     pending.get_or_insert_with(Effects::default).then(effects);
+                    self.baked.add(rule);
                     at = match flow {
                         Flow::SkipAfter => rule.resume_at,
                         Flow::Skip(k) => skip_rules(written, at + 1, k),

@@ -154,6 +154,8 @@ pub struct Transaction<'r> {
     unfolded: bool,
     /// The phases that ran on the folded steps to their end: 1 to this one.
     folded_through: u8,
+    /// Whether `ctl:ruleRemove*` removed a rule that folding ran at compile time.
+    baked_removed: bool,
     /// Request phases are skipped up to and including this phase (`allow`).
     allowed_through: u8,
     highest_severity: Option<u8>,
@@ -239,6 +241,7 @@ impl<'r> Transaction<'r> {
             interruption: None,
             unfolded: false,
             folded_through: 0,
+            baked_removed: false,
             allowed_through: 0,
             highest_severity: None,
             unique_id: hex16(UNIQUE.fetch_add(1, Ordering::Relaxed)),
@@ -410,10 +413,12 @@ impl<'r> Transaction<'r> {
             let rule: &'r Rule = &rs.rules[*i];
             // Most rules fail at a first part the prescan rules out: what `eval_rule` would do
             // then (the part matched nothing), read from the step alone, without the rule's
-            // parts and bookkeeping. Rules `ctl` may have removed go the ordinary way.
+            // parts and bookkeeping; a rule `ctl` removed does nothing at all.
             if let Some(gate) = gate {
-                if self.nothing_removed() && !self.may_match(rule, *gate) {
-                    self.matched_vars.clear();
+                if !self.may_match(rule, *gate) {
+                    if self.nothing_removed() || !self.removed(rule) {
+                        self.matched_vars.clear();
+                    }
                     continue;
                 }
             }
@@ -470,9 +475,10 @@ impl<'r> Transaction<'r> {
     }
 
     /// Whether the folded steps give what the phases as written would: the transaction kept
-    /// to their path, and no rule was removed, nor a `TX` target (all folded rules read).
+    /// to their path, and no rule run at compile time was removed, nor a `TX` target (all
+    /// folded rules read).
     fn folding_holds(&self) -> bool {
-        !self.unfolded && self.nothing_removed() && !self.tx_target_removed()
+        !self.unfolded && !self.baked_removed && !self.tx_target_removed()
     }
 
     /// Whether `ctl:ruleRemoveTarget*` took a `TX` target from some rule.
@@ -931,9 +937,18 @@ impl<'r> Transaction<'r> {
         match a {
             ActionKind::Ctl(c) => match c {
                 Ctl::RuleEngine(m) => self.engine = *m,
-                Ctl::RuleRemoveById(ids) => self.removed_ids.extend(ids.iter().copied()),
-                Ctl::RuleRemoveByTag(t) => self.removed_tags.push(t.clone()),
-                Ctl::RuleRemoveByMsg(m) => self.removed_msgs.push(m.clone()),
+                Ctl::RuleRemoveById(ids) => {
+                    self.baked_removed |= self.rules.baked.any_id(ids);
+                    self.removed_ids.extend(ids.iter().copied());
+                }
+                Ctl::RuleRemoveByTag(t) => {
+                    self.baked_removed |= self.rules.baked.any_tag(t);
+                    self.removed_tags.push(t.clone());
+                }
+                Ctl::RuleRemoveByMsg(m) => {
+                    self.baked_removed |= self.rules.baked.any_msg(m);
+                    self.removed_msgs.push(m.clone());
+                }
                 Ctl::RuleRemoveTargetByMsg(msg, targets) => {
                     for t in targets {
                         if let Some(e) = exclusion(t) {
