@@ -458,13 +458,18 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          compiled, and replaced by what they do (`engine::transaction::fold`): a rule that reads only \
          `TX` variables no earlier rule left to run may have set (and its own match), without \
          `capture` or `multiMatch`, and that, if it matches, neither logs nor has a severity, a \
-         disruptive action or `ctl:`. In CRS these are the initialization (`SecAction`s, \
-         `&TX:x \"@eq 0\"` defaults) and every file's paranoia-level checks, whose `skipAfter` drops \
-         the rules above the configured level: a benign GET runs about half as many rules. The folded \
-         steps are those of the path where every rule left to run goes on to the next; a transaction \
-         where one skips, allows, or removes a rule or a `TX` target with `ctl:` goes on with the \
-         rules as written from there. Phase 5, which also runs after an interruption, is not \
-         folded.\n\n\
+         disruptive action or `ctl:`. A rule whose check on such variables misses folds away whatever \
+         its `setvar`s read, and a quiet one-part rule whose check always matches is replayed: its \
+         `setvar`s run without the check. In CRS these are the initialization (`SecAction`s, \
+         `&TX:x \"@eq 0\"` defaults), every file's paranoia-level checks, whose `skipAfter` drops \
+         the rules above the configured level, and the anomaly sums per level: a benign GET runs 57 \
+         rules instead of 228 (6 more replayed). Where a rule left to run may jump (`skipAfter`, \
+         `skip`), the folded steps have a landing, and what they know there is what every path to it brings. A \
+         transaction goes on with the rules as written from the first rule that jumps where the \
+         folded steps do not come, allows or blocks, removes (`ctl:ruleRemove*`) a rule that was \
+         run at compile time, or removes a `TX` target. Phase 5 runs folded only after phases 1 to 4 \
+         ran folded to their end (it also runs after an interruption, and when the response phases \
+         did not run).\n\n\
          ## Not parsed\n\n\
          Everything both CRS versions use parses. Outside the CRS, the parser refuses with an error \
          (never silently): `SecRuleScript` (Lua rules), remote `@pmFromFile https://...` data, and \
