@@ -335,6 +335,8 @@ pub(crate) struct Rule {
     pub logdata: Option<MacroString>,
     pub severity: Option<Severity>,
     pub tags: Vec<MacroString>,
+    /// The tags, when none has a macro: what every match of the rule records, shared.
+    pub literal_tags: Option<Arc<[String]>>,
     /// Tags as written, for `ctl:ruleRemoveByTag` and friends.
     pub tag_text: Vec<String>,
     pub ver: Option<String>,
@@ -351,7 +353,7 @@ pub(crate) struct Rule {
     /// Set when a part cannot run: the rule never matches.
     pub broken: bool,
     /// Where it was written: `file:line`.
-    pub location: String,
+    pub location: Arc<str>,
 }
 
 /// A step of a phase: a rule (index into the rule table) or a marker.
@@ -635,6 +637,7 @@ fn compile_rule(
         logdata: None,
         severity: None,
         tags: Vec::new(),
+        literal_tags: None,
         tag_text: Vec::new(),
         ver: None,
         log: def.log,
@@ -646,7 +649,7 @@ fn compile_rule(
         resume_at: 0,
         skip: 0,
         broken: false,
-        location,
+        location: location.into(),
     };
     let mut fallbacks = Vec::new();
     let mut problem: Option<String> = None;
@@ -690,6 +693,8 @@ fn compile_rule(
         rule.parts.push(p);
     }
     rule.broken = problem.is_some();
+    rule.literal_tags =
+        rule.tags.iter().map(|t| t.as_literal().map(str::to_string)).collect::<Option<Vec<_>>>().map(Arc::from);
     (rule, fallbacks, problem)
 }
 

@@ -52,11 +52,11 @@ pub struct MatchedRule {
     /// `severity`.
     pub severity: Option<Severity>,
     /// `tag`s, expanded.
-    pub tags: Vec<String>,
+    pub tags: Arc<[String]>,
     /// The variable of the last match (`ARGS:id`).
     pub matched_var_name: String,
     /// Where the rule is written (`file:line`).
-    pub location: String,
+    pub location: Arc<str>,
     /// Whether the rule's disruptive action interrupted the transaction.
     pub disruptive: bool,
 }
@@ -76,7 +76,7 @@ impl MatchedRule {
         if let Some(sev) = self.severity {
             s.push_str(&format!(" [severity \"{}\"]", sev.number()));
         }
-        for t in &self.tags {
+        for t in self.tags.iter() {
             s.push_str(&format!(" [tag \"{t}\"]"));
         }
         s
@@ -612,7 +612,10 @@ impl<'r> Transaction<'r> {
             msg: rule.msg.as_ref().map(|m| lossy(self.expand(m, rule).into_owned())).unwrap_or_default(),
             data: rule.logdata.as_ref().map(|m| lossy(self.expand(m, rule).into_owned())).unwrap_or_default(),
             severity: rule.severity,
-            tags: rule.tags.iter().map(|t| lossy(self.expand(t, rule).into_owned())).collect(),
+            tags: match &rule.literal_tags {
+                Some(tags) => tags.clone(),
+                None => rule.tags.iter().map(|t| lossy(self.expand(t, rule).into_owned())).collect(),
+            },
             matched_var_name: self.matched_vars.last().map(|(name, _)| name.to_string()).unwrap_or_default(),
             location: rule.location.clone(),
             disruptive,
