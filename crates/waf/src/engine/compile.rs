@@ -26,6 +26,7 @@ use crate::seclang::ast::{
 use crate::seclang::{self, DataFile, FileId};
 
 use super::fast_hash::FastHash;
+use super::memo::Memo;
 use super::operator::{self, Op};
 use super::prescan::{Gate, Prescan};
 use super::transaction::fold::{fold, Baked, Effects, Folded};
@@ -316,6 +317,10 @@ pub(crate) struct Part {
     pub prescan: Option<Gate>,
     pub multi_match: bool,
     pub capture: bool,
+    /// For a phrase list too long for the prescan (`@pmFromFile`): whether a short value,
+    /// through the part's transformations, holds a phrase, remembered across transactions
+    /// (most values come again and hold none).
+    pub verdicts: Option<Memo<bool>>,
     /// Whether the part reads numbered `TX` variables only, as they are (no counting,
     /// exclusions, transformations or `multiMatch`): it is evaluated without collecting values.
     pub numbered_tx: bool,
@@ -687,6 +692,9 @@ fn compile_rule(
                 }
             }
         }
+        if !p.negated && !p.multi_match && matches!(&p.op, Some(Op::Pm(phrases)) if phrases.regex.is_none()) {
+            p.verdicts = Some(Memo::default());
+        }
         if let Some(t) = p.transforms.iter().find(|t| !transform::supported(**t)) {
             problem.get_or_insert(format!("transformation t:{} is not implemented", t.name()));
         }
@@ -862,6 +870,7 @@ fn empty_part() -> Part {
         prescan: None,
         multi_match: false,
         capture: false,
+        verdicts: None,
         numbered_tx: false,
         setvars: Vec::new(),
         after: Vec::new(),

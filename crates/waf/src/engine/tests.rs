@@ -133,6 +133,26 @@ SecRule ARGS:v "@rx (\d+)-(\d+)" "id:62,phase:1,pass,log,capture,msg:'%{TX.2}/%{
 }
 
 #[test]
+fn long_phrase_lists_remember_their_verdicts_across_requests() {
+    // 400 phrases: out of the prescan, so the part remembers what short values hold. A value
+    // is kept the second time it comes, and answered from the memo the third: every round
+    // must give what the first did, a match (after t:lowercase) and its capture included.
+    let words: Vec<String> = (0..400).map(|n| format!("word{n}x")).collect();
+    let rs = rules(&format!(
+        r#"SecRule ARGS "@pm {}" "id:1,phase:2,pass,log,capture,t:lowercase,logdata:%{{tx.0}}""#,
+        words.join(" ")
+    ));
+    assert!(rs.rules[0].parts[0].verdicts.is_some());
+    for round in 0..4 {
+        let hit = rs.evaluate(&Request::new("GET", "/?a=WORD7X-plus&b=nothing"), None);
+        assert_eq!(ids(&hit), vec![1], "round {round}");
+        assert_eq!(hit.matched[0].data, "word7x", "round {round}");
+        let miss = rs.evaluate(&Request::new("GET", "/?b=nothing&c=word8"), None);
+        assert_eq!(ids(&miss), Vec::<u64>::new(), "round {round}");
+    }
+}
+
+#[test]
 fn anomaly_scoring_blocks_at_the_threshold() {
     let rs = rules(
         r#"SecRuleEngine On

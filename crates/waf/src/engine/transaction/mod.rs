@@ -650,13 +650,13 @@ impl<'r> Transaction<'r> {
         let (expanded, dynamic_rx) = self.operand(op, rule);
         for val in &vals {
             if !part.multi_match {
-                let tv = match part.transforms.is_empty() {
-                    true => Transformed::Same(&val.value),
-                    false => {
-                        let features = transform::Features::of(&val.value);
-                        self.transform_cached(part.chain_id, &part.transforms, &val.value, features)
+                if let Some(verdicts) = &part.verdicts {
+                    let holds = || run_op(op, &self.transformed(part, &val.value), false, None, None).0;
+                    if !verdicts.get_or(&val.value, holds) {
+                        continue;
                     }
-                };
+                }
+                let tv = self.transformed(part, &val.value);
                 let (hit, caps) =
                     run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_deref());
                 if hit != part.negated {
@@ -783,6 +783,14 @@ impl<'r> Transaction<'r> {
             prescan.scan(group, form, mask, &mut found, &mut bits);
         }
         bits
+    }
+
+    /// A value through the part's transformations.
+    fn transformed<'v>(&self, part: &Part, v: &'v [u8]) -> Transformed<'v> {
+        if part.transforms.is_empty() {
+            return Transformed::Same(v);
+        }
+        self.transform_cached(part.chain_id, &part.transforms, v, transform::Features::of(v))
     }
 
     /// The value at the end of the part's transformation chain. A value no step changes is
