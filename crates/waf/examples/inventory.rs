@@ -445,8 +445,9 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          automata (longer file lists stay out of the prescan: joined in, they made the automata larger \
          and requests slower); `@detectSQLi`/`@detectXSS` run libinjectionrs (vendored with a hash-indexed keyword \
          lookup, `vendor/libinjectionrs/VENDORED.md`).\n\n\
-         What a scope's member matches, and libinjection's verdict on a value, depend on the value \
-         alone: the rule set remembers both across requests for values of up to 512 bytes \
+         What a scope's member matches, libinjection's verdict on a value, and whether it holds a \
+         phrase of a list too long for the prescan depend on the value alone: the rule set \
+         remembers them across requests for values of up to 512 bytes \
          (`engine::memo`), since real traffic repeats user agents, header values and most field \
          values. Each memo keeps at most 512 values in two generations (values in use stay, a flood \
          of new ones ages out the rest), keeps a value the second time it comes (a Bloom filter of \

@@ -2,9 +2,10 @@
 //!
 //! Real traffic repeats most of what it sends: a few hundred user agents make up nearly all
 //! requests, and `Accept`, `Host` or a cookie's name come back on every request of a client.
-//! The prescan of such a value through a scope's automata, or libinjection's verdict on it,
-//! is the same each time; a [`Memo`] keeps it, so a repeated value costs a hash and a compare
-//! instead of a walk through a large automaton.
+//! The prescan of such a value through a scope's automata, libinjection's verdict on it, or
+//! whether it holds a phrase of a long `@pmFromFile` list is the same each time; a [`Memo`]
+//! keeps it, so a repeated value costs a hash and a compare instead of a walk through a large
+//! automaton.
 //!
 //! A memo is bounded and never in the way:
 //! - it keeps values of up to [`LONGEST`] bytes, at most [`ENTRIES`] of them, in two
