@@ -9,22 +9,26 @@ fn unfolded(mut rs: RuleSet) -> RuleSet {
     rs
 }
 
-/// The ids of the rules a phase's folded steps still run.
-fn folded_ids(rs: &RuleSet, phase: usize) -> Vec<u64> {
-    let f = rs.folded[phase].as_ref().expect("something folded");
-    f.steps
-        .iter()
-        .filter_map(|s| if let compile::Step::Rule(i, _) = s { Some(rs.rules[*i].id) } else { None })
-        .collect()
+/// The ids of the rules a phase's folded steps still run, and of those they replay.
+fn step_ids(rs: &RuleSet, phase: usize) -> (Vec<u64>, Vec<u64>) {
+    let f = rs.folded[phase].as_ref().expect("the phase is folded");
+    let (mut run, mut replayed) = (Vec::new(), Vec::new());
+    for step in &f.steps {
+        match step {
+            compile::Step::Rule(i, _) => run.push(rs.rules[*i].id),
+            compile::Step::Replay(i, _) => replayed.push(rs.rules[*i].id),
+            compile::Step::Set(_) | compile::Step::Marker(_) => {}
+        }
+    }
+    (run, replayed)
 }
 
-/// The ids of the rules a phase's folded steps replay.
+fn folded_ids(rs: &RuleSet, phase: usize) -> Vec<u64> {
+    step_ids(rs, phase).0
+}
+
 fn replayed_ids(rs: &RuleSet, phase: usize) -> Vec<u64> {
-    let f = rs.folded[phase].as_ref().expect("something folded");
-    f.steps
-        .iter()
-        .filter_map(|s| if let compile::Step::Replay(i, _) = s { Some(rs.rules[*i].id) } else { None })
-        .collect()
+    step_ids(rs, phase).1
 }
 
 fn get(uri: &str) -> Request {
