@@ -428,7 +428,8 @@ impl<'r> Transaction<'r> {
             let flow = self.eval_rule(rule);
             if let Some(f) = folded {
                 // The folded steps hold while this rule goes on to the next step or jumps to a
-                // landing in them, and removes nothing: else the rules as written, from here.
+                // landing in them, and removes no rule folding ran (nor a TX target): else the
+                // rules as written, from here.
                 let landing = match flow {
                     Flow::Next => Some(at),
                     Flow::SkipAfter | Flow::Skip(_) => {
