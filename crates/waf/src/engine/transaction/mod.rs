@@ -644,45 +644,60 @@ impl<'r> Transaction<'r> {
         if !self.removed_targets.is_empty() {
             excluded.extend(self.removed_targets(rule));
         }
+        let (expanded, dynamic_rx) = self.operand(op, rule);
+        let operand = Operand { op, expanded: expanded.as_deref(), dynamic_rx: dynamic_rx.as_deref() };
         let mut vals = Vals::new();
         for t in &part.targets {
-            self.collect(t, rule, &excluded, &mut vals);
-        }
-        let (expanded, dynamic_rx) = self.operand(op, rule);
-        for val in &vals {
-            if !part.multi_match {
-                if let Some(verdicts) = &part.verdicts {
-                    let holds = || run_op(op, &self.transformed(part, &val.value), false, None, None).0;
-                    if !verdicts.get_or(&val.value, holds) {
-                        continue;
-                    }
-                }
-                let tv = self.transformed(part, &val.value);
-                let (hit, caps) =
-                    run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_deref());
-                if hit != part.negated {
-                    let value = match (tv, val.shared) {
-                        (Transformed::Same(_), Some((_, shared))) => shared.clone(),
-                        (Transformed::Same(v), None) => Arc::from(v),
-                        (Transformed::Changed(v), _) => v,
-                    };
-                    hits.push(Hit { name: val.name(&self.rules.variable_names), value, captures: caps });
+            // The members of a request collection go to the operator as they are read, when
+            // nothing is excluded or counted (most targets: a JSON body's ARGS hold hundreds).
+            if let Some((lists, names)) = self.v.pair_lists(t.variable).filter(|_| excluded.is_empty() && !t.count) {
+                for (k, v) in lists.into_iter().flatten().filter(|(k, _)| t.sel.matches(k)) {
+                    let value = if names { k } else { v };
+                    let val = Val::new(t.variable, Some(Cow::Borrowed(k)), Cow::Borrowed(value));
+                    self.eval_value(part, &operand, &val, &mut hits);
                 }
                 continue;
             }
-            for tv in transform::variants(&part.transforms, &val.value) {
-                let (hit, caps) =
-                    run_op(op, &tv, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_deref());
-                if hit != part.negated {
-                    hits.push(Hit {
-                        name: val.name(&self.rules.variable_names),
-                        value: Arc::from(tv.as_ref()),
-                        captures: caps,
-                    });
-                }
+            vals.clear();
+            self.collect(t, rule, &excluded, &mut vals);
+            for val in &vals {
+                self.eval_value(part, &operand, val, &mut hits);
             }
         }
         hits
+    }
+
+    /// Runs a part's operator on one value of its targets (on every variant with
+    /// `multiMatch`), adding the matches to `hits`.
+    fn eval_value(&self, part: &Part, operand: &Operand<'_>, val: &Val<'_>, hits: &mut Hits) {
+        let capture = part.capture && !part.negated;
+        let run = |v: &[u8]| run_op(operand.op, v, capture, operand.expanded, operand.dynamic_rx);
+        if part.multi_match {
+            for tv in transform::variants(&part.transforms, &val.value) {
+                let (hit, captures) = run(&tv);
+                if hit != part.negated {
+                    let value = Arc::from(tv.as_ref());
+                    hits.push(Hit { name: val.name(&self.rules.variable_names), value, captures });
+                }
+            }
+            return;
+        }
+        if let Some(verdicts) = &part.verdicts {
+            let holds = || run_op(operand.op, &self.transformed(part, &val.value), false, None, None).0;
+            if !verdicts.get_or(&val.value, holds) {
+                return;
+            }
+        }
+        let tv = self.transformed(part, &val.value);
+        let (hit, captures) = run(&tv);
+        if hit != part.negated {
+            let value = match (tv, val.shared) {
+                (Transformed::Same(_), Some((_, shared))) => shared.clone(),
+                (Transformed::Same(v), None) => Arc::from(v),
+                (Transformed::Changed(v), _) => v,
+            };
+            hits.push(Hit { name: val.name(&self.rules.variable_names), value, captures });
+        }
     }
 
     /// The operator's argument when it holds macros, expanded (once per rule part), and the
@@ -996,6 +1011,13 @@ impl<'r> Transaction<'r> {
             _ => {}
         }
     }
+}
+
+/// A part's operator with its argument expanded (see [`Transaction::operand`]).
+struct Operand<'a> {
+    op: &'a Op,
+    expanded: Option<&'a [u8]>,
+    dynamic_rx: Option<&'a Rx>,
 }
 
 /// A form a value takes in the prescan: the transformed bytes, and the patterns to scan it for.

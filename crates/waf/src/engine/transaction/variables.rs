@@ -176,7 +176,32 @@ impl Transaction<'_> {
         v.full_request = full;
         self.processor = req.header_value("content-type").and_then(processor_for);
     }
+}
 
+impl Vars {
+    /// The lists of a collection of request pairs, and whether the variable is their names
+    /// (`ARGS_NAMES`) rather than their values: the collections evaluated most, read in place.
+    pub(super) fn pair_lists(&self, var: Variable) -> Option<([&[Pair]; 2], bool)> {
+        use Variable as V;
+        let v = self;
+        let none: &[Pair] = &[];
+        Some(match var {
+            V::Args => ([&v.args_get, &v.args_post], false),
+            V::ArgsNames => ([&v.args_get, &v.args_post], true),
+            V::ArgsGet => ([&v.args_get, none], false),
+            V::ArgsGetNames => ([&v.args_get, none], true),
+            V::ArgsPost => ([&v.args_post, none], false),
+            V::ArgsPostNames => ([&v.args_post, none], true),
+            V::RequestHeaders => ([&v.headers, none], false),
+            V::RequestHeadersNames => ([&v.headers, none], true),
+            V::RequestCookies => ([&v.cookies, none], false),
+            V::RequestCookiesNames => ([&v.cookies, none], true),
+            _ => return None,
+        })
+    }
+}
+
+impl Transaction<'_> {
     /// The values of a variable (with its selector).
     pub(super) fn values<'a>(&'a self, var: Variable, sel: &Sel, rule: &Rule, out: &mut Vals<'a>) {
         use Variable as V;
