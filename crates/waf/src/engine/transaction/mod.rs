@@ -735,12 +735,19 @@ impl<'r> Transaction<'r> {
 
     /// Whether the prescan leaves it possible that the part's pattern matches a value of one
     /// of its targets (see `prescan`).
+    #[inline]
     fn may_match(&self, rule: &Rule, gate: Gate) -> bool {
-        let (found, mut unscanned) = self.prescanned.borrow().check(gate);
-        if found {
-            return true;
+        let checked = self.prescanned.borrow().check(gate);
+        match checked {
+            (true, _) => true,
+            (false, 0) => false,
+            (false, unscanned) => self.scan_until_found(rule, gate, unscanned),
         }
-        // The scopes not scanned yet, in order, until one holds the pattern.
+    }
+
+    /// Scans the scopes not scanned yet, in order, until one holds the gate's pattern.
+    #[inline(never)]
+    fn scan_until_found(&self, rule: &Rule, gate: Gate, mut unscanned: u64) -> bool {
         while unscanned != 0 {
             let n = unscanned.trailing_zeros() as usize;
             unscanned &= unscanned - 1;
