@@ -578,7 +578,7 @@ pub(crate) fn str_op(op: StrOp, v: &[u8], arg: &[u8]) -> bool {
     }
 }
 
-/// The first position of `needle` in `hay`: only positions holding its first byte are compared.
+/// `@containsWord`: `w` occurs in `v` with no word character on either side.
 fn contains_word(v: &[u8], w: &[u8]) -> bool {
     if w.is_empty() {
         return true;

@@ -318,8 +318,8 @@ impl<'r> Folder<'r> {
         self.decided(part) && setvars
     }
 
-    /// Whether the part matches, and what it matches,, is the same in every transaction: it reads
-    /// known `TX` variables only, and a match does no more than one folded step can
+    /// Whether the part matches, and what it matches, is the same in every transaction: it
+    /// reads known `TX` variables only, and a match does no more than one folded step can
     /// (`capture`, `multiMatch`).
     fn decided(&self, part: &Part) -> bool {
         if part.multi_match || part.capture {

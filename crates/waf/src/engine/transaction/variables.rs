@@ -483,7 +483,6 @@ fn time_var(var: Variable, epoch: u64) -> Vec<u8> {
     text.into_bytes()
 }
 
-/// libmodsecurity3's `uri_decode`: `%HH` only (no `+`), invalid escapes kept.
 /// An address as text (IPv4 without the formatting machinery: two per request).
 fn ip_text(ip: IpAddr) -> Vec<u8> {
     let IpAddr::V4(v4) = ip else { return ip.to_string().into_bytes() };
@@ -497,6 +496,7 @@ fn ip_text(ip: IpAddr) -> Vec<u8> {
     out
 }
 
+/// libmodsecurity3's `uri_decode`: `%HH` only (no `+`), invalid escapes kept.
 fn uri_decode(v: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
