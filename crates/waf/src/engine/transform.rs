@@ -449,7 +449,7 @@ fn hex_decode(v: &[u8]) -> Vec<u8> {
     v.chunks(2).filter(|c| c.len() == 2).map(two_hex).collect()
 }
 
-fn hex_encode(v: &[u8]) -> Vec<u8> {
+pub(crate) fn hex_encode(v: &[u8]) -> Vec<u8> {
     const H: &[u8; 16] = b"0123456789abcdef";
     let mut out = Vec::with_capacity(v.len() * 2);
     for &b in v {

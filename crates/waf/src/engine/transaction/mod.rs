@@ -244,7 +244,7 @@ impl<'r> Transaction<'r> {
             baked_removed: false,
             allowed_through: 0,
             highest_severity: None,
-            unique_id: hex16(UNIQUE.fetch_add(1, Ordering::Relaxed)),
+            unique_id: lossy(transform::hex_encode(&UNIQUE.fetch_add(1, Ordering::Relaxed).to_be_bytes())),
             started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             transformed: RefCell::new(HashMap::default()),
             cached_bytes: Cell::new(0),
@@ -1142,11 +1142,6 @@ fn rx_run(rx: &Rx, v: &[u8], capture: bool) -> (bool, Option<Captures>) {
     } else {
         (true, None)
     }
-}
-
-/// `n` in 16 lowercase hex digits.
-fn hex16(n: u64) -> String {
-    (0..16).rev().map(|i| char::from(b"0123456789abcdef"[(n >> (i * 4)) as usize & 15])).collect()
 }
 
 /// `s` in ASCII lowercase, borrowed when it already is.
