@@ -180,7 +180,8 @@ impl Transaction<'_> {
 
 impl Vars {
     /// The lists of a collection of request pairs, and whether the variable is their names
-    /// (`ARGS_NAMES`) rather than their values: the collections evaluated most, read in place.
+    /// (`ARGS_NAMES`) rather than their values: the collections evaluated most, which a rule
+    /// part can read in place.
     pub(super) fn pair_lists(&self, var: Variable) -> Option<([&[Pair]; 2], bool)> {
         use Variable as V;
         let v = self;
@@ -232,28 +233,22 @@ impl Transaction<'_> {
         let owned = |val: Vec<u8>, out: &mut Vals<'a>| out.push(Val::new(var, None, Cow::Owned(val)));
         let flag =
             |b: bool, out: &mut Vals<'a>| out.push(Val::new(var, None, Cow::Borrowed(if b { b"1" } else { b"0" })));
+        if let Some((lists, of_names)) = v.pair_lists(var) {
+            for list in lists {
+                if of_names {
+                    names(list, out);
+                } else {
+                    pairs(list, out);
+                }
+            }
+            return;
+        }
         let mp = v.multipart.unwrap_or_default();
         match var {
-            V::Args => {
-                pairs(&v.args_get, out);
-                pairs(&v.args_post, out);
-            }
-            V::ArgsGet => pairs(&v.args_get, out),
-            V::ArgsPost => pairs(&v.args_post, out),
-            V::ArgsNames => {
-                names(&v.args_get, out);
-                names(&v.args_post, out);
-            }
-            V::ArgsGetNames => names(&v.args_get, out),
-            V::ArgsPostNames => names(&v.args_post, out),
             V::ArgsCombinedSize => {
                 let n: usize = v.args_get.iter().chain(&v.args_post).map(|(k, x)| k.len() + x.len()).sum();
                 owned(n.to_string().into_bytes(), out)
             }
-            V::RequestHeaders => pairs(&v.headers, out),
-            V::RequestHeadersNames => names(&v.headers, out),
-            V::RequestCookies => pairs(&v.cookies, out),
-            V::RequestCookiesNames => names(&v.cookies, out),
             V::ResponseHeaders => pairs(&v.response_headers, out),
             V::ResponseHeadersNames => names(&v.response_headers, out),
             V::MultipartPartHeaders => pairs(&v.part_headers, out),
