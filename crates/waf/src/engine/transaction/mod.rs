@@ -27,7 +27,7 @@ use smallvec::SmallVec;
 
 use crate::seclang::ast::{
     ActionKind, AllowScope, BodyProcessor, Ctl, EngineMode, IdRange, LimitAction, MacroPart, MacroString, MacroVar,
-    Phase, SetVarOp, Severity, Target, Transformation, Variable,
+    Phase, SetVarOp, Severity, Target, Variable,
 };
 
 use super::body::{json, multipart, urlencoded, xml};
@@ -808,30 +808,21 @@ impl<'r> Transaction<'r> {
         bits
     }
 
-    /// A value through the part's transformations.
+    /// A value at the end of the part's transformation chain. A value no step changes is
+    /// returned as it is (told by a cheap scan of it); the others are computed once per
+    /// transaction for each (chain, value).
     fn transformed<'v>(&self, part: &Part, v: &'v [u8]) -> Transformed<'v> {
-        if part.transforms.is_empty() {
+        let transforms = &part.transforms;
+        if transforms.is_empty() {
             return Transformed::Same(v);
         }
-        self.transform_cached(part.chain_id, &part.transforms, v, transform::Features::of(v))
-    }
-
-    /// The value at the end of the part's transformation chain. A value no step changes is
-    /// returned as it is (told by a cheap scan per step); the others are computed once per
-    /// transaction for each (chain, value).
-    fn transform_cached<'v>(
-        &self,
-        chain: usize,
-        transforms: &[Transformation],
-        v: &'v [u8],
-        features: transform::Features,
-    ) -> Transformed<'v> {
+        let features = transform::Features::of(v);
         let first = features.first_change(transforms);
         if first == transforms.len() {
             return Transformed::Same(v);
         }
         let mut cache = self.transformed.borrow_mut();
-        let per_chain = cache.entry(chain).or_default();
+        let per_chain = cache.entry(part.chain_id).or_default();
         if let Some(t) = per_chain.get(v) {
             return Transformed::Changed(t.clone());
         }
