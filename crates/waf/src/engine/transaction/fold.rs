@@ -34,7 +34,7 @@ use std::sync::Arc;
 use crate::seclang::ast::{IdRange, MacroString, MacroVar, SetVarOp, Variable};
 
 use super::super::compile::{Disruptive, Part, Rule, RuleSet, Step};
-use super::{Flow, Matched, Transaction};
+use super::{Flow, Hits, Matched, Transaction};
 
 /// A phase's steps with the folded rules replaced, and for each step its index in the phase
 /// as written (where a transaction goes on when the folded steps stop holding).
@@ -201,37 +201,41 @@ impl<'r> Folder<'r> {
                 continue;
             };
             let rule = &self.rs.rules[*i];
-            if rule.broken || self.misses(rule) {
-                // A broken rule never matches and does nothing, as the phase loop skips it;
-                // one that misses clears MATCHED_VARS and goes on.
-                if !rule.broken {
-                    let miss = Effects { clear_matched: true, ..Effects::default() };
-                    pending.get_or_insert_with(Effects::default).then(miss);
-                    self.baked.add(rule);
-                }
+            if rule.broken {
+                // Never matches and does nothing, as the phase loop skips it.
                 at += 1;
                 continue;
             }
-            if let Some(matched) = self.replayed(rule) {
-                flush(&mut out, &mut pending, at);
-                out.steps.push(Step::Replay(*i, matched.into()));
-                out.origin.push(at);
-                self.baked.add(rule);
-                self.left_to_run(rule);
-                at = match jump(rule, written, at) {
-                    Some(to) => to,
-                    None => at + 1,
-                };
-                continue;
+            let constant = self.constant(rule);
+            match self.first_part_hits(rule) {
+                Some(hits) if hits.is_empty() => {
+                    // It clears MATCHED_VARS and goes on, whatever its setvars read.
+                    let miss = Effects { clear_matched: true, ..Effects::default() };
+                    pending.get_or_insert_with(Effects::default).then(miss);
+                    self.baked.add(rule);
+                    at += 1;
+                    continue;
+                }
+                Some(hits) if rule.parts.len() == 1 && quiet(rule) && !constant => {
+                    // It matches in every transaction, but its setvars read what only the
+                    // transaction knows (949052 adds the run-time score of paranoia level 1).
+                    flush(&mut out, &mut pending, at);
+                    out.steps.push(Step::Replay(*i, hits.into_iter().map(|h| (h.name, h.value)).collect()));
+                    out.origin.push(at);
+                    self.baked.add(rule);
+                    self.left_to_run(rule);
+                    at = jump(rule, written, at).unwrap_or(at + 1);
+                    continue;
+                }
+                _ => {}
             }
-            if self.constant(rule) {
+            if constant {
                 let (effects, flow, matched) = self.run(rule);
                 if !matched || quiet(rule) {
                     pending.get_or_insert_with(Effects::default).then(effects);
                     self.baked.add(rule);
                     at = match flow {
-                        Flow::SkipAfter => rule.resume_at,
-                        Flow::Skip(k) => skip_rules(written, at + 1, k),
+                        Flow::SkipAfter | Flow::Skip(_) => jump(rule, written, at).unwrap_or(at + 1),
                         _ => at + 1,
                     };
                     continue;
@@ -280,22 +284,11 @@ impl<'r> Folder<'r> {
         Known { known: self.known.clone(), values }
     }
 
-    /// The matches of a one-part quiet rule that reads known `TX` variables and matches them
-    /// (what its `setvar`s read may be unknown: 949052 adds the run-time score of paranoia
-    /// level 1 when the level is 1 or more).
-    fn replayed(&self, rule: &Rule) -> Option<Vec<Matched>> {
-        let [part] = &rule.parts[..] else { return None };
-        if !quiet(rule) || !self.decided(part) || self.constant(rule) {
-            return None;
-        }
-        let hits = self.scratch.eval_part(rule, part);
-        (!hits.is_empty()).then(|| hits.into_iter().map(|h| (h.name, h.value)).collect())
-    }
-
-    /// Whether the rule's first part reads known `TX` variables only and matches none of
-    /// them: the rule does nothing but clear `MATCHED_VARS`, whatever its `setvar`s read.
-    fn misses(&self, rule: &Rule) -> bool {
-        rule.parts.first().is_some_and(|p| self.decided(p) && self.scratch.eval_part(rule, p).is_empty())
+    /// What the rule's first part matches, when that is the same in every transaction (see
+    /// [`Folder::decided`]).
+    fn first_part_hits(&self, rule: &Rule) -> Option<Hits> {
+        let part = rule.parts.first()?;
+        self.decided(part).then(|| self.scratch.eval_part(rule, part))
     }
 
     /// Whether the rule's outcome and effects are the same in every transaction at this point:
