@@ -89,11 +89,11 @@ SecRule TX:v "@streq late" "id:4,phase:1,pass,log""#,
 }
 
 /// The outcome, checked against the rules as written, and whether the transaction stayed on
-/// the folded steps to the end.
+/// the folded steps to the end (of both request phases).
 fn run_both(rs: &RuleSet, written: &RuleSet, req: &Request) -> (Vec<u64>, bool) {
     let mut t = Transaction::new(rs);
     t.process_request(req);
-    let stayed = !t.left_folded();
+    let stayed = t.folded_through() == 2;
     let outcome = t.finish();
     assert_eq!(outcome, written.evaluate(req, None), "{req:?}");
     (ids(&outcome), stayed)

@@ -150,9 +150,8 @@ pub struct Transaction<'r> {
     response_body_limit: u64,
     matches: Vec<MatchedRule>,
     interruption: Option<(u16, u64)>,
-    /// Whether the transaction left the folded steps (for good, see `fold`).
-    unfolded: bool,
-    /// The phases that ran on the folded steps to their end: 1 to this one.
+    /// The phases that ran on the folded steps to their end: 1 to this one. A phase that
+    /// leaves them (see `fold`) ends the count, and the phases after it run as written.
     folded_through: u8,
     /// Whether `ctl:ruleRemove*` removed a rule that folding ran at compile time.
     baked_removed: bool,
@@ -239,7 +238,6 @@ impl<'r> Transaction<'r> {
             response_body_limit: s.response_body_limit,
             matches: Vec::new(),
             interruption: None,
-            unfolded: false,
             folded_through: 0,
             baked_removed: false,
             allowed_through: 0,
@@ -446,7 +444,6 @@ impl<'r> Transaction<'r> {
                         continue;
                     }
                     None => {
-                        self.unfolded = true;
                         at = f.origin[at - 1] + 1;
                         steps = written;
                         folded = None;
@@ -469,17 +466,17 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    /// Whether the transaction left the folded steps.
+    /// The phases that ran on the folded steps to their end: 1 to this one.
     #[cfg(test)]
-    pub(crate) fn left_folded(&self) -> bool {
-        self.unfolded
+    pub(crate) fn folded_through(&self) -> u8 {
+        self.folded_through
     }
 
-    /// Whether the folded steps give what the phases as written would: the transaction kept
-    /// to their path, and no rule run at compile time was removed, nor a `TX` target (all
-    /// folded rules read).
+    /// Whether the folded steps still give what the phases as written would: no rule run at
+    /// compile time was removed, nor a `TX` target (all folded rules read). That the
+    /// transaction kept to their path is `folded_through`'s part.
     fn folding_holds(&self) -> bool {
-        !self.unfolded && !self.baked_removed && !self.tx_target_removed()
+        !self.baked_removed && !self.tx_target_removed()
     }
 
     /// Whether `ctl:ruleRemoveTarget*` took a `TX` target from some rule.
