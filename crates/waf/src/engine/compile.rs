@@ -307,7 +307,7 @@ pub(crate) struct Part {
     pub targets: Vec<TargetSpec>,
     pub exclusions: Vec<Exclusion>,
     /// `None` for `SecAction` (matches once, unconditionally).
-    pub op: Option<Op>,
+    pub op: Option<Arc<Op>>,
     pub negated: bool,
     pub transforms: Vec<Transformation>,
     /// The chain's index among the rule set's distinct chains: transactions cache
@@ -510,19 +510,14 @@ impl RuleSet {
             let next = chains.len();
             part.chain_id = *chains.entry(part.transforms.clone()).or_insert(next);
         }
-        let live = rules.iter_mut().zip(&removed).filter(|(r, &gone)| !gone && !r.broken);
-        let prescan = Prescan::build(live.flat_map(|(r, _)| r.parts.iter_mut()));
         let tx_names = TxNames::number(rules.iter_mut().flat_map(|r| r.parts.iter_mut()));
         tx_names.select(rules.iter_mut().flat_map(|r| r.parts.iter_mut()));
 
         let mut phases: [Vec<Step>; 5] = Default::default();
         for o in order {
             match o {
-                Ok(i) if !removed[i] => {
-                    // Only live rules' parts have gates: a broken rule gets none.
-                    let gate = rules[i].parts.first().and_then(|p| p.prescan);
-                    phases[usize::from(rules[i].phase.number() - 1)].push(Step::Rule(i, gate));
-                }
+                // The gates come with the prescan, after folding (`set_gates`).
+                Ok(i) if !removed[i] => phases[usize::from(rules[i].phase.number() - 1)].push(Step::Rule(i, None)),
                 Ok(_) => {}
                 Err(m) => {
                     // Markers stand in every phase: skipAfter looks for them in its own.
@@ -550,7 +545,7 @@ impl RuleSet {
             folded: Default::default(),
             baked: Baked::default(),
             settings,
-            prescan,
+            prescan: Prescan::default(),
             tx_names,
             variable_names,
             blank,
@@ -558,7 +553,34 @@ impl RuleSet {
             unsupported,
         };
         (rs.folded, rs.baked) = fold(&rs);
+        // The prescan comes after folding, which tells the rules that run in most
+        // transactions: those left in the folded steps (all of a phase that does not fold).
+        let mut runs = vec![false; rs.rules.len()];
+        for (written, folded) in rs.phases.iter().zip(&rs.folded) {
+            for step in folded.as_ref().map_or(written, |f| &f.steps) {
+                if let Step::Rule(i, _) = step {
+                    runs[*i] = true;
+                }
+            }
+        }
+        let live = rs.rules.iter_mut().zip(removed).zip(runs).filter(|((r, gone), _)| !gone && !r.broken);
+        rs.prescan = Prescan::build(live.flat_map(|((r, _), runs)| r.parts.iter_mut().map(move |p| (p, runs))));
+        rs.set_gates();
         rs
+    }
+
+    /// Gives each step of a rule the gate of the rule's first part (only live rules' parts
+    /// have gates: a broken rule gets none).
+    fn set_gates(&mut self) {
+        let rules = &self.rules;
+        let folded = self.folded.iter_mut().flatten().map(|f| &mut f.steps);
+        for steps in self.phases.iter_mut().chain(folded) {
+            for step in steps {
+                if let Step::Rule(i, gate) = step {
+                    *gate = rules[*i].parts.first().and_then(|p| p.prescan);
+                }
+            }
+        }
     }
 
     /// Rules whose regex runs on the backtracking engine (bounded by `SecPcreMatchLimit`).
@@ -685,14 +707,14 @@ fn compile_rule(
                     if c.fallback {
                         fallbacks.push((operator.argument.to_string(), c.prefilter));
                     }
-                    p.op = Some(c.op);
+                    p.op = Some(Arc::new(c.op));
                 }
                 Err(e) => {
                     problem.get_or_insert(e);
                 }
             }
         }
-        if !p.negated && !p.multi_match && matches!(&p.op, Some(Op::Pm(phrases)) if phrases.regex.is_none()) {
+        if !p.negated && !p.multi_match && matches!(p.op.as_deref(), Some(Op::Pm(phrases)) if phrases.regex.is_none()) {
             p.verdicts = Some(Memo::default());
         }
         if let Some(t) = p.transforms.iter().find(|t| !transform::supported(**t)) {

@@ -22,7 +22,7 @@ use super::memo::Memo;
 use crate::seclang::ast::{MacroString, OperatorKind};
 
 /// How a regex was compiled.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(crate) enum Rx {
     /// `regex` crate, linear time.
     Linear(regex::bytes::Regex),
@@ -383,6 +383,63 @@ impl Op {
             Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, NumArg::Macro(m)) => Some(m),
             _ => None,
         }
+    }
+
+    /// Runs the operator on a (transformed) value: whether it matches, and with `capture`
+    /// what it captured. `expanded` is the argument with its macros expanded, `dynamic_rx`
+    /// the regex compiled from it (`RxMacro`).
+    pub(crate) fn run(
+        &self,
+        v: &[u8],
+        capture: bool,
+        expanded: Option<&[u8]>,
+        dynamic_rx: Option<&Rx>,
+    ) -> (bool, Option<Captures>) {
+        match self {
+            Op::Rx(rx) => rx_run(rx, v, capture),
+            Op::RxMacro(_) => match dynamic_rx {
+                Some(rx) => rx_run(rx, v, capture),
+                None => (false, None),
+            },
+            Op::Pm(ac) => match pm(ac, v) {
+                Some(p) => (true, capture.then(|| vec![Some(p)])),
+                None => (false, None),
+            },
+            Op::Str(s, _) => (str_op(*s, v, expanded.unwrap_or_default()), None),
+            Op::Num(n, arg) => {
+                let arg = match arg {
+                    NumArg::Literal(n) => *n,
+                    NumArg::Macro(_) => to_int(expanded.unwrap_or_default()),
+                };
+                (num_op(*n, v, arg), None)
+            }
+            Op::IpMatch(nets) => (ip_match(nets, v), None),
+            Op::DetectSqli(memo) => match memo.get_or(v, || detect_sqli(v)) {
+                Some(fp) => (true, capture.then(|| vec![Some(fp.to_vec())])),
+                None => (false, None),
+            },
+            Op::DetectXss(memo) => (memo.get_or(v, || detect_xss(v)), None),
+            Op::ValidateByteRange(allowed) => (v.iter().any(|&b| !allowed[usize::from(b)]), None),
+            Op::ValidateUrlEncoding => (invalid_url_encoding(v), None),
+            Op::ValidateUtf8Encoding => (invalid_utf8(v), None),
+            Op::Always => (true, None),
+            Op::Never => (false, None),
+        }
+    }
+}
+
+fn rx_run(rx: &Rx, v: &[u8], capture: bool) -> (bool, Option<Captures>) {
+    // Most values do not match: the DFA answers that alone, groups are only resolved on a match.
+    if !rx.is_match(v) {
+        return (false, None);
+    }
+    if capture {
+        match rx.captures(v) {
+            Some(c) => (true, Some(c)),
+            None => (false, None),
+        }
+    } else {
+        (true, None)
     }
 }
 

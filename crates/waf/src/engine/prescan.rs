@@ -18,8 +18,15 @@
 //! clears nearly every bit, so most rules cost a few bit tests. Only parts whose answer is a
 //! pure function of request data take part: a literal, non-negated `@rx` on the linear engine or
 //! `@pm` that does not match ordinary short values (with `multiMatch`, every variant of a value
-//! is scanned), no counting, and targets whose values do not change within a phase (not `TX`,
-//! `MATCHED_VAR`, ...).
+//! is scanned), or a check, with no counting and targets whose values do not change within a
+//! phase (not `TX`, `MATCHED_VAR`, ...).
+//!
+//! Operators no automaton takes but whose answer depends on the value alone (`@detectSQLi`,
+//! `@detectXSS`, a long `@pmFromFile`, `@validateByteRange`, a negated or backtracking `@rx`)
+//! take part as *checks*: each has a bit like a pattern's, set by running it on the member's
+//! form through its chain. A check runs once per member for all the transactions that see it
+//! again (below), instead of once per member in each transaction; only parts of rules left
+//! in the folded steps (the rules most transactions run) become checks.
 //!
 //! What a short member matches depends on its bytes alone, so each scope remembers it for the
 //! members it saw recently (`memo`): a user agent seen before costs a lookup, not a scan.
@@ -42,8 +49,11 @@ use super::transform::Features;
 /// The prescan automata of a rule set and what their patterns belong to.
 #[derive(Debug, Default)]
 pub(crate) struct Prescan {
-    /// Each pattern alone: for the noisy ones and for long values (see [`Prescan::scan`]).
-    singles: Vec<regex::bytes::Regex>,
+    /// Each pattern alone: for the noisy ones and for long values (see [`Prescan::scan`]),
+    /// and the checks.
+    probes: Vec<Probe>,
+    /// The patterns that are checks.
+    checks: Bits,
     /// By chain id: the transformations.
     chains: Vec<Vec<Transformation>>,
     /// The automata, one per distinct set of patterns that some variables are checked with.
@@ -141,6 +151,27 @@ impl Scans {
     }
 }
 
+/// A pattern of the prescan.
+#[derive(Debug)]
+enum Probe {
+    /// A regex, joined with the others into the automata.
+    Regex(regex::bytes::Regex),
+    /// A check: an operator no automaton takes (`@detectSQLi`, a long `@pmFromFile`, a
+    /// negated `@rx`, ...) whose answer depends on the value alone, run on each form of a
+    /// member, and whether the part is negated. Its bit tells whether the part holds for
+    /// some member, as a pattern's tells whether it matches one.
+    Check(Arc<Op>, bool),
+}
+
+impl Probe {
+    fn holds(&self, value: &[u8]) -> bool {
+        match self {
+            Probe::Regex(re) => re.is_match(value),
+            Probe::Check(op, negated) => op.run(value, false, None, None).0 != *negated,
+        }
+    }
+}
+
 /// How parts look at a variable: chain id, `multiMatch`, and the bits of their patterns.
 type Look = (usize, bool, Bits);
 
@@ -192,19 +223,29 @@ pub(crate) type Bits = Box<[u64]>;
 
 impl Prescan {
     /// Assigns every eligible part its pattern index (`Part::prescan`) and compiles the
-    /// automaton. When it cannot be built, every part keeps per-rule evaluation.
-    pub(crate) fn build<'a>(parts: impl Iterator<Item = &'a mut Part>) -> Prescan {
-        let mut patterns: Vec<(usize, regex::bytes::Regex)> = Vec::new();
+    /// automaton. When it cannot be built, every part keeps per-rule evaluation. Parts
+    /// given with `true` may take part with a check (see [`Probe::Check`]): those of rules
+    /// that run in most transactions, as the other checks would run for nothing.
+    pub(crate) fn build<'a>(parts: impl Iterator<Item = (&'a mut Part, bool)>) -> Prescan {
+        let mut patterns: Vec<(usize, Probe)> = Vec::new();
         let mut members: Vec<(&'a mut Part, usize)> = Vec::new();
-        for part in parts {
-            let Some(re) = eligible(part) else { continue };
-            let index = match patterns.iter().position(|(c, p)| *c == part.chain_id && p.as_str() == re.as_str()) {
+        for (part, checks) in parts {
+            let Some(probe) = eligible(part, checks) else { continue };
+            let same = |(c, p): &(usize, Probe)| match (p, &probe) {
+                (Probe::Regex(p), Probe::Regex(re)) => *c == part.chain_id && p.as_str() == re.as_str(),
+                _ => false,
+            };
+            let index = match patterns.iter().position(same) {
                 Some(i) => i,
                 None => {
-                    patterns.push((part.chain_id, re));
+                    patterns.push((part.chain_id, probe));
                     patterns.len() - 1
                 }
             };
+            if let Probe::Check(..) = patterns[index].1 {
+                // The check remembers what the phrase list's verdicts would.
+                part.verdicts = None;
+            }
             members.push((part, index));
         }
         let words = patterns.len().div_ceil(64);
@@ -234,11 +275,18 @@ impl Prescan {
         }
         let noisy: Vec<bool> = patterns
             .iter()
-            .map(|(_, p)| {
-                let probe = probe(p);
-                BENIGN.iter().any(|v| probe.is_match(v))
+            .map(|(_, p)| match p {
+                Probe::Regex(p) => {
+                    let probe = probe(p);
+                    BENIGN.iter().any(|v| probe.is_match(v))
+                }
+                Probe::Check(..) => false,
             })
             .collect();
+        let mut checks = zeros(words);
+        for (i, _) in patterns.iter().enumerate().filter(|(_, (_, p))| matches!(p, Probe::Check(..))) {
+            set(&mut checks, i);
+        }
         // A variable checked with a subset of another's patterns (REQUEST_COOKIES_NAMES beside
         // ARGS) shares its automaton: a few extra patterns cost less than another automaton and
         // its caches. Merging sets that are merely close was measured slower (more patterns
@@ -269,7 +317,8 @@ impl Prescan {
         }
         let mut groups = Vec::with_capacity(unions.len());
         for union in &unions {
-            let (noisy_ids, quiet_ids): (Vec<usize>, Vec<usize>) = ones(union.iter().copied()).partition(|&i| noisy[i]);
+            let regexes = ones(union.iter().copied()).filter(|&i| !has(&checks, i));
+            let (noisy_ids, quiet_ids): (Vec<usize>, Vec<usize>) = regexes.partition(|&i| noisy[i]);
             let Some(group) = Group::build(&patterns, quiet_ids, noisy_ids, words) else {
                 return Prescan::default();
             };
@@ -292,18 +341,18 @@ impl Prescan {
             .collect();
         let head =
             scopes.iter().enumerate().filter(|(_, s)| from_request_head(s.variable)).fold(0, |m, (n, _)| m | 1 << n);
-        let singles = patterns.into_iter().map(|(_, p)| p).collect();
-        Prescan { singles, chains, groups, scopes, head }
+        let probes = patterns.into_iter().map(|(_, p)| p).collect();
+        Prescan { probes, checks, chains, groups, scopes, head }
     }
 
     /// How many `u64`s a bitset of patterns takes.
     pub(crate) fn words(&self) -> usize {
-        self.singles.len().div_ceil(64)
+        self.probes.len().div_ceil(64)
     }
 
     /// Room for a transaction's scans.
     pub(crate) fn scans(&self) -> Scans {
-        Scans { done: 0, found: vec![0; self.singles.len()] }
+        Scans { done: 0, found: vec![0; self.probes.len()] }
     }
 
     /// Forgets the scans of the scopes that loading a body or a response may change: all but
@@ -352,12 +401,13 @@ impl Prescan {
     }
 
     /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of a
-    /// variable of `group`.
+    /// variable of `group` (and the checks of `mask` that hold for it).
     pub(crate) fn scan(&self, group: usize, value: &[u8], mask: &[u64], found: &mut PatternSet, bits: &mut [u64]) {
         if value.len() > LONG {
             self.scan_alone(value, mask.iter().copied(), bits);
             return;
         }
+        self.scan_alone(value, mask.iter().zip(self.checks.iter()).map(|(m, c)| m & c), bits);
         let group = &self.groups[group];
         let input = Input::new(value);
         if let Some((re, noisy)) = &group.noisy {
@@ -378,10 +428,10 @@ impl Prescan {
         }
     }
 
-    /// Runs the wanted patterns one by one, those not already found.
+    /// Runs the wanted patterns and checks one by one, those not already found.
     fn scan_alone(&self, value: &[u8], wanted: impl Iterator<Item = u64>, bits: &mut [u64]) {
         for p in ones(wanted) {
-            if !has(bits, p) && self.singles[p].is_match(value) {
+            if !has(bits, p) && self.probes[p].holds(value) {
                 set(bits, p);
             }
         }
@@ -426,23 +476,55 @@ pub(crate) fn has(bits: &[u64], index: usize) -> bool {
     bits.get(index / 64).is_some_and(|w| w & (1 << (index % 64)) != 0)
 }
 
-/// The regex of a part that may be prescanned: a literal `@rx` on the linear engine, or a
-/// short `@pm` as the alternation of its phrases.
-fn eligible(part: &Part) -> Option<regex::bytes::Regex> {
-    let re = match &part.op {
-        Some(Op::Rx(Rx::Linear(re))) => re,
-        Some(Op::Pm(phrases)) => phrases.regex.as_ref()?,
-        _ => return None,
-    };
-    // A pattern that matches ordinary short values (`.`, `^[^;\s]+`) matches nearly every
-    // value, so its bit would always be set, and it would report a match at nearly every
-    // position of every scan: it is left to per-rule evaluation.
-    let probe = probe(re);
-    let common = [&b""[..], b"a", b"0", b"id", b"42"].iter().any(|v| probe.is_match(v));
-    if part.negated || part.targets.is_empty() || common {
+/// How a part may be prescanned: a literal, non-negated `@rx` on the linear engine, or a
+/// short `@pm` as the alternation of its phrases, join the automata; with `checks`, the
+/// other operators that cost a walk over each value and depend on it alone are checks.
+fn eligible(part: &Part, checks: bool) -> Option<Probe> {
+    let op = part.op.as_ref()?;
+    if part.targets.is_empty() || !part.targets.iter().all(|t| !t.count && stable(t.variable)) {
         return None;
     }
-    part.targets.iter().all(|t| !t.count && stable(t.variable)).then(|| re.clone())
+    // A pattern (or check) that holds for ordinary short values (`.`, `^[^;\s]+`,
+    // `!@rx ^\d+$`) holds for nearly every value, so its bit would always be set (and a
+    // pattern would report a match at nearly every position of every scan): it is left to
+    // per-rule evaluation.
+    let ordinary = [&b""[..], b"a", b"0", b"id", b"42"];
+    let regex = match &**op {
+        Op::Rx(Rx::Linear(re)) => Some(re),
+        Op::Pm(phrases) => phrases.regex.as_ref(),
+        _ => None,
+    };
+    match regex {
+        Some(re) if !part.negated => {
+            let probe = probe(re);
+            (!ordinary.iter().any(|v| probe.is_match(v))).then(|| Probe::Regex(re.clone()))
+        }
+        _ if checks && costly(op) => {
+            // Tried on a copy of a regex, as `probe` does.
+            let copy = match &**op {
+                Op::Rx(rx) => Probe::Check(Arc::new(Op::Rx(rx.clone())), part.negated),
+                _ => Probe::Check(op.clone(), part.negated),
+            };
+            // (An empty value is no ordinary value to a check: `!@rx ^\w+$` holds for it alone.)
+            (!ordinary[1..].iter().any(|v| copy.holds(v))).then(|| Probe::Check(op.clone(), part.negated))
+        }
+        _ => None,
+    }
+}
+
+/// Operators that walk the whole value, worth checking once per member for all the rules
+/// that run them instead of once per rule: the comparisons with a short argument are not.
+fn costly(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Rx(_)
+            | Op::Pm(_)
+            | Op::DetectSqli(_)
+            | Op::DetectXss(_)
+            | Op::ValidateByteRange(_)
+            | Op::ValidateUrlEncoding
+            | Op::ValidateUtf8Encoding
+    )
 }
 
 /// Variables whose values only change when the transaction loads request or response data
@@ -500,13 +582,12 @@ fn from_request_head(v: Variable) -> bool {
 
 impl Group {
     /// `None` when an automaton cannot be built.
-    fn build(
-        patterns: &[(usize, regex::bytes::Regex)],
-        quiet: Vec<usize>,
-        noisy: Vec<usize>,
-        words: usize,
-    ) -> Option<Group> {
-        let joint = |ids: &[usize]| compile(ids.iter().map(|&i| patterns[i].1.as_str()));
+    fn build(patterns: &[(usize, Probe)], quiet: Vec<usize>, noisy: Vec<usize>, words: usize) -> Option<Group> {
+        let regex = |&i: &usize| match &patterns[i].1 {
+            Probe::Regex(re) => Some(re.as_str()),
+            Probe::Check(..) => None,
+        };
+        let joint = |ids: &[usize]| compile(ids.iter().filter_map(regex));
         let quiet = match quiet.is_empty() {
             true => None,
             false => Some((joint(&quiet)?, quiet)),

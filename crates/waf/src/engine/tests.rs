@@ -134,21 +134,29 @@ SecRule ARGS:v "@rx (\d+)-(\d+)" "id:62,phase:1,pass,log,capture,msg:'%{TX.2}/%{
 
 #[test]
 fn long_phrase_lists_remember_their_verdicts_across_requests() {
-    // 400 phrases: out of the prescan, so the part remembers what short values hold. A value
-    // is kept the second time it comes, and answered from the memo the third: every round
-    // must give what the first did, a match (after t:lowercase) and its capture included.
+    // 400 phrases: too many for the automata. On ARGS the list is a check of the prescan, on
+    // MATCHED_VARS (not prescanned) the part keeps its own verdicts: both remember what short
+    // values hold. A value is kept the second time it comes, and answered from the memo the
+    // third: every round must give what the first did, a match (after t:lowercase) and its
+    // capture included.
     let words: Vec<String> = (0..400).map(|n| format!("word{n}x")).collect();
-    let rs = rules(&format!(
-        r#"SecRule ARGS "@pm {}" "id:1,phase:2,pass,log,capture,t:lowercase,logdata:%{{tx.0}}""#,
-        words.join(" ")
-    ));
-    assert!(rs.rules[0].parts[0].verdicts.is_some());
-    for round in 0..4 {
-        let hit = rs.evaluate(&Request::new("GET", "/?a=WORD7X-plus&b=nothing"), None);
-        assert_eq!(ids(&hit), vec![1], "round {round}");
-        assert_eq!(hit.matched[0].data, "word7x", "round {round}");
-        let miss = rs.evaluate(&Request::new("GET", "/?b=nothing&c=word8"), None);
-        assert_eq!(ids(&miss), Vec::<u64>::new(), "round {round}");
+    let (action, words) = ("id:1,phase:2,pass,log,logdata:%{tx.0}", words.join(" "));
+    let checked = format!(r#"SecRule ARGS "@pm {words}" "{action},capture,t:lowercase""#);
+    let kept = format!(
+        r#"SecRule ARGS "@rx ." "{action},chain"
+SecRule MATCHED_VARS "@pm {words}" "capture,t:lowercase""#
+    );
+    for (text, check) in [(checked, true), (kept, false)] {
+        let rs = rules(&text);
+        let part = rs.rules[0].parts.last().unwrap();
+        assert_eq!((part.prescan.is_some(), part.verdicts.is_some()), (check, !check), "{text:.40}");
+        for round in 0..4 {
+            let hit = rs.evaluate(&Request::new("GET", "/?a=WORD7X-plus&b=nothing"), None);
+            assert_eq!(ids(&hit), vec![1], "round {round}");
+            assert_eq!(hit.matched[0].data, "word7x", "round {round}");
+            let miss = rs.evaluate(&Request::new("GET", "/?b=nothing&c=word8"), None);
+            assert_eq!(ids(&miss), Vec::<u64>::new(), "round {round}");
+        }
     }
 }
 
@@ -586,4 +594,33 @@ SecRule ARGS "@pm Evil.Corp bad+word" "id:1,phase:2,pass,log,capture,msg:'%{TX.0
     assert_eq!(get("badword"), Vec::<u64>::new());
     let o = rs.evaluate(&Request::new("GET", "/?q=my-evil.CORP"), None);
     assert_eq!(o.matched[0].msg, "evil.CORP");
+}
+
+#[test]
+fn operators_no_automaton_takes_are_prescanned_as_checks() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRule ARGS "@detectSQLi" "id:1,phase:2,pass,log,capture,msg:'%{TX.0}',t:urlDecodeUni"
+SecRule REQUEST_HEADERS:Content-Type "!@rx ^[\w/.+-]+(?:\s?;\s?charset=[\w-]+)?$" "id:2,phase:1,pass,log"
+SecRule ARGS_NAMES|ARGS "@validateByteRange 32-126" "id:3,phase:2,pass,log,multiMatch,t:none,t:urlDecode"
+SecRule ARGS "!@rx ^\d+$" "id:4,phase:2,pass,log"
+SecAction "id:5,phase:2,pass,nolog,skipAfter:END"
+SecRule ARGS "@detectXSS" "id:6,phase:2,pass,log"
+SecMarker END"#,
+    );
+    let gated: Vec<bool> = rs.rules.iter().map(|r| r.parts[0].prescan.is_some()).collect();
+    // 4 holds for ordinary values (left to the rule); 6 never runs (folded away): no check.
+    assert_eq!(gated, [true, true, true, false, false, false]);
+    let get = |uri: &str, ct: &str| ids(&rs.evaluate(&Request::new("GET", uri).header("Content-Type", ct), None));
+    for round in 0..3 {
+        // Benign: every check clear (4 matches the letters).
+        assert_eq!(get("/?id=42&name=alice", "text/plain; charset=utf-8"), vec![4], "round {round}");
+        assert_eq!(get("/?id=1%27%20OR%20%271%27=%271", "text/plain"), vec![1, 4], "round {round}");
+        assert_eq!(get("/?id=42", "text/plain; boundary=x"), vec![2], "round {round}");
+        // `multiMatch`: the raw value is in range, its decoding is not.
+        assert_eq!(get("/?id=%250A", "text/plain"), vec![3, 4], "round {round}");
+        assert_eq!(get("/?i%7Fd=42", "text/plain"), vec![3], "round {round}");
+    }
+    let o = rs.evaluate(&Request::new("GET", "/?id=1%27%20OR%20%271%27=%271"), None);
+    assert_eq!(o.matched[0].msg, "s&sos");
 }

@@ -668,7 +668,7 @@ impl<'r> Transaction<'r> {
     /// `multiMatch`), adding the matches to `hits`.
     fn eval_value(&self, part: &Part, operand: &Operand<'_>, val: &Val<'_>, hits: &mut Hits) {
         let capture = part.capture && !part.negated;
-        let run = |v: &[u8]| run_op(operand.op, v, capture, operand.expanded, operand.dynamic_rx);
+        let run = |v: &[u8]| operand.op.run(v, capture, operand.expanded, operand.dynamic_rx);
         if part.multi_match {
             for tv in transform::variants(&part.transforms, &val.value) {
                 let (hit, captures) = run(&tv);
@@ -680,7 +680,7 @@ impl<'r> Transaction<'r> {
             return;
         }
         if let Some(verdicts) = &part.verdicts {
-            let holds = || run_op(operand.op, &self.transformed(part, &val.value), false, None, None).0;
+            let holds = || operand.op.run(&self.transformed(part, &val.value), false, None, None).0;
             if !verdicts.get_or(&val.value, holds) {
                 return;
             }
@@ -722,7 +722,7 @@ impl<'r> Transaction<'r> {
         for n in part.targets.iter().filter_map(|t| t.tx_slot) {
             let Some((_, (name, value))) = self.tx.numbered(n) else { continue };
             let (hit, captures) =
-                run_op(op, value, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_deref());
+                op.run(value, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_deref());
             if hit != part.negated {
                 hits.push(Hit { name: name.clone(), value: value.clone(), captures });
             }
@@ -1076,60 +1076,6 @@ fn apply_setvar(spec: &SetVarSpec, cur: Option<&Arc<[u8]>>, value: Option<&[u8]>
 
 fn exclusion(t: &Target) -> Option<Exclusion> {
     Some(Exclusion { variable: t.variable, sel: Sel::of(t).ok()? })
-}
-
-fn run_op(
-    op: &Op,
-    v: &[u8],
-    capture: bool,
-    expanded: Option<&[u8]>,
-    dynamic_rx: Option<&Rx>,
-) -> (bool, Option<Captures>) {
-    match op {
-        Op::Rx(rx) => rx_run(rx, v, capture),
-        Op::RxMacro(_) => match dynamic_rx {
-            Some(rx) => rx_run(rx, v, capture),
-            None => (false, None),
-        },
-        Op::Pm(ac) => match operator::pm(ac, v) {
-            Some(p) => (true, capture.then(|| vec![Some(p)])),
-            None => (false, None),
-        },
-        Op::Str(s, _) => (operator::str_op(*s, v, expanded.unwrap_or_default()), None),
-        Op::Num(n, arg) => {
-            let arg = match arg {
-                NumArg::Literal(n) => *n,
-                NumArg::Macro(_) => operator::to_int(expanded.unwrap_or_default()),
-            };
-            (operator::num_op(*n, v, arg), None)
-        }
-        Op::IpMatch(nets) => (operator::ip_match(nets, v), None),
-        Op::DetectSqli(memo) => match memo.get_or(v, || operator::detect_sqli(v)) {
-            Some(fp) => (true, capture.then(|| vec![Some(fp.to_vec())])),
-            None => (false, None),
-        },
-        Op::DetectXss(memo) => (memo.get_or(v, || operator::detect_xss(v)), None),
-        Op::ValidateByteRange(allowed) => (v.iter().any(|&b| !allowed[usize::from(b)]), None),
-        Op::ValidateUrlEncoding => (operator::invalid_url_encoding(v), None),
-        Op::ValidateUtf8Encoding => (operator::invalid_utf8(v), None),
-        Op::Always => (true, None),
-        Op::Never => (false, None),
-    }
-}
-
-fn rx_run(rx: &Rx, v: &[u8], capture: bool) -> (bool, Option<Captures>) {
-    // Most values do not match: the DFA answers that alone, groups are only resolved on a match.
-    if !rx.is_match(v) {
-        return (false, None);
-    }
-    if capture {
-        match rx.captures(v) {
-            Some(c) => (true, Some(c)),
-            None => (false, None),
-        }
-    } else {
-        (true, None)
-    }
 }
 
 /// `s` in ASCII lowercase, borrowed when it already is.
