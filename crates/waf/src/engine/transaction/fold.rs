@@ -112,7 +112,8 @@ struct Known {
 pub(crate) struct Effects {
     pub(crate) clear_matched: bool,
     pub(crate) matched: Vec<Matched>,
-    pub(crate) tx: Vec<(u32, Option<Arc<[u8]>>)>,
+    /// The numbered `TX` variables set (named as [`TxNames`] names them) or deleted.
+    pub(crate) tx: Vec<(u32, Option<Matched>)>,
 }
 
 impl Effects {
@@ -266,7 +267,7 @@ impl<'r> Folder<'r> {
         }
         for (_, k) in jumps.iter().filter(|(to, _)| *to == at) {
             for n in 0..self.known.len() {
-                let value = self.scratch.tx.numbered_slots()[n].as_ref().map(|(_, v)| v);
+                let value = self.scratch.tx.numbered(n as u32).map(|(_, (_, v))| v);
                 if self.known[n] && !(k.known[n] && k.values[n].as_ref() == value) {
                     self.forget(n as u32);
                 }
@@ -280,7 +281,7 @@ impl<'r> Folder<'r> {
 
     /// What is known now.
     fn known(&self) -> Known {
-        let values = self.scratch.tx.numbered_slots().iter().map(|m| m.as_ref().map(|(_, v)| v.clone())).collect();
+        let values = self.scratch.tx.numbered_slots().map(|m| m.map(|(_, v)| v.clone())).collect();
         Known { known: self.known.clone(), values }
     }
 
@@ -342,7 +343,7 @@ impl<'r> Folder<'r> {
     /// whether it matched.
     fn run(&mut self, rule: &'r Rule) -> (Effects, Flow, bool) {
         let s = &mut self.scratch;
-        let before = s.tx.numbered_slots().to_vec();
+        let before: Vec<Option<Matched>> = s.tx.numbered_slots().map(Option::<&Matched>::cloned).collect();
         let mark: Matched = (Arc::from("fold mark"), Arc::from(&b""[..]));
         s.matched_vars = vec![mark.clone()];
         let flow = s.eval_rule(rule);
@@ -361,7 +362,7 @@ impl<'r> Folder<'r> {
                 _ => false,
             };
             if !same {
-                effects.tx.push((n as u32, new.as_ref().map(|(_, v)| v.clone())));
+                effects.tx.push((n as u32, new.cloned()));
                 self.known[n] = true;
             }
         }

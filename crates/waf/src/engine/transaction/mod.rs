@@ -485,14 +485,14 @@ impl<'r> Transaction<'r> {
     }
 
     /// Does what a run of folded rules did.
-    fn apply(&mut self, effects: &fold::Effects) {
+    fn apply(&mut self, effects: &'r fold::Effects) {
         if effects.clear_matched {
             self.matched_vars.clear();
         }
         self.matched_vars.extend(effects.matched.iter().cloned());
         for (n, value) in &effects.tx {
             match value {
-                Some(v) => self.tx.set(Some(*n), "", v.clone()),
+                Some(m) => self.tx.set_baked(*n, m),
                 None => self.tx.remove(Some(*n), ""),
             }
         }

@@ -16,9 +16,27 @@ use super::Matched;
 #[derive(Debug)]
 pub(super) struct TxVars<'r> {
     names: &'r TxNames,
-    numbered: Vec<Option<Matched>>,
+    numbered: Vec<Option<Slot<'r>>>,
     /// By lowercase key, those the rule set does not name.
     other: HashMap<Arc<str>, Matched, FastHash>,
+}
+
+/// A numbered variable: as a folded step sets it (the rule set holds the value: setting the
+/// hundred-odd variables of CRS's set-up takes no reference count), or as the transaction
+/// set it.
+#[derive(Clone, Debug)]
+enum Slot<'r> {
+    Baked(&'r Matched),
+    Own(Matched),
+}
+
+impl Slot<'_> {
+    fn get(&self) -> &Matched {
+        match self {
+            Slot::Baked(m) => m,
+            Slot::Own(m) => m,
+        }
+    }
 }
 
 impl<'r> TxVars<'r> {
@@ -30,12 +48,17 @@ impl<'r> TxVars<'r> {
     /// The lowercase key and the variable by number.
     pub(super) fn numbered(&self, n: u32) -> Option<(&'r str, &Matched)> {
         let m = self.numbered.get(n as usize)?.as_ref()?;
-        Some((&self.names.key(n).0, m))
+        Some((&self.names.key(n).0, m.get()))
     }
 
     /// The numbered variables, by number.
-    pub(super) fn numbered_slots(&self) -> &[Option<Matched>] {
-        &self.numbered
+    pub(super) fn numbered_slots(&self) -> impl Iterator<Item = Option<&Matched>> {
+        self.numbered.iter().map(|m| m.as_ref().map(Slot::get))
+    }
+
+    /// Sets variable `n` to a value the rule set holds, named as [`TxNames`] names it.
+    pub(super) fn set_baked(&mut self, n: u32, m: &'r Matched) {
+        self.numbered[n as usize] = Some(Slot::Baked(m));
     }
 
     /// The lowercase key and the variable by lowercase key.
@@ -62,10 +85,15 @@ impl<'r> TxVars<'r> {
     /// Sets a variable by number, or else by lowercase key, keeping its name when it exists.
     pub(super) fn set(&mut self, n: Option<u32>, key: &str, value: Arc<[u8]>) {
         match n.or_else(|| self.names.number_of(key)) {
-            Some(n) => match &mut self.numbered[n as usize] {
-                Some((_, v)) => *v = value,
-                slot => *slot = Some((self.names.key(n).1.clone(), value)),
-            },
+            Some(n) => {
+                let slot = &mut self.numbered[n as usize];
+                let name = match slot.take() {
+                    Some(Slot::Own((name, _))) => name,
+                    Some(Slot::Baked((name, _))) => name.clone(),
+                    None => self.names.key(n).1.clone(),
+                };
+                *slot = Some(Slot::Own((name, value)));
+            }
             None => match self.other.get_mut(key) {
                 Some((_, v)) => *v = value,
                 None => {
@@ -94,8 +122,11 @@ impl<'r> TxVars<'r> {
 
     /// Every variable, with its lowercase key, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Matched)> {
-        let numbered =
-            self.numbered.iter().enumerate().filter_map(|(n, m)| Some((&*self.names.key(n as u32).0, m.as_ref()?)));
+        let numbered = self
+            .numbered
+            .iter()
+            .enumerate()
+            .filter_map(|(n, m)| Some((&*self.names.key(n as u32).0, m.as_ref()?.get())));
         numbered.chain(self.unnumbered())
     }
 }
