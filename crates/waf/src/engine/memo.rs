@@ -27,6 +27,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Mutex;
 
 use hashbrown::HashTable;
+use smallvec::SmallVec;
 
 /// The longest value kept: user agents and ordinary header values fit; bodies, long query
 /// strings and other values unlikely to repeat are not worth the memory.
@@ -84,7 +85,7 @@ impl<V: Clone> Memo<V> {
         let hash = self.hasher.hash_one(value);
         let keep = match self.state.try_lock() {
             Ok(mut s) => match s.get(hash, value) {
-                Some(v) => return v,
+                Some(v) => return v.clone(),
                 None => s.first_sighting(hash),
             },
             Err(_) => false,
@@ -99,22 +100,74 @@ impl<V: Clone> Memo<V> {
     }
 }
 
-impl<V: Clone> State<V> {
-    fn get(&mut self, hash: u64, value: &[u8]) -> Option<V> {
+impl<V> Memo<V> {
+    /// The answer for each of `items` (by `key`), given to `answer` in no particular order:
+    /// those remembered read under one lock, without copying; the others computed by
+    /// `work` once the lock is released, and remembered as [`Memo::get_or`] does.
+    pub(crate) fn get_each<T>(
+        &self,
+        items: &[T],
+        key: impl Fn(&T) -> &[u8],
+        mut answer: impl FnMut(&V),
+        mut work: impl FnMut(&T) -> V,
+    ) {
+        // By item: the value's hash and whether to keep its answer.
+        let mut missed: SmallVec<[(usize, u64, bool); 8]> = SmallVec::new();
+        match self.state.try_lock() {
+            Ok(mut s) => {
+                for (i, item) in items.iter().enumerate() {
+                    let value = key(item);
+                    if value.len() > LONGEST {
+                        missed.push((i, 0, false));
+                        continue;
+                    }
+                    let hash = self.hasher.hash_one(value);
+                    match s.get(hash, value) {
+                        Some(v) => answer(v),
+                        None => {
+                            let keep = s.first_sighting(hash);
+                            missed.push((i, hash, keep));
+                        }
+                    }
+                }
+            }
+            Err(_) => missed.extend((0..items.len()).map(|i| (i, 0, false))),
+        }
+        let mut kept: SmallVec<[(usize, u64, V); 4]> = SmallVec::new();
+        for (i, hash, keep) in missed {
+            let v = work(&items[i]);
+            answer(&v);
+            if keep {
+                kept.push((i, hash, v));
+            }
+        }
+        if kept.is_empty() {
+            return;
+        }
+        if let Ok(mut s) = self.state.try_lock() {
+            for (i, hash, v) in kept {
+                s.insert(hash, key(&items[i]), v);
+            }
+        }
+    }
+}
+
+impl<V> State<V> {
+    fn get(&mut self, hash: u64, value: &[u8]) -> Option<&V> {
         let eq = |e: &Entry<V>| e.0 == hash && *e.1 == *value;
-        if let Some(e) = self.young.find(hash, eq) {
-            return Some(e.2.clone());
+        // (Looked up twice: the borrow checker does not let the young generation's answer
+        // out of a branch that falls through to the old one.)
+        if self.young.find(hash, eq).is_some() {
+            return self.young.find(hash, eq).map(|e| &e.2);
         }
         // A value still in use moves to the young generation, so it outlives the next ageing
         // (when the young one has room: each generation holds at most half the entries).
         let found = self.old.find_entry(hash, eq).ok()?;
         if self.young.len() >= ENTRIES / 2 {
-            return Some(found.get().2.clone());
+            return Some(&found.into_mut().2);
         }
         let (e, _) = found.remove();
-        let v = e.2.clone();
-        self.young.insert_unique(hash, e, |e| e.0);
-        Some(v)
+        Some(&self.young.insert_unique(hash, e, |e| e.0).into_mut().2)
     }
 
     /// Whether `hash` was seen before (and should be kept now); remembers it otherwise.
@@ -163,6 +216,33 @@ mod tests {
         assert_eq!(memo.get_or(b"Mozilla/5.0", || work(3)), 2);
         assert_eq!(memo.get_or(b"curl/8.5.0", || work(4)), 4);
         assert_eq!(calls.get(), 3);
+    }
+
+    #[test]
+    fn many_values_are_answered_at_once_each_worked_out_once() {
+        let memo = Memo::default();
+        let long = vec![b'a'; LONGEST + 1];
+        let items: [&[u8]; 4] = [b"Mozilla/5.0", b"curl/8.5.0", &long, b"Mozilla/5.0"];
+        let calls = Cell::new(0);
+        let round = |base: usize| {
+            let mut answers = Vec::new();
+            let work = |v: &&[u8]| {
+                calls.set(calls.get() + 1);
+                base + v.len()
+            };
+            memo.get_each(&items, |v| v, |a| answers.push(*a), work);
+            answers.sort();
+            answers
+        };
+        // The first round works out all four, and keeps the user agent it saw twice; the
+        // second keeps curl's too (seen twice now); the third answers both from the memo and
+        // works out the long value, as every round does.
+        assert_eq!(round(0), [10, 11, 11, LONGEST + 1]);
+        assert_eq!(calls.get(), 4);
+        assert_eq!(round(100), [11, 11, 110, 100 + LONGEST + 1]);
+        assert_eq!(calls.get(), 6);
+        assert_eq!(round(200), [11, 11, 110, 200 + LONGEST + 1]);
+        assert_eq!(calls.get(), 7);
     }
 
     #[test]

@@ -88,7 +88,7 @@ struct Scanned {
     group: usize,
     looks: Vec<Look>,
     /// The patterns found in each of its recent short members (see `memo`).
-    memo: Memo<Arc<[u64]>>,
+    memo: Memo<Box<[u64]>>,
     /// The [`Plan`]s for the features its members had lately.
     plans: Memo<Plan>,
 }
@@ -368,7 +368,7 @@ impl Prescan {
     }
 
     /// What recent members of scope `n` were found to match, by member.
-    pub(crate) fn memo(&self, n: usize) -> &Memo<Arc<[u64]>> {
+    pub(crate) fn memo(&self, n: usize) -> &Memo<Box<[u64]>> {
         &self.scopes[n].memo
     }
 

@@ -770,10 +770,8 @@ impl<'r> Transaction<'r> {
             // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
         }
-        for v in &vals {
-            let found = prescan.memo(n).get_or(&v.value, || Arc::from(self.prescan_member(n, &v.value).as_slice()));
-            or_into(&mut bits, &found);
-        }
+        let work = |v: &Val<'_>| self.prescan_member(n, &v.value).into_boxed_slice();
+        prescan.memo(n).get_each(&vals, |v| &v.value, |found| or_into(&mut bits, found), work);
         bits
     }
 
