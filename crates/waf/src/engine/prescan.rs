@@ -22,8 +22,8 @@
 //! phase (not `TX`, `MATCHED_VAR`, ...).
 //!
 //! Operators no automaton takes but whose answer depends on the value alone (`@detectSQLi`,
-//! `@detectXSS`, a long `@pmFromFile`, `@validateByteRange`, a negated or backtracking `@rx`)
-//! take part as *checks*: each has a bit like a pattern's, set by running it on the member's
+//! `@detectXSS`, a long `@pmFromFile`, `@validateByteRange`, a negated or backtracking `@rx`,
+//! `@rx ^$`, comparisons with a literal argument) take part as *checks*: each has a bit like a pattern's, set by running it on the member's
 //! form through its chain. A check runs once per member for all the transactions that see it
 //! again (below), instead of once per member in each transaction; only parts of rules left
 //! in the folded steps (the rules most transactions run) become checks.
@@ -43,7 +43,7 @@ use crate::seclang::ast::{Transformation, Variable};
 
 use super::compile::{Part, Sel, TargetSpec};
 use super::memo::Memo;
-use super::operator::{Op, Rx};
+use super::operator::{NumArg, Op, Rx};
 use super::transform::Features;
 
 /// The prescan automata of a rule set and what their patterns belong to.
@@ -167,7 +167,11 @@ impl Probe {
     fn holds(&self, value: &[u8]) -> bool {
         match self {
             Probe::Regex(re) => re.is_match(value),
-            Probe::Check(op, negated) => op.run(value, false, None, None).0 != *negated,
+            Probe::Check(op, negated) => {
+                // A check's argument is literal (see `pure`).
+                let arg = op.macro_arg().and_then(|m| m.as_literal()).map(str::as_bytes);
+                op.run(value, false, arg, None).0 != *negated
+            }
         }
     }
 }
@@ -494,37 +498,39 @@ fn eligible(part: &Part, checks: bool) -> Option<Probe> {
         Op::Pm(phrases) => phrases.regex.as_ref(),
         _ => None,
     };
-    match regex {
-        Some(re) if !part.negated => {
-            let probe = probe(re);
-            (!ordinary.iter().any(|v| probe.is_match(v))).then(|| Probe::Regex(re.clone()))
+    if let Some(re) = regex.filter(|_| !part.negated) {
+        let probe = probe(re);
+        if !ordinary.iter().any(|v| probe.is_match(v)) {
+            return Some(Probe::Regex(re.clone()));
         }
-        _ if checks && costly(op) => {
-            // Tried on a copy of a regex, as `probe` does.
-            let copy = match &**op {
-                Op::Rx(rx) => Probe::Check(Arc::new(Op::Rx(rx.clone())), part.negated),
-                _ => Probe::Check(op.clone(), part.negated),
-            };
-            // (An empty value is no ordinary value to a check: `!@rx ^\w+$` holds for it alone.)
-            (!ordinary[1..].iter().any(|v| copy.holds(v))).then(|| Probe::Check(op.clone(), part.negated))
-        }
-        _ => None,
     }
+    if !checks || !pure(op) {
+        return None;
+    }
+    // Tried on a copy of a regex, as `probe` does. An empty value is no ordinary value to a
+    // check: `@rx ^$` (an empty header) and `!@rx ^\w+$` hold for it alone.
+    let copy = match &**op {
+        Op::Rx(rx) => Probe::Check(Arc::new(Op::Rx(rx.clone())), part.negated),
+        _ => Probe::Check(op.clone(), part.negated),
+    };
+    (!ordinary[1..].iter().any(|v| copy.holds(v))).then(|| Probe::Check(op.clone(), part.negated))
 }
 
-/// Operators that walk the whole value, worth checking once per member for all the rules
-/// that run them instead of once per rule: the comparisons with a short argument are not.
-fn costly(op: &Op) -> bool {
-    matches!(
-        op,
+/// Operators whose answer depends on the value alone (no macros, no state).
+fn pure(op: &Op) -> bool {
+    match op {
+        Op::Str(_, arg) => arg.as_literal().is_some(),
+        Op::Num(_, arg) => matches!(arg, NumArg::Literal(_)),
+        Op::RxMacro(_) | Op::Always | Op::Never => false,
         Op::Rx(_)
-            | Op::Pm(_)
-            | Op::DetectSqli(_)
-            | Op::DetectXss(_)
-            | Op::ValidateByteRange(_)
-            | Op::ValidateUrlEncoding
-            | Op::ValidateUtf8Encoding
-    )
+        | Op::Pm(_)
+        | Op::IpMatch(_)
+        | Op::DetectSqli(_)
+        | Op::DetectXss(_)
+        | Op::ValidateByteRange(_)
+        | Op::ValidateUrlEncoding
+        | Op::ValidateUtf8Encoding => true,
+    }
 }
 
 /// Variables whose values only change when the transaction loads request or response data

@@ -604,13 +604,15 @@ SecRule ARGS "@detectSQLi" "id:1,phase:2,pass,log,capture,msg:'%{TX.0}',t:urlDec
 SecRule REQUEST_HEADERS:Content-Type "!@rx ^[\w/.+-]+(?:\s?;\s?charset=[\w-]+)?$" "id:2,phase:1,pass,log"
 SecRule ARGS_NAMES|ARGS "@validateByteRange 32-126" "id:3,phase:2,pass,log,multiMatch,t:none,t:urlDecode"
 SecRule ARGS "!@rx ^\d+$" "id:4,phase:2,pass,log"
+SecRule REQUEST_HEADERS:Content-Type "@beginsWith multipart/" "id:7,phase:1,pass,log"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^$" "id:8,phase:1,pass,log"
 SecAction "id:5,phase:2,pass,nolog,skipAfter:END"
 SecRule ARGS "@detectXSS" "id:6,phase:2,pass,log"
 SecMarker END"#,
     );
     let gated: Vec<bool> = rs.rules.iter().map(|r| r.parts[0].prescan.is_some()).collect();
     // 4 holds for ordinary values (left to the rule); 6 never runs (folded away): no check.
-    assert_eq!(gated, [true, true, true, false, false, false]);
+    assert_eq!(gated, [true, true, true, false, true, true, false, false]);
     let get = |uri: &str, ct: &str| ids(&rs.evaluate(&Request::new("GET", uri).header("Content-Type", ct), None));
     for round in 0..3 {
         // Benign: every check clear (4 matches the letters).
@@ -620,6 +622,8 @@ SecMarker END"#,
         // `multiMatch`: the raw value is in range, its decoding is not.
         assert_eq!(get("/?id=%250A", "text/plain"), vec![3, 4], "round {round}");
         assert_eq!(get("/?i%7Fd=42", "text/plain"), vec![3], "round {round}");
+        assert_eq!(get("/?id=42", "multipart/form-data; boundary=x"), vec![2, 7], "round {round}");
+        assert_eq!(get("/?id=42", ""), vec![2, 8], "round {round}");
     }
     let o = rs.evaluate(&Request::new("GET", "/?id=1%27%20OR%20%271%27=%271"), None);
     assert_eq!(o.matched[0].msg, "s&sos");
