@@ -37,8 +37,8 @@ pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
         i: 0,
         out: Vec::new(),
         depth_limit,
-        path: vec![b"json".to_vec()],
-        path_len: 4,
+        name: b"json".to_vec(),
+        marks: Vec::new(),
         name_bytes: 0,
         name_limit: data.len().saturating_mul(NAME_BYTES_PER_BODY_BYTE).max(MIN_NAME_BUDGET),
     };
@@ -59,10 +59,10 @@ struct Parser<'a> {
     i: usize,
     out: Vec<Pair>,
     depth_limit: usize,
-    /// `json`, then one segment per key or `array_N` on the way to the current value.
-    path: Vec<Vec<u8>>,
-    /// The length of the name `path` makes (segments and the dots between them).
-    path_len: usize,
+    /// The current value's name: `json`, then `.key` or `.array_N` for each step to it.
+    name: Vec<u8>,
+    /// Where each step's segment begins in `name`.
+    marks: Vec<usize>,
     /// Bytes of names emitted so far, and how many are allowed.
     name_bytes: usize,
     name_limit: usize,
@@ -80,23 +80,37 @@ impl Parser<'_> {
     }
 
     fn emit(&mut self, value: Vec<u8>) -> Result<(), String> {
-        self.name_bytes += self.path_len;
+        self.name_bytes += self.name.len();
         if self.name_bytes > self.name_limit {
             return self.err(&format!("argument names longer than {} bytes in all", self.name_limit));
         }
-        let name = self.path.join(&b'.');
-        self.out.push((name, value));
+        self.out.push((self.name.clone(), value));
         Ok(())
     }
 
-    fn push(&mut self, segment: Vec<u8>) {
-        self.path_len += 1 + segment.len();
-        self.path.push(segment);
+    /// Steps into a member: `.segment`, or `.array_N` for element `index`.
+    fn push(&mut self, segment: &[u8], index: Option<usize>) {
+        self.marks.push(self.name.len());
+        self.name.push(b'.');
+        self.name.extend_from_slice(segment);
+        if let Some(n) = index {
+            // The digits of `n`, written without a formatter.
+            let start = self.name.len();
+            let mut n = n;
+            loop {
+                self.name.push(b'0' + (n % 10) as u8);
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            self.name[start..].reverse();
+        }
     }
 
     fn pop(&mut self) {
-        if let Some(segment) = self.path.pop() {
-            self.path_len -= 1 + segment.len();
+        if let Some(mark) = self.marks.pop() {
+            self.name.truncate(mark);
         }
     }
 
@@ -162,7 +176,7 @@ impl Parser<'_> {
                 return self.err("expected `:`");
             }
             self.i += 1;
-            self.push(k);
+            self.push(&k, None);
             let r = self.value(depth);
             self.pop();
             r?;
@@ -186,7 +200,7 @@ impl Parser<'_> {
         }
         let mut n = 0usize;
         loop {
-            self.push(format!("array_{n}").into_bytes());
+            self.push(b"array_", Some(n));
             let r = self.value(depth);
             self.pop();
             r?;
@@ -207,6 +221,15 @@ impl Parser<'_> {
         self.i += 1;
         let mut out = Vec::new();
         loop {
+            // The run up to the next quote or escape is copied at once when it holds no
+            // control character (most strings are one such run).
+            if let Some(run) = memchr::memchr2(b'"', b'\\', &self.s[self.i..]) {
+                let text = &self.s[self.i..self.i + run];
+                if !text.iter().any(|&c| c < 0x20) {
+                    out.extend_from_slice(text);
+                    self.i += run;
+                }
+            }
             let Some(&c) = self.s.get(self.i) else { return self.err("unterminated string") };
             self.i += 1;
             match c {
