@@ -153,11 +153,21 @@ impl Features {
 
     /// Scans a value.
     pub fn of(v: &[u8]) -> Features {
-        let mut f = v.iter().fold(0, |f, &b| f | Self::CLASS[usize::from(b)]);
-        if f & Self::SPACE != 0 && v.windows(2).any(|w| w == b"  ") {
+        // Four bytes at a time into four accumulators, so that the lookups do not wait on
+        // one another.
+        let mut acc = [0u32; 4];
+        let mut quads = v.chunks_exact(4);
+        for q in &mut quads {
+            for (a, &b) in acc.iter_mut().zip(q) {
+                *a |= Self::CLASS[usize::from(b)];
+            }
+        }
+        let rest = quads.remainder().iter().fold(0, |f, &b| f | Self::CLASS[usize::from(b)]);
+        let mut f = acc.iter().fold(rest, |f, a| f | a);
+        if f & Self::SPACE != 0 && memchr::memmem::find(v, b"  ").is_some() {
             f |= Self::DOUBLE_SPACE;
         }
-        if f & Self::DASH != 0 && v.windows(2).any(|w| w == b"--") {
+        if f & Self::DASH != 0 && memchr::memmem::find(v, b"--").is_some() {
             f |= Self::DOUBLE_DASH;
         }
         if v == b"." || v == b".." {
@@ -783,6 +793,14 @@ mod tests {
             b"json.order.id",
             b"/a/./b/../c",
             b"/*c*/--#",
+            // Longer values, the telling byte in each place of a four-byte group and after
+            // the last group.
+            b"abcdefg%",
+            b"abcdefgh&",
+            b"abcdE",
+            b"abc  def",
+            b"abcd\\efgh-",
+            b"abcdefgh\t",
         ];
         let mut skipped = 0;
         for &v in samples {
