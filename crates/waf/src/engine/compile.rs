@@ -19,9 +19,9 @@
 use std::sync::Arc;
 
 use crate::seclang::ast::{
-    ActionKind, AllowScope, BodyProcessor, DirectiveKind, EngineMode, LimitAction, ListDirective, MacroString,
-    NumberDirective, Phase, RuleKind, RuleSelector, SetVar, SetVarOp, Setting, Severity, SwitchDirective, Target,
-    TargetModifier, TextDirective, Transformation, Variable,
+    ActionKind, AllowScope, BodyProcessor, DirectiveKind, EngineMode, LimitAction, ListDirective, MacroPart,
+    MacroString, MacroVar, NumberDirective, Phase, RuleKind, RuleSelector, SetVar, SetVarOp, Setting, Severity,
+    SwitchDirective, Target, TargetModifier, TextDirective, Transformation, Variable,
 };
 use crate::seclang::{self, DataFile, FileId};
 
@@ -234,6 +234,14 @@ impl TxNames {
             }
             for sv in &mut part.setvars {
                 sv.tx_slot = sv.literal_tx_key().map(|k| names.intern(&k));
+                names.number_macros(&mut sv.setvar.var.name);
+                if let SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) = &mut sv.setvar.op {
+                    names.number_macros(v);
+                }
+            }
+            // Still the only owner: the prescan shares operators later.
+            if let Some(arg) = part.op.as_mut().and_then(Arc::get_mut).and_then(Op::macro_arg_mut) {
+                names.number_macros(arg);
             }
             part.numbered_tx = !part.targets.is_empty()
                 && part.targets.iter().all(|t| t.tx_slot.is_some() && !t.count)
@@ -242,6 +250,16 @@ impl TxNames {
                 && !part.multi_match;
         }
         names
+    }
+
+    /// Numbers the `TX` variables that `m`'s macros read.
+    fn number_macros(&mut self, m: &mut MacroString) {
+        for p in &mut m.parts {
+            if let MacroPart::Var(mv @ MacroVar { variable: Variable::Tx, key: Some(_), .. }) = p {
+                let key = mv.key.as_deref().unwrap_or_default().to_ascii_lowercase();
+                mv.tx_slot = Some(self.intern(&key));
+            }
+        }
     }
 
     /// Lists, for each `TX` target with a key regex, the numbered variables it takes.

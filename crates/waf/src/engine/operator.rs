@@ -385,6 +385,16 @@ impl Op {
         }
     }
 
+    /// The argument, when it holds macros, to number its `TX` macros (see [`TxNames`]).
+    ///
+    /// [`TxNames`]: super::compile::TxNames
+    pub(crate) fn macro_arg_mut(&mut self) -> Option<&mut MacroString> {
+        match self {
+            Op::RxMacro(m) | Op::Str(_, m) | Op::Num(_, NumArg::Macro(m)) => Some(m),
+            _ => None,
+        }
+    }
+
     /// Runs the operator on a (transformed) value: whether it matches, and with `capture`
     /// what it captured. `expanded` is the argument with its macros expanded, `dynamic_rx`
     /// the regex compiled from it (`RxMacro`).

@@ -720,6 +720,9 @@ pub struct MacroVar {
     pub variable: Variable,
     /// The key for collections (`anomaly_score` in `%{tx.anomaly_score}`).
     pub key: Option<String>,
+    /// For a `TX` key, its number in the compiled rule set (set when compiling), so that
+    /// expanding the macro reads a slot instead of looking the name up.
+    pub tx_slot: Option<u32>,
 }
 
 impl fmt::Display for MacroVar {
@@ -829,7 +832,7 @@ fn resolve_macro(name: &str, key: Option<&str>) -> Option<MacroVar> {
     if key.is_some() && !variable.is_collection() {
         return None;
     }
-    Some(MacroVar { variable, key: key.map(str::to_string) })
+    Some(MacroVar { variable, key: key.map(str::to_string), tx_slot: None })
 }
 
 impl fmt::Display for MacroString {

@@ -117,7 +117,7 @@ fn operators() {
     assert!(o.negated);
     assert_eq!(
         o.argument.parts,
-        [MacroPart::Var(MacroVar { variable: Variable::Tx, key: Some("allowed_methods".into()) })]
+        [MacroPart::Var(MacroVar { variable: Variable::Tx, key: Some("allowed_methods".into()), tx_slot: None })]
     );
     let o = op("\"@pmf words.data\"");
     assert_eq!(o.kind, OperatorKind::PmFromFile);
@@ -148,7 +148,7 @@ fn actions_are_typed() {
     );
     let k = kinds(&rule);
     let tx = |k: &str| VarRef { collection: Variable::Tx, name: MacroString::literal(k) };
-    let var = |v: Variable, key: &str| MacroPart::Var(MacroVar { variable: v, key: Some(key.into()) });
+    let var = |v: Variable, key: &str| MacroPart::Var(MacroVar { variable: v, key: Some(key.into()), tx_slot: None });
     assert!(k.contains(&ActionKind::Phase(Phase::RequestBody)));
     assert!(k.contains(&ActionKind::Severity(Severity::Critical)));
     let b = MacroString { parts: vec![var(Variable::Tx, "b")] };

@@ -885,8 +885,8 @@ impl<'r> Transaction<'r> {
         if let Some(l) = m.as_literal() {
             return Cow::Borrowed(l.as_bytes());
         }
-        if let [MacroPart::Var(MacroVar { variable: Variable::Tx, key: Some(k) })] = &m.parts[..] {
-            return Cow::Borrowed(self.tx.value(&lowercase(k)).map_or(&[][..], |v| &v[..]));
+        if let [MacroPart::Var(mv @ MacroVar { variable: Variable::Tx, key: Some(_), .. })] = &m.parts[..] {
+            return Cow::Borrowed(self.tx_macro(mv).map_or(&[][..], |v| &v[..]));
         }
         let mut out = Vec::with_capacity(64);
         for p in &m.parts {
@@ -898,15 +898,22 @@ impl<'r> Transaction<'r> {
         Cow::Owned(out)
     }
 
+    /// The value of a `%{tx.key}` macro: by its number when the rule set gave it one.
+    fn tx_macro(&self, mv: &MacroVar) -> Option<&Arc<[u8]>> {
+        match (mv.tx_slot, &mv.key) {
+            (Some(n), _) => self.tx.value_of(Some(n), ""),
+            (None, Some(k)) => self.tx.value(&lowercase(k)),
+            (None, None) => None,
+        }
+    }
+
     /// Appends the value of a macro (nothing when unset).
     fn push_macro_value(&self, mv: &MacroVar, rule: &Rule, out: &mut Vec<u8>) {
-        if mv.variable == Variable::Tx {
-            if let Some(k) = &mv.key {
-                if let Some(v) = self.tx.value(&lowercase(k)) {
-                    out.extend_from_slice(v);
-                }
-                return;
+        if mv.variable == Variable::Tx && mv.key.is_some() {
+            if let Some(v) = self.tx_macro(mv) {
+                out.extend_from_slice(v);
             }
+            return;
         }
         let sel = match &mv.key {
             Some(k) => Sel::Key(k.to_ascii_lowercase()),
