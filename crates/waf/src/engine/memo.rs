@@ -47,8 +47,13 @@ pub(crate) struct Memo<V> {
     state: Mutex<State<V>>,
 }
 
-/// A value's hash, the value and its answer.
-type Entry<V> = (u64, Box<[u8]>, V);
+/// A value's hash, the value and its answer. Short values sit in the entry itself, so that
+/// a lookup reads one place in memory, not a table and then a key elsewhere (in a gateway
+/// busy with sockets, each a cache miss).
+type Entry<V> = (u64, SmallVec<[u8; KEPT_INLINE]>, V);
+
+/// The longest value kept inside its entry: most header values, names and short parameters.
+const KEPT_INLINE: usize = 32;
 
 struct State<V> {
     young: HashTable<Entry<V>>,
@@ -193,7 +198,7 @@ impl<V> State<V> {
         if self.young.len() >= ENTRIES / 2 {
             self.old = std::mem::take(&mut self.young);
         }
-        self.young.insert_unique(hash, (hash, value.into(), v), |e| e.0);
+        self.young.insert_unique(hash, (hash, SmallVec::from_slice(value), v), |e| e.0);
     }
 }
 

@@ -38,6 +38,7 @@ use regex_automata::meta::{self, Regex};
 use regex_automata::nfa::thompson::WhichCaptures;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind, PatternSet};
+use smallvec::SmallVec;
 
 use crate::seclang::ast::{Transformation, Variable};
 
@@ -88,7 +89,7 @@ struct Scanned {
     group: usize,
     looks: Vec<Look>,
     /// The patterns found in each of its recent short members (see `memo`).
-    memo: Memo<Box<[u64]>>,
+    memo: Memo<Found>,
     /// The [`Plan`]s for the features its members had lately.
     plans: Memo<Plan>,
 }
@@ -224,6 +225,10 @@ const BENIGN: &[&[u8]] = &[
 
 /// A bitset of patterns.
 pub(crate) type Bits = Box<[u64]>;
+
+/// The patterns found in a member: a bitset kept inline (in the memo's entry) for rule sets
+/// of up to 512 patterns.
+pub(crate) type Found = SmallVec<[u64; 8]>;
 
 impl Prescan {
     /// Assigns every eligible part its pattern index (`Part::prescan`) and compiles the
@@ -372,7 +377,7 @@ impl Prescan {
     }
 
     /// What recent members of scope `n` were found to match, by member.
-    pub(crate) fn memo(&self, n: usize) -> &Memo<Box<[u64]>> {
+    pub(crate) fn memo(&self, n: usize) -> &Memo<Found> {
         &self.scopes[n].memo
     }
 

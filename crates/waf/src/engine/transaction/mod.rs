@@ -760,7 +760,7 @@ impl<'r> Transaction<'r> {
     /// Scans every member of prescan scope `n` with the prescan automaton, once per distinct
     /// form the member takes through the chains that look at the scope. What a short member
     /// matches is remembered across transactions (`memo`).
-    fn prescan_scope(&self, rule: &Rule, n: usize) -> SmallVec<[u64; 8]> {
+    fn prescan_scope(&self, rule: &Rule, n: usize) -> prescan::Found {
         let prescan = &self.rules.prescan;
         let mut bits = SmallVec::from_elem(0, prescan.words());
         let (var, sel, _) = prescan.scope(n);
@@ -770,13 +770,13 @@ impl<'r> Transaction<'r> {
             // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
         }
-        let work = |v: &Val<'_>| self.prescan_member(n, &v.value).into_boxed_slice();
+        let work = |v: &Val<'_>| self.prescan_member(n, &v.value);
         prescan.memo(n).get_each(&vals, |v| &v.value, |found| or_into(&mut bits, found), work);
         bits
     }
 
     /// The patterns that match a member of prescan scope `n`.
-    fn prescan_member(&self, n: usize, value: &[u8]) -> SmallVec<[u64; 8]> {
+    fn prescan_member(&self, n: usize, value: &[u8]) -> prescan::Found {
         let prescan = &self.rules.prescan;
         let mut bits = SmallVec::from_elem(0, prescan.words());
         let (_, _, group) = prescan.scope(n);
