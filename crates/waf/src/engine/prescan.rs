@@ -88,8 +88,10 @@ struct Scanned {
     sel: Sel,
     group: usize,
     looks: Vec<Look>,
-    /// The patterns found in each of its recent short members (see `memo`).
-    memo: Memo<Found>,
+    /// The patterns found in each of its recent short members (see `memo`), `None` for
+    /// none: most members of benign requests, whose entries then take no second place in
+    /// memory.
+    memo: Memo<Option<Box<[u64]>>>,
     /// The [`Plan`]s for the features its members had lately.
     plans: Memo<Plan>,
 }
@@ -226,8 +228,7 @@ const BENIGN: &[&[u8]] = &[
 /// A bitset of patterns.
 pub(crate) type Bits = Box<[u64]>;
 
-/// The patterns found in a member: a bitset kept inline (in the memo's entry) for rule sets
-/// of up to 512 patterns.
+/// The patterns found in a member or a scope (kept inline for rule sets of up to 512).
 pub(crate) type Found = SmallVec<[u64; 8]>;
 
 impl Prescan {
@@ -377,7 +378,7 @@ impl Prescan {
     }
 
     /// What recent members of scope `n` were found to match, by member.
-    pub(crate) fn memo(&self, n: usize) -> &Memo<Found> {
+    pub(crate) fn memo(&self, n: usize) -> &Memo<Option<Box<[u64]>>> {
         &self.scopes[n].memo
     }
 

@@ -770,8 +770,16 @@ impl<'r> Transaction<'r> {
             // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
         }
-        let work = |v: &Val<'_>| self.prescan_member(n, &v.value);
-        prescan.memo(n).get_each(&vals, |v| &v.value, |found| or_into(&mut bits, found), work);
+        let work = |v: &Val<'_>| {
+            let found = self.prescan_member(n, &v.value);
+            found.iter().any(|&w| w != 0).then(|| Box::from(&found[..]))
+        };
+        let answer = |found: &Option<Box<[u64]>>| {
+            if let Some(found) = found {
+                or_into(&mut bits, found);
+            }
+        };
+        prescan.memo(n).get_each(&vals, |v| &v.value, answer, work);
         bits
     }
 
