@@ -442,17 +442,26 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          Patterns that match ordinary values (a corpus of typical headers and bodies) are checked alone \
          behind one joint test, and values over 256 bytes pattern by pattern, both to keep the overlapping \
          search from reporting the same pattern at every position. `@pm` lists are Aho-Corasick \
-         automata (longer file lists stay out of the prescan: joined in, they made the automata larger \
+         automata (longer file lists stay out of the joint automata: joined in, they made them larger \
          and requests slower); `@detectSQLi`/`@detectXSS` run libinjectionrs (vendored with a hash-indexed keyword \
-         lookup, `vendor/libinjectionrs/VENDORED.md`).\n\n\
-         What a scope's member matches, libinjection's verdict on a value, and whether it holds a \
-         phrase of a list too long for the prescan depend on the value alone: the rule set \
+         lookup, `vendor/libinjectionrs/VENDORED.md`). Operators no automaton takes but whose answer \
+         depends on the value alone (libinjection, long phrase lists, `@validateByteRange` and the \
+         other validations, negated or backtracking `@rx`, `@rx ^$`, comparisons with a literal \
+         argument) take part in the prescan as *checks*: a check has a bit like a pattern's, set by \
+         running the operator on the member's form through its chain, so a benign request skips \
+         those rules with a bit test too. Only parts of rules left in the folded steps (below: the \
+         rules most requests run) become checks.\n\n\
+         What a scope's member matches (patterns and checks), libinjection's verdict on a value, and \
+         whether it holds a phrase of a list too long for the automata depend on the value alone: the rule set \
          remembers them across requests for values of up to 512 bytes \
          (`engine::memo`), since real traffic repeats user agents, header values and most field \
          values. Each memo keeps at most 512 values in two generations (values in use stay, a flood \
          of new ones ages out the rest), keeps a value the second time it comes (a Bloom filter of \
          first sightings), compares keys whole under SipHash with a random key, and never makes a \
-         request wait for another's lock. A reloaded rule set starts with empty memos. \
+         request wait for another's lock. A scope's members are looked up under one lock, and short \
+         values and their answers sit inside the table's entries (a member where nothing was found \
+         keeps no bitset), so a hit reads one place in memory. A reloaded rule set starts with empty \
+         memos. \
          `bench/waf.sh` reports the speed both with repeated values and with none (`GET*`, \
          `POST*`).\n\n\
          Rules whose outcome is the same for every request are run once, when the rule set is \
