@@ -10,6 +10,7 @@
 //! document's size (at least [`MIN_NAME_BUDGET`]); past that the document is an error, so memory
 //! and the time rules spend on `ARGS_NAMES` stay linear in the body.
 
+use super::super::operator::Decimal;
 use super::Pair;
 
 /// The deepest nesting parsed whatever the setting: the parser recurses, and a gateway thread's
@@ -94,17 +95,8 @@ impl Parser<'_> {
         self.name.push(b'.');
         self.name.extend_from_slice(segment);
         if let Some(n) = index {
-            // The digits of `n`, written without a formatter.
-            let start = self.name.len();
-            let mut n = n;
-            loop {
-                self.name.push(b'0' + (n % 10) as u8);
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
-            self.name[start..].reverse();
+            let n = i64::try_from(n).unwrap_or(i64::MAX);
+            self.name.extend_from_slice(Decimal::new(n).as_bytes());
         }
     }
 
