@@ -335,7 +335,8 @@ pub(crate) struct Part {
     pub prescan: Option<Gate>,
     pub multi_match: bool,
     pub capture: bool,
-    /// For a phrase list too long for the prescan (`@pmFromFile`): whether a short value,
+    /// For a phrase list too long for the automata that the prescan does not check either
+    /// (`@pmFromFile` on `MATCHED_VARS`, or in a rule most requests skip): whether a short value,
     /// through the part's transformations, holds a phrase, remembered across transactions
     /// (most values come again and hold none).
     pub verdicts: Option<Memo<bool>>,
@@ -584,6 +585,13 @@ impl RuleSet {
         let live = rs.rules.iter_mut().zip(removed).zip(runs).filter(|((r, gone), _)| !gone && !r.broken);
         rs.prescan = Prescan::build(live.flat_map(|((r, _), runs)| r.parts.iter_mut().map(move |p| (p, runs))));
         rs.set_gates();
+        // A phrase list too long for the automata that the prescan does not check either
+        // keeps its own verdicts.
+        for p in rs.rules.iter_mut().flat_map(|r| r.parts.iter_mut()).filter(|p| p.prescan.is_none()) {
+            if !p.negated && !p.multi_match && matches!(p.op.as_deref(), Some(Op::Pm(ph)) if ph.regex.is_none()) {
+                p.verdicts = Some(Memo::default());
+            }
+        }
         rs
     }
 
@@ -731,9 +739,6 @@ fn compile_rule(
                     problem.get_or_insert(e);
                 }
             }
-        }
-        if !p.negated && !p.multi_match && matches!(p.op.as_deref(), Some(Op::Pm(phrases)) if phrases.regex.is_none()) {
-            p.verdicts = Some(Memo::default());
         }
         if let Some(t) = p.transforms.iter().find(|t| !transform::supported(**t)) {
             problem.get_or_insert(format!("transformation t:{} is not implemented", t.name()));

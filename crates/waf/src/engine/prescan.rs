@@ -252,10 +252,6 @@ impl Prescan {
                     patterns.len() - 1
                 }
             };
-            if let Probe::Check(..) = patterns[index].1 {
-                // The check remembers what the phrase list's verdicts would.
-                part.verdicts = None;
-            }
             members.push((part, index));
         }
         let words = patterns.len().div_ceil(64);
