@@ -34,7 +34,7 @@ fn json_names_as_libmodsecurity3() {
         ]
     );
     // Indexes of more than one digit, and the names' steps undone after each element.
-    let p = json::parse(format!("{{\"t\":[{}],\"u\":0}}", vec!["0"; 12].join(",")).as_bytes(), 512).unwrap();
+    let p = json::parse(format!("{{\"t\":[{}],\"u\":0}}", ["0"; 12].join(",")).as_bytes(), 512).unwrap();
     let names: Vec<&[u8]> = p.iter().map(|(k, _)| &k[..]).collect();
     assert_eq!(names[10..], [&b"json.t.array_10"[..], b"json.t.array_11", b"json.u"]);
     assert!(json::parse(b"[[[[1]]]]", 3).is_err());
