@@ -255,9 +255,8 @@ impl TxNames {
     /// Numbers the `TX` variables that `m`'s macros read.
     fn number_macros(&mut self, m: &mut MacroString) {
         for p in &mut m.parts {
-            if let MacroPart::Var(mv @ MacroVar { variable: Variable::Tx, key: Some(_), .. }) = p {
-                let key = mv.key.as_deref().unwrap_or_default().to_ascii_lowercase();
-                mv.tx_slot = Some(self.intern(&key));
+            if let MacroPart::Var(MacroVar { variable: Variable::Tx, key: Some(key), tx_slot }) = p {
+                *tx_slot = Some(self.intern(&key.to_ascii_lowercase()));
             }
         }
     }

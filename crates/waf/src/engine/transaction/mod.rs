@@ -908,10 +908,9 @@ impl<'r> Transaction<'r> {
 
     /// The value of a `%{tx.key}` macro: by its number when the rule set gave it one.
     fn tx_macro(&self, mv: &MacroVar) -> Option<&Arc<[u8]>> {
-        match (mv.tx_slot, &mv.key) {
-            (Some(n), _) => self.tx.value_of(Some(n), ""),
-            (None, Some(k)) => self.tx.value(&lowercase(k)),
-            (None, None) => None,
+        match mv.tx_slot {
+            Some(n) => self.tx.numbered(n).map(|(_, (_, v))| v),
+            None => self.tx.value(&lowercase(mv.key.as_deref()?)),
         }
     }
 
