@@ -79,7 +79,7 @@ impl Stage for WafConfig {
 
         let rules = &policy.ruleset.rules;
         let mut tx = Transaction::new(rules);
-        tx.process_request(&inspected(request, exchange, bytes.to_vec()));
+        tx.process_request(inspected(request, exchange, bytes.to_vec()));
         // Inspected requests go on together (see above).
         tokio::task::yield_now().await;
         let proxied = matches!(route.action, crate::route::Action::Proxy(_))
@@ -170,10 +170,10 @@ impl ResponseCheck<'_> {
             };
             // The engine reads at most its limit of it, and knows from one byte more that the
             // body went past it (OUTBOUND_DATA_ERROR).
-            seen.body = std::mem::take(&mut prefix.bytes);
-            prefix.over = seen.body.len() > limit;
+            prefix.over = prefix.bytes.len() > limit;
+            seen.body = prefix.bytes.to_vec();
         }
-        tx.process_response(&seen);
+        tx.process_response(seen);
         let outcome = tx.finish();
         let rejected = prefix.over
             && settings.response_body_limit_action == LimitAction::Reject
@@ -184,8 +184,8 @@ impl ResponseCheck<'_> {
         }
         let body = match (prefix.read, prefix.ended, prefix.trailers) {
             (false, ..) => body,
-            (true, true, None) => Body::full(std::mem::take(&mut seen.body)),
-            (true, _, trailers) => Body::prefixed(Bytes::from(std::mem::take(&mut seen.body)), body, trailers),
+            (true, true, None) => Body::full(prefix.bytes),
+            (true, _, trailers) => Body::prefixed(Bytes::from(prefix.bytes), body, trailers),
         };
         (Response::from_parts(parts, body), action)
     }

@@ -560,11 +560,11 @@ fn run_case(rs: &RuleSet, case: &Case) -> Result<(), String> {
             Err(0) => (0, Vec::new(), String::new(), true),
             Err(status) => (status, Vec::new(), String::new(), false),
             Ok((req, client_error)) => {
-                let mut tx = Transaction::new(rs);
-                tx.process_request(&req);
                 let resp = backend(&req);
+                let mut tx = Transaction::new(rs);
+                tx.process_request(req);
                 let status = tx.interruption().map_or(resp.status, |(s, _)| s);
-                tx.process_response(&resp);
+                tx.process_response(resp);
                 let o = tx.finish();
                 let ids: Vec<u64> = o.matched.iter().map(|m| m.id).collect();
                 let log: Vec<String> = o.matched.iter().map(|m| m.log_line()).collect();

@@ -31,13 +31,13 @@ pub use request::{Request, Response};
 pub use transaction::{MatchedRule, Outcome, Transaction, Verdict};
 
 impl RuleSet {
-    /// Evaluates a request (phases 1 and 2), the response when given (phases 3 and 4), then
-    /// phase 5.
+    /// Evaluates a copy of a request (phases 1 and 2), of the response when given (phases 3
+    /// and 4), then phase 5.
     pub fn evaluate(&self, request: &Request, response: Option<&Response>) -> Outcome {
         let mut tx = Transaction::new(self);
-        tx.process_request(request);
+        tx.process_request(request.clone());
         if let Some(r) = response {
-            tx.process_response(r);
+            tx.process_response(r.clone());
         }
         tx.finish()
     }

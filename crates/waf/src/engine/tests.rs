@@ -218,9 +218,24 @@ SecRule RESPONSE_BODY "@pm sql syntax" "id:92,phase:4,deny,status:502,log""#,
     let o = rs.evaluate(&Request::new("GET", "/"), Some(&resp));
     assert_eq!(ids(&o), vec![90, 91, 92]);
     assert_eq!(o.verdict, Verdict::Block { status: 502, rule_id: 92 });
-    // A body whose type is not inspected is not read.
+    // A body whose type is not inspected is not read; the type is matched without case.
     let resp = Response::new(200).header("Content-Type", "image/png").body("SQL syntax");
     assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/"), Some(&resp))), Vec::<u64>::new());
+    let resp = Response::new(200).header("Content-Type", " Text/HTML ; charset=utf-8").body("SQL syntax");
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/"), Some(&resp))), vec![92]);
+}
+
+#[test]
+fn full_request_is_the_line_headers_and_body_loaded_so_far() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRequestBodyAccess On
+SecRule FULL_REQUEST "@rx \AGET /a\?b=1 HTTP/1\.1\nHost: x\nContent-Type: text/plain\n\n\z" "id:1,phase:1,pass,log"
+SecRule FULL_REQUEST "@rx \n\nhello\z" "id:2,phase:2,pass,log"
+SecRule FULL_REQUEST_LENGTH "@eq 59" "id:3,phase:2,pass,log""#,
+    );
+    let req = Request::new("GET", "/a?b=1").header("Host", "x").header("Content-Type", "text/plain").body("hello");
+    assert_eq!(ids(&rs.evaluate(&req, None)), vec![1, 2, 3]);
 }
 
 #[test]

@@ -54,7 +54,7 @@ SecRule ARGS "@rx attack" "id:4,phase:1,pass,log""#;
 /// `TX:pl` once the request phases ran.
 fn pl_after(rs: &RuleSet, req: &Request) -> Option<Vec<u8>> {
     let mut t = Transaction::new(rs);
-    t.process_request(req);
+    t.process_request(req.clone());
     t.tx("pl").map(<[u8]>::to_vec)
 }
 
@@ -92,7 +92,7 @@ SecRule TX:v "@streq late" "id:4,phase:1,pass,log""#,
 /// the folded steps to the end (of both request phases).
 fn run_both(rs: &RuleSet, written: &RuleSet, req: &Request) -> (Vec<u64>, bool) {
     let mut t = Transaction::new(rs);
-    t.process_request(req);
+    t.process_request(req.clone());
     let stayed = t.folded_through() == 2;
     let outcome = t.finish();
     assert_eq!(outcome, written.evaluate(req, None), "{req:?}");

@@ -35,7 +35,7 @@ use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec
 use super::fast_hash::FastHash;
 use super::operator::{self, Captures, NumArg, Op, Rx};
 use super::prescan::{self, Gate, Scans};
-use super::request::{Request, Response};
+use super::request::{self, Request, Response};
 use super::transform;
 
 /// A rule that matched and logs: what the audit log and `POST /api/v1/waf/evaluate` report.
@@ -261,15 +261,17 @@ impl<'r> Transaction<'r> {
         self.tx.value(&lowercase(name)).map(|v| &v[..])
     }
 
-    /// Runs phases 1 and 2 over a request.
-    pub fn process_request(&mut self, req: &Request) {
+    /// Runs phases 1 and 2 over a request, which the transaction keeps (its headers and body
+    /// become the variables as they are, without a copy).
+    pub fn process_request(&mut self, mut req: Request) {
         self.prescanned.get_mut().clear();
+        let body = std::mem::take(&mut req.body);
         self.load_request(req);
         self.run_phase(Phase::RequestHeaders);
         if self.interruption.is_some() {
             return;
         }
-        self.process_request_body(req);
+        self.process_request_body(body);
         if self.interruption.is_some() {
             return;
         }
@@ -277,28 +279,30 @@ impl<'r> Transaction<'r> {
         self.run_phase(Phase::RequestBody);
     }
 
-    /// Runs phases 3 and 4 over a response (skipped after an interruption).
-    pub fn process_response(&mut self, resp: &Response) {
+    /// Runs phases 3 and 4 over a response (skipped after an interruption), which the
+    /// transaction keeps: its headers, and its body when the rule set reads bodies of its
+    /// type (up to `SecResponseBodyLimit`).
+    pub fn process_response(&mut self, resp: Response) {
         if self.interruption.is_some() {
             return;
         }
-        self.v.status = Some(resp.status);
-        self.v.response_protocol = resp.protocol.clone();
-        self.v.response_headers = resp.headers.clone();
+        let Response { status, protocol, headers, mut body } = resp;
+        self.v.status = Some(status);
+        self.v.response_protocol = protocol;
+        self.v.response_headers = headers;
         self.forget_prescan();
         self.run_phase(Phase::ResponseHeaders);
         if self.interruption.is_some() {
             return;
         }
         if self.response_body_access {
-            let ct = resp.header_value("content-type").unwrap_or(b"");
-            let mime = ct.split(|&b| b == b';').next().unwrap_or(b"").to_ascii_lowercase();
-            let mime = String::from_utf8_lossy(transform_trim(&mime)).into_owned();
-            if self.rules.settings.response_mime_types.contains(&mime) {
+            let ct = request::header_value(&self.v.response_headers, "content-type").unwrap_or(b"");
+            let mime = transform_trim(ct.split(|&b| b == b';').next().unwrap_or(b""));
+            if self.rules.settings.response_mime_types.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(mime)) {
                 let limit = usize::try_from(self.response_body_limit).unwrap_or(usize::MAX);
-                self.v.outbound_data_error = resp.body.len() > limit;
-                let body = &resp.body[..resp.body.len().min(limit)];
-                self.v.response_body = Some(body.to_vec());
+                self.v.outbound_data_error = body.len() > limit;
+                body.truncate(limit);
+                self.v.response_body = Some(body);
             }
         }
         self.forget_prescan();
@@ -327,25 +331,23 @@ impl<'r> Transaction<'r> {
         }
     }
 
-    fn process_request_body(&mut self, req: &Request) {
+    fn process_request_body(&mut self, mut body: Vec<u8>) {
         if !self.request_body_access {
             return;
         }
         let s = &self.rules.settings;
         let limit = usize::try_from(self.request_body_limit).unwrap_or(usize::MAX);
-        let mut body: &[u8] = &req.body;
         if body.len() > limit {
             self.v.inbound_data_error = true;
             if s.request_body_limit_action == LimitAction::Reject && self.engine == EngineMode::On {
                 self.interruption = Some((413, 0));
                 return;
             }
-            body = &body[..limit];
+            body.truncate(limit);
         }
         self.v.body_length = body.len();
-        self.v.body = Some(body.to_vec());
-        self.v.full_request.extend_from_slice(body);
-        let ct = req.header_value("content-type").unwrap_or(b"");
+        let body: &[u8] = self.v.body.insert(body);
+        let ct = request::header_value(&self.v.headers, "content-type").unwrap_or(b"");
         // An empty multipart body is not parsed (no error); JSON and XML see it (XML fails).
         let processor = self.processor;
         self.v.reqbody_processed =

@@ -51,7 +51,6 @@ pub(super) struct Vars {
     pub(super) server_addr: Vec<u8>,
     pub(super) server_port: Vec<u8>,
     pub(super) server_name: Vec<u8>,
-    pub(super) full_request: Vec<u8>,
     pub(super) status: Option<u16>,
     pub(super) response_protocol: Vec<u8>,
     pub(super) response_headers: Vec<Pair>,
@@ -115,11 +114,9 @@ pub(super) fn store_index(v: Variable) -> u8 {
 }
 
 impl Transaction<'_> {
-    pub(super) fn load_request(&mut self, req: &Request) {
+    pub(super) fn load_request(&mut self, req: Request) {
+        self.processor = req.header_value("content-type").and_then(processor_for);
         let v = &mut self.v;
-        v.method = req.method.clone();
-        v.uri_raw = req.uri.clone();
-        v.protocol = req.protocol.clone();
         // The fragment (from the first `#` as sent) is not part of the path or the query; the
         // raw URI and the request line keep it, as in libmodsecurity3.
         let target = match req.uri.iter().position(|&b| b == b'#') {
@@ -141,7 +138,8 @@ impl Transaction<'_> {
         v.filename = path;
         v.uri = strip_authority(&decoded);
         v.query = qpos_raw.map(|p| target[p + 1..].to_vec()).unwrap_or_default();
-        let mut line = req.method.clone();
+        let mut line = Vec::with_capacity(req.method.len() + req.uri.len() + req.protocol.len() + 2);
+        line.extend_from_slice(&req.method);
         line.push(b' ');
         line.extend_from_slice(&req.uri);
         line.push(b' ');
@@ -150,7 +148,6 @@ impl Transaction<'_> {
         let (args, bad) = urlencoded::parse(&v.query, self.rules.settings.argument_separator);
         v.args_get = args;
         v.urlencoded_error |= bad;
-        v.headers = req.headers.clone();
         v.cookies.clear();
         for (k, val) in &req.headers {
             if k.eq_ignore_ascii_case(b"cookie") {
@@ -164,21 +161,30 @@ impl Transaction<'_> {
         v.remote_port = Decimal::new(i64::from(req.remote_port)).as_bytes().to_vec();
         v.server_addr = ip_text(req.server_addr);
         v.server_port = Decimal::new(i64::from(req.server_port)).as_bytes().to_vec();
-        let mut full = v.line.clone();
-        full.extend_from_slice(b"\n");
-        for (k, val) in &req.headers {
-            full.extend_from_slice(k);
-            full.extend_from_slice(b": ");
-            full.extend_from_slice(val);
-            full.extend_from_slice(b"\n");
-        }
-        full.extend_from_slice(b"\n");
-        v.full_request = full;
-        self.processor = req.header_value("content-type").and_then(processor_for);
+        v.method = req.method;
+        v.uri_raw = req.uri;
+        v.protocol = req.protocol;
+        v.headers = req.headers;
     }
 }
 
 impl Vars {
+    /// `FULL_REQUEST`: the request line, the headers and the body loaded so far. Built when a
+    /// rule reads it (CRS never does), not for every request.
+    fn full_request(&self) -> Vec<u8> {
+        let mut full = self.line.clone();
+        full.push(b'\n');
+        for (k, val) in &self.headers {
+            full.extend_from_slice(k);
+            full.extend_from_slice(b": ");
+            full.extend_from_slice(val);
+            full.push(b'\n');
+        }
+        full.push(b'\n');
+        full.extend_from_slice(self.body.as_deref().unwrap_or_default());
+        full
+    }
+
     /// The lists of a collection of request pairs, and whether the variable is their names
     /// (`ARGS_NAMES`) rather than their values: the collections evaluated most, which a rule
     /// part can read in place.
@@ -369,8 +375,8 @@ impl Transaction<'_> {
             V::RequestProtocol => scalar(&v.protocol, out),
             V::RequestUri => scalar(&v.uri, out),
             V::RequestUriRaw => scalar(&v.uri_raw, out),
-            V::FullRequest => scalar(&v.full_request, out),
-            V::FullRequestLength => owned(v.full_request.len().to_string().into_bytes(), out),
+            V::FullRequest => owned(v.full_request(), out),
+            V::FullRequestLength => owned(v.full_request().len().to_string().into_bytes(), out),
             V::ResponseBody => scalar(v.response_body.as_deref().unwrap_or_default(), out),
             V::ResponseStatus => {
                 if let Some(s) = v.status {
