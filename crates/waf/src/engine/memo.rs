@@ -160,19 +160,18 @@ impl<V> Memo<V> {
 impl<V> State<V> {
     fn get(&mut self, hash: u64, value: &[u8]) -> Option<&V> {
         let eq = |e: &Entry<V>| e.0 == hash && *e.1 == *value;
-        // (Looked up twice: the borrow checker does not let the young generation's answer
-        // out of a branch that falls through to the old one.)
-        if self.young.find(hash, eq).is_some() {
-            return self.young.find(hash, eq).map(|e| &e.2);
-        }
+        let young = match self.young.find_entry(hash, eq) {
+            Ok(found) => return Some(&found.into_mut().2),
+            Err(absent) => absent.into_table(),
+        };
         // A value still in use moves to the young generation, so it outlives the next ageing
         // (when the young one has room: each generation holds at most half the entries).
         let found = self.old.find_entry(hash, eq).ok()?;
-        if self.young.len() >= ENTRIES / 2 {
+        if young.len() >= ENTRIES / 2 {
             return Some(&found.into_mut().2);
         }
         let (e, _) = found.remove();
-        Some(&self.young.insert_unique(hash, e, |e| e.0).into_mut().2)
+        Some(&young.insert_unique(hash, e, |e| e.0).into_mut().2)
     }
 
     /// Whether `hash` was seen before (and should be kept now); remembers it otherwise.
