@@ -116,6 +116,9 @@ impl<V> Memo<V> {
         mut answer: impl FnMut(&V),
         mut work: impl FnMut(&T) -> V,
     ) {
+        if items.is_empty() {
+            return;
+        }
         // By item: the value's hash and whether to keep its answer.
         let mut missed: SmallVec<[(usize, u64, bool); 8]> = SmallVec::new();
         match self.state.try_lock() {
