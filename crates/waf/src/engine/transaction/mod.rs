@@ -213,6 +213,9 @@ const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 /// At most this many bytes (originals and results) in a transaction's transformation cache.
 const CACHE_BUDGET: usize = 4 << 20;
 
+/// Values up to this long are transformed again rather than kept (see `transformed`).
+const SHORT_VALUE: usize = 64;
+
 static UNIQUE: AtomicU64 = AtomicU64::new(1);
 
 impl<'r> Transaction<'r> {
@@ -815,7 +818,8 @@ impl<'r> Transaction<'r> {
 
     /// A value at the end of the part's transformation chain. A value no step changes is
     /// returned as it is (told by a cheap scan of it); the others are computed once per
-    /// transaction for each (chain, value).
+    /// transaction for each (chain, value), but for short ones, which cost less to transform
+    /// again than to look up.
     fn transformed<'v>(&self, part: &Part, v: &'v [u8]) -> Transformed<'v> {
         let transforms = &part.transforms;
         if transforms.is_empty() {
@@ -825,6 +829,9 @@ impl<'r> Transaction<'r> {
         let first = features.first_change(transforms);
         if first == transforms.len() {
             return Transformed::Same(v);
+        }
+        if v.len() <= SHORT_VALUE {
+            return Transformed::Changed(Arc::from(transform::apply_chain(&transforms[first..], v, features).as_ref()));
         }
         let mut cache = self.transformed.borrow_mut();
         let per_chain = cache.entry(part.chain_id).or_default();

@@ -82,15 +82,12 @@ impl<'a> Val<'a> {
         let var = self.var.name();
         match &self.key {
             Some(k) => {
-                let key = match std::str::from_utf8(k) {
-                    Ok(k) => Cow::Borrowed(k),
-                    Err(_) => String::from_utf8_lossy(k),
-                };
-                let mut name = String::with_capacity(var.len() + 1 + key.len());
-                name.push_str(var);
-                name.push(':');
-                name.push_str(&key);
-                Arc::from(name)
+                // Built in place and copied once into the `Arc`.
+                let mut name: SmallVec<[u8; 128]> = SmallVec::with_capacity(var.len() + 1 + k.len());
+                name.extend_from_slice(var.as_bytes());
+                name.push(b':');
+                name.extend_from_slice(k);
+                Arc::from(&*String::from_utf8_lossy(&name))
             }
             None => names[self.var as usize].clone(),
         }
