@@ -32,7 +32,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use barbican_waf::engine::Settings;
+use barbican_waf::engine::{Settings, Text};
 use barbican_waf::seclang::ast::{EngineMode, LimitAction};
 use barbican_waf::{Outcome, Transaction};
 use bytes::Bytes;
@@ -152,7 +152,7 @@ impl ResponseCheck<'_> {
         seen.headers = parts
             .headers
             .iter()
-            .map(|(name, value)| (name.as_str().as_bytes().to_vec(), value.as_bytes().to_vec()))
+            .map(|(name, value)| (Text::from_slice(name.as_str().as_bytes()), Text::from_slice(value.as_bytes())))
             .collect();
 
         let mut prefix = Prefix::default();
@@ -357,11 +357,11 @@ fn inspected(request: &Request<Body>, exchange: &Exchange<'_>, body: Vec<u8>) ->
     let mut inspected = barbican_waf::Request::new(request.method().as_str(), uri).protocol(protocol).body(body);
     if request.headers().get(http::header::HOST).is_none() {
         if let Some(authority) = request.uri().authority() {
-            inspected.headers.push((b"Host".to_vec(), authority.as_str().as_bytes().to_vec()));
+            inspected.headers.push((Text::from_slice(b"Host"), Text::from_slice(authority.as_str().as_bytes())));
         }
     }
     for (name, value) in request.headers() {
-        inspected.headers.push((name.as_str().as_bytes().to_vec(), value.as_bytes().to_vec()));
+        inspected.headers.push((Text::from_slice(name.as_str().as_bytes()), Text::from_slice(value.as_bytes())));
     }
     inspected.remote_addr = exchange.client_ip;
     inspected

@@ -479,7 +479,7 @@ fn nginx(raw: &[u8]) -> Result<(Request, bool), u16> {
         if !name.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-') {
             continue;
         }
-        req.headers.push((name.to_vec(), value.to_vec()));
+        req.headers.push((name.into(), value.into()));
     }
     if chunked && length.is_some() {
         return Err(400);
@@ -532,7 +532,7 @@ fn backend(req: &Request) -> Response {
             if let Some(Value::Mapping(h)) = v.get("headers") {
                 for (k, val) in h {
                     if let (Some(k), Some(val)) = (text(Some(k)), text(Some(val))) {
-                        r.headers.push((k.into_bytes(), val.into_bytes()));
+                        r.headers.push((k.as_bytes().into(), val.as_bytes().into()));
                     }
                 }
             }
@@ -544,7 +544,7 @@ fn backend(req: &Request) -> Response {
             if !r.headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(b"content-type")) {
                 let sniffed =
                     if body.starts_with(b"<") { "text/html; charset=utf-8" } else { "text/plain; charset=utf-8" };
-                r.headers.push((b"Content-Type".to_vec(), sniffed.as_bytes().to_vec()));
+                r.headers.push((b"Content-Type"[..].into(), sniffed.as_bytes().into()));
             }
             return r.body(body);
         }

@@ -26,6 +26,7 @@ pub mod support;
 pub mod transaction;
 pub mod transform;
 
+pub use body::{Pair, Text};
 pub use compile::{Fallback, RuleSet, Settings, Unsupported};
 pub use request::{Request, Response};
 pub use transaction::{MatchedRule, Outcome, Transaction, Verdict};

@@ -7,6 +7,8 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use super::body::{Pair, Text};
+
 /// A request to evaluate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
@@ -17,7 +19,7 @@ pub struct Request {
     /// The protocol (`HTTP/1.1`).
     pub protocol: Vec<u8>,
     /// Header fields in order; names keep their case, repeated names stay separate.
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: Vec<Pair>,
     /// The body (already de-chunked).
     pub body: Vec<u8>,
     /// The client address.
@@ -47,8 +49,8 @@ impl Request {
     }
 
     /// Adds a header field.
-    pub fn header(mut self, name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Request {
-        self.headers.push((name.into(), value.into()));
+    pub fn header(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Request {
+        self.headers.push((Text::from_slice(name.as_ref()), Text::from_slice(value.as_ref())));
         self
     }
 
@@ -84,7 +86,7 @@ pub struct Response {
     /// The protocol (`HTTP/1.1`).
     pub protocol: Vec<u8>,
     /// Header fields in order.
-    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub headers: Vec<Pair>,
     /// The body (decoded from any content encoding by the caller).
     pub body: Vec<u8>,
 }
@@ -96,8 +98,8 @@ impl Response {
     }
 
     /// Adds a header field.
-    pub fn header(mut self, name: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> Response {
-        self.headers.push((name.into(), value.into()));
+    pub fn header(mut self, name: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Response {
+        self.headers.push((Text::from_slice(name.as_ref()), Text::from_slice(value.as_ref())));
         self
     }
 
@@ -114,6 +116,6 @@ impl Response {
 }
 
 /// The value of the first header field named `name` (any case).
-pub(crate) fn header_value<'h>(headers: &'h [(Vec<u8>, Vec<u8>)], name: &str) -> Option<&'h [u8]> {
+pub(crate) fn header_value<'h>(headers: &'h [Pair], name: &str) -> Option<&'h [u8]> {
     headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v.as_slice())
 }

@@ -11,7 +11,7 @@
 //! and the time rules spend on `ARGS_NAMES` stay linear in the body.
 
 use super::super::operator::Decimal;
-use super::Pair;
+use super::{Pair, Text};
 
 /// The deepest nesting parsed whatever the setting: the parser recurses, and a gateway thread's
 /// stack must hold it.
@@ -80,12 +80,12 @@ impl Parser<'_> {
         Err(format!("JSON parsing error: parse error: {what} at offset {}", self.i))
     }
 
-    fn emit(&mut self, value: Vec<u8>) -> Result<(), String> {
+    fn emit(&mut self, value: Text) -> Result<(), String> {
         self.name_bytes += self.name.len();
         if self.name_bytes > self.name_limit {
             return self.err(&format!("argument names longer than {} bytes in all", self.name_limit));
         }
-        self.out.push((self.name.clone(), value));
+        self.out.push((Text::from_slice(&self.name), value));
         Ok(())
     }
 
@@ -135,7 +135,7 @@ impl Parser<'_> {
                     return self.err("invalid literal");
                 }
                 self.i += word.len();
-                self.emit(val.to_vec())
+                self.emit(Text::from_slice(val))
             }
             b'-' | b'0'..=b'9' => {
                 let start = self.i;
@@ -144,7 +144,7 @@ impl Parser<'_> {
                 {
                     self.i += 1;
                 }
-                let num = self.s[start..self.i].to_vec();
+                let num = Text::from_slice(&self.s[start..self.i]);
                 self.emit(num)
             }
             _ => self.err("unexpected character"),
@@ -209,9 +209,9 @@ impl Parser<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<Vec<u8>, String> {
+    fn string(&mut self) -> Result<Text, String> {
         self.i += 1;
-        let mut out = Vec::new();
+        let mut out = Text::new();
         loop {
             // The run up to the next quote or escape is copied at once when it holds no
             // control character (most strings are one such run).

@@ -11,8 +11,12 @@ pub mod multipart;
 pub mod urlencoded;
 pub mod xml;
 
-/// A name and a value, both bytes.
-pub type Pair = (Vec<u8>, Vec<u8>);
+/// The bytes of a name or a value, kept in place up to 40 bytes (most header and parameter
+/// names and values), so that loading a request allocates for its long strings only.
+pub type Text = smallvec::SmallVec<[u8; 40]>;
+
+/// A name and a value.
+pub type Pair = (Text, Text);
 
 #[cfg(test)]
 mod tests;

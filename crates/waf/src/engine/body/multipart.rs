@@ -10,7 +10,7 @@
 //! most [`HEADER_NAME_BYTES_PER_BODY_BYTE`] times the body's size in names (at least
 //! [`MIN_HEADER_NAME_BUDGET`]); past that the body is an error.
 
-use super::Pair;
+use super::{Pair, Text};
 
 /// How many bytes of part names `MULTIPART_PART_HEADERS` may repeat per byte of body: a long
 /// name followed by many short header lines must not turn 256 KiB into 200 MiB.
@@ -299,14 +299,14 @@ fn add_part(
         .checked_sub(repeated)
         .ok_or_else(|| String::from("Multipart: Part headers repeat part names over the size limit"))?;
     for (k, v) in &headers {
-        let mut l = k.clone();
+        let mut l = Text::from_slice(k);
         l.extend_from_slice(b": ");
         l.extend_from_slice(v);
-        m.part_headers.push((name.clone(), l));
+        m.part_headers.push((Text::from_slice(&name), l));
     }
     match filename {
         Some(f) => m.files.push(FilePart { name, filename: f, content: content.to_vec() }),
-        None => m.args.push((name, content.to_vec())),
+        None => m.args.push((Text::from_vec(name), Text::from_slice(content))),
     }
     Ok(())
 }

@@ -2,19 +2,22 @@
 
 use super::*;
 
+/// Pairs as byte slices, to compare with literals.
+fn plain(pairs: &[Pair]) -> Vec<(&[u8], &[u8])> {
+    pairs.iter().map(|(k, v)| (&k[..], &v[..])).collect()
+}
+
 #[test]
 fn urlencoded_pairs() {
     let (p, bad) = urlencoded::parse(b"a=1&b=%41+c&&flag&x=%zz", b'&');
-    assert_eq!(
-        p,
-        vec![
-            (b"a".to_vec(), b"1".to_vec()),
-            (b"b".to_vec(), b"A c".to_vec()),
-            (b"flag".to_vec(), b"".to_vec()),
-            (b"x".to_vec(), b"%zz".to_vec())
-        ]
-    );
+    let expected: [(&[u8], &[u8]); 4] = [(b"a", b"1"), (b"b", b"A c"), (b"flag", b""), (b"x", b"%zz")];
+    assert_eq!(plain(&p), expected);
     assert!(bad);
+    // Names and values longer than a pair keeps in place.
+    let long = format!("{}={}", "n".repeat(100), "v%41".repeat(50));
+    let (p, bad) = urlencoded::parse(long.as_bytes(), b'&');
+    assert_eq!(plain(&p), [("n".repeat(100).as_bytes(), "vA".repeat(50).as_bytes())]);
+    assert!(!bad);
 }
 
 #[test]
@@ -37,6 +40,10 @@ fn json_names_as_libmodsecurity3() {
     let p = json::parse(format!("{{\"t\":[{}],\"u\":0}}", ["0"; 12].join(",")).as_bytes(), 512).unwrap();
     let names: Vec<&[u8]> = p.iter().map(|(k, _)| &k[..]).collect();
     assert_eq!(names[10..], [&b"json.t.array_10"[..], b"json.t.array_11", b"json.u"]);
+    // Names and values longer than a pair keeps in place.
+    let (key, value) = ("k".repeat(60), r"\u0041".repeat(50));
+    let p = json::parse(format!("{{\"{key}\":\"{value}\"}}").as_bytes(), 512).unwrap();
+    assert_eq!(plain(&p), [(format!("json.{key}").as_bytes(), "A".repeat(50).as_bytes())]);
     assert!(json::parse(b"[[[[1]]]]", 3).is_err());
     assert!(json::parse(b"{\"a\":", 10).is_err());
     assert!(json::parse(b"{} x", 10).is_err());
@@ -57,10 +64,10 @@ fn multipart_fields_files_and_flags() {
     let body = b"--XyZ\r\nContent-Disposition: form-data; name=\"f\"\r\n\r\nvalue\r\n--XyZ\r\nContent-Disposition: form-data; name=\"up\"; filename=\"a.php\"\r\nContent-Type: text/plain\r\n\r\n<?php\r\n--XyZ--\r\n";
     let m = multipart::parse(b"multipart/form-data; boundary=XyZ", body);
     assert_eq!(m.error, None);
-    assert_eq!(m.args, vec![(b"f".to_vec(), b"value".to_vec())]);
+    assert_eq!(plain(&m.args), [(&b"f"[..], &b"value"[..])]);
     assert_eq!(m.files[0].filename, b"a.php");
     assert_eq!(m.files[0].content, b"<?php");
-    assert!(m.part_headers.iter().any(|(k, v)| k == b"up" && v == b"Content-Type: text/plain"));
+    assert!(plain(&m.part_headers).contains(&(b"up", b"Content-Type: text/plain")));
     assert!(!m.flags.strict_error());
     let lf = multipart::parse(
         b"multipart/form-data; boundary=\"XyZ\"",

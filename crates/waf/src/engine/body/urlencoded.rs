@@ -2,7 +2,7 @@
 //! argument separator, both halves URL-decoded (`+` is a space, invalid `%` escapes are kept
 //! and flagged).
 
-use super::Pair;
+use super::{Pair, Text};
 use crate::engine::transform::{fold_full_width, hex_val, two_hex};
 
 /// The pairs of `data`, and whether any `%` escape was invalid (`URLENCODED_ERROR`).
@@ -17,9 +17,17 @@ pub fn parse(data: &[u8], separator: u8) -> (Vec<Pair>, bool) {
             Some(i) => (&part[..i], &part[i + 1..]),
             None => (part, &b""[..]),
         };
-        out.push((decode(name, &mut invalid), decode(value, &mut invalid)));
+        out.push((decode_text(name, &mut invalid), decode_text(value, &mut invalid)));
     }
     (out, invalid)
+}
+
+/// As [`decode`], for a pair: most names and values have nothing to decode and are copied.
+fn decode_text(v: &[u8], invalid: &mut bool) -> Text {
+    match v.iter().any(|&b| b == b'%' || b == b'+') {
+        true => Text::from_vec(decode(v, invalid)),
+        false => Text::from_slice(v),
+    }
 }
 
 /// URL-decodes `v` the non-strict way: `+` is a space, `%HH` a byte, anything else is kept;
