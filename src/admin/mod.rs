@@ -165,13 +165,9 @@ async fn evaluate(
         );
     };
     let mut inspected = barbican_waf::Request::new(ask.method.unwrap_or_else(|| "GET".into()), ask.uri).body(ask.body);
-    inspected.headers = ask
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (barbican_waf::engine::Text::from_slice(k.as_bytes()), barbican_waf::engine::Text::from_slice(v.as_bytes()))
-        })
-        .collect();
+    for (name, value) in &ask.headers {
+        inspected = inspected.header(name, value);
+    }
     let outcome = ruleset.rules.evaluate(&inspected, None);
     let action = if matches!(outcome.verdict, barbican_waf::Verdict::Block { .. }) { "block" } else { "pass" };
     let matched: Vec<serde_json::Value> = outcome

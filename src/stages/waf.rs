@@ -32,7 +32,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use barbican_waf::engine::{Settings, Text};
+use barbican_waf::engine::Settings;
 use barbican_waf::seclang::ast::{EngineMode, LimitAction};
 use barbican_waf::{Outcome, Transaction};
 use bytes::Bytes;
@@ -149,11 +149,9 @@ impl ResponseCheck<'_> {
         if parts.version == http::Version::HTTP_10 {
             seen.protocol = b"HTTP/1.0".to_vec();
         }
-        seen.headers = parts
-            .headers
-            .iter()
-            .map(|(name, value)| (Text::from_slice(name.as_str().as_bytes()), Text::from_slice(value.as_bytes())))
-            .collect();
+        for (name, value) in &parts.headers {
+            seen = seen.header(name, value);
+        }
 
         let mut prefix = Prefix::default();
         if inspects_body(settings, &parts.headers) {
@@ -357,11 +355,11 @@ fn inspected(request: &Request<Body>, exchange: &Exchange<'_>, body: Vec<u8>) ->
     let mut inspected = barbican_waf::Request::new(request.method().as_str(), uri).protocol(protocol).body(body);
     if request.headers().get(http::header::HOST).is_none() {
         if let Some(authority) = request.uri().authority() {
-            inspected.headers.push((Text::from_slice(b"Host"), Text::from_slice(authority.as_str().as_bytes())));
+            inspected = inspected.header("Host", authority.as_str());
         }
     }
     for (name, value) in request.headers() {
-        inspected.headers.push((Text::from_slice(name.as_str().as_bytes()), Text::from_slice(value.as_bytes())));
+        inspected = inspected.header(name, value);
     }
     inspected.remote_addr = exchange.client_ip;
     inspected

@@ -23,10 +23,11 @@
 //!
 //! Operators no automaton takes but whose answer depends on the value alone (`@detectSQLi`,
 //! `@detectXSS`, a long `@pmFromFile`, `@validateByteRange`, a negated or backtracking `@rx`,
-//! `@rx ^$`, comparisons with a literal argument) take part as *checks*: each has a bit like a pattern's, set by running it on the member's
-//! form through its chain. A check runs once per member for all the transactions that see it
-//! again (below), instead of once per member in each transaction; only parts of rules left
-//! in the folded steps (the rules most transactions run) become checks.
+//! `@rx ^$`, comparisons with a literal argument) take part as *checks*: each has a bit like a
+//! pattern's, set by running it on the member's form through its chain. A check runs once per
+//! member for all the transactions that see it again (below), instead of once per member in
+//! each transaction; only parts of rules left in the folded steps (the rules most transactions
+//! run) become checks.
 //!
 //! What a short member matches depends on its bytes alone, so each scope remembers it for the
 //! members it saw recently (`memo`): a user agent seen before costs a lookup, not a scan.

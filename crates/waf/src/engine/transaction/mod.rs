@@ -830,15 +830,16 @@ impl<'r> Transaction<'r> {
         if first == transforms.len() {
             return Transformed::Same(v);
         }
+        let apply = || Arc::<[u8]>::from(transform::apply_chain(&transforms[first..], v, features).as_ref());
         if v.len() <= SHORT_VALUE {
-            return Transformed::Changed(Arc::from(transform::apply_chain(&transforms[first..], v, features).as_ref()));
+            return Transformed::Changed(apply());
         }
         let mut cache = self.transformed.borrow_mut();
         let per_chain = cache.entry(part.chain_id).or_default();
         if let Some(t) = per_chain.get(v) {
             return Transformed::Changed(t.clone());
         }
-        let out: Arc<[u8]> = Arc::from(transform::apply_chain(&transforms[first..], v, features).as_ref());
+        let out = apply();
         // Bounded: past a budget (many values, or one huge value through many chains) the
         // transaction recomputes instead of growing.
         let cost = v.len() + out.len();

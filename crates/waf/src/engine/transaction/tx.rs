@@ -122,11 +122,7 @@ impl<'r> TxVars<'r> {
 
     /// Every variable, with its lowercase key, in no particular order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Matched)> {
-        let numbered = self
-            .numbered
-            .iter()
-            .enumerate()
-            .filter_map(|(n, m)| Some((&*self.names.key(n as u32).0, m.as_ref()?.get())));
+        let numbered = (0..self.numbered.len() as u32).filter_map(|n| self.numbered(n));
         numbered.chain(self.unnumbered())
     }
 }
