@@ -155,6 +155,15 @@ async fn watch_loop(shared: Arc<Shared>, mut last: Vec<(PathBuf, Option<Seen>)>)
             // Errors are logged and counted by reload; the watcher just waits for the next change.
             let _ = shared.reload().await;
         }
-        last = watched(&shared).into_iter().map(|p| (p.clone(), look(&p))).collect();
+        // What was looked at before the reload read the files stays the reference, so a write
+        // that lands while the reload runs is still a change at the next poll. Files the new
+        // config names for the first time are looked at now.
+        last = watched(&shared)
+            .into_iter()
+            .map(|p| {
+                let seen = settled.iter().find(|(q, _)| *q == p).map_or_else(|| look(&p), |(_, seen)| seen.clone());
+                (p, seen)
+            })
+            .collect();
     }
 }
