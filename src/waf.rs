@@ -185,6 +185,9 @@ impl Rulesets {
         }
         loader.load_str(&origin, &exclusions(&spec.exclusions));
         let loaded = loader.finish().map_err(|errors| errors.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        // Stamped before compiling, so that a file edited during the compile is stale next time.
+        let files: Vec<FileStamp> =
+            loaded.files.iter().chain(loaded.data_files.keys()).filter(|p| p.is_file()).map(|p| stamp(p)).collect();
         let started = std::time::Instant::now();
         let rules = Arc::new(RuleSet::compile(&loaded));
         for fallback in rules.fallbacks() {
@@ -199,8 +202,6 @@ impl Rulesets {
             tracing::warn!(ruleset = name, rule = unsupported.rule_id, reason = %unsupported.reason, "rule part not supported; it never matches");
         }
         tracing::info!(ruleset = name, rules = rules.rule_count(), elapsed = ?started.elapsed(), "WAF rule set compiled");
-        let files: Vec<FileStamp> =
-            loaded.files.iter().chain(loaded.data_files.keys()).filter(|p| p.is_file()).map(|p| stamp(p)).collect();
         let stats = cached.get(name).map(|c| c.stats.clone()).unwrap_or_default();
         let built = Built {
             ruleset: Arc::new(WafRuleset { name: name.into(), rules: rules.clone(), stats: stats.clone() }),
