@@ -27,7 +27,7 @@ impl BotRules {
     pub fn permits(&self, user_agent: Option<&[u8]>) -> bool {
         match user_agent {
             None | Some(b"") => !self.block_empty,
-            Some(agent) => self.allow.is_match(agent) || !self.deny.is_match(agent),
+            Some(agent) => self.deny.is_empty() || self.allow.is_match(agent) || !self.deny.is_match(agent),
         }
     }
 }
