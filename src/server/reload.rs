@@ -155,15 +155,40 @@ async fn watch_loop(shared: Arc<Shared>, mut last: Vec<(PathBuf, Option<Seen>)>)
             // Errors are logged and counted by reload; the watcher just waits for the next change.
             let _ = shared.reload().await;
         }
-        // What was looked at before the reload read the files stays the reference, so a write
-        // that lands while the reload runs is still a change at the next poll. Files the new
-        // config names for the first time are looked at now.
-        last = watched(&shared)
-            .into_iter()
-            .map(|p| {
-                let seen = settled.iter().find(|(q, _)| *q == p).map_or_else(|| look(&p), |(_, seen)| seen.clone());
-                (p, seen)
-            })
-            .collect();
+        last = reference(&settled, watched(&shared));
+    }
+}
+
+/// What the files `now_watched` are compared with at the next poll. Those looked at before
+/// the reload read them keep that look, so a write that lands while the reload runs is still
+/// a change; files the config names for the first time are looked at now.
+fn reference(settled: &[(PathBuf, Option<Seen>)], now_watched: Vec<PathBuf>) -> Vec<(PathBuf, Option<Seen>)> {
+    now_watched
+        .into_iter()
+        .map(|p| {
+            let seen = settled.iter().find(|(q, _)| *q == p).map_or_else(|| look(&p), |(_, seen)| seen.clone());
+            (p, seen)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_during_a_reload_is_a_change_at_the_next_poll() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, cert) = (dir.path().join("barbican.yaml"), dir.path().join("cert.pem"));
+        std::fs::write(&config, "first").unwrap();
+        let settled = vec![(config.clone(), look(&config))];
+        // The reload read "first"; meanwhile the file is replaced, and the config it read
+        // names a certificate.
+        write_atomically(&config, "second, written during the reload").unwrap();
+        std::fs::write(&cert, "pem").unwrap();
+        let last = reference(&settled, vec![config.clone(), cert.clone()]);
+        assert_eq!(last[0], settled[0], "the config keeps the look from before the reload");
+        assert_ne!(last[0].1, look(&config), "so the next poll sees the write");
+        assert_eq!(last[1], (cert.clone(), look(&cert)), "a newly named file is looked at now");
     }
 }
