@@ -222,8 +222,6 @@ async fn dispatch<'s>(
     match exchange.waf_response.take() {
         None => response,
         Some(check) => {
-            let mut response = response;
-            headers_to_map(&mut response);
             // Boxed: its state would otherwise widen this future for every route.
             let (response, action) = Box::pin(check.inspect(*response, proxy.upstream.request_timeout)).await;
             outcome.waf_action = Some(action.as_str());
@@ -419,14 +417,14 @@ fn downstream_response(mut response: BoxedResponse) -> BoxedResponse {
 
 /// Moves the upstream's header fields, held unparsed by the body until then, into the
 /// response's map (less hop-by-hop ones), for what reads or edits them.
-fn headers_to_map(response: &mut Response<Body>) {
+pub(crate) fn headers_to_map(response: &mut Response<Body>) {
     if let Some(fields) = response.body_mut().take_fields() {
         fields.append_to(response.headers_mut());
         remove_hop_by_hop(response.headers_mut());
     }
 }
 
-fn is_hop_by_hop(name: &[u8]) -> bool {
+pub(crate) fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP.iter().any(|h| h.as_str().as_bytes() == name)
 }
 

@@ -139,22 +139,31 @@ impl ResponseCheck<'_> {
     /// Returns the response for the client (the gateway's 403 when the rules block it) and
     /// what the WAF did. A body the rule set reads (see [`inspects_body`]) is read up to
     /// `SecResponseBodyLimit` bytes, for at most `wait`; the rest is streamed after it.
-    pub async fn inspect(mut self: Box<Self>, response: Response<Body>, wait: Duration) -> (Response<Body>, Action) {
+    pub async fn inspect(
+        mut self: Box<Self>,
+        mut response: Response<Body>,
+        wait: Duration,
+    ) -> (Response<Body>, Action) {
         let Some(mut tx) = self.tx.take() else {
             return (response, Action::Pass);
         };
         let settings = self.policy.ruleset.rules.settings();
-        let (parts, mut body) = response.into_parts();
-        let mut seen = barbican_waf::Response::new(parts.status.as_u16());
-        if parts.version == http::Version::HTTP_10 {
+        let reads_body = inspects_body(settings, upstream_fields(&response));
+        if reads_body {
+            // The body is rebuilt from what is read of it: the fields it holds go to the map.
+            crate::pipeline::headers_to_map(&mut response);
+        }
+        let mut seen = barbican_waf::Response::new(response.status().as_u16());
+        if response.version() == http::Version::HTTP_10 {
             seen.protocol = b"HTTP/1.0".to_vec();
         }
-        for (name, value) in &parts.headers {
+        for (name, value) in upstream_fields(&response) {
             seen = seen.header(name, value);
         }
+        let (parts, mut body) = response.into_parts();
 
         let mut prefix = Prefix::default();
-        if inspects_body(settings, &parts.headers) {
+        if reads_body {
             let limit = usize::try_from(settings.response_body_limit).unwrap_or(usize::MAX);
             prefix = match read_prefix(&mut body, limit, wait).await {
                 Ok(prefix) => prefix,
@@ -220,19 +229,34 @@ fn judges_responses(rules: &barbican_waf::RuleSet) -> bool {
         || (settings.response_body_access && settings.response_body_limit_action == LimitAction::Reject)
 }
 
-/// Whether the rule set reads this response's body: `SecResponseBodyAccess On` and its media
-/// type in `SecResponseBodyMimeType`, as the engine decides it. Not read: a compressed body
-/// (`content-encoding` other than `identity`; the rules would see compressed bytes, and CRS
-/// skips such bodies too), and an event stream (`text/event-stream`: it has no end, and each
-/// event is due when it is sent).
-fn inspects_body(settings: &Settings, headers: &HeaderMap) -> bool {
+/// A response's header fields as the client will get them: those in its map, then those its
+/// body still holds unparsed, less hop-by-hop ones. The rules only read them, so an upstream's
+/// lines stay as it wrote them and go on to the client that way. Names are lowercase.
+fn upstream_fields(response: &Response<Body>) -> impl Iterator<Item = (&[u8], &[u8])> {
+    let map = response.headers().iter().map(|(name, value)| (name.as_str().as_bytes(), value.as_bytes()));
+    let unparsed = response.body().fields().into_iter().flat_map(|f| f.iter());
+    map.chain(unparsed.filter(|(name, _)| !crate::pipeline::is_hop_by_hop(name)))
+}
+
+/// Whether the rule set reads a response's body, given its header `fields`:
+/// `SecResponseBodyAccess On` and its media type in `SecResponseBodyMimeType`, as the engine
+/// decides it. Not read: a compressed body (`content-encoding` other than `identity`; the rules
+/// would see compressed bytes, and CRS skips such bodies too), and an event stream
+/// (`text/event-stream`: it has no end, and each event is due when it is sent).
+fn inspects_body<'f>(settings: &Settings, fields: impl Iterator<Item = (&'f [u8], &'f [u8])>) -> bool {
     if !settings.response_body_access {
         return false;
     }
-    if headers.get_all(CONTENT_ENCODING).iter().any(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity")) {
-        return false;
+    let mut content_type = None;
+    for (name, value) in fields {
+        if name == CONTENT_ENCODING.as_str().as_bytes() && !value.trim_ascii().eq_ignore_ascii_case(b"identity") {
+            return false;
+        }
+        if name == CONTENT_TYPE.as_str().as_bytes() {
+            content_type.get_or_insert(value);
+        }
     }
-    let content_type = headers.get(CONTENT_TYPE).map_or(&b""[..], HeaderValue::as_bytes);
+    let content_type = content_type.unwrap_or_default();
     let mime = content_type.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
     !mime.eq_ignore_ascii_case(b"text/event-stream")
         && settings.response_mime_types.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(mime))
@@ -369,11 +393,8 @@ fn inspected(request: &Request<Body>, exchange: &Exchange<'_>, body: Vec<u8>) ->
 mod tests {
     use super::*;
 
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (http::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap()))
-            .collect()
+    fn fields<'p>(pairs: &'p [(&str, &str)]) -> impl Iterator<Item = (&'p [u8], &'p [u8])> {
+        pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_bytes()))
     }
 
     #[test]
@@ -390,9 +411,9 @@ mod tests {
             (&[("content-type", "text/event-stream")], false),
         ];
         for (pairs, read) in cases {
-            assert_eq!(inspects_body(&settings, &headers(pairs)), read, "{pairs:?}");
+            assert_eq!(inspects_body(&settings, fields(pairs)), read, "{pairs:?}");
         }
         settings.response_body_access = false;
-        assert!(!inspects_body(&settings, &headers(&[("content-type", "text/html")])));
+        assert!(!inspects_body(&settings, fields(&[("content-type", "text/html")])));
     }
 }
