@@ -32,7 +32,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use barbican_waf::engine::Settings;
+use barbican_waf::engine::{media_type, Settings};
 use barbican_waf::seclang::ast::{EngineMode, LimitAction};
 use barbican_waf::{Outcome, Transaction};
 use bytes::Bytes;
@@ -256,10 +256,8 @@ fn inspects_body<'f>(settings: &Settings, fields: impl Iterator<Item = (&'f [u8]
             content_type.get_or_insert(value);
         }
     }
-    let content_type = content_type.unwrap_or_default();
-    let mime = content_type.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
-    !mime.eq_ignore_ascii_case(b"text/event-stream")
-        && settings.response_mime_types.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(mime))
+    let mime = media_type(content_type.unwrap_or_default());
+    !mime.eq_ignore_ascii_case(b"text/event-stream") && settings.reads_body_of(mime)
 }
 
 /// The first bytes of a response body, read before the rest is streamed.

@@ -82,6 +82,16 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// Whether `SecResponseBodyMimeType` names `media_type` (see [`media_type`]): the rules
+    /// read the bodies of responses of that type (with `SecResponseBodyAccess On`).
+    ///
+    /// [`media_type`]: super::request::media_type
+    pub fn reads_body_of(&self, media_type: &[u8]) -> bool {
+        self.response_mime_types.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(media_type))
+    }
+}
+
 /// A rule whose `@rx` pattern needed the backtracking engine (look-around, back-references...).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fallback {

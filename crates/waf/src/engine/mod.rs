@@ -28,7 +28,7 @@ pub mod transform;
 
 pub use body::{Pair, Text};
 pub use compile::{Fallback, RuleSet, Settings, Unsupported};
-pub use request::{Request, Response};
+pub use request::{media_type, Request, Response};
 pub use transaction::{MatchedRule, Outcome, Transaction, Verdict};
 
 impl RuleSet {

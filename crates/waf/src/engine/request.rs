@@ -8,6 +8,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use super::body::{Pair, Text};
+use super::transform::is_space;
 
 /// A request to evaluate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,4 +119,13 @@ impl Response {
 /// The value of the first header field named `name` (any case).
 pub(crate) fn header_value<'h>(headers: &'h [Pair], name: &str) -> Option<&'h [u8]> {
     headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v.as_slice())
+}
+
+/// The media type of a `Content-Type` value: what comes before any `;`, without the blanks
+/// around it (`text/html` of ` text/html ; charset=utf-8`).
+pub fn media_type(content_type: &[u8]) -> &[u8] {
+    let mime = content_type.split(|&b| b == b';').next().unwrap_or_default();
+    let start = mime.iter().position(|&b| !is_space(b)).unwrap_or(mime.len());
+    let end = mime.iter().rposition(|&b| !is_space(b)).map_or(start, |p| p + 1);
+    &mime[start..end]
 }

@@ -300,8 +300,7 @@ impl<'r> Transaction<'r> {
         }
         if self.response_body_access {
             let ct = request::header_value(&self.v.response_headers, "content-type").unwrap_or(b"");
-            let mime = transform_trim(ct.split(|&b| b == b';').next().unwrap_or(b""));
-            if self.rules.settings.response_mime_types.iter().any(|t| t.as_bytes().eq_ignore_ascii_case(mime)) {
+            if self.rules.settings.reads_body_of(request::media_type(ct)) {
                 let limit = usize::try_from(self.response_body_limit).unwrap_or(usize::MAX);
                 self.v.outbound_data_error = body.len() > limit;
                 body.truncate(limit);
@@ -1110,10 +1109,4 @@ fn lowercase(s: &str) -> Cow<'_, str> {
 
 fn lossy(v: Vec<u8>) -> String {
     String::from_utf8(v).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-fn transform_trim(v: &[u8]) -> &[u8] {
-    let s = v.iter().position(|&b| !transform::is_space(b)).unwrap_or(v.len());
-    let e = v.iter().rposition(|&b| !transform::is_space(b)).map_or(s, |p| p + 1);
-    &v[s..e]
 }
