@@ -111,6 +111,9 @@ struct Seen {
     inode: u64,
 }
 
+/// Each watched file and how it looked.
+type Looks = Vec<(PathBuf, Option<Seen>)>;
+
 fn look(path: &Path) -> Option<Seen> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
@@ -127,24 +130,24 @@ fn watched(shared: &Shared) -> Vec<PathBuf> {
 /// Reloads when the config file or a file it names changes; runs on the control runtime.
 /// The files are looked at now, so that a change made right after start-up is not missed.
 pub fn watch_files(shared: Arc<Shared>) -> impl std::future::Future<Output = ()> {
-    let last: Vec<(PathBuf, Option<Seen>)> = watched(&shared).into_iter().map(|p| (p.clone(), look(&p))).collect();
+    let last = reference(&[], watched(&shared));
     watch_loop(shared, last)
 }
 
-async fn watch_loop(shared: Arc<Shared>, mut last: Vec<(PathBuf, Option<Seen>)>) {
+async fn watch_loop(shared: Arc<Shared>, mut last: Looks) {
     let mut shutdown = shared.shutdown_signal();
     loop {
         tokio::select! {
             _ = super::stopped(&mut shutdown) => return,
             _ = tokio::time::sleep(POLL) => {}
         }
-        let now: Vec<(PathBuf, Option<Seen>)> = last.iter().map(|(p, _)| (p.clone(), look(p))).collect();
+        let now = look_again(&last);
         if now == last {
             continue;
         }
         // Let a writer finish: act once the files hold still.
         tokio::time::sleep(SETTLE).await;
-        let settled: Vec<(PathBuf, Option<Seen>)> = now.iter().map(|(p, _)| (p.clone(), look(p))).collect();
+        let settled = look_again(&now);
         if settled != now {
             continue;
         }
@@ -159,10 +162,15 @@ async fn watch_loop(shared: Arc<Shared>, mut last: Vec<(PathBuf, Option<Seen>)>)
     }
 }
 
+/// The same files, looked at now.
+fn look_again(files: &[(PathBuf, Option<Seen>)]) -> Looks {
+    files.iter().map(|(p, _)| (p.clone(), look(p))).collect()
+}
+
 /// What the files `now_watched` are compared with at the next poll. Those looked at before
 /// the reload read them keep that look, so a write that lands while the reload runs is still
 /// a change; files the config names for the first time are looked at now.
-fn reference(settled: &[(PathBuf, Option<Seen>)], now_watched: Vec<PathBuf>) -> Vec<(PathBuf, Option<Seen>)> {
+fn reference(settled: &[(PathBuf, Option<Seen>)], now_watched: Vec<PathBuf>) -> Looks {
     now_watched
         .into_iter()
         .map(|p| {
