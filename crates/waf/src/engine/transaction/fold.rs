@@ -34,7 +34,7 @@ use std::sync::Arc;
 use crate::seclang::ast::{IdRange, MacroString, MacroVar, SetVarOp, Variable};
 
 use super::super::compile::{Disruptive, Part, Rule, RuleSet, Step};
-use super::{Flow, Hits, Matched, Transaction};
+use super::{Flow, Hits, Matched, Slot, Transaction};
 
 /// A phase's steps with the folded rules replaced, and for each step its index in the phase
 /// as written (where a transaction goes on when the folded steps stop holding).
@@ -345,13 +345,13 @@ impl<'r> Folder<'r> {
         let s = &mut self.scratch;
         let before: Vec<Option<Matched>> = s.tx.numbered_slots().map(Option::<&Matched>::cloned).collect();
         let mark: Matched = (Arc::from("fold mark"), Arc::from(&b""[..]));
-        s.matched_vars = vec![mark.clone()];
+        s.matched_vars = vec![Slot::Own(mark.clone())];
         let flow = s.eval_rule(rule);
         // A part that does not match clears MATCHED_VARS, mark and all.
-        let kept_mark = s.matched_vars.first().is_some_and(|m| Arc::ptr_eq(&m.0, &mark.0));
+        let kept_mark = s.matched_vars.first().is_some_and(|m| Arc::ptr_eq(&m.get().0, &mark.0));
         let mut effects = Effects {
             clear_matched: !kept_mark,
-            matched: s.matched_vars[usize::from(kept_mark)..].to_vec(),
+            matched: s.matched_vars[usize::from(kept_mark)..].iter().map(|m| m.get().clone()).collect(),
             tx: Vec::new(),
         };
         for (n, (old, new)) in before.iter().zip(s.tx.numbered_slots()).enumerate() {

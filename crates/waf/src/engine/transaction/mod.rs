@@ -137,7 +137,7 @@ pub struct Transaction<'r> {
     stores: BTreeMap<(u8, String), Arc<[u8]>>,
     env: BTreeMap<String, Vec<u8>>,
     /// `MATCHED_VARS`; the last one is `MATCHED_VAR_NAME` and `MATCHED_VAR` (none: empty).
-    matched_vars: Vec<Matched>,
+    matched_vars: Vec<Slot<'r>>,
     engine: EngineMode,
     request_body_access: bool,
     response_body_access: bool,
@@ -204,7 +204,7 @@ pub(crate) mod fold;
 mod tx;
 mod variables;
 
-use tx::TxVars;
+use tx::{Slot, TxVars};
 use variables::{store_index, tx_val, Val, Vals, Vars};
 
 /// The keys of `TX:0`..`TX:9`, which `capture` sets, and the usual counts (`&ARGS`).
@@ -493,7 +493,7 @@ impl<'r> Transaction<'r> {
         if effects.clear_matched {
             self.matched_vars.clear();
         }
-        self.matched_vars.extend(effects.matched.iter().cloned());
+        self.matched_vars.extend(effects.matched.iter().map(Slot::Baked));
         for (n, value) in &effects.tx {
             match value {
                 Some(m) => self.tx.set_baked(*n, m),
@@ -504,9 +504,9 @@ impl<'r> Transaction<'r> {
 
     /// Does what a rule that matches in every transaction does with its matches: records
     /// each in `MATCHED_VAR(S)` and runs the `setvar`s (see `fold`).
-    fn replay(&mut self, rule: &Rule, matched: &[Matched]) {
+    fn replay(&mut self, rule: &Rule, matched: &'r [Matched]) {
         for m in matched {
-            self.matched_vars.push(m.clone());
+            self.matched_vars.push(Slot::Baked(m));
             for sv in &rule.parts[0].setvars {
                 self.setvar(rule, sv);
             }
@@ -544,7 +544,7 @@ impl<'r> Transaction<'r> {
                         }
                     }
                 }
-                self.matched_vars.push((h.name, h.value));
+                self.matched_vars.push(Slot::Own((h.name, h.value)));
                 for sv in &part.setvars {
                     self.setvar(rule, sv);
                 }
@@ -618,7 +618,7 @@ impl<'r> Transaction<'r> {
                 Some(tags) => tags.clone(),
                 None => rule.tags.iter().map(|t| lossy(self.expand(t, rule).into_owned())).collect(),
             },
-            matched_var_name: self.matched_vars.last().map(|(name, _)| name.to_string()).unwrap_or_default(),
+            matched_var_name: self.matched_vars.last().map(|m| m.get().0.to_string()).unwrap_or_default(),
             location: rule.location.clone(),
             disruptive,
         };

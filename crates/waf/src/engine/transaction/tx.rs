@@ -21,17 +21,17 @@ pub(super) struct TxVars<'r> {
     other: HashMap<Arc<str>, Matched, FastHash>,
 }
 
-/// A numbered variable: as a folded step sets it (the rule set holds the value: setting the
-/// hundred-odd variables of CRS's set-up takes no reference count), or as the transaction
-/// set it.
+/// A variable or a match: as a folded step gives it (the rule set holds it: setting the
+/// hundred-odd variables of CRS's set-up, or recording what folded rules matched, takes no
+/// reference count), or as the transaction made it.
 #[derive(Clone, Debug)]
-enum Slot<'r> {
+pub(super) enum Slot<'r> {
     Baked(&'r Matched),
     Own(Matched),
 }
 
 impl Slot<'_> {
-    fn get(&self) -> &Matched {
+    pub(super) fn get(&self) -> &Matched {
         match self {
             Slot::Baked(m) => m,
             Slot::Own(m) => m,
