@@ -481,14 +481,19 @@ SecAction "id:5,phase:1,pass,nolog,setvar:tx.level=+1"
 SecRule TX:level "@eq 3" "id:6,phase:1,pass,log"
 SecRule TX:level "@eq 3" "id:7,phase:1,pass,log"
 SecAction "id:8,phase:1,pass,nolog,setvar:!tx.level"
-SecRule &TX:level "@eq 0" "id:9,phase:1,pass,log""#,
+SecRule &TX:level "@eq 0" "id:9,phase:1,pass,log"
+SecRule REQUEST_METHOD "@streq GET" "id:10,phase:1,pass,nolog,setvar:tx.level=5"
+SecRule TX:level "@eq 5" "id:11,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}=%{MATCHED_VAR}'"
+SecRule &TX:level "@eq 1" "id:12,phase:1,pass,log""#,
     );
     let o = rs.evaluate(&Request::new("GET", "/"), None);
-    // A name built at run time (`get_seen`) reaches the numbered variable a rule reads.
-    assert_eq!(ids(&o), vec![2, 3, 6, 7, 9]);
+    // A name built at run time (`get_seen`) reaches the numbered variable a rule reads; a
+    // deleted variable set again holds the new value, once.
+    assert_eq!(ids(&o), vec![2, 3, 6, 7, 9, 11, 12]);
     assert_eq!(o.matched[0].msg, "TX:level=2");
+    assert_eq!(o.matched[5].msg, "TX:level=5");
     // Removing TX:level from 6 takes its only value; removing ARGS from 7 changes nothing.
-    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/skip"), None)), vec![2, 3, 7, 9]);
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/skip"), None)), vec![2, 3, 7, 9, 11, 12]);
 }
 
 /// Threads sharing a rule set (and its memos, busy or not) get the answers each request gets

@@ -16,14 +16,27 @@ use super::Matched;
 #[derive(Debug)]
 pub(super) struct TxVars<'r> {
     names: &'r TxNames,
-    numbered: Vec<Option<Slot<'r>>>,
+    /// By number, where the variable is: small and without destructor, so that a transaction
+    /// starts and ends without a walk over every name of the rule set dropping values.
+    numbered: Vec<At<'r>>,
+    /// The numbered variables the transaction set itself, which `numbered` points into.
+    own: Vec<Matched>,
     /// By lowercase key, those the rule set does not name.
     other: HashMap<Arc<str>, Matched, FastHash>,
 }
 
-/// A variable or a match: as a folded step gives it (the rule set holds it: setting the
-/// hundred-odd variables of CRS's set-up, or recording what folded rules matched, takes no
-/// reference count), or as the transaction made it.
+/// Where a numbered variable is.
+#[derive(Clone, Copy, Debug)]
+enum At<'r> {
+    Unset,
+    /// As a folded step set it: the rule set holds it (setting the hundred-odd variables of
+    /// CRS's set-up takes no reference count).
+    Baked(&'r Matched),
+    /// In `own`, at this index.
+    Own(u32),
+}
+
+/// A match as a folded step recorded it (the rule set holds it), or as the transaction made it.
 #[derive(Clone, Debug)]
 pub(super) enum Slot<'r> {
     Baked(&'r Matched),
@@ -42,23 +55,37 @@ impl Slot<'_> {
 impl<'r> TxVars<'r> {
     pub(super) fn new(names: &'r TxNames) -> TxVars<'r> {
         // CRS makes a few per request (920450: one per header).
-        TxVars { names, numbered: vec![None; names.len()], other: HashMap::with_capacity_and_hasher(8, FastHash) }
+        TxVars {
+            names,
+            numbered: vec![At::Unset; names.len()],
+            own: Vec::new(),
+            other: HashMap::with_capacity_and_hasher(8, FastHash),
+        }
+    }
+
+    /// The variable at `at`.
+    fn at(&self, at: At<'r>) -> Option<&Matched> {
+        match at {
+            At::Unset => None,
+            At::Baked(m) => Some(m),
+            At::Own(i) => self.own.get(i as usize),
+        }
     }
 
     /// The lowercase key and the variable by number.
     pub(super) fn numbered(&self, n: u32) -> Option<(&'r str, &Matched)> {
-        let m = self.numbered.get(n as usize)?.as_ref()?;
-        Some((&self.names.key(n).0, m.get()))
+        let m = self.at(*self.numbered.get(n as usize)?)?;
+        Some((&self.names.key(n).0, m))
     }
 
     /// The numbered variables, by number.
     pub(super) fn numbered_slots(&self) -> impl Iterator<Item = Option<&Matched>> {
-        self.numbered.iter().map(|m| m.as_ref().map(Slot::get))
+        self.numbered.iter().map(|&at| self.at(at))
     }
 
     /// Sets variable `n` to a value the rule set holds, named as [`TxNames`] names it.
     pub(super) fn set_baked(&mut self, n: u32, m: &'r Matched) {
-        self.numbered[n as usize] = Some(Slot::Baked(m));
+        self.numbered[n as usize] = At::Baked(m);
     }
 
     /// The lowercase key and the variable by lowercase key.
@@ -86,13 +113,19 @@ impl<'r> TxVars<'r> {
     pub(super) fn set(&mut self, n: Option<u32>, key: &str, value: Arc<[u8]>) {
         match n.or_else(|| self.names.number_of(key)) {
             Some(n) => {
-                let slot = &mut self.numbered[n as usize];
-                let name = match slot.take() {
-                    Some(Slot::Own((name, _))) => name,
-                    Some(Slot::Baked((name, _))) => name.clone(),
-                    None => self.names.key(n).1.clone(),
+                let name = match self.numbered[n as usize] {
+                    At::Own(i) => {
+                        // Set again: in its place, keeping its name.
+                        self.own[i as usize].1 = value;
+                        return;
+                    }
+                    At::Baked((name, _)) => name.clone(),
+                    At::Unset => self.names.key(n).1.clone(),
                 };
-                *slot = Some(Slot::Own((name, value)));
+                // A variable deleted and set again takes a new place: `own` grows with the
+                // setvars a transaction runs, no faster than the work they are.
+                self.numbered[n as usize] = At::Own(self.own.len() as u32);
+                self.own.push((name, value));
             }
             None => match self.other.get_mut(key) {
                 Some((_, v)) => *v = value,
@@ -107,7 +140,7 @@ impl<'r> TxVars<'r> {
     /// Deletes a variable by number, or else by lowercase key.
     pub(super) fn remove(&mut self, n: Option<u32>, key: &str) {
         match n.or_else(|| self.names.number_of(key)) {
-            Some(n) => self.numbered[n as usize] = None,
+            Some(n) => self.numbered[n as usize] = At::Unset,
             None => {
                 self.other.remove(key);
             }
