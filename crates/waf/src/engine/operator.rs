@@ -30,6 +30,9 @@ pub(crate) enum Rx {
     /// prefilter: a relaxed form of the pattern (see [`relax`]) that matches whenever the
     /// pattern does, so a value it rejects never reaches the backtracking engine.
     Backtracking(fancy_regex::Regex, Option<regex::bytes::Regex>),
+    /// `^.*$`, CRS's way to capture a whole value (30 rules of 4.28.0): with libmodsecurity3's
+    /// flags (`.` takes newlines too) it matches every value, whole, so no automaton runs.
+    Whole,
 }
 
 /// What a successful regex match captured: group 0..=9 (`None` for groups that did not take
@@ -39,6 +42,9 @@ pub(crate) type Captures = Vec<Option<Vec<u8>>>;
 impl Rx {
     /// Compiles `pattern` with libmodsecurity3's flags. `Err` holds why neither engine took it.
     pub(crate) fn compile(pattern: &str, backtrack_limit: usize) -> Result<Rx, String> {
+        if pattern == "^.*$" {
+            return Ok(Rx::Whole);
+        }
         let translated = translate(pattern);
         let linear = regex::bytes::RegexBuilder::new(&format!("(?sm-u){translated}"))
             .size_limit(256 << 20)
@@ -76,6 +82,7 @@ impl Rx {
     pub(crate) fn is_match(&self, v: &[u8]) -> bool {
         match self {
             Rx::Linear(r) => r.is_match(v),
+            Rx::Whole => true,
             Rx::Backtracking(_, Some(pre)) if !pre.is_match(v) => false,
             // A pattern that exceeds the backtrack limit does not match, as in libmodsecurity3.
             Rx::Backtracking(r, _) => r.is_match(&latin1(v)).unwrap_or(false),
@@ -87,6 +94,7 @@ impl Rx {
         match self {
             // Without groups, the match alone (found by the DFAs, no capture engine).
             Rx::Linear(r) if r.captures_len() == 1 => Some(vec![Some(r.find(v)?.as_bytes().to_vec())]),
+            Rx::Whole => Some(vec![Some(v.to_vec())]),
             Rx::Linear(r) => {
                 let c = r.captures(v)?;
                 Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| m.as_bytes().to_vec())).collect())
@@ -796,10 +804,16 @@ mod tests {
 
     #[test]
     fn captures_without_groups_are_the_match() {
-        let rx = Rx::compile(r"^.*$", 1000).unwrap();
-        assert_eq!(rx.captures(b"x-header"), Some(vec![Some(b"x-header".to_vec())]));
-        // Compiled as libmodsecurity3 compiles, with DOTALL and MULTILINE.
-        assert_eq!(rx.captures(b"a\nb"), Some(vec![Some(b"a\nb".to_vec())]));
+        // `^.*$` (matched without an automaton) as the regex itself answers, compiled as
+        // libmodsecurity3 compiles, with DOTALL and MULTILINE.
+        let spelled = Rx::compile(r"^(?:.*)$", 1000).unwrap();
+        for rx in [Rx::compile(r"^.*$", 1000).unwrap(), spelled.clone()] {
+            for v in [&b"x-header"[..], b"a\nb", b"", b"\n\n\xff"] {
+                assert!(rx.is_match(v));
+                assert_eq!(rx.captures(v), Some(vec![Some(v.to_vec())]));
+            }
+        }
+        assert!(matches!(spelled, Rx::Linear(_)));
         assert_eq!(Rx::compile(r"b+", 1000).unwrap().captures(b"abbc"), Some(vec![Some(b"bb".to_vec())]));
         let rx = Rx::compile(r"b(c)?", 1000).unwrap();
         assert_eq!(rx.captures(b"abd"), Some(vec![Some(b"b".to_vec()), None]));
