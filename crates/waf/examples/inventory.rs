@@ -457,7 +457,7 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          (`engine::memo`), since real traffic repeats user agents, header values and most field \
          values. Each memo keeps at most 512 values in two generations (values in use stay, a flood \
          of new ones ages out the rest), keeps a value the second time it comes (a Bloom filter of \
-         first sightings), compares keys whole under SipHash with a random key, and never makes a \
+         first sightings), compares keys whole under a hash seeded at random (foldhash), and never makes a \
          request wait for another's lock. A scope's members are looked up under one lock, and short \
          values and their answers sit inside the table's entries (a member where nothing was found \
          keeps no bitset), so a hit reads one place in memory. A reloaded rule set starts with empty \
