@@ -34,6 +34,10 @@ enum At<'r> {
     Baked(&'r Matched),
     /// In `own`, at this index.
     Own(u32),
+    /// Deleted after the transaction set it: unset, its place in `own` kept for the next set,
+    /// so that deleting and setting a variable again (once per value of a collection, say)
+    /// does not grow `own`.
+    Gone(u32),
 }
 
 /// A match as a folded step recorded it (the rule set holds it), or as the transaction made it.
@@ -66,7 +70,7 @@ impl<'r> TxVars<'r> {
     /// The variable at `at`.
     fn at(&self, at: At<'r>) -> Option<&Matched> {
         match at {
-            At::Unset => None,
+            At::Unset | At::Gone(_) => None,
             At::Baked(m) => Some(m),
             At::Own(i) => self.own.get(i as usize),
         }
@@ -119,11 +123,14 @@ impl<'r> TxVars<'r> {
                         self.own[i as usize].1 = value;
                         return;
                     }
+                    At::Gone(i) => {
+                        self.own[i as usize] = (self.names.key(n).1.clone(), value);
+                        self.numbered[n as usize] = At::Own(i);
+                        return;
+                    }
                     At::Baked((name, _)) => name.clone(),
                     At::Unset => self.names.key(n).1.clone(),
                 };
-                // A variable deleted and set again takes a new place: `own` grows with the
-                // setvars a transaction runs, no faster than the work they are.
                 self.numbered[n as usize] = At::Own(self.own.len() as u32);
                 self.own.push((name, value));
             }
@@ -140,7 +147,13 @@ impl<'r> TxVars<'r> {
     /// Deletes a variable by number, or else by lowercase key.
     pub(super) fn remove(&mut self, n: Option<u32>, key: &str) {
         match n.or_else(|| self.names.number_of(key)) {
-            Some(n) => self.numbered[n as usize] = At::Unset,
+            Some(n) => {
+                let at = &mut self.numbered[n as usize];
+                *at = match *at {
+                    At::Own(i) | At::Gone(i) => At::Gone(i),
+                    At::Unset | At::Baked(_) => At::Unset,
+                };
+            }
             None => {
                 self.other.remove(key);
             }
@@ -157,5 +170,31 @@ impl<'r> TxVars<'r> {
     pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Matched)> {
         let numbered = (0..self.numbered.len() as u32).filter_map(|n| self.numbered(n));
         numbered.chain(self.unnumbered())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::tests::rules;
+    use super::super::Transaction;
+
+    #[test]
+    fn deleting_and_setting_again_reuses_the_place() {
+        let rs = rules(
+            r#"SecRuleEngine DetectionOnly
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.x=0""#,
+        );
+        let mut t = Transaction::new(&rs);
+        let n = rs.tx_names.number_of("x").expect("x is named");
+        for i in 0..1000u32 {
+            t.tx.set(Some(n), "x", i.to_string().as_bytes().into());
+            assert_eq!(t.tx.value_of(Some(n), "x").map(|v| &v[..]), Some(i.to_string().as_bytes()));
+            t.tx.remove(Some(n), "x");
+            assert_eq!(t.tx.value_of(Some(n), "x"), None);
+        }
+        assert_eq!(t.tx.own.len(), 1);
+        // Set again, the variable keeps the name the rule set gives it.
+        t.tx.set(Some(n), "x", b"y"[..].into());
+        assert_eq!(&*t.tx.numbered(n).expect("set").1 .0, "TX:x");
     }
 }
