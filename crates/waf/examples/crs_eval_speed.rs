@@ -5,11 +5,14 @@
 //! so that no request repeats a value: the engine's memos never help.
 //!
 //! ```text
-//! cargo run --release -p barbican-waf --example crs_eval_speed [-- SECONDS [GET|POST|GET*|POST*]]
+//! cargo run --release -p barbican-waf --example crs_eval_speed [-- SECONDS [GET|POST|GET*|POST*|all [THREADS [own]]]]
 //! ```
 //!
 //! It prints evaluations per second per request kind; compare with the nginx +
-//! libmodsecurity3 figures of the reference README, measured on the same machine.
+//! libmodsecurity3 figures of the reference README, measured on the same machine. With
+//! `THREADS` above 1, that many threads evaluate at once, sharing one compiled rule set as the
+//! gateway's workers do (or, with `own`, each with a rule set of its own: the difference is
+//! what sharing costs), and each prints its own figure.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -32,7 +35,9 @@ fn shared() -> PathBuf {
 
 fn main() {
     let secs: u64 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(3);
-    let only = std::env::args().nth(2);
+    let only = std::env::args().nth(2).filter(|k| k != "all");
+    let threads: usize = std::env::args().nth(3).and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+    let own = std::env::args().nth(4).is_some_and(|a| a == "own");
     let shared = shared();
     let crs = shared.join("crs/v4.28.0");
     let started = Instant::now();
@@ -47,8 +52,8 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let rs = RuleSet::compile(&loaded);
-    println!("compiled {} rules in {:?}", rs.rule_count(), started.elapsed());
+    let sets: Vec<RuleSet> = (0..if own { threads } else { 1 }).map(|_| RuleSet::compile(&loaded)).collect();
+    println!("compiled {} rules in {:?}", sets[0].rule_count(), started.elapsed() / sets.len() as u32);
     let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
     // Request `n` of a kind; the starred kinds number every value, as bench/distinct.lua does.
     let make = |kind: &str, n: usize| {
@@ -84,17 +89,29 @@ fn main() {
             false => vec![make(kind, 0)],
         };
         for req in &requests[..2.min(requests.len())] {
-            let o = rs.evaluate(req, Some(&resp));
+            let o = sets[0].evaluate(req, Some(&resp));
             assert_eq!(o.verdict, Verdict::Pass, "{kind}: {:?}", o.matched);
         }
-        let until = Instant::now() + Duration::from_secs(secs);
-        let (mut n, t0) = (0usize, Instant::now());
-        while Instant::now() < until {
-            std::hint::black_box(rs.evaluate(&requests[n % requests.len()], Some(&resp)));
-            n += 1;
-        }
-        let per = t0.elapsed() / n.max(1) as u32;
-        println!("{kind}: {:.0} evaluations/s ({per:?} each, {n} in all)", n as f64 / t0.elapsed().as_secs_f64());
+        let run = |rs: &RuleSet, thread: usize| {
+            let until = Instant::now() + Duration::from_secs(secs);
+            let (mut n, t0) = (0usize, Instant::now());
+            while Instant::now() < until {
+                std::hint::black_box(rs.evaluate(&requests[n % requests.len()], Some(&resp)));
+                n += 1;
+            }
+            let per = t0.elapsed() / n.max(1) as u32;
+            let who = if threads > 1 { format!(" (thread {thread})") } else { String::new() };
+            println!(
+                "{kind}{who}: {:.0} evaluations/s ({per:?} each, {n} in all)",
+                n as f64 / t0.elapsed().as_secs_f64()
+            );
+        };
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let (rs, run) = (&sets[if own { t } else { 0 }], &run);
+                s.spawn(move || run(rs, t));
+            }
+        });
     }
 }
 
