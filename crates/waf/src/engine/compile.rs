@@ -416,8 +416,6 @@ pub struct RuleSet {
     pub(crate) settings: Settings,
     pub(crate) prescan: Prescan,
     pub(crate) tx_names: TxNames,
-    /// Every variable's name, by variable: what a match on a scalar records, shared.
-    pub(crate) variable_names: Box<[Arc<str>]>,
     /// The empty name and value of a `SecAction`'s match, shared rather than allocated per
     /// match.
     pub(crate) blank: (std::sync::Arc<str>, std::sync::Arc<[u8]>),
@@ -566,7 +564,6 @@ impl RuleSet {
         fallbacks.retain(|f: &Fallback| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == f.rule_id));
         unsupported.retain(|u: &Unsupported| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == u.rule_id));
         let blank = ("".into(), (&[][..]).into());
-        let variable_names = Variable::ALL.iter().map(|v| Arc::from(v.name())).collect();
         let mut rs = RuleSet {
             rules,
             phases,
@@ -575,7 +572,6 @@ impl RuleSet {
             settings,
             prescan: Prescan::default(),
             tx_names,
-            variable_names,
             blank,
             fallbacks,
             unsupported,

@@ -678,7 +678,7 @@ impl<'r> Transaction<'r> {
                 let (hit, captures) = run(&tv);
                 if hit != part.negated {
                     let value = Arc::from(tv.as_ref());
-                    hits.push(Hit { name: val.name(&self.rules.variable_names), value, captures });
+                    hits.push(Hit { name: val.name(), value, captures });
                 }
             }
             return;
@@ -697,7 +697,7 @@ impl<'r> Transaction<'r> {
                 (Transformed::Same(v), None) => Arc::from(v),
                 (Transformed::Changed(v), _) => v,
             };
-            hits.push(Hit { name: val.name(&self.rules.variable_names), value, captures });
+            hits.push(Hit { name: val.name(), value, captures });
         }
     }
 

@@ -75,8 +75,8 @@ impl<'a> Val<'a> {
         Val { var, key, value, shared: None }
     }
 
-    /// `VAR:key`, or `VAR` for a scalar (shared from `names`, by variable).
-    pub(super) fn name(&self, names: &[Arc<str>]) -> Arc<str> {
+    /// `VAR:key`, or `VAR` for a scalar (shared from this thread's [`NAMES`]).
+    pub(super) fn name(&self) -> Arc<str> {
         if let Some((name, _)) = self.shared {
             return name.clone();
         }
@@ -90,9 +90,15 @@ impl<'a> Val<'a> {
                 name.extend_from_slice(k);
                 Arc::from(&*String::from_utf8_lossy(&name))
             }
-            None => names[self.var as usize].clone(),
+            None => NAMES.with(|names| names[self.var as usize].clone()),
         }
     }
+}
+
+thread_local! {
+    /// Each thread's own copies of the variables' names, for the matches it records: names
+    /// the rule set held would be reference counts that every worker's core writes in turn.
+    static NAMES: Box<[Arc<str>]> = Variable::ALL.iter().map(|v| Arc::from(v.name())).collect();
 }
 
 /// `TX:key`, sharing the name and value the transaction keeps.
