@@ -343,7 +343,8 @@ impl<'r> Folder<'r> {
     /// whether it matched.
     fn run(&mut self, rule: &'r Rule) -> (Effects, Flow, bool) {
         let s = &mut self.scratch;
-        let before: Vec<Option<Matched>> = s.tx.numbered_slots().map(Option::<&Matched>::cloned).collect();
+        let owned = |m: Option<(&Arc<str>, &Arc<[u8]>)>| m.map(|(name, value)| (name.clone(), value.clone()));
+        let before: Vec<Option<Matched>> = s.tx.numbered_slots().map(owned).collect();
         let mark: Matched = (Arc::from("fold mark"), Arc::from(&b""[..]));
         s.matched_vars = vec![Slot::Own(mark.clone())];
         let flow = s.eval_rule(rule);
@@ -357,12 +358,12 @@ impl<'r> Folder<'r> {
         for (n, (old, new)) in before.iter().zip(s.tx.numbered_slots()).enumerate() {
             // A setvar keeps the allocation of a value it leaves as it was.
             let same = match (old, new) {
-                (Some(a), Some(b)) => Arc::ptr_eq(&a.1, &b.1),
+                (Some(a), Some(b)) => Arc::ptr_eq(&a.1, b.1),
                 (None, None) => true,
                 _ => false,
             };
             if !same {
-                effects.tx.push((n as u32, new.cloned()));
+                effects.tx.push((n as u32, owned(new)));
                 self.known[n] = true;
             }
         }

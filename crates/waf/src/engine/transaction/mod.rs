@@ -191,6 +191,9 @@ type Hits = SmallVec<[Hit; 2]>;
 /// A matched variable's name and value, shared by `MATCHED_VAR` and `MATCHED_VARS`.
 pub(crate) type Matched = (Arc<str>, Arc<[u8]>);
 
+/// A variable's name and value where they are kept (read without reference counts).
+pub(crate) type MatchedRef<'a> = (&'a Arc<str>, &'a Arc<[u8]>);
+
 enum Flow {
     Next,
     /// Resume after the rule's `skipAfter` marker.

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use super::super::compile::{tx_key, TxNames};
 use super::super::fast_hash::FastHash;
-use super::Matched;
+use super::{Matched, MatchedRef};
 
-/// The `TX` collection of one transaction. Each variable is kept as a match on it records it
+/// The `TX` collection of one transaction. Each variable is read as a match on it records it
 /// (`TX:key` and the value), so that matching a `TX` variable copies nothing.
 #[derive(Debug)]
 pub(super) struct TxVars<'r> {
@@ -19,8 +19,10 @@ pub(super) struct TxVars<'r> {
     /// By number, where the variable is: small and without destructor, so that a transaction
     /// starts and ends without a walk over every name of the rule set dropping values.
     numbered: Vec<At<'r>>,
-    /// The numbered variables the transaction set itself, which `numbered` points into.
-    own: Vec<Matched>,
+    /// The values of the numbered variables the transaction set itself, which `numbered`
+    /// points into. Their names are the rule set's ([`TxNames`]), borrowed: a reference count
+    /// on a name the rule set holds would be written by every worker's core in turn.
+    own: Vec<Arc<[u8]>>,
     /// By lowercase key, those the rule set does not name.
     other: HashMap<Arc<str>, Matched, FastHash>,
 }
@@ -67,24 +69,24 @@ impl<'r> TxVars<'r> {
         }
     }
 
-    /// The variable at `at`.
-    fn at(&self, at: At<'r>) -> Option<&Matched> {
+    /// Variable `n`, at `at`.
+    fn at(&self, n: u32, at: At<'r>) -> Option<MatchedRef<'_>> {
         match at {
             At::Unset | At::Gone(_) => None,
-            At::Baked(m) => Some(m),
-            At::Own(i) => self.own.get(i as usize),
+            At::Baked((name, value)) => Some((name, value)),
+            At::Own(i) => Some((&self.names.key(n).1, self.own.get(i as usize)?)),
         }
     }
 
     /// The lowercase key and the variable by number.
-    pub(super) fn numbered(&self, n: u32) -> Option<(&'r str, &Matched)> {
-        let m = self.at(*self.numbered.get(n as usize)?)?;
+    pub(super) fn numbered(&self, n: u32) -> Option<(&'r str, MatchedRef<'_>)> {
+        let m = self.at(n, *self.numbered.get(n as usize)?)?;
         Some((&self.names.key(n).0, m))
     }
 
     /// The numbered variables, by number.
-    pub(super) fn numbered_slots(&self) -> impl Iterator<Item = Option<&Matched>> {
-        self.numbered.iter().map(|&at| self.at(at))
+    pub(super) fn numbered_slots(&self) -> impl Iterator<Item = Option<MatchedRef<'_>>> {
+        self.numbered.iter().enumerate().map(|(n, &at)| self.at(n as u32, at))
     }
 
     /// Sets variable `n` to a value the rule set holds, named as [`TxNames`] names it.
@@ -93,10 +95,10 @@ impl<'r> TxVars<'r> {
     }
 
     /// The lowercase key and the variable by lowercase key.
-    pub(super) fn get(&self, key: &str) -> Option<(&str, &Matched)> {
+    pub(super) fn get(&self, key: &str) -> Option<(&str, MatchedRef<'_>)> {
         match self.names.number_of(key) {
             Some(n) => self.numbered(n),
-            None => self.other.get_key_value(key).map(|(k, m)| (&**k, m)),
+            None => self.other.get_key_value(key).map(|(k, (name, value))| (&**k, (name, value))),
         }
     }
 
@@ -116,24 +118,17 @@ impl<'r> TxVars<'r> {
     /// Sets a variable by number, or else by lowercase key, keeping its name when it exists.
     pub(super) fn set(&mut self, n: Option<u32>, key: &str, value: Arc<[u8]>) {
         match n.or_else(|| self.names.number_of(key)) {
-            Some(n) => {
-                let name = match self.numbered[n as usize] {
-                    At::Own(i) => {
-                        // Set again: in its place, keeping its name.
-                        self.own[i as usize].1 = value;
-                        return;
-                    }
-                    At::Gone(i) => {
-                        self.own[i as usize] = (self.names.key(n).1.clone(), value);
-                        self.numbered[n as usize] = At::Own(i);
-                        return;
-                    }
-                    At::Baked((name, _)) => name.clone(),
-                    At::Unset => self.names.key(n).1.clone(),
-                };
-                self.numbered[n as usize] = At::Own(self.own.len() as u32);
-                self.own.push((name, value));
-            }
+            Some(n) => match self.numbered[n as usize] {
+                // Set again, or after a delete: in its place.
+                At::Own(i) | At::Gone(i) => {
+                    self.own[i as usize] = value;
+                    self.numbered[n as usize] = At::Own(i);
+                }
+                At::Baked(_) | At::Unset => {
+                    self.numbered[n as usize] = At::Own(self.own.len() as u32);
+                    self.own.push(value);
+                }
+            },
             None => match self.other.get_mut(key) {
                 Some((_, v)) => *v = value,
                 None => {
@@ -162,12 +157,12 @@ impl<'r> TxVars<'r> {
 
     /// The variables the rule set does not name, with their lowercase keys, in no particular
     /// order.
-    pub(super) fn unnumbered(&self) -> impl Iterator<Item = (&str, &Matched)> {
-        self.other.iter().map(|(k, m)| (&**k, m))
+    pub(super) fn unnumbered(&self) -> impl Iterator<Item = (&str, MatchedRef<'_>)> {
+        self.other.iter().map(|(k, (name, value))| (&**k, (name, value)))
     }
 
     /// Every variable, with its lowercase key, in no particular order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, &Matched)> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = (&str, MatchedRef<'_>)> {
         let numbered = (0..self.numbered.len() as u32).filter_map(|n| self.numbered(n));
         numbered.chain(self.unnumbered())
     }
@@ -195,6 +190,6 @@ SecAction "id:1,phase:1,pass,nolog,setvar:tx.x=0""#,
         assert_eq!(t.tx.own.len(), 1);
         // Set again, the variable keeps the name the rule set gives it.
         t.tx.set(Some(n), "x", b"y"[..].into());
-        assert_eq!(&*t.tx.numbered(n).expect("set").1 .0, "TX:x");
+        assert_eq!(&**t.tx.numbered(n).expect("set").1 .0, "TX:x");
     }
 }

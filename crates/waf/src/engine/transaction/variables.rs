@@ -17,7 +17,7 @@ use super::super::operator::Decimal;
 use super::super::request::Request;
 use super::super::transform;
 use super::Slot;
-use super::{Matched, Transaction};
+use super::{MatchedRef, Transaction};
 
 /// The variables taken from the request and response.
 #[derive(Debug, Default)]
@@ -64,7 +64,7 @@ pub(super) struct Val<'a> {
     pub(super) key: Option<Cow<'a, [u8]>>,
     pub(super) value: Cow<'a, [u8]>,
     /// The name and value as a match records them, when they are already built (`TX`).
-    pub(super) shared: Option<&'a Matched>,
+    pub(super) shared: Option<MatchedRef<'a>>,
 }
 
 /// The values of a target: most targets have a few.
@@ -102,7 +102,7 @@ thread_local! {
 }
 
 /// `TX:key`, sharing the name and value the transaction keeps.
-pub(super) fn tx_val<'a>(key: &'a str, m: &'a Matched) -> Val<'a> {
+pub(super) fn tx_val<'a>(key: &'a str, m: MatchedRef<'a>) -> Val<'a> {
     let value = Cow::Borrowed(&m.1[..]);
     Val { var: Variable::Tx, key: Some(Cow::Borrowed(key.as_bytes())), value, shared: Some(m) }
 }
