@@ -648,3 +648,23 @@ SecMarker END"#,
     let o = rs.evaluate(&Request::new("GET", "/?id=1%27%20OR%20%271%27=%271"), None);
     assert_eq!(o.matched[0].msg, "s&sos");
 }
+
+/// `UNIQUE_ID` is 16 hex digits, different in every transaction, on one thread or several.
+#[test]
+fn unique_ids_differ_across_transactions_and_threads() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRule UNIQUE_ID "@rx ^[0-9a-f]{16}$" "id:1,phase:1,pass,log,logdata:'%{MATCHED_VAR}'""#,
+    );
+    let ids = || (0..3000).map(|_| rs.evaluate(&Request::new("GET", "/"), None).matched[0].data.clone());
+    let mut all: Vec<String> = std::thread::scope(|s| {
+        let other = s.spawn(|| ids().collect::<Vec<_>>());
+        let mut mine: Vec<String> = ids().collect();
+        mine.extend(other.join().expect("thread"));
+        mine
+    });
+    let n = all.len();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), n);
+}

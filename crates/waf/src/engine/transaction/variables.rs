@@ -408,7 +408,7 @@ impl Transaction<'_> {
                     owned(l, out)
                 }
             }
-            V::UniqueId => scalar(self.unique_id.as_bytes(), out),
+            V::UniqueId => owned(transform::hex_encode(&self.unique_id.to_be_bytes()), out),
             V::HighestSeverity => {
                 if let Some(h) = self.highest_severity {
                     owned(h.to_string().into_bytes(), out)
