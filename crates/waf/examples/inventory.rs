@@ -455,7 +455,8 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          whether it holds a phrase of a list too long for the automata depend on the value alone: the rule set \
          remembers them across requests for values of up to 512 bytes \
          (`engine::memo`), since real traffic repeats user agents, header values and most field \
-         values. Each memo keeps at most 512 values in two generations (values in use stay, a flood \
+         values. Each memo has a shard per core (up to 8), and each shard keeps at most 512 values \
+         in two generations (values in use stay, a flood \
          of new ones ages out the rest), keeps a value the second time it comes (a Bloom filter of \
          first sightings), compares keys whole under a hash seeded at random (foldhash), and never makes a \
          request wait for another's lock. A scope's members are looked up under one lock, and short \
