@@ -195,6 +195,23 @@ pub(crate) type Matched = (Arc<str>, Arc<[u8]>);
 /// A variable's name and value where they are kept (read without reference counts).
 pub(crate) type MatchedRef<'a> = (&'a Arc<str>, &'a Arc<[u8]>);
 
+/// A match in `MATCHED_VARS`: as a folded step recorded it (the rule set holds it), or as the
+/// transaction made it.
+#[derive(Clone, Debug)]
+enum Slot<'r> {
+    Baked(&'r Matched),
+    Own(Matched),
+}
+
+impl Slot<'_> {
+    fn get(&self) -> &Matched {
+        match self {
+            Slot::Baked(m) => m,
+            Slot::Own(m) => m,
+        }
+    }
+}
+
 enum Flow {
     Next,
     /// Resume after the rule's `skipAfter` marker.
@@ -208,7 +225,7 @@ pub(crate) mod fold;
 mod tx;
 mod variables;
 
-use tx::{Slot, TxVars};
+use tx::TxVars;
 use variables::{store_index, tx_val, Val, Vals, Vars};
 
 /// The keys of `TX:0`..`TX:9`, which `capture` sets, and the usual counts (`&ARGS`).

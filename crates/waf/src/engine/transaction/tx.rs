@@ -42,22 +42,6 @@ enum At<'r> {
     Gone(u32),
 }
 
-/// A match as a folded step recorded it (the rule set holds it), or as the transaction made it.
-#[derive(Clone, Debug)]
-pub(super) enum Slot<'r> {
-    Baked(&'r Matched),
-    Own(Matched),
-}
-
-impl Slot<'_> {
-    pub(super) fn get(&self) -> &Matched {
-        match self {
-            Slot::Baked(m) => m,
-            Slot::Own(m) => m,
-        }
-    }
-}
-
 impl<'r> TxVars<'r> {
     pub(super) fn new(names: &'r TxNames) -> TxVars<'r> {
         // CRS makes a few per request (920450: one per header).
