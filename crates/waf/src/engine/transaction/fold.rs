@@ -29,12 +29,13 @@
 //! four phases before it ran on theirs to their end: it also runs after an interruption, and
 //! when the response phases did not run, and then what they set is not what folding saw.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::seclang::ast::{IdRange, MacroString, MacroVar, SetVarOp, Variable};
 
 use super::super::compile::{Disruptive, Part, Rule, RuleSet, Step};
-use super::{Flow, Hits, Matched, Slot, Transaction};
+use super::{Flow, Hits, Matched, MatchedRef, Transaction};
 
 /// A phase's steps with the folded rules replaced, and for each step its index in the phase
 /// as written (where a transaction goes on when the folded steps stop holding).
@@ -343,16 +344,16 @@ impl<'r> Folder<'r> {
     /// whether it matched.
     fn run(&mut self, rule: &'r Rule) -> (Effects, Flow, bool) {
         let s = &mut self.scratch;
-        let owned = |m: Option<(&Arc<str>, &Arc<[u8]>)>| m.map(|(name, value)| (name.clone(), value.clone()));
+        let owned = |m: Option<MatchedRef<'_>>| m.map(|(name, value)| (name.clone(), value.clone()));
         let before: Vec<Option<Matched>> = s.tx.numbered_slots().map(owned).collect();
         let mark: Matched = (Arc::from("fold mark"), Arc::from(&b""[..]));
-        s.matched_vars = vec![Slot::Own(mark.clone())];
+        s.matched_vars = vec![Cow::Owned(mark.clone())];
         let flow = s.eval_rule(rule);
         // A part that does not match clears MATCHED_VARS, mark and all.
-        let kept_mark = s.matched_vars.first().is_some_and(|m| Arc::ptr_eq(&m.get().0, &mark.0));
+        let kept_mark = s.matched_vars.first().is_some_and(|m| Arc::ptr_eq(&m.0, &mark.0));
         let mut effects = Effects {
             clear_matched: !kept_mark,
-            matched: s.matched_vars[usize::from(kept_mark)..].iter().map(|m| m.get().clone()).collect(),
+            matched: s.matched_vars[usize::from(kept_mark)..].iter().map(|m| m.clone().into_owned()).collect(),
             tx: Vec::new(),
         };
         for (n, (old, new)) in before.iter().zip(s.tx.numbered_slots()).enumerate() {

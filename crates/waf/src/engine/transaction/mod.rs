@@ -137,7 +137,8 @@ pub struct Transaction<'r> {
     stores: BTreeMap<(u8, String), Arc<[u8]>>,
     env: BTreeMap<String, Vec<u8>>,
     /// `MATCHED_VARS`; the last one is `MATCHED_VAR_NAME` and `MATCHED_VAR` (none: empty).
-    matched_vars: Vec<Slot<'r>>,
+    /// What folded steps matched is borrowed from the rule set, without reference counts.
+    matched_vars: Vec<Cow<'r, Matched>>,
     engine: EngineMode,
     request_body_access: bool,
     response_body_access: bool,
@@ -194,23 +195,6 @@ pub(crate) type Matched = (Arc<str>, Arc<[u8]>);
 
 /// A variable's name and value where they are kept (read without reference counts).
 pub(crate) type MatchedRef<'a> = (&'a Arc<str>, &'a Arc<[u8]>);
-
-/// A match in `MATCHED_VARS`: as a folded step recorded it (the rule set holds it), or as the
-/// transaction made it.
-#[derive(Clone, Debug)]
-enum Slot<'r> {
-    Baked(&'r Matched),
-    Own(Matched),
-}
-
-impl Slot<'_> {
-    fn get(&self) -> &Matched {
-        match self {
-            Slot::Baked(m) => m,
-            Slot::Own(m) => m,
-        }
-    }
-}
 
 enum Flow {
     Next,
@@ -529,7 +513,7 @@ impl<'r> Transaction<'r> {
         if effects.clear_matched {
             self.matched_vars.clear();
         }
-        self.matched_vars.extend(effects.matched.iter().map(Slot::Baked));
+        self.matched_vars.extend(effects.matched.iter().map(Cow::Borrowed));
         for (n, value) in &effects.tx {
             match value {
                 Some(m) => self.tx.set_baked(*n, m),
@@ -542,7 +526,7 @@ impl<'r> Transaction<'r> {
     /// each in `MATCHED_VAR(S)` and runs the `setvar`s (see `fold`).
     fn replay(&mut self, rule: &Rule, matched: &'r [Matched]) {
         for m in matched {
-            self.matched_vars.push(Slot::Baked(m));
+            self.matched_vars.push(Cow::Borrowed(m));
             for sv in &rule.parts[0].setvars {
                 self.setvar(rule, sv);
             }
@@ -580,7 +564,7 @@ impl<'r> Transaction<'r> {
                         }
                     }
                 }
-                self.matched_vars.push(Slot::Own((h.name, h.value)));
+                self.matched_vars.push(Cow::Owned((h.name, h.value)));
                 for sv in &part.setvars {
                     self.setvar(rule, sv);
                 }
@@ -639,6 +623,11 @@ impl<'r> Transaction<'r> {
         flow
     }
 
+    /// The last of `MATCHED_VARS`: `MATCHED_VAR_NAME` and `MATCHED_VAR`.
+    fn last_match(&self) -> Option<&Matched> {
+        self.matched_vars.last().map(|m| &**m)
+    }
+
     /// Records a match of a rule that logs.
     fn record(&mut self, rule: &Rule, disruptive: bool) {
         if !(rule.log && rule.auditlog) {
@@ -654,7 +643,7 @@ impl<'r> Transaction<'r> {
                 Some(tags) => tags.clone(),
                 None => rule.tags.iter().map(|t| lossy(self.expand(t, rule).into_owned())).collect(),
             },
-            matched_var_name: self.matched_vars.last().map(|m| m.get().0.to_string()).unwrap_or_default(),
+            matched_var_name: self.last_match().map(|(name, _)| name.to_string()).unwrap_or_default(),
             location: rule.location.clone(),
             disruptive,
         };

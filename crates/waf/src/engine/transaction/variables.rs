@@ -16,7 +16,6 @@ use super::super::compile::{processor_for, Rule, Sel};
 use super::super::operator::Decimal;
 use super::super::request::Request;
 use super::super::transform;
-use super::Slot;
 use super::{MatchedRef, Transaction};
 
 /// The variables taken from the request and response.
@@ -327,17 +326,17 @@ impl Transaction<'_> {
                     }
                 }
             }
-            V::MatchedVar => scalar(self.matched_vars.last().map_or(&[][..], |m| &m.get().1), out),
-            V::MatchedVarName => scalar(self.matched_vars.last().map_or(&[][..], |m| m.get().0.as_bytes()), out),
+            V::MatchedVar => scalar(self.last_match().map_or(&[][..], |(_, v)| v), out),
+            V::MatchedVarName => scalar(self.last_match().map_or(&[][..], |(n, _)| n.as_bytes()), out),
             V::MatchedVars => {
-                for (k, val) in self.matched_vars.iter().map(Slot::get) {
+                for (k, val) in self.matched_vars.iter().map(|m| &**m) {
                     if sel.matches(k.as_bytes()) {
                         out.push(Val::new(var, Some(Cow::Borrowed(k.as_bytes())), Cow::Borrowed(val)));
                     }
                 }
             }
             V::MatchedVarsNames => {
-                for (k, _) in self.matched_vars.iter().map(Slot::get) {
+                for (k, _) in self.matched_vars.iter().map(|m| &**m) {
                     if sel.matches(k.as_bytes()) {
                         out.push(Val::new(var, Some(Cow::Borrowed(k.as_bytes())), Cow::Borrowed(k.as_bytes())));
                     }
