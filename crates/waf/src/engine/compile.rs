@@ -416,9 +416,6 @@ pub struct RuleSet {
     pub(crate) settings: Settings,
     pub(crate) prescan: Prescan,
     pub(crate) tx_names: TxNames,
-    /// The empty name and value of a `SecAction`'s match, shared rather than allocated per
-    /// match.
-    pub(crate) blank: (std::sync::Arc<str>, std::sync::Arc<[u8]>),
     fallbacks: Vec<Fallback>,
     unsupported: Vec<Unsupported>,
 }
@@ -563,7 +560,6 @@ impl RuleSet {
         }
         fallbacks.retain(|f: &Fallback| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == f.rule_id));
         unsupported.retain(|u: &Unsupported| rules.iter().zip(&removed).any(|(r, &gone)| !gone && r.id == u.rule_id));
-        let blank = ("".into(), (&[][..]).into());
         let mut rs = RuleSet {
             rules,
             phases,
@@ -572,7 +568,6 @@ impl RuleSet {
             settings,
             prescan: Prescan::default(),
             tx_names,
-            blank,
             fallbacks,
             unsupported,
         };

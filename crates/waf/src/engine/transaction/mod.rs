@@ -653,7 +653,7 @@ impl<'r> Transaction<'r> {
     fn eval_part(&self, rule: &Rule, part: &Part) -> Hits {
         let mut hits = Hits::new();
         let Some(op) = &part.op else {
-            let (name, value) = self.rules.blank.clone();
+            let (name, value) = variables::blank();
             hits.push(Hit { name, value, captures: None });
             return hits;
         };

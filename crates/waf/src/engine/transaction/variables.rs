@@ -16,7 +16,7 @@ use super::super::compile::{processor_for, Rule, Sel};
 use super::super::operator::Decimal;
 use super::super::request::Request;
 use super::super::transform;
-use super::{MatchedRef, Transaction};
+use super::{Matched, MatchedRef, Transaction};
 
 /// The variables taken from the request and response.
 #[derive(Debug, Default)]
@@ -74,7 +74,7 @@ impl<'a> Val<'a> {
         Val { var, key, value, shared: None }
     }
 
-    /// `VAR:key`, or `VAR` for a scalar (shared from this thread's [`NAMES`]).
+    /// `VAR:key`, or `VAR` for a scalar (shared from this thread's [`SHARED`]).
     pub(super) fn name(&self) -> Arc<str> {
         if let Some((name, _)) = self.shared {
             return name.clone();
@@ -89,15 +89,31 @@ impl<'a> Val<'a> {
                 name.extend_from_slice(k);
                 Arc::from(&*String::from_utf8_lossy(&name))
             }
-            None => NAMES.with(|names| names[self.var as usize].clone()),
+            None => SHARED.with(|s| s.names[self.var as usize].clone()),
         }
     }
 }
 
+/// What matches record again and again, built once per thread rather than per match.
+struct Shared {
+    /// Every variable's name, by variable.
+    names: Box<[Arc<str>]>,
+    /// The empty name and value of a `SecAction`'s match.
+    blank: Matched,
+}
+
 thread_local! {
-    /// Each thread's own copies of the variables' names, for the matches it records: names
-    /// the rule set held would be reference counts that every worker's core writes in turn.
-    static NAMES: Box<[Arc<str>]> = Variable::ALL.iter().map(|v| Arc::from(v.name())).collect();
+    /// Each thread's own copies: values the rule set held would be reference counts that
+    /// every worker's core writes in turn.
+    static SHARED: Shared = Shared {
+        names: Variable::ALL.iter().map(|v| Arc::from(v.name())).collect(),
+        blank: (Arc::from(""), Arc::from(&b""[..])),
+    };
+}
+
+/// The match of a rule part without an operator (`SecAction`): empty name and value.
+pub(super) fn blank() -> Matched {
+    SHARED.with(|s| s.blank.clone())
 }
 
 /// `TX:key`, sharing the name and value the transaction keeps.
