@@ -148,17 +148,17 @@ impl ResponseCheck<'_> {
             return (response, Action::Pass);
         };
         let settings = self.policy.ruleset.rules.settings();
-        let reads_body = inspects_body(settings, upstream_fields(&response));
-        if reads_body {
-            // The body is rebuilt from what is read of it: the fields it holds go to the map.
-            crate::pipeline::headers_to_map(&mut response);
-        }
         let mut seen = barbican_waf::Response::new(response.status().as_u16());
         if response.version() == http::Version::HTTP_10 {
             seen.protocol = b"HTTP/1.0".to_vec();
         }
         for (name, value) in upstream_fields(&response) {
             seen = seen.header(name, value);
+        }
+        let reads_body = inspects_body(settings, seen.headers.iter().map(|(k, v)| (&k[..], &v[..])));
+        if reads_body {
+            // The body is rebuilt from what is read of it: the fields it holds go to the map.
+            crate::pipeline::headers_to_map(&mut response);
         }
         let (parts, mut body) = response.into_parts();
 
