@@ -111,8 +111,8 @@ struct Seen {
     inode: u64,
 }
 
-/// Each watched file and how it looked.
-type Looks = Vec<(PathBuf, Option<Seen>)>;
+/// A watched file and how it looked.
+type Look = (PathBuf, Option<Seen>);
 
 fn look(path: &Path) -> Option<Seen> {
     use std::os::unix::fs::MetadataExt;
@@ -134,7 +134,7 @@ pub fn watch_files(shared: Arc<Shared>) -> impl std::future::Future<Output = ()>
     watch_loop(shared, last)
 }
 
-async fn watch_loop(shared: Arc<Shared>, mut last: Looks) {
+async fn watch_loop(shared: Arc<Shared>, mut last: Vec<Look>) {
     let mut shutdown = shared.shutdown_signal();
     loop {
         tokio::select! {
@@ -163,14 +163,14 @@ async fn watch_loop(shared: Arc<Shared>, mut last: Looks) {
 }
 
 /// The same files, looked at now.
-fn look_again(files: &[(PathBuf, Option<Seen>)]) -> Looks {
+fn look_again(files: &[Look]) -> Vec<Look> {
     files.iter().map(|(p, _)| (p.clone(), look(p))).collect()
 }
 
 /// What the files `now_watched` are compared with at the next poll. Those looked at before
 /// the reload read them keep that look, so a write that lands while the reload runs is still
 /// a change; files the config names for the first time are looked at now.
-fn reference(settled: &[(PathBuf, Option<Seen>)], now_watched: Vec<PathBuf>) -> Looks {
+fn reference(settled: &[Look], now_watched: Vec<PathBuf>) -> Vec<Look> {
     now_watched
         .into_iter()
         .map(|p| {
