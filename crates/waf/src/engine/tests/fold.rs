@@ -280,3 +280,54 @@ fn folding_changes_no_outcome_on_crs() {
         }
     }
 }
+
+/// With no response body ever read, `RESPONSE_BODY` is empty in every transaction: the rules
+/// that look for something in it miss whatever the response, chained ones too, and fold away.
+/// A rule that can turn body access on (`ctl:responseBodyAccess=On`) keeps them.
+#[test]
+fn response_body_rules_fold_away_only_when_no_body_is_read() {
+    let body_rules = r#"SecRuleEngine On
+SecRule RESPONSE_BODY "@contains secret" "id:1,phase:4,deny,status:403,capture"
+SecRule RESPONSE_STATUS "!@rx ^404$" "id:2,phase:4,deny,status:502,capture,chain"
+    SecRule RESPONSE_BODY "@contains leak" "t:none"
+"#;
+    let leaking = Response::new(200).header("Content-Type", "text/html").body("a secret leak");
+    let inspect = get("/").header("X-Inspect", "1");
+
+    let off = rules(&format!("SecResponseBodyAccess Off\n{body_rules}"));
+    assert_eq!(folded_ids(&off, 3), Vec::<u64>::new());
+    assert_eq!(off.evaluate(&inspect, Some(&leaking)).verdict, Verdict::Pass);
+
+    let on = rules(&format!("SecResponseBodyAccess On\n{body_rules}"));
+    assert_eq!(folded_ids(&on, 3), vec![1, 2]);
+    assert_eq!(on.evaluate(&inspect, Some(&leaking)).verdict, Verdict::Block { status: 403, rule_id: 1 });
+
+    let switched = rules(&format!(
+        "SecResponseBodyAccess Off\n{body_rules}\
+         SecRule REQUEST_HEADERS:X-Inspect \"@streq 1\" \"id:3,phase:1,pass,nolog,ctl:responseBodyAccess=On\""
+    ));
+    assert_eq!(folded_ids(&switched, 3), vec![1, 2]);
+    assert_eq!(switched.evaluate(&get("/"), Some(&leaking)).verdict, Verdict::Pass);
+    let second = Response::new(200).header("Content-Type", "text/html").body("a leak");
+    assert_eq!(switched.evaluate(&inspect, Some(&second)).verdict, Verdict::Block { status: 502, rule_id: 2 });
+}
+
+/// A chain whose later part misses in every transaction misses as a whole and folds away,
+/// unless an earlier part does what the miss leaves in place: rule 2's capture sets TX:1,
+/// which rule 3 reads.
+#[test]
+fn a_chain_missing_at_a_later_part_folds_unless_an_earlier_part_captures() {
+    let text = r#"SecRuleEngine On
+SecRule REQUEST_METHOD "@rx ^(G)ET$" "id:1,phase:1,pass,nolog,chain"
+    SecRule TX:never "@eq 1" "t:none"
+SecRule REQUEST_METHOD "@rx ^(G)ET$" "id:2,phase:1,pass,nolog,capture,chain"
+    SecRule TX:never "@eq 1" "t:none"
+SecRule TX:1 "@streq G" "id:3,phase:1,deny,status:403""#;
+    let (rs, written) = (rules(text), unfolded(rules(text)));
+    assert_eq!(folded_ids(&rs, 0), vec![2, 3]);
+    for method in ["GET", "POST"] {
+        let req = Request::new(method, "/");
+        assert_eq!(rs.evaluate(&req, None), written.evaluate(&req, None), "{method}");
+    }
+    assert_eq!(rs.evaluate(&get("/"), None).verdict, Verdict::Block { status: 403, rule_id: 3 });
+}

@@ -10,8 +10,10 @@
 //!           rule reading only known TX ──run on the scratch──▶ its TX and MATCHED_VAR(S) effects
 //!                                                              (consecutive ones merged: Step::Set),
 //!                                                              the rules its skipAfter skips dropped
-//!           rule whose first part reads known TX and misses ──▶ clears MATCHED_VARS, whatever
-//!                                                              its setvars would read
+//!           rule with a part that reads only known TX ──────▶ clears MATCHED_VARS, whatever
+//!           (or RESPONSE_BODY, when no response body is        its setvars would read
+//!           read) and misses, the parts before it only
+//!           matching
 //!           quiet one-part rule reading known TX that matches ──▶ Step::Replay: its matches
 //!                                                              recorded, its setvars run
 //!           any other rule ──kept──▶ the TX variables it may set become unknown; where its
@@ -19,12 +21,13 @@
 //!                                    every path brings is known
 //! run time: the folded steps, while every rule kept goes on to the next step or jumps to a
 //!           landing, no ctl:ruleRemove* removed a rule and no ctl:ruleRemoveTarget* a TX
-//!           target; from the first rule that does otherwise (allows, blocks, jumps where the
+//!           (or RESPONSE_BODY) target; from the first rule that does otherwise (allows, blocks, jumps where the
 //!           folded steps do not come), the rules as written, from the same place
 //! ```
 //!
 //! A folded rule reads known TX variables, the rule's own properties and its own match only,
-//! and has neither `capture` nor `multiMatch`; if it matches, it neither logs, nor has a
+//! and has neither `capture` nor `multiMatch` (unless it misses: then neither does anything);
+//! if it matches, it neither logs, nor has a
 //! severity, a disruptive action or `ctl:`. Phase 5 runs on its folded steps only after the
 //! four phases before it ran on theirs to their end: it also runs after an interruption, and
 //! when the response phases did not run, and then what they set is not what folding saw.
@@ -32,7 +35,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::seclang::ast::{IdRange, MacroString, MacroVar, SetVarOp, Variable};
+use crate::seclang::ast::{ActionKind, Ctl, IdRange, MacroString, MacroVar, SetVarOp, Variable};
 
 use super::super::compile::{Disruptive, Part, Rule, RuleSet, Step};
 use super::{Flow, Hits, Matched, MatchedRef, Transaction};
@@ -162,6 +165,8 @@ struct Folder<'r> {
     /// Folding has ended: a constant rule matched, and its match does more than a folded
     /// step can (it logs, blocks or runs `ctl:` in every transaction).
     ended: bool,
+    /// No transaction reads a response body: `RESPONSE_BODY` is empty in every one.
+    no_body: bool,
     baked: Baked,
 }
 
@@ -174,6 +179,7 @@ impl<'r> Folder<'r> {
             poison: Arc::from(format!("\0unknown {random:016x}").as_bytes()),
             known: vec![true; rs.tx_names.len()],
             ended: false,
+            no_body: !reads_response_bodies(rs),
             baked: Baked::default(),
         }
     }
@@ -209,15 +215,15 @@ impl<'r> Folder<'r> {
                 continue;
             }
             let constant = self.constant(rule);
+            if self.misses(rule) {
+                // It clears MATCHED_VARS and goes on, whatever its setvars read.
+                let miss = Effects { clear_matched: true, ..Effects::default() };
+                pending.get_or_insert_with(Effects::default).then(miss);
+                self.baked.add(rule);
+                at += 1;
+                continue;
+            }
             match self.first_part_hits(rule) {
-                Some(hits) if hits.is_empty() => {
-                    // It clears MATCHED_VARS and goes on, whatever its setvars read.
-                    let miss = Effects { clear_matched: true, ..Effects::default() };
-                    pending.get_or_insert_with(Effects::default).then(miss);
-                    self.baked.add(rule);
-                    at += 1;
-                    continue;
-                }
                 Some(hits) if rule.parts.len() == 1 && quiet(rule) && !constant => {
                     // It matches in every transaction, but its setvars read what only the
                     // transaction knows (949052 adds the run-time score of paranoia level 1).
@@ -293,6 +299,22 @@ impl<'r> Folder<'r> {
         self.decided(part).then(|| self.scratch.eval_part(rule, part))
     }
 
+    /// Whether the rule misses in every transaction: one of its parts reads only what is
+    /// known and misses, and the parts before it do nothing a miss would not undo (their
+    /// matches go to MATCHED_VARS, which the miss clears). A part's own `capture` or
+    /// `multiMatch` changes nothing when it misses.
+    fn misses(&self, rule: &Rule) -> bool {
+        for part in &rule.parts {
+            if self.inputs_known(part) && self.scratch.eval_part(rule, part).is_empty() {
+                return true;
+            }
+            if !part.setvars.is_empty() || (part.capture && !part.negated) || part.multi_match {
+                return false;
+            }
+        }
+        false
+    }
+
     /// Whether the rule's outcome and effects are the same in every transaction at this point:
     /// it reads known `TX` variables only, and no match of it does more than one folded step
     /// can (`capture`, `multiMatch`).
@@ -317,10 +339,15 @@ impl<'r> Folder<'r> {
     /// reads known `TX` variables only, and a match does no more than one folded step can
     /// (`capture`, `multiMatch`).
     fn decided(&self, part: &Part) -> bool {
-        if part.multi_match || part.capture {
-            return false;
-        }
-        let targets = part.targets.iter().all(|t| t.tx_slot.is_some_and(|n| self.known[n as usize]));
+        !part.multi_match && !part.capture && self.inputs_known(part)
+    }
+
+    /// Whether the part reads the same values in every transaction: known `TX` variables, and
+    /// `RESPONSE_BODY` when no response body is read.
+    fn inputs_known(&self, part: &Part) -> bool {
+        let targets = part.targets.iter().all(|t| {
+            t.tx_slot.is_some_and(|n| self.known[n as usize]) || (t.variable == Variable::ResponseBody && self.no_body)
+        });
         let operand = part.op.as_ref().and_then(|op| op.macro_arg()).is_none_or(|m| self.known_macros(m, false));
         targets && operand
     }
@@ -402,6 +429,13 @@ impl<'r> Folder<'r> {
         self.known[n as usize] = false;
         self.scratch.tx.set(Some(n), "", self.poison.clone());
     }
+}
+
+/// Whether some transaction may read a response body: `SecResponseBodyAccess On`, or a rule
+/// that can turn it on (`ctl:responseBodyAccess=On`).
+fn reads_response_bodies(rs: &RuleSet) -> bool {
+    let turns_on = |a: &ActionKind| matches!(a, ActionKind::Ctl(Ctl::ResponseBodyAccess(true)));
+    rs.settings.response_body_access || rs.rules.iter().flat_map(|r| &r.parts).flat_map(|p| &p.after).any(turns_on)
 }
 
 /// Whether a match of the rule does nothing but set `TX` and `MATCHED_VAR(S)`.

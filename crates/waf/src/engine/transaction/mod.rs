@@ -500,7 +500,9 @@ impl<'r> Transaction<'r> {
     /// compile time was removed, nor a `TX` target (all folded rules read). That the
     /// transaction kept to their path is `folded_through`'s part.
     fn folding_holds(&self) -> bool {
-        !self.baked_removed && !self.tx_target_removed()
+        // Folding reads TX and (when no response body is read) RESPONSE_BODY as constants.
+        let folded_target = |v: Variable| matches!(v, Variable::Tx | Variable::ResponseBody);
+        !self.baked_removed && !self.removed_targets.iter().any(|(_, e)| folded_target(e.variable))
     }
 
     /// Whether `ctl:ruleRemoveTarget*` took a `TX` target from some rule.
