@@ -497,7 +497,7 @@ fn eligible(part: &Part, checks: bool) -> Option<Probe> {
     // per-rule evaluation.
     let ordinary = [&b""[..], b"a", b"0", b"id", b"42"];
     let regex = match &**op {
-        Op::Rx(Rx::Linear(re)) => Some(re),
+        Op::Rx(Rx::Linear(re) | Rx::Small(re, _)) => Some(re),
         Op::Pm(phrases) => phrases.regex.as_ref(),
         _ => None,
     };
