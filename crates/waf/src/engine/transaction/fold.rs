@@ -21,16 +21,17 @@
 //!                                    every path brings is known
 //! run time: the folded steps, while every rule kept goes on to the next step or jumps to a
 //!           landing, no ctl:ruleRemove* removed a rule and no ctl:ruleRemoveTarget* a TX
-//!           (or RESPONSE_BODY) target; from the first rule that does otherwise (allows, blocks, jumps where the
-//!           folded steps do not come), the rules as written, from the same place
+//!           (or RESPONSE_BODY) target; from the first rule that does otherwise (allows,
+//!           blocks, jumps where the folded steps do not come), the rules as written, from
+//!           the same place
 //! ```
 //!
 //! A folded rule reads known TX variables, the rule's own properties and its own match only,
 //! and has neither `capture` nor `multiMatch` (unless it misses: then neither does anything);
-//! if it matches, it neither logs, nor has a
-//! severity, a disruptive action or `ctl:`. Phase 5 runs on its folded steps only after the
-//! four phases before it ran on theirs to their end: it also runs after an interruption, and
-//! when the response phases did not run, and then what they set is not what folding saw.
+//! if it matches, it neither logs, nor has a severity, a disruptive action or `ctl:`. Phase 5
+//! runs on its folded steps only after the four phases before it ran on theirs to their end:
+//! it also runs after an interruption, and when the response phases did not run, and then
+//! what they set is not what folding saw.
 
 use std::borrow::Cow;
 use std::sync::Arc;
