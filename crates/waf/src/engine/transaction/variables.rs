@@ -87,7 +87,10 @@ impl<'a> Val<'a> {
                 name.extend_from_slice(var.as_bytes());
                 name.push(b':');
                 name.extend_from_slice(k);
-                Arc::from(&*String::from_utf8_lossy(&name))
+                match std::str::from_utf8(&name) {
+                    Ok(name) => Arc::from(name),
+                    Err(_) => Arc::from(&*String::from_utf8_lossy(&name)),
+                }
             }
             None => SHARED.with(|s| s.names[self.var as usize].clone()),
         }
