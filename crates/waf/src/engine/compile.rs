@@ -233,9 +233,13 @@ impl TxNames {
     }
 
     /// Numbers the `TX` variables that the parts' targets and `setvar`s name literally, and
-    /// marks the parts that only read numbered ones.
+    /// marks the parts that only read numbered ones. The captures `TX:0` to `TX:9` come first,
+    /// numbered 0 to 9 (see [`TxNames::capture`]).
     fn number<'a>(parts: impl Iterator<Item = &'a mut Part>) -> TxNames {
         let mut names = TxNames::default();
+        for d in super::transaction::DIGITS {
+            names.intern(d);
+        }
         for part in parts {
             for t in &mut part.targets {
                 if let (Variable::Tx, Sel::Key(k)) = (t.variable, &t.sel) {
@@ -279,6 +283,12 @@ impl TxNames {
                 t.tx_selected = Some(taken.map(|n| n as u32).collect());
             }
         }
+    }
+
+    /// The number of capture `TX:i` (0 to 9), which every rule set numbers.
+    pub(crate) fn capture(i: usize) -> u32 {
+        debug_assert!(i < 10);
+        i as u32
     }
 
     /// The number of `key` (lowercase), if the rule set names it.

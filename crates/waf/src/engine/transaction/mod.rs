@@ -31,7 +31,7 @@ use crate::seclang::ast::{
 };
 
 use super::body::{json, multipart, urlencoded, xml};
-use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec};
+use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxNames};
 use super::fast_hash::FastHash;
 use super::operator::{self, Captures, NumArg, Op, Rx};
 use super::prescan::{self, Gate, Scans};
@@ -213,7 +213,7 @@ use tx::TxVars;
 use variables::{store_index, tx_val, Val, Vals, Vars};
 
 /// The keys of `TX:0`..`TX:9`, which `capture` sets, and the usual counts (`&ARGS`).
-const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+pub(crate) const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
 
 /// At most this many bytes (originals and results) in a transaction's transformation cache.
 const CACHE_BUDGET: usize = 4 << 20;
@@ -559,10 +559,9 @@ impl<'r> Transaction<'r> {
             }
             for h in hits {
                 if let Some(caps) = &h.captures {
-                    for (i, c) in caps.iter().enumerate() {
+                    for (i, c) in caps.iter().enumerate().take(DIGITS.len()) {
                         if let Some(c) = c {
-                            let key = DIGITS.get(i).map_or_else(|| Cow::Owned(i.to_string()), |&d| Cow::Borrowed(d));
-                            self.tx.set(None, &key, Arc::from(c.as_slice()));
+                            self.tx.set(Some(TxNames::capture(i)), DIGITS[i], Arc::from(c.as_slice()));
                         }
                     }
                 }
