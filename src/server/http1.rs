@@ -239,6 +239,8 @@ async fn send(
     out.clear();
     let keep_alive = h1::encode_response_head(out, status, headers, added, framing, (keep_alive, http10), &date());
     drop(fields);
+    // Responses ready together go out together (see `behind_ready_tasks`).
+    super::behind_ready_tasks().await;
     let complete = write_body(io, out, response.body_mut(), framing.framing).await.ok()?;
     // The body's end (and its access-log line) before the next request.
     drop(response);

@@ -21,7 +21,7 @@
 //! counted and audited all the same.
 //!
 //! Once its request is inspected, the stage steps behind the worker's other ready tasks
-//! ([`behind_ready_tasks`]), so that the requests ready at that moment are inspected back to
+//! ([`crate::server::behind_ready_tasks`]), so that the requests ready at that moment are inspected back to
 //! back and then go on in a burst: the engine's code and tables stay in the CPU's caches from
 //! one inspection to the next, and the upstream (and the client, on the way back) is woken
 //! once for many requests rather than once for each: under load, a wake-up of a process on an
@@ -82,7 +82,7 @@ impl Stage for WafConfig {
         let mut tx = Transaction::new(rules);
         tx.process_request(inspected(request, exchange, bytes.to_vec()));
         // Inspected requests go on together (see above).
-        behind_ready_tasks().await;
+        crate::server::behind_ready_tasks().await;
         let proxied = matches!(route.action, crate::route::Action::Proxy(_))
             && !(route.websocket.is_some() && crate::websocket::is_upgrade(request));
         // Nothing runs after an interruption but phase 5, so a blocked request (in either
@@ -118,24 +118,6 @@ impl Stage for WafConfig {
         }
         Verdict::Respond(Box::new(blocked(policy, &outcome, exchange.request_id)))
     }
-}
-
-/// Goes on once the tasks the worker has ready now have run. `tokio::task::yield_now` waits
-/// longer: until the runtime has also polled for I/O and run the tasks that woke, so the
-/// burst left one round later, behind the next round of inspections, and the upstream's CPU
-/// went idle, and had to be woken, more often (0.138 against 0.126 interrupts per benign GET,
-/// 2 % fewer requests per second). A task that wakes itself while it runs goes to the back of
-/// the worker's queue (each worker is a current-thread runtime).
-async fn behind_ready_tasks() {
-    let mut waited = false;
-    std::future::poll_fn(|cx| {
-        if std::mem::replace(&mut waited, true) {
-            return std::task::Poll::Ready(());
-        }
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 /// A request the rules let through, whose transaction goes on into its response (phases 3
