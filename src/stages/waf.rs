@@ -20,15 +20,12 @@
 //! response came (the upstream failed, the client went away) finishes as it drops, and is
 //! counted and audited all the same.
 //!
-//! Once its request is inspected, the stage steps behind the worker's other ready tasks
-//! ([`crate::server::behind_ready_tasks`]), so that the requests ready at that moment are inspected back to
-//! back and then go on in a burst: the engine's code and tables stay in the CPU's caches from
-//! one inspection to the next, and the upstream (and the client, on the way back) is woken
-//! once for many requests rather than once for each: under load, a wake-up of a process on an
-//! idle CPU is an interprocessor interrupt, several microseconds on a virtual machine. With no
-//! other request ready, the task goes on at once. Measured with `bench/waf.sh` (CRS 4.28.0,
-//! one core): 15 % more benign GETs per second, 25 % more with no value repeated, and a lower
-//! p99 latency.
+//! Once its request is inspected, the stage waits behind the worker's other ready tasks
+//! ([`crate::server::behind_ready_tasks`]): the requests ready at that moment are inspected
+//! back to back, with the engine's code and tables still in the CPU's caches, and then go on
+//! to the upstream in a burst. With no other request ready, the task goes on at once.
+//! Measured with `bench/waf.sh` (CRS 4.28.0, one core) when the pause came in: 15 % more
+//! benign GETs per second, 25 % more with no value repeated, and a lower p99 latency.
 
 use std::net::IpAddr;
 use std::time::Duration;

@@ -501,13 +501,17 @@ impl<'r> Transaction<'r> {
     /// transaction kept to their path is `folded_through`'s part.
     fn folding_holds(&self) -> bool {
         // Folding reads TX and (when no response body is read) RESPONSE_BODY as constants.
-        let folded_target = |v: Variable| matches!(v, Variable::Tx | Variable::ResponseBody);
-        !self.baked_removed && !self.removed_targets.iter().any(|(_, e)| folded_target(e.variable))
+        !self.baked_removed && !self.target_removed(|v| matches!(v, Variable::Tx | Variable::ResponseBody))
     }
 
     /// Whether `ctl:ruleRemoveTarget*` took a `TX` target from some rule.
     fn tx_target_removed(&self) -> bool {
-        self.removed_targets.iter().any(|(_, e)| e.variable == Variable::Tx)
+        self.target_removed(|v| v == Variable::Tx)
+    }
+
+    /// Whether `ctl:ruleRemoveTarget*` took a target of such a variable from some rule.
+    fn target_removed(&self, of: impl Fn(Variable) -> bool) -> bool {
+        self.removed_targets.iter().any(|(_, e)| of(e.variable))
     }
 
     /// Does what a run of folded rules did.
