@@ -158,8 +158,10 @@ impl Scans {
 /// A pattern of the prescan.
 #[derive(Debug)]
 enum Probe {
-    /// A regex, joined with the others into the automata.
-    Regex(regex::bytes::Regex),
+    /// A regex, joined with the others into the automata; for a `@pm`, also its phrases
+    /// lowercased, to run alone on a value lowercased (see
+    /// [`Phrases::folded`](super::operator::Phrases::folded)).
+    Regex(regex::bytes::Regex, Option<regex::bytes::Regex>),
     /// A check: an operator no automaton takes (`@detectSQLi`, a long `@pmFromFile`, a
     /// negated `@rx`, ...) whose answer depends on the value alone, run on each form of a
     /// member, and whether the part is negated. Its bit tells whether the part holds for
@@ -168,9 +170,18 @@ enum Probe {
 }
 
 impl Probe {
+    /// Whether the probe holds for `value`, given alone (not through the automata). `lower`
+    /// keeps `value` lowercased for the next probe that wants it.
+    fn holds_alone(&self, value: &[u8], lower: &mut Option<Vec<u8>>) -> bool {
+        match self {
+            Probe::Regex(_, Some(folded)) => folded.is_match(lower.get_or_insert_with(|| value.to_ascii_lowercase())),
+            _ => self.holds(value),
+        }
+    }
+
     fn holds(&self, value: &[u8]) -> bool {
         match self {
-            Probe::Regex(re) => re.is_match(value),
+            Probe::Regex(re, _) => re.is_match(value),
             Probe::Check(op, negated) => {
                 // A check's argument is literal (see `pure`).
                 let arg = op.macro_arg().and_then(|m| m.as_literal()).map(str::as_bytes);
@@ -243,7 +254,7 @@ impl Prescan {
         for (part, checks) in parts {
             let Some(probe) = eligible(part, checks) else { continue };
             let same = |(c, p): &(usize, Probe)| match (p, &probe) {
-                (Probe::Regex(p), Probe::Regex(re)) => *c == part.chain_id && p.as_str() == re.as_str(),
+                (Probe::Regex(p, _), Probe::Regex(re, _)) => *c == part.chain_id && p.as_str() == re.as_str(),
                 _ => false,
             };
             let index = match patterns.iter().position(same) {
@@ -283,7 +294,7 @@ impl Prescan {
         let noisy: Vec<bool> = patterns
             .iter()
             .map(|(_, p)| match p {
-                Probe::Regex(p) => {
+                Probe::Regex(p, _) => {
                     let probe = probe(p);
                     BENIGN.iter().any(|v| probe.is_match(v))
                 }
@@ -437,8 +448,9 @@ impl Prescan {
 
     /// Runs the wanted patterns and checks one by one, those not already found.
     fn scan_alone(&self, value: &[u8], wanted: impl Iterator<Item = u64>, bits: &mut [u64]) {
+        let mut lower = None;
         for p in ones(wanted) {
-            if !has(bits, p) && self.probes[p].holds(value) {
+            if !has(bits, p) && self.probes[p].holds_alone(value, &mut lower) {
                 set(bits, p);
             }
         }
@@ -497,14 +509,14 @@ fn eligible(part: &Part, checks: bool) -> Option<Probe> {
     // per-rule evaluation.
     let ordinary = [&b""[..], b"a", b"0", b"id", b"42"];
     let regex = match &**op {
-        Op::Rx(Rx::Linear(re) | Rx::Small(re, _)) => Some(re),
-        Op::Pm(phrases) => phrases.regex.as_ref(),
+        Op::Rx(Rx::Linear(re) | Rx::Small(re, _)) => Some((re, None)),
+        Op::Pm(phrases) => phrases.regex.as_ref().map(|re| (re, phrases.folded.clone())),
         _ => None,
     };
-    if let Some(re) = regex.filter(|_| !part.negated) {
+    if let Some((re, folded)) = regex.filter(|_| !part.negated) {
         let probe = probe(re);
         if !ordinary.iter().any(|v| probe.is_match(v)) {
-            return Some(Probe::Regex(re.clone()));
+            return Some(Probe::Regex(re.clone(), folded));
         }
     }
     if !checks || !pure(op) {
@@ -593,7 +605,7 @@ impl Group {
     /// `None` when an automaton cannot be built.
     fn build(patterns: &[(usize, Probe)], quiet: Vec<usize>, noisy: Vec<usize>, words: usize) -> Option<Group> {
         let regex = |&i: &usize| match &patterns[i].1 {
-            Probe::Regex(re) => Some(re.as_str()),
+            Probe::Regex(re, _) => Some(re.as_str()),
             Probe::Check(..) => None,
         };
         let joint = |ids: &[usize]| compile(ids.iter().filter_map(regex));

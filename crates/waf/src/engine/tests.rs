@@ -166,6 +166,30 @@ SecRule MATCHED_VARS "@pm {words}" "capture,t:lowercase""#
 }
 
 #[test]
+fn phrases_match_long_values_in_any_case() {
+    // A value past the prescan's joint automata runs each pattern alone; a phrase list does
+    // so lowercased, on the value lowercased.
+    let rs = rules(
+        r#"SecRuleEngine On
+SecRequestBodyAccess On
+SecRule REQUEST_BODY "@pm java.lang.Runtime classLoader" "id:1,phase:2,deny,status:403""#,
+    );
+    let filler = "lorem ipsum dolor sit amet ".repeat(20);
+    for (body, blocked) in [
+        (format!("{filler} JAVA.lang.runtime.exec"), true),
+        (format!("{filler} x.CLASSLOADER.y"), true),
+        (format!("classloader {filler}"), true),
+        (format!("{filler} java.lang.Run time"), false),
+        (format!("{filler} {filler}"), false),
+    ] {
+        let o = rs.evaluate(&post("/", "text/plain", &body), None);
+        assert_eq!(o.verdict != Verdict::Pass, blocked, "{}", &body[body.len() - 30..]);
+        let part = &rs.rules[0].parts[0];
+        assert!(part.prescan.is_some(), "the part should be prescanned");
+    }
+}
+
+#[test]
 fn anomaly_scoring_blocks_at_the_threshold() {
     let rs = rules(
         r#"SecRuleEngine On
@@ -410,6 +434,7 @@ pub(crate) fn crs_requests() -> Vec<Request> {
         post("/", "application/json", r#"{"order":{"id":"ord-1","customer":{"name":"Alice Smith"},"tags":["a","b"]}}"#),
         post("/", "application/x-www-form-urlencoded", &format!("a={filler}&b=%3Csvg%20onload%3Dalert(1)%3E")),
         post("/", "text/plain", &format!("{filler}<?php eval($_POST['x']); ?>")),
+        post("/", "text/plain", &format!("{filler} com.OpenSymphony.XWork2.ActionContext")),
         post("/upload", "multipart/form-data; boundary=b", mp),
     ]
 }
