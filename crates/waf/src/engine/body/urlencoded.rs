@@ -47,7 +47,12 @@ fn decode_with(v: &[u8], invalid: &mut bool, unicode: bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(v.len());
     let mut i = 0;
     while i < v.len() {
-        match v[i] {
+        // Runs of bytes kept as they are go over at once (most of most values).
+        let run = memchr::memchr2(b'%', b'+', &v[i..]).unwrap_or(v.len() - i);
+        out.extend_from_slice(&v[i..i + run]);
+        i += run;
+        let Some(&c) = v.get(i) else { break };
+        match c {
             b'%' if unicode
                 && matches!(v.get(i + 1), Some(b'u' | b'U'))
                 && i + 5 < v.len()
