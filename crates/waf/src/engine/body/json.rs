@@ -25,6 +25,9 @@ pub const NAME_BYTES_PER_BODY_BYTE: usize = 16;
 /// The name budget of a small document.
 pub const MIN_NAME_BUDGET: usize = 1 << 20;
 
+/// The most values room is made for before parsing.
+const PRESIZED: usize = 512;
+
 /// Parses `data`; `Err` holds the message for `REQBODY_ERROR_MSG`. Nesting deeper than
 /// `depth_limit` (or [`MAX_DEPTH`]) is an error.
 pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
@@ -36,7 +39,10 @@ pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
     let mut p = Parser {
         s: data,
         i: 0,
-        out: Vec::new(),
+        // Each value but the last ends at a comma: room for all those of an ordinary document
+        // at once (a hostile one of commas must not reserve gigabytes before it fails).
+        out: Vec::with_capacity((memchr::memchr_iter(b',', data).count() + 1).min(PRESIZED)),
+        text: Vec::new(),
         depth_limit,
         name: b"json".to_vec(),
         marks: Vec::new(),
@@ -59,6 +65,8 @@ struct Parser<'a> {
     s: &'a [u8],
     i: usize,
     out: Vec<Pair>,
+    /// The last string read, unescaped.
+    text: Vec<u8>,
     depth_limit: usize,
     /// The current value's name: `json`, then `.key` or `.array_N` for each step to it.
     name: Vec<u8>,
@@ -89,14 +97,18 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// Steps into a member: `.segment`, or `.array_N` for element `index`.
-    fn push(&mut self, segment: &[u8], index: Option<usize>) {
+    /// Steps into a member: `.key` for the key just read (in `text`), or `.array_N` for
+    /// element `index`.
+    fn push(&mut self, index: Option<usize>) {
         self.marks.push(self.name.len());
         self.name.push(b'.');
-        self.name.extend_from_slice(segment);
-        if let Some(n) = index {
-            let n = i64::try_from(n).unwrap_or(i64::MAX);
-            self.name.extend_from_slice(Decimal::new(n).as_bytes());
+        match index {
+            None => self.name.extend_from_slice(&self.text),
+            Some(n) => {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                self.name.extend_from_slice(b"array_");
+                self.name.extend_from_slice(Decimal::new(n).as_bytes());
+            }
         }
     }
 
@@ -122,8 +134,8 @@ impl Parser<'_> {
                 }
             }
             b'"' => {
-                let s = self.string()?;
-                self.emit(s)
+                self.string()?;
+                self.emit(Text::from_slice(&self.text))
             }
             b't' | b'f' | b'n' => {
                 let (word, val): (&[u8], &[u8]) = match c {
@@ -162,13 +174,13 @@ impl Parser<'_> {
             if self.s.get(self.i) != Some(&b'"') {
                 return self.err("expected a key");
             }
-            let k = self.string()?;
+            self.string()?;
             self.ws();
             if self.s.get(self.i) != Some(&b':') {
                 return self.err("expected `:`");
             }
             self.i += 1;
-            self.push(&k, None);
+            self.push(None);
             let r = self.value(depth);
             self.pop();
             r?;
@@ -192,7 +204,7 @@ impl Parser<'_> {
         }
         let mut n = 0usize;
         loop {
-            self.push(b"array_", Some(n));
+            self.push(Some(n));
             let r = self.value(depth);
             self.pop();
             r?;
@@ -209,9 +221,17 @@ impl Parser<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<Text, String> {
+    /// Reads the string at `i` into `text`, unescaped.
+    fn string(&mut self) -> Result<(), String> {
+        let mut text = std::mem::take(&mut self.text);
+        text.clear();
+        let read = self.unescape(&mut text);
+        self.text = text;
+        read
+    }
+
+    fn unescape(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
         self.i += 1;
-        let mut out = Text::new();
         loop {
             // The run up to the next quote or escape is copied at once when it holds no
             // control character (most strings are one such run).
@@ -225,7 +245,7 @@ impl Parser<'_> {
             let Some(&c) = self.s.get(self.i) else { return self.err("unterminated string") };
             self.i += 1;
             match c {
-                b'"' => return Ok(out),
+                b'"' => return Ok(()),
                 b'\\' => {
                     let Some(&e) = self.s.get(self.i) else { return self.err("unterminated escape") };
                     self.i += 1;
