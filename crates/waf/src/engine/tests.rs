@@ -415,8 +415,9 @@ fn compile_crs(setup: &Path, harness: &str, rules: &Path) -> RuleSet {
     RuleSet::compile(&l.finish().unwrap_or_else(|e| panic!("{} errors", e.len())))
 }
 
-/// Attacks in every place the prescan treats apart (query, JSON body, long body, headers,
-/// cookies, multipart, `multiMatch` decodings), and benign requests (0 and 8).
+/// Attacks in every place the prescan treats apart (query, JSON body, long body, long
+/// parameters, headers, cookies, multipart, `multiMatch` decodings), and benign requests (0
+/// and 8).
 pub(crate) fn crs_requests() -> Vec<Request> {
     let ua = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36";
     let filler = "lorem ipsum dolor sit amet ".repeat(20);
@@ -435,6 +436,8 @@ pub(crate) fn crs_requests() -> Vec<Request> {
         post("/", "application/x-www-form-urlencoded", &format!("a={filler}&b=%3Csvg%20onload%3Dalert(1)%3E")),
         post("/", "text/plain", &format!("{filler}<?php eval($_POST['x']); ?>")),
         post("/", "text/plain", &format!("{filler} com.OpenSymphony.XWork2.ActionContext")),
+        post("/", "application/json", &format!(r#"{{"note":"{filler} 1' UNION SELECT password FROM users--"}}"#)),
+        post("/", "application/x-www-form-urlencoded", &format!("c={filler}%3Cscript%3Ealert(1)%3C/script%3E")),
         post("/upload", "multipart/form-data; boundary=b", mp),
     ]
 }
