@@ -2,10 +2,12 @@
 //! `GET /api/v1/users?id=42&name=alice` and the 1 KiB JSON POST of `post.lua`, through CRS
 //! 4.28.0 at paranoia 1 with the reference engine settings, on one thread. `GET*` and `POST*`
 //! number every value (user agent, query values, JSON strings), as `bench/distinct.lua` does,
-//! so that no request repeats a value: the engine's memos never help.
+//! so that no request repeats a value: the engine's memos never help. `TEXT*` is a JSON POST
+//! of one 1 KiB field of prose (a comment, a description), numbered the same way: a long
+//! parameter, which the prescan treats apart.
 //!
 //! ```text
-//! cargo run --release -p barbican-waf --example crs_eval_speed [-- SECONDS [GET|POST|GET*|POST*|all [THREADS [own]]]]
+//! cargo run --release -p barbican-waf --example crs_eval_speed [-- SECONDS [GET|POST|GET*|POST*|TEXT*|all [THREADS [own]]]]
 //! ```
 //!
 //! It prints evaluations per second per request kind; compare with the nginx +
@@ -25,6 +27,10 @@ use barbican_waf::seclang::Loader;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const POST_BODY: &str = r#"{"order":{"id":"ord-2026-11-25-000417","customer":{"id":42,"name":"Alice Smith","email":"alice@example.com","phone":"+1-202-555-0143","address":{"line1":"1600 Market Street","line2":"Suite 400","city":"Philadelphia","region":"PA","postal_code":"19103","country":"US"}},"items":[{"sku":"A-1001","title":"Wireless keyboard","qty":2,"unit_price":39.99},{"sku":"B-2002","title":"USB-C charging cable, 2 m","qty":1,"unit_price":12.5},{"sku":"C-3003","title":"Laptop stand (aluminium)","qty":1,"unit_price":54.0}],"note":"Please deliver after 5pm. Leave the parcel with the concierge if nobody answers the door.","coupon":"WINTER-2026","currency":"USD","channel":"web","created_at":"2026-11-25T10:41:07Z","tags":["gift","priority","t2","t3","t4","t5","t6","t7","t8","t9","t10","t11","t12","t13","t14","t15","t16","t17","t18","t19","t20","t21","t22","t23","t24","t25","t26","t27","t28","t29","t30","t31","t32","t33","t34"],"metadata":{"utm_source":"newsletter","utm_campaign":"black-friday","ab_bucket":"b"}}}"#;
+
+/// A sentence of the `TEXT*` field.
+const PROSE: &str = "The customer's order (#4521) arrived late; please refund the shipping fee - she paid $12.50 \
+                     on 2026-11-20. Thanks! ";
 
 fn shared() -> PathBuf {
     match std::env::var_os("BARBICAN_CRS_DIR") {
@@ -63,12 +69,13 @@ fn main() {
         };
         let req =
             |method, uri| Request::new(method, uri).header("Host", "127.0.0.1:18083").header("User-Agent", ua.clone());
-        match kind.starts_with("POST") {
-            false => req("GET", uri).header("Accept", "*/*"),
-            true => {
-                let body = match kind.ends_with('*') {
-                    true => numbered_strings(POST_BODY, n),
-                    false => POST_BODY.to_string(),
+        match kind.starts_with("GET") {
+            true => req("GET", uri).header("Accept", "*/*"),
+            false => {
+                let body = match kind {
+                    "POST*" => numbered_strings(POST_BODY, n),
+                    "TEXT*" => format!(r#"{{"text":"{} ({n})"}}"#, PROSE.repeat(9)),
+                    _ => POST_BODY.to_string(),
                 };
                 req("POST", "/".to_string())
                     .header("Accept", "*/*")
@@ -79,7 +86,7 @@ fn main() {
         }
     };
     let resp = Response::new(200).header("Content-Type", "text/plain").body("ok\n");
-    let kinds: Vec<(&str, Vec<Request>)> = ["GET", "POST", "GET*", "POST*"]
+    let kinds: Vec<(&str, Vec<Request>)> = ["GET", "POST", "GET*", "POST*", "TEXT*"]
         .into_iter()
         .filter(|kind| only.as_deref().is_none_or(|o| o == *kind))
         .map(|kind| {
