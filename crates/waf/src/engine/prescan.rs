@@ -198,22 +198,21 @@ type Look = (usize, bool, Bits);
 /// patterns of other variables report nothing while these are scanned.
 #[derive(Debug)]
 struct Group {
-    /// The quiet patterns joined, their bits, and the pattern index of each.
-    quiet: Option<(Regex, Bits, Vec<usize>)>,
+    /// The quiet patterns joined, with the pattern index of each.
+    quiet: Option<(Regex, Vec<usize>)>,
     /// The noisy patterns joined, to tell at once that none matches, and their bits.
     noisy: Option<(Regex, Bits)>,
 }
 
-/// Values longer than this are not searched for every match of the joint automaton: a long
-/// value (a request body) would make it report the matches of many patterns at many
-/// positions. Patterns go alone, each stopping at its first match, after one pass of the
-/// joint automaton has shown that some match at all (see [`Prescan::scan`]).
+/// A value longer than this (a request body), wanted by at most [`ALONE_UP_TO`] patterns, is
+/// scanned pattern by pattern: each stops at its first match and skips ahead with its own
+/// literal prefilter, where the joint automaton walks every byte. With CRS 4.28.0, 15 patterns
+/// look at `REQUEST_BODY`: 1.3 µs alone on 1 KiB of JSON, 1.5-2.2 µs for one joint pass. About
+/// 200 look at a parameter: on 1 KiB of text 90-160 µs alone, against 2-4 µs for the joint
+/// passes (the overlapping search included: quiet patterns match at few places, if any).
 const LONG: usize = 256;
 
-/// A long value wanted by at most this many patterns is scanned pattern by pattern at once.
-/// With CRS 4.28.0: 15 for `REQUEST_BODY` (1.3 µs alone on 1 KiB of JSON, 1.5-2.2 µs for the
-/// joint pass alone), about 200 for a parameter (140 µs alone on 1 KiB of text, 5 µs for the
-/// joint passes when nothing matches).
+/// See [`LONG`].
 const ALONE_UP_TO: usize = 32;
 
 /// Ordinary header, parameter and body values. A pattern that matches one of them somewhere
@@ -427,31 +426,20 @@ impl Prescan {
     /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of a
     /// variable of `group` (and the checks of `mask` that hold for it).
     pub(crate) fn scan(&self, group: usize, value: &[u8], mask: &[u64], found: &mut PatternSet, bits: &mut [u64]) {
-        let long = value.len() > LONG;
-        let group = &self.groups[group];
-        let input = Input::new(value);
-        // A long value with few patterns wanted (a request body) is scanned pattern by
-        // pattern: each stops at its first match and skips ahead with its own literal
-        // prefilter. With more (a long parameter), one pass of the joint automaton first: most
-        // long values match no pattern, and one pass costs what two or three patterns alone do.
-        if long && ones(mask.iter().copied()).nth(ALONE_UP_TO).is_none() {
+        if value.len() > LONG && ones(mask.iter().copied()).nth(ALONE_UP_TO).is_none() {
             self.scan_alone(value, mask.iter().copied(), bits);
             return;
         }
         self.scan_alone(value, both(mask, &self.checks), bits);
+        let group = &self.groups[group];
+        let input = Input::new(value);
         if let Some((re, noisy)) = &group.noisy {
             if re.is_match(input.clone()) {
                 self.scan_alone(value, both(mask, noisy), bits);
             }
         }
-        let Some((re, quiet, ids)) = &group.quiet else { return };
+        let Some((re, ids)) = &group.quiet else { return };
         if !re.is_match(input.clone()) {
-            return;
-        }
-        if long {
-            // Which patterns match, pattern by pattern: the joint automaton would report
-            // the matches of many patterns at many positions.
-            self.scan_alone(value, both(mask, quiet), bits);
             return;
         }
         found.clear();
@@ -476,7 +464,7 @@ impl Prescan {
     /// A pattern set for [`Prescan::scan`].
     pub(crate) fn pattern_set(&self) -> PatternSet {
         let quiet = self.groups.iter().filter_map(|g| g.quiet.as_ref());
-        PatternSet::new(quiet.map(|(re, ..)| re.pattern_len()).max().unwrap_or(0))
+        PatternSet::new(quiet.map(|(re, _)| re.pattern_len()).max().unwrap_or(0))
     }
 }
 
@@ -631,18 +619,17 @@ impl Group {
             Probe::Check(..) => None,
         };
         let joint = |ids: &[usize]| compile(ids.iter().filter_map(regex));
-        let bits = |ids: &[usize]| {
-            let mut bits = zeros(words);
-            ids.iter().for_each(|&i| set(&mut bits, i));
-            bits
-        };
         let quiet = match quiet.is_empty() {
             true => None,
-            false => Some((joint(&quiet)?, bits(&quiet), quiet)),
+            false => Some((joint(&quiet)?, quiet)),
         };
         let noisy = match noisy.is_empty() {
             true => None,
-            false => Some((joint(&noisy)?, bits(&noisy))),
+            false => {
+                let mut bits = zeros(words);
+                noisy.iter().for_each(|&i| set(&mut bits, i));
+                Some((joint(&noisy)?, bits))
+            }
         };
         Some(Group { quiet, noisy })
     }
