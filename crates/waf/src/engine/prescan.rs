@@ -204,16 +204,15 @@ struct Group {
     noisy: Option<(Regex, Bits)>,
 }
 
-/// A value longer than this (a request body), wanted by at most [`ALONE_UP_TO`] patterns, is
-/// scanned pattern by pattern: each stops at its first match and skips ahead with its own
-/// literal prefilter, where the joint automaton walks every byte. With CRS 4.28.0, 15 patterns
-/// look at `REQUEST_BODY`: 1.3 µs alone on 1 KiB of JSON, 1.5-2.2 µs for one joint pass. About
-/// 200 look at a parameter: on 1 KiB of text 90-160 µs alone, against 2-4 µs for the joint
-/// passes (the overlapping search included: quiet patterns match at few places, if any).
+/// Values longer than this are scanned pattern by pattern: a long value (a request body)
+/// makes the joint automaton report the matches of many patterns at many positions, while
+/// each pattern alone stops at its first match and skips ahead with its own literal
+/// prefilter. Nor is one `is_match` pass of the joint automaton a safe first step: on benign
+/// text it takes 2-4 µs per KiB where about 200 patterns alone take 90-160 µs, but on random
+/// bytes its lazy DFA meets a new state at nearly every byte, fills its cache, gives up, and the
+/// regex falls back to the PikeVM over all the patterns: 18 s for a 1 MiB parameter of random
+/// printable bytes, against 0.44 s pattern by pattern.
 const LONG: usize = 256;
-
-/// See [`LONG`].
-const ALONE_UP_TO: usize = 32;
 
 /// Ordinary header, parameter and body values. A pattern that matches one of them somewhere
 /// (`['";=\\]`, `\.([^.]+)$`) would match most requests, reporting a match at many positions of
@@ -426,16 +425,16 @@ impl Prescan {
     /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of a
     /// variable of `group` (and the checks of `mask` that hold for it).
     pub(crate) fn scan(&self, group: usize, value: &[u8], mask: &[u64], found: &mut PatternSet, bits: &mut [u64]) {
-        if value.len() > LONG && ones(mask.iter().copied()).nth(ALONE_UP_TO).is_none() {
+        if value.len() > LONG {
             self.scan_alone(value, mask.iter().copied(), bits);
             return;
         }
-        self.scan_alone(value, both(mask, &self.checks), bits);
+        self.scan_alone(value, mask.iter().zip(self.checks.iter()).map(|(m, c)| m & c), bits);
         let group = &self.groups[group];
         let input = Input::new(value);
         if let Some((re, noisy)) = &group.noisy {
             if re.is_match(input.clone()) {
-                self.scan_alone(value, both(mask, noisy), bits);
+                self.scan_alone(value, mask.iter().zip(noisy.iter()).map(|(m, n)| m & n), bits);
             }
         }
         let Some((re, ids)) = &group.quiet else { return };
@@ -466,11 +465,6 @@ impl Prescan {
         let quiet = self.groups.iter().filter_map(|g| g.quiet.as_ref());
         PatternSet::new(quiet.map(|(re, _)| re.pattern_len()).max().unwrap_or(0))
     }
-}
-
-/// The bits set in both.
-fn both<'a>(a: &'a [u64], b: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
-    a.iter().zip(b.iter()).map(|(a, b)| a & b)
 }
 
 /// The indexes of the set bits.
@@ -637,8 +631,8 @@ impl Group {
 
 /// One automaton for all patterns: every pattern that matches anywhere is reported
 /// (`MatchKind::All`, overlapping search); no capture groups are kept. No literal prefilter:
-/// one pass of the DFA beats restarting it at every candidate the literals of hundreds of
-/// patterns find in ordinary text.
+/// the joint automaton only sees values up to [`LONG`] bytes, where one pass of the DFA beats
+/// restarting it at every candidate the literals of hundreds of patterns find in ordinary text.
 fn compile<'p>(patterns: impl Iterator<Item = &'p str>) -> Option<Regex> {
     let patterns: Vec<&str> = patterns.collect();
     if patterns.is_empty() {
