@@ -127,9 +127,27 @@ fn prose(n: usize) -> Vec<u8> {
     out
 }
 
+/// Deterministic random printable bytes (no `%`, `&`, `+` or `=`, so that form encoding
+/// leaves them as they are): the worst case for a lazy DFA, which meets a new state at nearly
+/// every byte.
+fn random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let b = 0x21 + (x % 94) as u8;
+        if !matches!(b, b'%' | b'&' | b'+' | b'=') {
+            out.push(b);
+        }
+    }
+    out
+}
+
 /// The value of one huge argument, by shape: the classic ReDoS shapes for CRS's regexes.
 /// `(name, what it is)`; [`shape`] makes the bytes.
-const SHAPES: [(&str, &str); 22] = [
+const SHAPES: [(&str, &str); 23] = [
     ("run-a", "aaaa…"),
     ("run-a-bang", "aaaa…!"),
     ("run-space", "one long run of spaces"),
@@ -152,6 +170,7 @@ const SHAPES: [(&str, &str); 22] = [
     ("html-entities", "&#x41;&#x41;…"),
     ("php-open", "<?php <?php …"),
     ("prose", "words and punctuation"),
+    ("random", "random printable bytes"),
 ];
 
 fn shape(name: &str, n: usize) -> Vec<u8> {
@@ -187,6 +206,7 @@ fn shape(name: &str, n: usize) -> Vec<u8> {
         "html-entities" => repeat_to("&#x41;", n),
         "php-open" => repeat_to("<?php ", n),
         "prose" => prose(n),
+        "random" => random(n, 0x1234_5678_9abc_def1),
         _ => unreachable!("{name}"),
     }
 }
@@ -222,6 +242,19 @@ fn body(kind: &str, n: usize) -> (&'static str, Vec<u8>) {
     match kind {
         "form-many-args" => {
             let mut b = records(Vec::with_capacity(n + 32), n, |i| format!("field{i}=value+{i}&"));
+            b.truncate(n);
+            (FORM, b)
+        }
+        "form-random-args" => {
+            // Arguments of 100 random bytes: each short enough for the prescan's joint
+            // automata, and each new to them; more of them, even at 64 KiB, than the memos
+            // keep. The automata still learn a request that comes back: each run computes
+            // transitions the next finds ready, so a small body, run again and again, comes
+            // out faster than a new one would. The larger sizes show what new bytes cost.
+            let mut b = records(Vec::with_capacity(n + 256), n, |i| {
+                let value = random(100, i as u64 + 1);
+                format!("a{i}={}&", String::from_utf8_lossy(&value))
+            });
             b.truncate(n);
             (FORM, b)
         }
@@ -274,10 +307,17 @@ fn body(kind: &str, n: usize) -> (&'static str, Vec<u8>) {
 
 /// The body kinds: realistic documents first, then one argument per ReDoS shape.
 fn body_kinds() -> Vec<String> {
-    let mut k: Vec<String> =
-        ["form-many-args", "json-records", "json-one-string", "xml-records", "multipart-fields", "multipart-file"]
-            .map(String::from)
-            .to_vec();
+    let mut k: Vec<String> = [
+        "form-many-args",
+        "form-random-args",
+        "json-records",
+        "json-one-string",
+        "xml-records",
+        "multipart-fields",
+        "multipart-file",
+    ]
+    .map(String::from)
+    .to_vec();
     k.extend(SHAPES.iter().map(|(s, _)| format!("form-{s}")));
     k
 }

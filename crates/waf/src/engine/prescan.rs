@@ -33,10 +33,14 @@
 //! members it saw recently (`memo`): a user agent seen before costs a lookup, not a scan.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::Arc;
 
-use regex_automata::meta::{self, Regex};
-use regex_automata::nfa::thompson::WhichCaptures;
+use regex_automata::hybrid::dfa::{Cache, DFA};
+use regex_automata::hybrid::LazyStateID;
+use regex_automata::nfa::thompson::{self, WhichCaptures};
+use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind, PatternSet};
 use smallvec::SmallVec;
@@ -64,6 +68,8 @@ pub(crate) struct Prescan {
     scopes: Vec<Scanned>,
     /// The numbers of those taken from the request head, whose scans outlive the head.
     head: u64,
+    /// How many transitions the automata may compute for a transaction ([`TRANSITIONS`]).
+    pub(crate) transitions: usize,
 }
 
 /// What a prescanned part's target takes from a variable: the whole collection, or the
@@ -198,20 +204,131 @@ type Look = (usize, bool, Bits);
 /// patterns of other variables report nothing while these are scanned.
 #[derive(Debug)]
 struct Group {
-    /// The quiet patterns joined, with the pattern index of each.
-    quiet: Option<(Regex, Vec<usize>)>,
+    /// The quiet patterns joined, the pattern index of each, and their bits.
+    quiet: Option<(Joint, Vec<usize>, Bits)>,
     /// The noisy patterns joined, to tell at once that none matches, and their bits.
-    noisy: Option<(Regex, Bits)>,
+    noisy: Option<(Joint, Bits)>,
+}
+
+/// How many transitions the joint automata may compute for one transaction. A lazy DFA
+/// computes a transition the first time a search takes it and keeps it for the next searches,
+/// so ordinary traffic soon runs on transitions already there. Computing one means following
+/// every pattern of the group from the current state: up to 85 µs for the 160 patterns CRS
+/// applies to a parameter. Random bytes need a new transition at nearly every byte: before
+/// this budget, a form body of 200-byte random parameters took 4.4 s at 64 KiB (a new transition
+/// at each byte, and at times the whole search again on a PikeVM when the DFA gave up). Once a
+/// transaction's budget is spent, its values go pattern by pattern, where each pattern's own
+/// small automaton copes with such bytes (0.4 µs a byte for all of them).
+const TRANSITIONS: usize = 512;
+
+/// Patterns joined into one lazy DFA (`MatchKind::All`), with a cache for each thread that
+/// searches with it. A search that would compute more transitions than its budget allows
+/// gives up (`None`), and the caller takes the patterns alone.
+struct Joint {
+    dfa: Arc<DFA>,
+    caches: Pool<Cache, CacheFn>,
+}
+
+type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + UnwindSafe + RefUnwindSafe>;
+
+impl fmt::Debug for Joint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Joint({} patterns)", self.dfa.pattern_len())
+    }
+}
+
+impl Joint {
+    /// No literal prefilter: one pass of the DFA beats restarting it at every candidate the
+    /// literals of hundreds of patterns find in ordinary text. No capture groups are kept.
+    /// `None` when the patterns do not compile together.
+    fn build(patterns: &[&str]) -> Option<Joint> {
+        if patterns.is_empty() {
+            return None;
+        }
+        let dfa = DFA::builder()
+            .syntax(syntax::Config::new().utf8(false))
+            .thompson(
+                thompson::Config::new().utf8(false).which_captures(WhichCaptures::None).nfa_size_limit(Some(512 << 20)),
+            )
+            .configure(DFA::config().match_kind(MatchKind::All).cache_capacity(128 << 20))
+            .build_many(patterns)
+            .ok()?;
+        let dfa = Arc::new(dfa);
+        let shared = dfa.clone();
+        let create: CacheFn = Box::new(move || shared.create_cache());
+        Some(Joint { dfa, caches: Pool::new(create) })
+    }
+
+    fn pattern_len(&self) -> usize {
+        self.dfa.pattern_len()
+    }
+
+    /// Whether some pattern matches somewhere in `value`.
+    fn is_match(&self, value: &[u8], budget: &mut usize) -> Option<bool> {
+        self.walk(value, budget, |_, _, _| true)
+    }
+
+    /// Adds to `found` every pattern that matches somewhere in `value`.
+    fn matches(&self, value: &[u8], budget: &mut usize, found: &mut PatternSet) -> Option<()> {
+        self.walk(value, budget, |dfa, cache, sid| {
+            for i in 0..dfa.match_len(cache, sid) {
+                found.insert(dfa.match_pattern(cache, sid, i));
+            }
+            false
+        })
+        .map(|_| ())
+    }
+
+    /// Walks the DFA over `value`, calling `at_match` in each match state until it says to
+    /// stop; says whether it stopped so.
+    fn walk(
+        &self,
+        value: &[u8],
+        budget: &mut usize,
+        mut at_match: impl FnMut(&DFA, &Cache, LazyStateID) -> bool,
+    ) -> Option<bool> {
+        let dfa = &*self.dfa;
+        let mut cache = self.caches.get();
+        let cache = &mut *cache;
+        let mut sid = dfa.start_state_forward(cache, &Input::new(value)).ok()?;
+        for &byte in value {
+            // A transition not computed yet shows as "unknown" from an untagged state (from a
+            // tagged one, a match state, it is computed uncounted: those are few).
+            let known = (!sid.is_tagged()).then(|| dfa.next_state_untagged(cache, sid, byte));
+            sid = match known {
+                Some(next) if !next.is_unknown() => next,
+                _ => {
+                    if known.is_some() {
+                        *budget = budget.checked_sub(1)?;
+                    }
+                    dfa.next_state(cache, sid, byte).ok()?
+                }
+            };
+            if !sid.is_tagged() {
+                continue;
+            }
+            if sid.is_match() && at_match(dfa, cache, sid) {
+                return Some(true);
+            }
+            if sid.is_dead() {
+                return Some(false);
+            }
+            if sid.is_quit() {
+                return None;
+            }
+        }
+        sid = dfa.next_eoi_state(cache, sid).ok()?;
+        Some(sid.is_match() && at_match(dfa, cache, sid))
+    }
 }
 
 /// Values longer than this are scanned pattern by pattern: a long value (a request body)
 /// makes the joint automaton report the matches of many patterns at many positions, while
 /// each pattern alone stops at its first match and skips ahead with its own literal
-/// prefilter. Nor is one `is_match` pass of the joint automaton a safe first step: on benign
-/// text it takes 2-4 µs per KiB where about 200 patterns alone take 90-160 µs, but on random
-/// bytes its lazy DFA meets a new state at nearly every byte, fills its cache, gives up, and the
-/// regex falls back to the PikeVM over all the patterns: 18 s for a 1 MiB parameter of random
-/// printable bytes, against 0.44 s pattern by pattern.
+/// prefilter. One pass of the joint automaton first was tried: on benign text it takes 2-4 µs
+/// per KiB where about 200 patterns alone take 90-160 µs, but on random bytes (before
+/// [`TRANSITIONS`] bounded the automata's work) a 1 MiB parameter took 18 s, against 0.44 s
+/// pattern by pattern. With the bound it may be worth measuring again.
 const LONG: usize = 256;
 
 /// Ordinary header, parameter and body values. A pattern that matches one of them somewhere
@@ -364,7 +481,7 @@ impl Prescan {
         let head =
             scopes.iter().enumerate().filter(|(_, s)| from_request_head(s.variable)).fold(0, |m, (n, _)| m | 1 << n);
         let probes = patterns.into_iter().map(|(_, p)| p).collect();
-        Prescan { probes, checks, chains, groups, scopes, head }
+        Prescan { probes, checks, chains, groups, scopes, head, transitions: TRANSITIONS }
     }
 
     /// How many `u64`s a bitset of patterns takes.
@@ -423,26 +540,39 @@ impl Prescan {
     }
 
     /// Sets in `bits` the patterns of `mask` that match somewhere in `value`, a member of a
-    /// variable of `group` (and the checks of `mask` that hold for it).
-    pub(crate) fn scan(&self, group: usize, value: &[u8], mask: &[u64], found: &mut PatternSet, bits: &mut [u64]) {
+    /// variable of `group` (and the checks of `mask` that hold for it). `budget` is what is left
+    /// of the transaction's transitions ([`TRANSITIONS`]).
+    pub(crate) fn scan(
+        &self,
+        group: usize,
+        value: &[u8],
+        mask: &[u64],
+        budget: &mut usize,
+        found: &mut PatternSet,
+        bits: &mut [u64],
+    ) {
         if value.len() > LONG {
             self.scan_alone(value, mask.iter().copied(), bits);
             return;
         }
-        self.scan_alone(value, mask.iter().zip(self.checks.iter()).map(|(m, c)| m & c), bits);
+        self.scan_alone(value, both(mask, &self.checks), bits);
         let group = &self.groups[group];
-        let input = Input::new(value);
-        if let Some((re, noisy)) = &group.noisy {
-            if re.is_match(input.clone()) {
-                self.scan_alone(value, mask.iter().zip(noisy.iter()).map(|(m, n)| m & n), bits);
+        if let Some((joint, noisy)) = &group.noisy {
+            if joint.is_match(value, budget) != Some(false) {
+                self.scan_alone(value, both(mask, noisy), bits);
             }
         }
-        let Some((re, ids)) = &group.quiet else { return };
-        if !re.is_match(input.clone()) {
+        let Some((joint, ids, quiet)) = &group.quiet else { return };
+        found.clear();
+        let scanned = match joint.is_match(value, budget) {
+            Some(false) => return,
+            Some(true) => joint.matches(value, budget, found),
+            None => None,
+        };
+        if scanned.is_none() {
+            self.scan_alone(value, both(mask, quiet), bits);
             return;
         }
-        found.clear();
-        re.which_overlapping_matches(&input, found);
         for p in found.iter().map(|p| ids[p.as_usize()]) {
             if has(mask, p) {
                 set(bits, p);
@@ -463,8 +593,13 @@ impl Prescan {
     /// A pattern set for [`Prescan::scan`].
     pub(crate) fn pattern_set(&self) -> PatternSet {
         let quiet = self.groups.iter().filter_map(|g| g.quiet.as_ref());
-        PatternSet::new(quiet.map(|(re, _)| re.pattern_len()).max().unwrap_or(0))
+        PatternSet::new(quiet.map(|(joint, ..)| joint.pattern_len()).max().unwrap_or(0))
     }
+}
+
+/// The bits set in both.
+fn both<'a>(a: &'a [u64], b: &'a [u64]) -> impl Iterator<Item = u64> + 'a {
+    a.iter().zip(b.iter()).map(|(a, b)| a & b)
 }
 
 /// The indexes of the set bits.
@@ -612,43 +747,23 @@ impl Group {
             Probe::Regex(re, _) => Some(re.as_str()),
             Probe::Check(..) => None,
         };
-        let joint = |ids: &[usize]| compile(ids.iter().filter_map(regex));
+        let joint = |ids: &[usize]| Joint::build(&ids.iter().filter_map(regex).collect::<Vec<_>>());
+        let bits = |ids: &[usize]| {
+            let mut bits = zeros(words);
+            ids.iter().for_each(|&i| set(&mut bits, i));
+            bits
+        };
         let quiet = match quiet.is_empty() {
             true => None,
-            false => Some((joint(&quiet)?, quiet)),
+            false => {
+                let quiet_bits = bits(&quiet);
+                Some((joint(&quiet)?, quiet, quiet_bits))
+            }
         };
         let noisy = match noisy.is_empty() {
             true => None,
-            false => {
-                let mut bits = zeros(words);
-                noisy.iter().for_each(|&i| set(&mut bits, i));
-                Some((joint(&noisy)?, bits))
-            }
+            false => Some((joint(&noisy)?, bits(&noisy))),
         };
         Some(Group { quiet, noisy })
     }
-}
-
-/// One automaton for all patterns: every pattern that matches anywhere is reported
-/// (`MatchKind::All`, overlapping search); no capture groups are kept. No literal prefilter:
-/// the joint automaton only sees values up to [`LONG`] bytes, where one pass of the DFA beats
-/// restarting it at every candidate the literals of hundreds of patterns find in ordinary text.
-fn compile<'p>(patterns: impl Iterator<Item = &'p str>) -> Option<Regex> {
-    let patterns: Vec<&str> = patterns.collect();
-    if patterns.is_empty() {
-        return None;
-    }
-    Regex::builder()
-        .syntax(syntax::Config::new().utf8(false))
-        .configure(
-            meta::Config::new()
-                .match_kind(MatchKind::All)
-                .utf8_empty(false)
-                .which_captures(WhichCaptures::None)
-                .nfa_size_limit(Some(512 << 20))
-                .hybrid_cache_capacity(128 << 20)
-                .auto_prefilter(false),
-        )
-        .build_many(&patterns)
-        .ok()
 }

@@ -471,6 +471,36 @@ fn prescan_changes_no_verdict_on_crs() {
     }
 }
 
+/// Once a transaction has used up the transitions its prescan automata may compute (random
+/// bytes need one at nearly every byte), values go pattern by pattern: same verdicts.
+#[test]
+fn values_past_the_automata_budget_get_the_same_answers() {
+    let with = crs(1);
+    let mut alone = crs(1);
+    alone.prescan.transitions = 0;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut random = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect()
+    };
+    let mut requests = crs_requests();
+    let form: Vec<String> = (0..40).map(|i| format!("a{i}={}", random(200))).collect();
+    requests.push(post("/", "application/x-www-form-urlencoded", &form.join("&")));
+    requests
+        .push(Request::new("GET", format!("/?q={}%27%20or%201=1--", random(100))).header("User-Agent", random(150)));
+    for (i, req) in requests.iter().chain(&requests).enumerate() {
+        let (a, b) = (with.evaluate(req, None), alone.evaluate(req, None));
+        assert_eq!(ids(&a), ids(&b), "request {i}");
+        assert_eq!(a.verdict, b.verdict, "request {i}");
+    }
+}
+
 /// The answers memos keep across transactions (prescans of short values, libinjection's
 /// verdicts) are those a fresh rule set gives, whichever request a value came in first.
 #[test]

@@ -171,6 +171,8 @@ pub struct Transaction<'r> {
     prescanned: RefCell<Scans>,
     /// Scratch space for prescanning.
     found: RefCell<PatternSet>,
+    /// How many more transitions the prescan's automata may compute (`Prescan::transitions`).
+    transitions: Cell<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -271,6 +273,7 @@ impl<'r> Transaction<'r> {
             cached_bytes: Cell::new(0),
             prescanned: RefCell::new(rules.prescan.scans()),
             found: RefCell::new(rules.prescan.pattern_set()),
+            transitions: Cell::new(rules.prescan.transitions),
         }
     }
 
@@ -840,7 +843,9 @@ impl<'r> Transaction<'r> {
         }
         let mut found = self.found.borrow_mut();
         for (form, mask) in &forms {
-            prescan.scan(group, form, mask, &mut found, &mut bits);
+            let mut budget = self.transitions.get();
+            prescan.scan(group, form, mask, &mut budget, &mut found, &mut bits);
+            self.transitions.set(budget);
         }
         bits
     }
