@@ -440,8 +440,10 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          scanned once; a rule part whose pattern's bit stays clear for all its targets cannot match and \
          costs a few bit tests. Set bits fall back to the part's own regex, so verdicts do not change. \
          Patterns that match ordinary values (a corpus of typical headers and bodies) are checked alone \
-         behind one joint test, and values over 256 bytes pattern by pattern, both to keep the overlapping \
-         search from reporting the same pattern at every position; a `@pm` list alone on a long value \
+         behind one joint test, and a request body pattern by pattern, both to keep the overlapping \
+         search from reporting the same pattern at every position; the joint automata compute at most \
+         512 new transitions per request (random bytes need one at nearly every byte), after which \
+         values go pattern by pattern too; a `@pm` list alone on a long value \
          runs as its phrases lowercased on the value lowercased, which gets a literal prefilter where \
          the case-insensitive alternation gets none. `@pm` lists are Aho-Corasick \
          automata (longer file lists stay out of the joint automata: joined in, they made them larger \
