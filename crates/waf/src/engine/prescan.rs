@@ -568,6 +568,8 @@ impl Prescan {
         }
         let Some((joint, ids, quiet)) = &group.quiet else { return };
         found.clear();
+        // `is_match` first, though `matches` alone would answer too: measured, one walk of
+        // `matches` for every value made GET* and POST* (new values) 5 % slower.
         let scanned = match joint.is_match(value, budget) {
             Some(false) => return,
             Some(true) => joint.matches(value, budget, found),
