@@ -16,6 +16,7 @@
 //! - [`support`] says, name by name, what is evaluated (the source of `docs/waf-coverage.md`).
 
 pub mod body;
+mod caseless;
 pub mod compile;
 mod fast_hash;
 mod memo;

