@@ -30,7 +30,7 @@ use crate::seclang::ast::{
     Phase, SetVarOp, Severity, Target, Variable,
 };
 
-use super::body::{json, multipart, urlencoded, xml};
+use super::body::{json, multipart, urlencoded, xml, Pair};
 use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxNames};
 use super::fast_hash::FastHash;
 use super::operator::{self, Captures, NumArg, Op, Rx};
@@ -801,22 +801,31 @@ impl<'r> Transaction<'r> {
         let prescan = &self.rules.prescan;
         let mut bits = SmallVec::from_elem(0, prescan.words());
         let (var, sel, _) = prescan.scope(n);
+        let work = |value: &[u8]| {
+            let found = self.prescan_member(n, value);
+            found.iter().any(|&w| w != 0).then(|| Box::from(&found[..]))
+        };
+        let mut answer = |found: &Option<Box<[u64]>>| {
+            if let Some(found) = found {
+                or_into(&mut bits, found);
+            }
+        };
+        // The whole of a collection of pairs (a JSON body's hundred ARGS) goes to the memo as
+        // it is kept, without making a list of its values first.
+        if let (Some((lists, names)), Sel::All) = (self.v.pair_lists(var), sel) {
+            let key: fn(&Pair) -> &[u8] = if names { |p| &p.0 } else { |p| &p.1 };
+            for list in lists {
+                prescan.memo(n).get_each(list, key, &mut answer, |p| work(key(p)));
+            }
+            return bits;
+        }
         let mut vals = Vals::new();
         self.values(var, sel, rule, &mut vals);
         if var == Variable::Xml {
             // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
         }
-        let work = |v: &Val<'_>| {
-            let found = self.prescan_member(n, &v.value);
-            found.iter().any(|&w| w != 0).then(|| Box::from(&found[..]))
-        };
-        let answer = |found: &Option<Box<[u64]>>| {
-            if let Some(found) = found {
-                or_into(&mut bits, found);
-            }
-        };
-        prescan.memo(n).get_each(&vals, |v| &v.value, answer, work);
+        prescan.memo(n).get_each(&vals, |v| &v.value, answer, |v| work(&v.value));
         bits
     }
 
