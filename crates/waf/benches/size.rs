@@ -173,7 +173,8 @@ const SHAPES: [(&str, &str); 23] = [
     ("random", "random printable bytes"),
 ];
 
-fn shape(name: &str, n: usize) -> Vec<u8> {
+/// The bytes of shape `name`, `n` of them; `seed` picks the random bytes of `random`.
+fn shape(name: &str, n: usize, seed: u64) -> Vec<u8> {
     let half = |open: &str, close: &str| {
         let mut v = repeat_to(open, n / 2);
         v.extend(repeat_to(close, n - n / 2));
@@ -206,7 +207,7 @@ fn shape(name: &str, n: usize) -> Vec<u8> {
         "html-entities" => repeat_to("&#x41;", n),
         "php-open" => repeat_to("<?php ", n),
         "prose" => prose(n),
-        "random" => random(n, 0x1234_5678_9abc_def1),
+        "random" => random(n, 0x1234_5678_9abc_def1 ^ seed),
         _ => unreachable!("{name}"),
     }
 }
@@ -236,8 +237,9 @@ fn records(mut b: Vec<u8>, until: usize, record: impl Fn(usize) -> String) -> Ve
     b
 }
 
-/// A body of about `n` bytes (within a few bytes) and its Content-Type.
-fn body(kind: &str, n: usize) -> (&'static str, Vec<u8>) {
+/// A body of about `n` bytes (within a few bytes) and its Content-Type; `seed` picks the
+/// random bytes of the random kinds (see [`fresh`]).
+fn body(kind: &str, n: usize, seed: u64) -> (&'static str, Vec<u8>) {
     const FORM: &str = "application/x-www-form-urlencoded";
     match kind {
         "form-many-args" => {
@@ -248,11 +250,9 @@ fn body(kind: &str, n: usize) -> (&'static str, Vec<u8>) {
         "form-random-args" => {
             // Arguments of 100 random bytes: each short enough for the prescan's joint
             // automata, and each new to them; more of them, even at 64 KiB, than the memos
-            // keep. The automata still learn a request that comes back: each run computes
-            // transitions the next finds ready, so a small body, run again and again, comes
-            // out faster than a new one would. The larger sizes show what new bytes cost.
+            // keep.
             let mut b = records(Vec::with_capacity(n + 256), n, |i| {
-                let value = random(100, i as u64 + 1);
+                let value = random(100, (seed << 32) + i as u64 + 1);
                 format!("a{i}={}&", String::from_utf8_lossy(&value))
             });
             b.truncate(n);
@@ -299,7 +299,7 @@ fn body(kind: &str, n: usize) -> (&'static str, Vec<u8>) {
             // `form-<shape>`: one argument, `q`, whose decoded value has the shape.
             let name = shaped.strip_prefix("form-").expect("a form- shape");
             let mut b = b"q=".to_vec();
-            b.extend(form_encode(&shape(name, n)));
+            b.extend(form_encode(&shape(name, n, seed)));
             (FORM, b)
         }
     }
@@ -330,9 +330,9 @@ const HEADER_SHAPES: [&str; 8] =
 /// Referer a URL whose query is the shape).
 fn header_request(name: &str, shape_name: &str, n: usize) -> Request {
     let value = match name {
-        "Cookie" => [b"session=".to_vec(), shape(shape_name, n - 8)].concat(),
-        "Referer" => [b"https://example.com/?q=".to_vec(), shape(shape_name, n - 23)].concat(),
-        _ => shape(shape_name, n),
+        "Cookie" => [b"session=".to_vec(), shape(shape_name, n - 8, 0)].concat(),
+        "Referer" => [b"https://example.com/?q=".to_vec(), shape(shape_name, n - 23, 0)].concat(),
+        _ => shape(shape_name, n, 0),
     };
     let mut r = base("GET", "/api/v1/users?id=42");
     if name != "User-Agent" {
@@ -361,7 +361,7 @@ fn criterion_benches(c: &mut Criterion, rs: &RuleSet) {
         ["form-many-args", "json-records", "multipart-fields", "form-run-a-bang", "form-quote-dash", "form-prose"]
     {
         for n in BODY_SIZES {
-            let (ct, b) = body(kind, n);
+            let (ct, b) = body(kind, n, 0);
             let req = post(ct, b);
             check_read_whole(rs, kind, &req);
             g.throughput(Throughput::Bytes(req.body.len() as u64));
@@ -387,16 +387,36 @@ fn criterion_benches(c: &mut Criterion, rs: &RuleSet) {
 
 /// The best of a few runs (at least 3, more while under `budget`): noise only ever adds time.
 fn best_time(rs: &RuleSet, req: &Request, budget: Duration) -> Duration {
+    best_of(budget, |_| time(rs, req))
+}
+
+/// [`best_time`] of a new request each run, made by `make` from the run's number (not timed).
+fn best_time_fresh(rs: &RuleSet, make: impl Fn(u64) -> Request, budget: Duration) -> Duration {
+    best_of(budget, |run| time(rs, &make(run)))
+}
+
+fn time(rs: &RuleSet, req: &Request) -> Duration {
+    let t = Instant::now();
+    black_box(rs.evaluate(req, None));
+    t.elapsed()
+}
+
+fn best_of(budget: Duration, mut run: impl FnMut(u64) -> Duration) -> Duration {
     let mut best = Duration::MAX;
     let started = Instant::now();
     let mut runs = 0;
     while runs < 3 || (started.elapsed() < budget && runs < 50) {
-        let t = Instant::now();
-        black_box(rs.evaluate(req, None));
-        best = best.min(t.elapsed());
+        best = best.min(run(runs));
         runs += 1;
     }
     best
+}
+
+/// Whether a body kind is random bytes: the automata of the prescan keep the transitions a
+/// run computes, so the same random body, run again and again, would soon take transitions
+/// ready where a new one computes them. Such kinds are timed on new bytes each run.
+fn fresh(kind: &str) -> bool {
+    kind.contains("random")
 }
 
 fn fmt_ms(d: Duration) -> String {
@@ -423,10 +443,17 @@ fn table(rs: &RuleSet, filter: Option<&str>) {
         print!("{kind:<22}");
         let mut times = Vec::new();
         for n in BODY_SIZES {
-            let (ct, b) = body(kind, n);
-            let req = post(ct, b);
+            let make = |seed| {
+                let (ct, b) = body(kind, n, seed);
+                post(ct, b)
+            };
+            let req = make(0);
             check_read_whole(rs, kind, &req);
-            let t = best_time(rs, &req, Duration::from_millis(500));
+            let budget = Duration::from_millis(500);
+            let t = match fresh(kind) {
+                true => best_time_fresh(rs, |run| make(run + 1), budget),
+                false => best_time(rs, &req, budget),
+            };
             print!(" {:>9} {:>6.1}", fmt_ms(t), t.as_nanos() as f64 / req.body.len() as f64);
             totals[times.len()] += t;
             times.push(t);
