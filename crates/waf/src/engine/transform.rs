@@ -62,10 +62,13 @@ pub fn apply(t: Transformation, v: &[u8]) -> Vec<u8> {
 pub fn apply_chain<'v>(steps: &[Transformation], v: &'v [u8], features: Features) -> std::borrow::Cow<'v, [u8]> {
     let mut cur = std::borrow::Cow::Borrowed(v);
     let mut features = features;
-    for &t in steps {
+    for (i, &t) in steps.iter().enumerate() {
         if !features.unchanged(t) {
             cur = std::borrow::Cow::Owned(apply(t, &cur));
-            features = Features::of(&cur);
+            // The new value's features, for the steps after this one (a scan of the value).
+            if i + 1 < steps.len() {
+                features = Features::of(&cur);
+            }
         }
     }
     cur
@@ -77,14 +80,16 @@ pub fn variants<'v>(steps: &[Transformation], v: &'v [u8]) -> smallvec::SmallVec
     let mut out = smallvec::SmallVec::new();
     out.push(std::borrow::Cow::Borrowed(v));
     let mut features = Features::of(v);
-    for &t in steps {
+    for (i, &t) in steps.iter().enumerate() {
         if features.unchanged(t) {
             continue;
         }
         let cur: &[u8] = out.last().map_or(v, |c: &std::borrow::Cow<'v, [u8]>| c.as_ref());
         let next = apply(t, cur);
         if next != cur {
-            features = Features::of(&next);
+            if i + 1 < steps.len() {
+                features = Features::of(&next);
+            }
             out.push(std::borrow::Cow::Owned(next));
         }
     }
