@@ -1001,10 +1001,12 @@ impl<'r> Transaction<'r> {
             _ => None,
         };
         if sv.var.collection == Variable::Tx {
-            let cur = self.tx.value_of(spec.tx_slot, &name);
+            // The name made here (once per request header for 920450) is looked up once.
+            let slot = spec.tx_slot.or_else(|| self.tx.number_of(&name));
+            let cur = self.tx.value_of(slot, &name);
             match apply_setvar(spec, cur, value.as_deref()) {
-                Some(n) => self.tx.set(spec.tx_slot, &name, n),
-                None => self.tx.remove(spec.tx_slot, &name),
+                Some(n) => self.tx.set(slot, &name, n),
+                None => self.tx.remove(slot, &name),
             }
             return;
         }

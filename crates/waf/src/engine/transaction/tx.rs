@@ -44,12 +44,13 @@ enum At<'r> {
 
 impl<'r> TxVars<'r> {
     pub(super) fn new(names: &'r TxNames) -> TxVars<'r> {
-        // CRS makes a few per request (920450: one per header).
+        // CRS makes a few per request (920450: one per header, and browsers send a dozen or
+        // more headers).
         TxVars {
             names,
             numbered: vec![At::Unset; names.len()],
             own: Vec::new(),
-            other: HashMap::with_capacity_and_hasher(8, FastHash),
+            other: HashMap::with_capacity_and_hasher(24, FastHash),
         }
     }
 
@@ -91,17 +92,24 @@ impl<'r> TxVars<'r> {
         self.get(key).map(|(_, (_, v))| v)
     }
 
-    /// The value by number, or else by lowercase key.
+    /// The number of the variable with this lowercase key, `None` when the rule set names none
+    /// so: what [`TxVars::value_of`], [`TxVars::set`] and [`TxVars::remove`] take.
+    pub(super) fn number_of(&self, key: &str) -> Option<u32> {
+        self.names.number_of(key)
+    }
+
+    /// The value by number, or else (the key has none: [`TxVars::number_of`]) by lowercase key.
     pub(super) fn value_of(&self, n: Option<u32>, key: &str) -> Option<&Arc<[u8]>> {
         match n {
             Some(n) => self.numbered(n).map(|(_, (_, v))| v),
-            None => self.value(key),
+            None => self.other.get(key).map(|(_, v)| v),
         }
     }
 
-    /// Sets a variable by number, or else by lowercase key, keeping its name when it exists.
+    /// Sets a variable by number, or else (the key has none) by lowercase key, keeping its name
+    /// when it exists.
     pub(super) fn set(&mut self, n: Option<u32>, key: &str, value: Arc<[u8]>) {
-        match n.or_else(|| self.names.number_of(key)) {
+        match n {
             Some(n) => match self.numbered[n as usize] {
                 // Set again, or after a delete: in its place.
                 At::Own(i) | At::Gone(i) => {
@@ -123,9 +131,9 @@ impl<'r> TxVars<'r> {
         }
     }
 
-    /// Deletes a variable by number, or else by lowercase key.
+    /// Deletes a variable by number, or else (the key has none) by lowercase key.
     pub(super) fn remove(&mut self, n: Option<u32>, key: &str) {
-        match n.or_else(|| self.names.number_of(key)) {
+        match n {
             Some(n) => {
                 let at = &mut self.numbered[n as usize];
                 *at = match *at {
