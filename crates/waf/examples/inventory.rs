@@ -443,9 +443,9 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          behind one joint test, and a request body pattern by pattern, both to keep the overlapping \
          search from reporting the same pattern at every position; the joint automata compute at most \
          512 new transitions per request (random bytes need one at nearly every byte), after which \
-         values go pattern by pattern too; a `@pm` list alone on a long value \
-         runs as its phrases lowercased on the value lowercased, which gets a literal prefilter where \
-         the case-insensitive alternation gets none. `@pm` lists are Aho-Corasick \
+         values go pattern by pattern too; a case-insensitive pattern (or short `@pm` list) run alone \
+         runs lowercased on the value lowercased when it then starts with fewer literals, which gets it \
+         a literal prefilter where its case-insensitive alternatives get none. `@pm` lists are Aho-Corasick \
          automata (longer file lists stay out of the joint automata: joined in, they made them larger \
          and requests slower); `@detectSQLi`/`@detectXSS` run libinjectionrs (vendored with a hash-indexed keyword \
          lookup, `vendor/libinjectionrs/VENDORED.md`). Operators no automaton takes but whose answer \

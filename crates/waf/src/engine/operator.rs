@@ -655,12 +655,6 @@ pub(crate) fn compile(
 pub(crate) struct Phrases {
     pub(crate) automaton: AhoCorasick,
     pub(crate) regex: Option<regex::bytes::Regex>,
-    /// Beside `regex`: the phrases lowercased, case-sensitively, for values lowercased (ASCII)
-    /// first. The same test, but the regex crate finds a literal prefilter for it, which it
-    /// mostly cannot for dozens of case-insensitive phrases: on a 1 KiB body, CRS's
-    /// `java-classes.data` takes 0.1 µs so (lowercasing included) against 1.5 µs (and the
-    /// automaton as long).
-    pub(crate) folded: Option<regex::bytes::Regex>,
 }
 
 /// Lists longer than this stay out of the prescan (CRS's file lists run to 2,127 phrases).
@@ -674,15 +668,14 @@ fn phrases<'a>(words: impl Iterator<Item = &'a [u8]>) -> Result<Phrases, String>
         .kind(Some(AhoCorasickKind::DFA))
         .build(&words)
         .map_err(|e| e.to_string())?;
-    let alternation = |flags: &str, fold: fn(&[u8]) -> Vec<u8>| {
-        let escaped: Option<Vec<String>> =
-            words.iter().map(|w| String::from_utf8(fold(w)).ok().map(|w| regex::escape(&w))).collect();
-        regex::bytes::RegexBuilder::new(&format!("(?{flags}-u)(?:{})", escaped?.join("|"))).build().ok()
-    };
-    let short = words.len() <= PRESCAN_PHRASES;
-    let regex = short.then(|| alternation("si", <[u8]>::to_vec)).flatten();
-    let folded = short.then(|| alternation("s", <[u8]>::to_ascii_lowercase)).flatten();
-    Ok(Phrases { automaton, regex, folded })
+    let regex = (words.len() <= PRESCAN_PHRASES)
+        .then(|| {
+            let escaped: Option<Vec<String>> =
+                words.iter().map(|w| std::str::from_utf8(w).ok().map(regex::escape)).collect();
+            regex::bytes::RegexBuilder::new(&format!("(?si-u)(?:{})", escaped?.join("|"))).build().ok()
+        })
+        .flatten();
+    Ok(Phrases { automaton, regex })
 }
 
 /// Whether a string comparison holds (`arg` already expanded).

@@ -165,9 +165,10 @@ impl Scans {
 /// A pattern of the prescan.
 #[derive(Debug)]
 enum Probe {
-    /// A regex, joined with the others into the automata; when it does not tell cases apart,
-    /// also its lowercase form, to run alone on a value lowercased (see [`caseless`] and, for
-    /// a `@pm`, [`Phrases::folded`](super::operator::Phrases::folded)).
+    /// A regex (an `@rx`, or a short `@pm` as the alternation of its phrases), joined with the
+    /// others into the automata; when it does not tell cases apart, also its lowercase form, to
+    /// run alone on a value lowercased (see [`caseless`]). On a 1 KiB body, CRS's
+    /// `java-classes.data` takes 0.1 µs so (lowercasing included) against 1.5 µs.
     Regex(regex::bytes::Regex, Option<regex::bytes::Regex>),
     /// A check: an operator no automaton takes (`@detectSQLi`, a long `@pmFromFile`, a
     /// negated `@rx`, ...) whose answer depends on the value alone, run on each form of a
@@ -181,8 +182,22 @@ impl Probe {
     /// keeps `value` lowercased for the next probe that wants it.
     fn holds_alone(&self, value: &[u8], lower: &mut Option<Vec<u8>>) -> bool {
         match self {
-            Probe::Regex(_, Some(folded)) => folded.is_match(lower.get_or_insert_with(|| value.to_ascii_lowercase())),
+            Probe::Regex(_, Some(lowercase)) => {
+                lowercase.is_match(lower.get_or_insert_with(|| value.to_ascii_lowercase()))
+            }
             _ => self.holds(value),
+        }
+    }
+
+    /// The probe with the lowercase form of its regex, if it has one: made once per distinct
+    /// pattern, when the prescan takes it in.
+    fn with_lowercase_form(self) -> Probe {
+        match self {
+            Probe::Regex(re, _) => {
+                let lowercase = caseless::lowercase_form(re.as_str());
+                Probe::Regex(re, lowercase)
+            }
+            check => check,
         }
     }
 
@@ -386,7 +401,7 @@ impl Prescan {
             let index = match patterns.iter().position(same) {
                 Some(i) => i,
                 None => {
-                    patterns.push((part.chain_id, probe));
+                    patterns.push((part.chain_id, probe.with_lowercase_form()));
                     patterns.len() - 1
                 }
             };
@@ -655,14 +670,14 @@ fn eligible(part: &Part, checks: bool) -> Option<Probe> {
     // per-rule evaluation.
     let ordinary = [&b""[..], b"a", b"0", b"id", b"42"];
     let regex = match &**op {
-        Op::Rx(Rx::Linear(re) | Rx::Small(re, _)) => Some((re, caseless::lowercase_form(re.as_str()))),
-        Op::Pm(phrases) => phrases.regex.as_ref().map(|re| (re, phrases.folded.clone())),
+        Op::Rx(Rx::Linear(re) | Rx::Small(re, _)) => Some(re),
+        Op::Pm(phrases) => phrases.regex.as_ref(),
         _ => None,
     };
-    if let Some((re, folded)) = regex.filter(|_| !part.negated) {
+    if let Some(re) = regex.filter(|_| !part.negated) {
         let probe = probe(re);
         if !ordinary.iter().any(|v| probe.is_match(v)) {
-            return Some(Probe::Regex(re.clone(), folded));
+            return Some(Probe::Regex(re.clone(), None));
         }
     }
     if !checks || !pure(op) {
