@@ -168,7 +168,7 @@ SecRule MATCHED_VARS "@pm {words}" "capture,t:lowercase""#
 #[test]
 fn phrases_match_long_values_in_any_case() {
     // A value past the prescan's joint automata runs each pattern alone; a phrase list does
-    // so lowercased, on the value lowercased.
+    // so lowercased, on the value lowercased, when that starts with fewer literals (this one).
     let rs = rules(
         r#"SecRuleEngine On
 SecRequestBodyAccess On
