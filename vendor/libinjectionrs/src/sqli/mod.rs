@@ -528,20 +528,23 @@ impl<'a> SqliState<'a> {
                     
                     if sz3 < 32 { // make sure there is room for ending null
                         // Create merged string: a.val + ' ' + b.val
-                        let a_val = self.token_vec[left].value_as_str();
-                        let b_val = self.token_vec[left + 1].value_as_str();
-                        let merged_original = format!("{} {}", a_val, b_val);
-                        let merged_upper = merged_original.to_ascii_uppercase();
+                        // Barbican: merged on the stack, not in two `String`s (this ran for
+                        // every pair of words in every value). Keywords are ASCII, so a token
+                        // that is not UTF-8 gives a bareword either way.
+                        let mut merged = [0u8; 32];
+                        merged[..sz1].copy_from_slice(&self.token_vec[left].val[..sz1]);
+                        merged[sz1] = b' ';
+                        merged[sz1 + 1..sz3].copy_from_slice(&self.token_vec[left + 1].val[..sz2]);
+                        let merged = &merged[..sz3];
                         
-                        let lookup_result = sqli_data::lookup_word(&merged_upper);
+                        let lookup_result = sqli_data::lookup_word_bytes(merged);
                         
                         if lookup_result != TokenType::Bareword {
                             // Update the first token with merged value and new type
                             self.token_vec[left].token_type = lookup_result;
                             // Update the value - store the original case version, not uppercase
-                            let merged_bytes = merged_original.as_bytes();
-                            let copy_len = merged_bytes.len().min(31); // Leave space for null terminator
-                            self.token_vec[left].val[..copy_len].copy_from_slice(&merged_bytes[..copy_len]);
+                            let copy_len = merged.len().min(31); // Leave space for null terminator
+                            self.token_vec[left].val[..copy_len].copy_from_slice(&merged[..copy_len]);
                             self.token_vec[left].len = copy_len;
                             true
                         } else {
