@@ -102,6 +102,15 @@ pub fn variants<'v>(steps: &[Transformation], v: &'v [u8]) -> smallvec::SmallVec
 #[derive(Clone, Copy, Debug)]
 pub struct Features(u32);
 
+/// Whether `b` comes twice in a row in `v`. A `memmem` search first builds a searcher, which
+/// on the short values most requests hold costs more than walking them.
+fn doubled(v: &[u8], b: u8) -> bool {
+    match v.len() {
+        0..64 => v.windows(2).any(|w| w == [b, b]),
+        _ => memchr::memmem::find(v, &[b, b]).is_some(),
+    }
+}
+
 impl Features {
     const PERCENT_PLUS: u32 = 1;
     const AMPERSAND: u32 = 1 << 1;
@@ -169,10 +178,10 @@ impl Features {
         }
         let rest = quads.remainder().iter().fold(0, |f, &b| f | Self::CLASS[usize::from(b)]);
         let mut f = acc.iter().fold(rest, |f, a| f | a);
-        if f & Self::SPACE != 0 && memchr::memmem::find(v, b"  ").is_some() {
+        if f & Self::SPACE != 0 && doubled(v, b' ') {
             f |= Self::DOUBLE_SPACE;
         }
-        if f & Self::DASH != 0 && memchr::memmem::find(v, b"--").is_some() {
+        if f & Self::DASH != 0 && doubled(v, b'-') {
             f |= Self::DOUBLE_DASH;
         }
         if v == b"." || v == b".." {
@@ -806,6 +815,11 @@ mod tests {
             b"abc  def",
             b"abcd\\efgh-",
             b"abcdefgh\t",
+            // Pairs, in short values and in values long enough to be searched otherwise.
+            b"a-b - c",
+            b"a--b",
+            b"a value longer than sixty-four bytes, where two spaces come at last:  x",
+            b"a value longer than sixty-four bytes, where two dashes come at last: --x",
         ];
         let mut skipped = 0;
         for &v in samples {
