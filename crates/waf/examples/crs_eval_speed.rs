@@ -100,9 +100,8 @@ fn main() {
             (kind, requests)
         })
         .collect();
-    // Each thread times every kind in turn, the threads together: the first thread to search
-    // with a regex owns the fast path of its cache pool, as a gateway worker does, so a thread
-    // only for one kind would pay for the pools of the kinds before it.
+    // Each thread times every kind in turn, the threads together, as the gateway's workers
+    // evaluate side by side.
     let together = std::sync::Barrier::new(threads);
     let run = |rs: &RuleSet, thread: usize| {
         for (kind, requests) in &kinds {

@@ -27,7 +27,7 @@ use crate::seclang::{self, DataFile, FileId};
 
 use super::fast_hash::FastHash;
 use super::memo::Memo;
-use super::operator::{self, Op};
+use super::operator::{self, Op, Regex};
 use super::prescan::{Gate, Prescan};
 use super::transaction::fold::{fold, Baked, Effects, Folded};
 use super::transaction::Matched;
@@ -130,7 +130,7 @@ pub(crate) enum Sel {
     /// Lowercase key, compared without case.
     Key(String),
     /// Key regex, case-insensitive.
-    Regex(regex::bytes::Regex),
+    Regex(Regex),
     /// A key regex that is a literal prefix (`/^header_name_920450_/`), lowercase, compared
     /// without case.
     Prefix(String),
@@ -154,10 +154,18 @@ impl Sel {
                 regex::bytes::RegexBuilder::new(r)
                     .case_insensitive(true)
                     .build()
-                    .map_err(|e| format!("key regex /{r}/: {e}"))?,
+                    .map_err(|e| format!("key regex /{r}/: {e}"))?
+                    .into(),
             ),
             Some(seclang::ast::Selector::XPath(x)) => Sel::XPath(x.clone()),
         })
+    }
+
+    /// Drops the threads' copies of its regex (see [`PerThread`](super::per_thread::PerThread)).
+    fn forget_copies(&mut self) {
+        if let Sel::Regex(r) = self {
+            r.forget_copies();
+        }
     }
 
     /// Whether a key is selected.
@@ -582,6 +590,15 @@ impl RuleSet {
             unsupported,
         };
         (rs.folded, rs.baked) = fold(&rs);
+        // Folding ran rules on this thread, which made its own copies of their regexes; the
+        // threads that evaluate requests make theirs.
+        for part in rs.rules.iter_mut().flat_map(|r| r.parts.iter_mut()) {
+            if let Some(op) = part.op.as_mut().and_then(Arc::get_mut) {
+                op.forget_copies();
+            }
+            let exclusions = part.exclusions.iter_mut().map(|e| &mut e.sel);
+            part.targets.iter_mut().map(|t| &mut t.sel).chain(exclusions).for_each(Sel::forget_copies);
+        }
         // The prescan comes after folding, which tells the rules that run in most
         // transactions: those left in the folded steps (all of a phase that does not fold).
         let mut runs = vec![false; rs.rules.len()];

@@ -21,6 +21,7 @@ pub mod compile;
 mod fast_hash;
 mod memo;
 pub(crate) mod operator;
+mod per_thread;
 pub(crate) mod prescan;
 pub mod request;
 pub mod support;

@@ -24,26 +24,30 @@ use regex_automata::util::syntax;
 use regex_automata::Input;
 
 use super::memo::Memo;
+use super::per_thread::PerThread;
 use crate::seclang::ast::{MacroString, OperatorKind};
 
 /// How a regex was compiled.
 #[derive(Clone, Debug)]
 pub(crate) enum Rx {
     /// `regex` crate, linear time.
-    Linear(regex::bytes::Regex),
+    Linear(Regex),
     /// A small pattern (most of those CRS runs on every request: the method, a header's
     /// syntax): a fully built DFA says whether it matches, with no cache to take from a pool
     /// and no prefilter to start, in a few nanoseconds on a short value; the regex finds
     /// what it captures.
-    Small(regex::bytes::Regex, Box<dense::DFA<Vec<u32>>>),
+    Small(Regex, Box<dense::DFA<Vec<u32>>>),
     /// `fancy-regex` on a Latin-1 view, with a backtrack limit, behind a linear-time
     /// prefilter: a relaxed form of the pattern (see [`relax`]) that matches whenever the
     /// pattern does, so a value it rejects never reaches the backtracking engine.
-    Backtracking(fancy_regex::Regex, Option<regex::bytes::Regex>),
+    Backtracking(fancy_regex::Regex, Option<Regex>),
     /// `^.*$`, CRS's way to capture a whole value (30 rules of 4.28.0): with libmodsecurity3's
     /// flags (`.` takes newlines too) it matches every value, whole, so no automaton runs.
     Whole,
 }
+
+/// A regex the workers search each with their own copy.
+pub(crate) type Regex = PerThread<regex::bytes::Regex>;
 
 /// What a successful regex match captured: group 0..=9 (`None` for groups that did not take
 /// part).
@@ -62,8 +66,8 @@ impl Rx {
             .build();
         match linear {
             Ok(r) => Ok(match small_dfa(&translated) {
-                Some(dfa) => Rx::Small(r, Box::new(dfa)),
-                None => Rx::Linear(r),
+                Some(dfa) => Rx::Small(r.into(), Box::new(dfa)),
+                None => Rx::Linear(r.into()),
             }),
             Err(linear_err) => {
                 let latin1: String = translated.bytes().map(char::from).collect();
@@ -75,9 +79,18 @@ impl Rx {
                 let prefilter = regex::bytes::RegexBuilder::new(&format!("(?sm-u){}", relax(&translated)))
                     .size_limit(256 << 20)
                     .build()
-                    .ok();
+                    .ok()
+                    .map(Regex::from);
                 Ok(Rx::Backtracking(fancy, prefilter))
             }
+        }
+    }
+
+    /// Drops the threads' copies of its regexes (see [`PerThread::forget_copies`]).
+    fn forget_copies(&mut self) {
+        match self {
+            Rx::Linear(r) | Rx::Small(r, _) | Rx::Backtracking(_, Some(r)) => r.forget_copies(),
+            Rx::Backtracking(_, None) | Rx::Whole => {}
         }
     }
 
@@ -422,6 +435,13 @@ pub(crate) enum Op {
 }
 
 impl Op {
+    /// Drops the threads' copies of its regexes (see [`PerThread::forget_copies`]).
+    pub(crate) fn forget_copies(&mut self) {
+        if let Op::Rx(rx) = self {
+            rx.forget_copies();
+        }
+    }
+
     /// The argument, when it holds macros (expanded per rule part).
     pub(crate) fn macro_arg(&self) -> Option<&MacroString> {
         match self {

@@ -32,25 +32,25 @@
 //! What a short member matches depends on its bytes alone, so each scope remembers it for the
 //! members it saw recently (`memo`): a user agent seen before costs a lookup, not a scan.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::panic::{RefUnwindSafe, UnwindSafe};
 use std::sync::Arc;
 
 use regex_automata::hybrid::dfa::{Cache, DFA};
 use regex_automata::hybrid::LazyStateID;
 use regex_automata::nfa::thompson::{self, WhichCaptures};
-use regex_automata::util::pool::Pool;
 use regex_automata::util::syntax;
 use regex_automata::{Input, MatchKind, PatternSet};
 use smallvec::SmallVec;
+use thread_local::ThreadLocal;
 
 use crate::seclang::ast::{Transformation, Variable};
 
 use super::caseless;
 use super::compile::{Part, Sel, TargetSpec};
 use super::memo::Memo;
-use super::operator::{NumArg, Op, Rx};
+use super::operator::{NumArg, Op, Regex, Rx};
 use super::transform::Features;
 
 /// The prescan automata of a rule set and what their patterns belong to.
@@ -169,7 +169,7 @@ enum Probe {
     /// others into the automata; when it does not tell cases apart, also its lowercase form, to
     /// run alone on a value lowercased (see [`caseless`]). On a 1 KiB body, CRS's
     /// `java-classes.data` takes 0.1 µs so (lowercasing included) against 1.5 µs.
-    Regex(regex::bytes::Regex, Option<regex::bytes::Regex>),
+    Regex(Regex, Option<Regex>),
     /// A check: an operator no automaton takes (`@detectSQLi`, a long `@pmFromFile`, a
     /// negated `@rx`, ...) whose answer depends on the value alone, run on each form of a
     /// member, and whether the part is negated. Its bit tells whether the part holds for
@@ -194,7 +194,7 @@ impl Probe {
     fn with_lowercase_form(self) -> Probe {
         match self {
             Probe::Regex(re, _) => {
-                let lowercase = caseless::lowercase_form(re.as_str());
+                let lowercase = caseless::lowercase_form(re.as_str()).map(Regex::from);
                 Probe::Regex(re, lowercase)
             }
             check => check,
@@ -237,15 +237,14 @@ struct Group {
 /// small automaton copes with such bytes (0.4 µs a byte for all of them).
 const TRANSITIONS: usize = 512;
 
-/// Patterns joined into one lazy DFA (`MatchKind::All`), with a cache for each thread that
-/// searches with it. A search that would compute more transitions than its budget allows
-/// gives up (`None`), and the caller takes the patterns alone.
+/// Patterns joined into one lazy DFA (`MatchKind::All`), with a cache of its own for each
+/// thread that searches with it (why: [`PerThread`](super::per_thread::PerThread)). A search
+/// that would compute more transitions than its budget allows gives up (`None`), and the
+/// caller takes the patterns alone.
 struct Joint {
-    dfa: Arc<DFA>,
-    caches: Pool<Cache, CacheFn>,
+    dfa: DFA,
+    caches: ThreadLocal<RefCell<Cache>>,
 }
-
-type CacheFn = Box<dyn Fn() -> Cache + Send + Sync + UnwindSafe + RefUnwindSafe>;
 
 impl fmt::Debug for Joint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -269,10 +268,7 @@ impl Joint {
             .configure(DFA::config().match_kind(MatchKind::All).cache_capacity(128 << 20))
             .build_many(patterns)
             .ok()?;
-        let dfa = Arc::new(dfa);
-        let shared = dfa.clone();
-        let create: CacheFn = Box::new(move || shared.create_cache());
-        Some(Joint { dfa, caches: Pool::new(create) })
+        Some(Joint { dfa, caches: ThreadLocal::new() })
     }
 
     fn pattern_len(&self) -> usize {
@@ -303,8 +299,8 @@ impl Joint {
         budget: &mut usize,
         mut at_match: impl FnMut(&DFA, &Cache, LazyStateID) -> bool,
     ) -> Option<bool> {
-        let dfa = &*self.dfa;
-        let mut cache = self.caches.get();
+        let dfa = &self.dfa;
+        let mut cache = self.caches.get_or(|| RefCell::new(dfa.create_cache())).borrow_mut();
         let cache = &mut *cache;
         let mut sid = dfa.start_state_forward(cache, &Input::new(value)).ok()?;
         for &byte in value {
@@ -435,10 +431,7 @@ impl Prescan {
         let noisy: Vec<bool> = patterns
             .iter()
             .map(|(_, p)| match p {
-                Probe::Regex(p, _) => {
-                    let probe = probe(p);
-                    BENIGN.iter().any(|v| probe.is_match(v))
-                }
+                Probe::Regex(p, _) => BENIGN.iter().any(|v| p.original().is_match(v)),
                 Probe::Check(..) => false,
             })
             .collect();
@@ -643,14 +636,6 @@ fn set(bits: &mut [u64], index: usize) {
     bits[index / 64] |= 1 << (index % 64);
 }
 
-/// A copy of a regex for trying it while compiling. A regex keeps its search caches in a pool
-/// whose fast path belongs to the first thread that searches with it; the copy has its own
-/// pool, so the thread that compiles a rule set (the control thread, in the gateway) does not
-/// take the fast path away from the workers that evaluate requests.
-fn probe(re: &regex::bytes::Regex) -> regex::bytes::Regex {
-    re.clone()
-}
-
 /// Whether a bit is set.
 pub(crate) fn has(bits: &[u64], index: usize) -> bool {
     bits.get(index / 64).is_some_and(|w| w & (1 << (index % 64)) != 0)
@@ -669,27 +654,23 @@ fn eligible(part: &Part, checks: bool) -> Option<Probe> {
     // pattern would report a match at nearly every position of every scan): it is left to
     // per-rule evaluation.
     let ordinary = [&b""[..], b"a", b"0", b"id", b"42"];
-    let regex = match &**op {
-        Op::Rx(Rx::Linear(re) | Rx::Small(re, _)) => Some(re),
+    let regex: Option<&regex::bytes::Regex> = match &**op {
+        Op::Rx(Rx::Linear(re) | Rx::Small(re, _)) => Some(re.original()),
         Op::Pm(phrases) => phrases.regex.as_ref(),
         _ => None,
     };
     if let Some(re) = regex.filter(|_| !part.negated) {
-        let probe = probe(re);
-        if !ordinary.iter().any(|v| probe.is_match(v)) {
-            return Some(Probe::Regex(re.clone(), None));
+        if !ordinary.iter().any(|v| re.is_match(v)) {
+            return Some(Probe::Regex(re.clone().into(), None));
         }
     }
     if !checks || !pure(op) {
         return None;
     }
-    // Tried on a copy of a regex, as `probe` does. An empty value is no ordinary value to a
-    // check: `@rx ^$` (an empty header) and `!@rx ^\w+$` hold for it alone.
-    let copy = match &**op {
-        Op::Rx(rx) => Probe::Check(Arc::new(Op::Rx(rx.clone())), part.negated),
-        _ => Probe::Check(op.clone(), part.negated),
-    };
-    (!ordinary[1..].iter().any(|v| copy.holds(v))).then(|| Probe::Check(op.clone(), part.negated))
+    // An empty value is no ordinary value to a check: `@rx ^$` (an empty header) and
+    // `!@rx ^\w+$` hold for it alone.
+    let check = Probe::Check(op.clone(), part.negated);
+    (!ordinary[1..].iter().any(|v| check.holds(v))).then_some(check)
 }
 
 /// Operators whose answer depends on the value alone (no macros, no state).
