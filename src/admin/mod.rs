@@ -116,7 +116,7 @@ async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
                 serde_yaml::from_str::<serde_json::Value>(&text).map(redact).unwrap_or(serde_json::Value::Null);
             ok(serde_json::json!({"revision": snapshot.revision, "config": config}))
         }
-        (&Method::POST, _) => evaluate(request, shared, &snapshot, &request_id).await,
+        (&Method::POST, _) => evaluate(request, &snapshot, &request_id).await,
         _ => put_config(request, shared, &request_id).await,
     }
 }
@@ -124,7 +124,6 @@ async fn handle(request: Request<Incoming>, shared: &Shared) -> Response<Body> {
 /// `POST /api/v1/waf/evaluate`: runs a request through a rule set without sending it anywhere.
 async fn evaluate(
     request: Request<Incoming>,
-    shared: &Shared,
     snapshot: &crate::config::Snapshot,
     request_id: &HeaderValue,
 ) -> Response<Body> {
@@ -169,10 +168,14 @@ async fn evaluate(
     for (name, value) in &ask.headers {
         inspected = inspected.header(name, value);
     }
-    // On a worker, as requests are (see `Shared::on_worker`).
+    // Off the control thread's runtime: a large body takes a while.
     let rules = ruleset.rules.clone();
-    let Some(outcome) = shared.on_worker(move || rules.evaluate(&inspected, None)).await else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the gateway is shutting down");
+    let outcome = match tokio::task::spawn_blocking(move || rules.evaluate(&inspected, None)).await {
+        Ok(outcome) => outcome,
+        Err(e) if e.is_cancelled() => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "the gateway is shutting down")
+        }
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "evaluation_failed", "the rule set failed"),
     };
     let action = if matches!(outcome.verdict, barbican_waf::Verdict::Block { .. }) { "block" } else { "pass" };
     let matched: Vec<serde_json::Value> = outcome

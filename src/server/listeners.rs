@@ -18,8 +18,6 @@ use crate::config::{ConfigError, Snapshot};
 pub enum WorkerCommand {
     /// Accept on this socket (a clone of a shared listening socket) until `stop` turns true.
     Accept { name: String, socket: std::net::TcpListener, stop: watch::Receiver<bool> },
-    /// Run this on the worker's thread (see [`super::Shared::on_worker`]).
-    Run(Box<dyn FnOnce() + Send>),
 }
 
 struct Bound {

@@ -115,21 +115,6 @@ impl Shared {
         Ok(sockets)
     }
 
-    /// Runs `job` on a worker's thread and returns its result (`None` when no worker takes it:
-    /// the gateway is shutting down). For work with a compiled WAF rule set outside a request:
-    /// the first thread to search with one of its regexes owns the fast path of the regex's
-    /// cache pool, and any other thread, the control thread included, takes a locked slow path
-    /// for good (8 % of the time of an evaluation with new values). Done on the control thread,
-    /// one `POST /api/v1/waf/evaluate` before the first request would slow every request after.
-    pub async fn on_worker<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> Option<T> {
-        let (sender, receiver) = tokio::sync::oneshot::channel();
-        let run = Box::new(move || {
-            let _ = sender.send(job());
-        });
-        self.workers.first()?.send(WorkerCommand::Run(run)).ok()?;
-        receiver.await.ok()
-    }
-
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -453,7 +438,6 @@ fn worker(index: usize, shared: Arc<Shared>, mut commands: mpsc::UnboundedReceiv
                     }
                     Err(error) => tracing::error!(%error, listener = %name, "cannot register listener"),
                 },
-                Some(WorkerCommand::Run(job)) => job(),
                 None => break,
             }
         }
