@@ -10,6 +10,8 @@
 //! document's size (at least [`MIN_NAME_BUDGET`]); past that the document is an error, so memory
 //! and the time rules spend on `ARGS_NAMES` stay linear in the body.
 
+use std::ops::Range;
+
 use super::super::operator::Decimal;
 use super::{Pair, Text};
 
@@ -61,11 +63,39 @@ pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
     Ok(p.out)
 }
 
+/// The bytes that end a plain run of a string: the closing quote, an escape, a control
+/// character (an error).
+const STOPS: [bool; 256] = {
+    let mut stops = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        stops[c] = true;
+        c += 1;
+    }
+    stops[b'"' as usize] = true;
+    stops[b'\\' as usize] = true;
+    stops
+};
+
+/// Where a value's bytes are: in the document, in [`Parser::text`] (a string with escapes), or
+/// a word (`true`, `false`, and the empty value of `null`).
+enum Value {
+    Document(Range<usize>),
+    Unescaped,
+    Word(&'static [u8]),
+}
+
+/// A step into a member: its key (where [`Parser::string`] read it) or its index.
+enum Step {
+    Key(Option<Range<usize>>),
+    Index(usize),
+}
+
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
     out: Vec<Pair>,
-    /// The last string read, unescaped.
+    /// The last string read that held escapes, unescaped.
     text: Vec<u8>,
     depth_limit: usize,
     /// The current value's name: `json`, then `.key` or `.array_N` for each step to it.
@@ -88,23 +118,33 @@ impl Parser<'_> {
         Err(format!("JSON parsing error: parse error: {what} at offset {}", self.i))
     }
 
-    fn emit(&mut self, value: Text) -> Result<(), String> {
+    fn emit(&mut self, value: Value) -> Result<(), String> {
         self.name_bytes += self.name.len();
         if self.name_bytes > self.name_limit {
             return self.err(&format!("argument names longer than {} bytes in all", self.name_limit));
         }
-        self.out.push((Text::from_slice(&self.name), value));
+        let value = match value {
+            Value::Document(at) => &self.s[at],
+            Value::Unescaped => &self.text[..],
+            Value::Word(w) => w,
+        };
+        // Filled where it is kept: a pair built first and then moved in costs as much again.
+        self.out.push((Text::new(), Text::new()));
+        if let Some((n, v)) = self.out.last_mut() {
+            n.extend_from_slice(&self.name);
+            v.extend_from_slice(value);
+        }
         Ok(())
     }
 
-    /// Steps into a member: `.key` for the key just read (in `text`), or `.array_N` for
-    /// element `index`.
-    fn push(&mut self, index: Option<usize>) {
+    /// Steps into a member: `.key`, or `.array_N` for element `N`.
+    fn push(&mut self, step: Step) {
         self.marks.push(self.name.len());
         self.name.push(b'.');
-        match index {
-            None => self.name.extend_from_slice(&self.text),
-            Some(n) => {
+        match step {
+            Step::Key(Some(raw)) => self.name.extend_from_slice(&self.s[raw]),
+            Step::Key(None) => self.name.extend_from_slice(&self.text),
+            Step::Index(n) => {
                 let n = i64::try_from(n).unwrap_or(i64::MAX);
                 self.name.extend_from_slice(b"array_");
                 self.name.extend_from_slice(Decimal::new(n).as_bytes());
@@ -134,11 +174,14 @@ impl Parser<'_> {
                 }
             }
             b'"' => {
-                self.string()?;
-                self.emit(Text::from_slice(&self.text))
+                let value = match self.string()? {
+                    Some(raw) => Value::Document(raw),
+                    None => Value::Unescaped,
+                };
+                self.emit(value)
             }
             b't' | b'f' | b'n' => {
-                let (word, val): (&[u8], &[u8]) = match c {
+                let (word, val): (&[u8], &'static [u8]) = match c {
                     b't' => (b"true", b"true"),
                     b'f' => (b"false", b"false"),
                     _ => (b"null", b""),
@@ -147,7 +190,7 @@ impl Parser<'_> {
                     return self.err("invalid literal");
                 }
                 self.i += word.len();
-                self.emit(Text::from_slice(val))
+                self.emit(Value::Word(val))
             }
             b'-' | b'0'..=b'9' => {
                 let start = self.i;
@@ -156,8 +199,7 @@ impl Parser<'_> {
                 {
                     self.i += 1;
                 }
-                let num = Text::from_slice(&self.s[start..self.i]);
-                self.emit(num)
+                self.emit(Value::Document(start..self.i))
             }
             _ => self.err("unexpected character"),
         }
@@ -174,13 +216,13 @@ impl Parser<'_> {
             if self.s.get(self.i) != Some(&b'"') {
                 return self.err("expected a key");
             }
-            self.string()?;
+            let key = self.string()?;
             self.ws();
             if self.s.get(self.i) != Some(&b':') {
                 return self.err("expected `:`");
             }
             self.i += 1;
-            self.push(None);
+            self.push(Step::Key(key));
             let r = self.value(depth);
             self.pop();
             r?;
@@ -204,7 +246,7 @@ impl Parser<'_> {
         }
         let mut n = 0usize;
         loop {
-            self.push(Some(n));
+            self.push(Step::Index(n));
             let r = self.value(depth);
             self.pop();
             r?;
@@ -221,13 +263,21 @@ impl Parser<'_> {
         }
     }
 
-    /// Reads the string at `i` into `text`, unescaped.
-    fn string(&mut self) -> Result<(), String> {
+    /// Reads the string at `i`: where it lies in the document when it holds no escape and no
+    /// control character (most strings: found in one walk), else `None`, with the string
+    /// unescaped in `text` (or the error).
+    fn string(&mut self) -> Result<Option<Range<usize>>, String> {
+        let start = self.i + 1;
+        let end = self.s[start..].iter().position(|&c| STOPS[usize::from(c)]).map_or(self.s.len(), |n| start + n);
+        if self.s.get(end) == Some(&b'"') {
+            self.i = end + 1;
+            return Ok(Some(start..end));
+        }
         let mut text = std::mem::take(&mut self.text);
         text.clear();
         let read = self.unescape(&mut text);
         self.text = text;
-        read
+        read.map(|()| None)
     }
 
     fn unescape(&mut self, out: &mut Vec<u8>) -> Result<(), String> {

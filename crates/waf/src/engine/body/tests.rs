@@ -44,6 +44,13 @@ fn json_names_as_libmodsecurity3() {
     let (key, value) = ("k".repeat(60), r"\u0041".repeat(50));
     let p = json::parse(format!("{{\"{key}\":\"{value}\"}}").as_bytes(), 512).unwrap();
     assert_eq!(plain(&p), [(format!("json.{key}").as_bytes(), "A".repeat(50).as_bytes())]);
+    // Strings read where they lie and strings unescaped, as keys and as values, side by side.
+    let p = json::parse(br#"{"k\"ey":"v\\1","plain":"a b","x\u0041":"\/"}"#, 512).unwrap();
+    assert_eq!(plain(&p), [(&b"json.k\"ey"[..], &b"v\\1"[..]), (b"json.plain", b"a b"), (b"json.xA", b"/")]);
+    // A control character is an error, in a plain string or after an escape.
+    assert!(json::parse(b"{\"a\":\"x\x01y\"}", 10).is_err());
+    assert!(json::parse(b"{\"a\":\"\\n\ty\"}", 10).is_err());
+    assert!(json::parse(b"{\"a\":\"unterminated}", 10).is_err());
     assert!(json::parse(b"[[[[1]]]]", 3).is_err());
     assert!(json::parse(b"{\"a\":", 10).is_err());
     assert!(json::parse(b"{} x", 10).is_err());
