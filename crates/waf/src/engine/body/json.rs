@@ -268,30 +268,29 @@ impl Parser<'_> {
     /// unescaped in `text` (or the error).
     fn string(&mut self) -> Result<Option<Range<usize>>, String> {
         let start = self.i + 1;
-        let end = self.s[start..].iter().position(|&c| STOPS[usize::from(c)]).map_or(self.s.len(), |n| start + n);
+        let end = self.run_end(start);
         if self.s.get(end) == Some(&b'"') {
             self.i = end + 1;
             return Ok(Some(start..end));
         }
         let mut text = std::mem::take(&mut self.text);
         text.clear();
+        text.extend_from_slice(&self.s[start..end]);
+        self.i = end;
         let read = self.unescape(&mut text);
         self.text = text;
         read.map(|()| None)
     }
 
+    /// Where the plain run from `from` ends: at the first of [`STOPS`], or the end.
+    fn run_end(&self, from: usize) -> usize {
+        self.s[from..].iter().position(|&c| STOPS[usize::from(c)]).map_or(self.s.len(), |n| from + n)
+    }
+
+    /// Unescapes the rest of a string into `out`, from a stop byte at `i` to the closing quote;
+    /// the plain runs between escapes are copied at once.
     fn unescape(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
-        self.i += 1;
         loop {
-            // The run up to the next quote or escape is copied at once when it holds no
-            // control character (most strings are one such run).
-            if let Some(run) = memchr::memchr2(b'"', b'\\', &self.s[self.i..]) {
-                let text = &self.s[self.i..self.i + run];
-                if !text.iter().any(|&c| c < 0x20) {
-                    out.extend_from_slice(text);
-                    self.i += run;
-                }
-            }
             let Some(&c) = self.s.get(self.i) else { return self.err("unterminated string") };
             self.i += 1;
             match c {
@@ -322,9 +321,12 @@ impl Parser<'_> {
                         _ => return self.err("invalid escape"),
                     }
                 }
-                c if c < 0x20 => return self.err("control character in string"),
-                c => out.push(c),
+                // The only other stop: a control character.
+                _ => return self.err("control character in string"),
             }
+            let end = self.run_end(self.i);
+            out.extend_from_slice(&self.s[self.i..end]);
+            self.i = end;
         }
     }
 
