@@ -44,7 +44,7 @@ fn rewrite(pattern: &str) -> Option<(Hir, Hir)> {
 }
 
 fn build(hir: &Hir) -> Option<regex::bytes::Regex> {
-    regex::bytes::RegexBuilder::new(&hir.to_string()).size_limit(256 << 20).dfa_size_limit(32 << 20).build().ok()
+    super::operator::linear(&hir.to_string()).ok()
 }
 
 /// How many literals every match of `hir` starts with, as a prefilter would take them

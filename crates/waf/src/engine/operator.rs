@@ -46,6 +46,11 @@ pub(crate) enum Rx {
     Whole,
 }
 
+/// A regex of the linear engine, with the size limits that let CRS's largest patterns in.
+pub(crate) fn linear(pattern: &str) -> Result<regex::bytes::Regex, regex::Error> {
+    regex::bytes::RegexBuilder::new(pattern).size_limit(256 << 20).dfa_size_limit(32 << 20).build()
+}
+
 /// A regex the workers search each with their own copy.
 pub(crate) type Regex = PerThread<regex::bytes::Regex>;
 
@@ -60,11 +65,7 @@ impl Rx {
             return Ok(Rx::Whole);
         }
         let translated = translate(pattern);
-        let linear = regex::bytes::RegexBuilder::new(&format!("(?sm-u){translated}"))
-            .size_limit(256 << 20)
-            .dfa_size_limit(32 << 20)
-            .build();
-        match linear {
+        match linear(&format!("(?sm-u){translated}")) {
             Ok(r) => Ok(match small_dfa(&translated) {
                 Some(dfa) => Rx::Small(r.into(), Box::new(dfa)),
                 None => Rx::Linear(r.into()),
