@@ -194,12 +194,21 @@ pub(crate) struct SetVarSpec {
 /// A `TX` variable's lowercase key and its name as a match records it (`TX:key`).
 pub(crate) type TxKey = (Arc<str>, Arc<str>);
 
+/// What a `TX` variable's name adds to its key.
+pub(crate) const TX_PREFIX: &str = "TX:";
+
 /// The [`TxKey`] of `key` (lowercase).
 pub(crate) fn tx_key(key: &str) -> TxKey {
-    let mut name = String::with_capacity(3 + key.len());
-    name.push_str("TX:");
-    name.push_str(key);
-    (Arc::from(key), Arc::from(name))
+    (Arc::from(key), tx_name(key))
+}
+
+/// The name a match records for the `TX` variable of `key`: `TX:key`.
+pub(crate) fn tx_name(key: &str) -> Arc<str> {
+    // Made on the stack and copied once.
+    let mut name: smallvec::SmallVec<[u8; 128]> = smallvec::SmallVec::new();
+    name.extend_from_slice(TX_PREFIX.as_bytes());
+    name.extend_from_slice(key.as_bytes());
+    Arc::from(&*super::text(&name))
 }
 
 impl SetVarSpec {

@@ -33,6 +33,15 @@ pub use compile::{Fallback, RuleSet, Settings, Unsupported};
 pub use request::{media_type, Request, Response};
 pub use transaction::{MatchedRule, Outcome, Transaction, Verdict};
 
+/// `bytes` as text: borrowed when they are UTF-8 (the standard library's fast check), else
+/// with U+FFFD for what is not (`String::from_utf8_lossy` alone walks them far more slowly).
+pub(crate) fn text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 impl RuleSet {
     /// Evaluates a copy of a request (phases 1 and 2), of the response when given (phases 3
     /// and 4), then phase 5.

@@ -22,6 +22,7 @@ use regex_automata::dfa::{dense, Automaton};
 use regex_automata::nfa::thompson;
 use regex_automata::util::syntax;
 use regex_automata::Input;
+use smallvec::{smallvec, SmallVec};
 
 use super::memo::Memo;
 use super::per_thread::PerThread;
@@ -55,8 +56,8 @@ pub(crate) fn linear(pattern: &str) -> Result<regex::bytes::Regex, regex::Error>
 pub(crate) type Regex = PerThread<regex::bytes::Regex>;
 
 /// What a successful regex match captured: group 0..=9 (`None` for groups that did not take
-/// part).
-pub(crate) type Captures = Vec<Option<Vec<u8>>>;
+/// part), each as `TX:0`..`TX:9` will hold it.
+pub(crate) type Captures = SmallVec<[Option<Arc<[u8]>>; 2]>;
 
 impl Rx {
     /// Compiles `pattern` with libmodsecurity3's flags. `Err` holds why neither engine took it.
@@ -125,18 +126,18 @@ impl Rx {
         match self {
             // Without groups, the match alone (found by the DFAs, no capture engine).
             Rx::Linear(r) | Rx::Small(r, _) if r.captures_len() == 1 => {
-                Some(vec![Some(r.find(v)?.as_bytes().to_vec())])
+                Some(smallvec![Some(Arc::from(r.find(v)?.as_bytes()))])
             }
-            Rx::Whole => Some(vec![Some(v.to_vec())]),
+            Rx::Whole => Some(smallvec![Some(Arc::from(v))]),
             Rx::Linear(r) | Rx::Small(r, _) => {
                 let c = r.captures(v)?;
-                Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| m.as_bytes().to_vec())).collect())
+                Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| Arc::from(m.as_bytes()))).collect())
             }
             Rx::Backtracking(_, Some(pre)) if !pre.is_match(v) => None,
             Rx::Backtracking(r, _) => {
                 let s = latin1(v);
                 let c = r.captures(&s).ok()??;
-                Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| from_latin1(m.as_str()))).collect())
+                Some((0..c.len().min(10)).map(|i| c.get(i).map(|m| Arc::from(from_latin1(m.as_str())))).collect())
             }
         }
     }
@@ -478,7 +479,7 @@ impl Op {
                 None => (false, None),
             },
             Op::Pm(ac) => match pm(ac, v) {
-                Some(p) => (true, capture.then(|| vec![Some(p)])),
+                Some(p) => (true, capture.then(|| smallvec![Some(Arc::from(p))])),
                 None => (false, None),
             },
             Op::Str(s, _) => (str_op(*s, v, expanded.unwrap_or_default()), None),
@@ -491,7 +492,7 @@ impl Op {
             }
             Op::IpMatch(nets) => (ip_match(nets, v), None),
             Op::DetectSqli(memo) => match memo.get_or(v, || detect_sqli(v)) {
-                Some(fp) => (true, capture.then(|| vec![Some(fp.to_vec())])),
+                Some(fp) => (true, capture.then(|| smallvec![Some(fp)])),
                 None => (false, None),
             },
             Op::DetectXss(memo) => (memo.get_or(v, || detect_xss(v)), None),
@@ -795,8 +796,8 @@ pub(crate) fn num_op(op: NumOp, v: &[u8], b: i64) -> bool {
 }
 
 /// `@pm`: the first phrase found.
-pub(crate) fn pm(phrases: &Phrases, v: &[u8]) -> Option<Vec<u8>> {
-    phrases.automaton.find(v).map(|m| v[m.range()].to_vec())
+pub(crate) fn pm<'v>(phrases: &Phrases, v: &'v [u8]) -> Option<&'v [u8]> {
+    phrases.automaton.find(v).map(|m| &v[m.range()])
 }
 
 /// `@ipMatch`.
@@ -872,7 +873,7 @@ mod tests {
             let re = regex::bytes::Regex::new(&format!("(?sm-u){pattern}")).unwrap();
             for v in values {
                 assert_eq!(rx.is_match(v), re.is_match(v), "{pattern} on {:?}", v.escape_ascii().to_string());
-                assert_eq!(rx.captures(v).map(|c| c[0].clone()), re.find(v).map(|m| Some(m.as_bytes().to_vec())));
+                assert_eq!(rx.captures(v).map(|c| c[0].clone()), re.find(v).map(|m| Some(Arc::from(m.as_bytes()))));
             }
         }
         let long = format!("(?:{})", (0..40).map(|i| format!("word{i}")).collect::<Vec<_>>().join("|"));
@@ -887,13 +888,13 @@ mod tests {
         for rx in [Rx::compile(r"^.*$", 1000).unwrap(), spelled.clone()] {
             for v in [&b"x-header"[..], b"a\nb", b"", b"\n\n\xff"] {
                 assert!(rx.is_match(v));
-                assert_eq!(rx.captures(v), Some(vec![Some(v.to_vec())]));
+                assert_eq!(rx.captures(v), Some(smallvec![Some(Arc::from(v))]));
             }
         }
         assert!(matches!(spelled, Rx::Small(..)), "spelled otherwise, an automaton runs");
-        assert_eq!(Rx::compile(r"b+", 1000).unwrap().captures(b"abbc"), Some(vec![Some(b"bb".to_vec())]));
+        assert_eq!(Rx::compile(r"b+", 1000).unwrap().captures(b"abbc"), Some(smallvec![Some(Arc::from(&b"bb"[..]))]));
         let rx = Rx::compile(r"b(c)?", 1000).unwrap();
-        assert_eq!(rx.captures(b"abd"), Some(vec![Some(b"b".to_vec()), None]));
+        assert_eq!(rx.captures(b"abd"), Some(smallvec![Some(Arc::from(&b"b"[..])), None]));
     }
 
     #[test]

@@ -623,6 +623,25 @@ SecRule ARGS "@rx (?i)union\s+select" "id:2,phase:2,pass,log""#,
 }
 
 #[test]
+fn a_whole_value_capture_names_variables_made_per_value() {
+    // 920450's way: each header name, lowercased, captured whole (`^.*$` runs no automaton)
+    // and made part of a `TX` name that a chained rule reads back by regex.
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRule REQUEST_HEADERS_NAMES "@rx ^.*$" "id:1,phase:1,pass,log,capture,t:lowercase,msg:'%{MATCHED_VAR}',setvar:'tx.seen_%{tx.0}=/%{tx.0}/',chain"
+    SecRule TX:/^seen_/ "@within /content-range/ /x-probe/" "t:none"
+SecRule TX:0 "@streq accept" "id:2,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}'"
+SecRule &TX:/^seen_/ "@eq 3" "id:3,phase:1,pass,log"
+SecRule REQUEST_HEADERS:Accept "!@rx ^.*$" "id:4,phase:1,pass,log""#,
+    );
+    let req = |probe: &str| Request::new("GET", "/").header("Host", "a").header(probe, "1").header("Accept", "*/*");
+    let o = rs.evaluate(&req("X-Probe"), None);
+    assert_eq!(ids(&o), vec![1, 2, 3]);
+    assert_eq!((o.matched[0].msg.as_str(), o.matched[1].msg.as_str()), ("/x-probe/", "TX:0"));
+    assert_eq!(ids(&rs.evaluate(&req("X-Other"), None)), vec![2, 3]);
+}
+
+#[test]
 fn tx_key_regexes_take_numbered_and_run_time_names() {
     let rs = rules(
         r#"SecRuleEngine DetectionOnly

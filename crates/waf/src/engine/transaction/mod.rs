@@ -36,6 +36,7 @@ use super::fast_hash::FastHash;
 use super::operator::{self, Captures, NumArg, Op, Rx};
 use super::prescan::{self, Gate, Scans};
 use super::request::{self, Request, Response};
+use super::text;
 use super::transform;
 
 /// A rule that matched and logs: what the audit log and `POST /api/v1/waf/evaluate` report.
@@ -219,6 +220,9 @@ pub(crate) const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "
 
 /// At most this many bytes (originals and results) in a transaction's transformation cache.
 const CACHE_BUDGET: usize = 4 << 20;
+
+/// A macro expansion: on the stack up to this size.
+type Expansion = SmallVec<[u8; 128]>;
 
 /// Values up to this long are transformed again rather than kept (see `transformed`).
 const SHORT_VALUE: usize = 64;
@@ -568,7 +572,7 @@ impl<'r> Transaction<'r> {
                 if let Some(caps) = &h.captures {
                     for (i, c) in caps.iter().enumerate().take(DIGITS.len()) {
                         if let Some(c) = c {
-                            self.tx.set(Some(TxNames::capture(i)), DIGITS[i], Arc::from(c.as_slice()));
+                            self.tx.set(Some(TxNames::capture(i)), DIGITS[i], c.clone());
                         }
                     }
                 }
@@ -723,13 +727,16 @@ impl<'r> Transaction<'r> {
             }
         }
         let tv = self.transformed(part, &val.value);
-        let (hit, captures) = run(&tv);
+        // `^.*$` captures the whole value: the one the hit keeps, not a copy of it.
+        let whole = capture && matches!(operand.op, Op::Rx(Rx::Whole));
+        let (hit, captures) = if whole { (true, None) } else { run(&tv) };
         if hit != part.negated {
             let value = match (tv, val.shared) {
                 (Transformed::Same(_), Some((_, shared))) => shared.clone(),
                 (Transformed::Same(v), None) => Arc::from(v),
                 (Transformed::Changed(v), _) => v,
             };
+            let captures = if whole { Some(smallvec::smallvec![Some(value.clone())]) } else { captures };
             hits.push(Hit { name: val.name(), value, captures });
         }
     }
@@ -943,20 +950,34 @@ impl<'r> Transaction<'r> {
     /// Expands `%{...}` macros. A lone `TX` macro (`%{tx.allowed_methods}`, the usual operand)
     /// is the variable's value, borrowed.
     fn expand<'a>(&'a self, m: &'a MacroString, rule: &Rule) -> Cow<'a, [u8]> {
+        if let Some(v) = self.expand_borrowed(m) {
+            return Cow::Borrowed(v);
+        }
+        let mut out = Expansion::new();
+        self.expand_into(m, rule, &mut out);
+        Cow::Owned(out.into_vec())
+    }
+
+    /// The expansion of `m` when it needs no buffer: a literal, or a lone `TX` macro.
+    fn expand_borrowed<'a>(&'a self, m: &'a MacroString) -> Option<&'a [u8]> {
         if let Some(l) = m.as_literal() {
-            return Cow::Borrowed(l.as_bytes());
+            return Some(l.as_bytes());
         }
         if let [MacroPart::Var(mv @ MacroVar { variable: Variable::Tx, key: Some(_), .. })] = &m.parts[..] {
-            return Cow::Borrowed(self.tx_macro(mv).map_or(&[][..], |v| &v[..]));
+            return Some(self.tx_macro(mv).map_or(&[][..], |v| &v[..]));
         }
-        let mut out = Vec::with_capacity(64);
+        None
+    }
+
+    /// Appends the expansion of `m` to `out`: on the stack when short, as most `setvar` names
+    /// and values made per match are (`tx.header_name_920450_%{tx.0}`).
+    fn expand_into(&self, m: &MacroString, rule: &Rule, out: &mut Expansion) {
         for p in &m.parts {
             match p {
                 MacroPart::Literal(s) => out.extend_from_slice(s.as_bytes()),
-                MacroPart::Var(mv) => self.push_macro_value(mv, rule, &mut out),
+                MacroPart::Var(mv) => self.push_macro_value(mv, rule, out),
             }
         }
-        Cow::Owned(out)
     }
 
     /// The value of a `%{tx.key}` macro: by its number when the rule set gave it one.
@@ -968,7 +989,7 @@ impl<'r> Transaction<'r> {
     }
 
     /// Appends the value of a macro (nothing when unset).
-    fn push_macro_value(&self, mv: &MacroVar, rule: &Rule, out: &mut Vec<u8>) {
+    fn push_macro_value(&self, mv: &MacroVar, rule: &Rule, out: &mut Expansion) {
         if mv.variable == Variable::Tx && mv.key.is_some() {
             if let Some(v) = self.tx_macro(mv) {
                 out.extend_from_slice(v);
@@ -988,23 +1009,31 @@ impl<'r> Transaction<'r> {
 
     fn setvar(&mut self, rule: &Rule, spec: &SetVarSpec) {
         let sv = &spec.setvar;
+        let mut made = Expansion::new();
         let name: Cow<'_, str> = match spec.tx_slot {
             Some(n) => Cow::Borrowed(&self.rules.tx_names.key(n).0),
             None => {
-                let mut name = lossy(self.expand(&sv.var.name, rule).into_owned());
-                name.make_ascii_lowercase();
-                Cow::Owned(name)
+                self.expand_into(&sv.var.name, rule, &mut made);
+                made.make_ascii_lowercase();
+                text(&made)
             }
         };
+        let mut expanded = Expansion::new();
         let value = match &sv.op {
-            SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => Some(self.expand(v, rule)),
+            SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => match self.expand_borrowed(v) {
+                Some(v) => Some(v),
+                None => {
+                    self.expand_into(v, rule, &mut expanded);
+                    Some(&expanded[..])
+                }
+            },
             _ => None,
         };
         if sv.var.collection == Variable::Tx {
             // The name made here (once per request header for 920450) is looked up once.
             let slot = spec.tx_slot.or_else(|| self.tx.number_of(&name));
             let cur = self.tx.value_of(slot, &name);
-            match apply_setvar(spec, cur, value.as_deref()) {
+            match apply_setvar(spec, cur, value) {
                 Some(n) => self.tx.set(slot, &name, n),
                 None => self.tx.remove(slot, &name),
             }
@@ -1012,7 +1041,7 @@ impl<'r> Transaction<'r> {
         }
         // Persistent collections live for this transaction only.
         let key = (store_index(sv.var.collection), name.into_owned());
-        match apply_setvar(spec, self.stores.get(&key), value.as_deref()) {
+        match apply_setvar(spec, self.stores.get(&key), value) {
             Some(n) => {
                 self.stores.insert(key, n);
             }

@@ -4,10 +4,12 @@
 //! made at run time (`setvar:tx.%{rule.id}_...`) go by name: to their number when the rule set
 //! has one, to a hash map otherwise.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::super::compile::{tx_key, TxNames};
+use super::super::compile::{tx_name, TxNames, TX_PREFIX};
 use super::super::fast_hash::FastHash;
 use super::{Matched, MatchedRef};
 
@@ -24,8 +26,40 @@ pub(super) struct TxVars<'r> {
     /// on a name the rule set holds would be written by every worker's core in turn.
     own: Vec<Arc<[u8]>>,
     /// By lowercase key, those the rule set does not name.
-    other: HashMap<Arc<str>, Matched, FastHash>,
+    other: HashMap<Named, Arc<[u8]>, FastHash>,
 }
+
+/// A variable the rule set does not name, found by its lowercase key: its name (`TX:key`)
+/// holds the key, so that making one (920450, once per request header) makes one string.
+#[derive(Debug)]
+struct Named(Arc<str>);
+
+impl Named {
+    fn key(&self) -> &str {
+        &self.0[TX_PREFIX.len()..]
+    }
+}
+
+impl Borrow<str> for Named {
+    fn borrow(&self) -> &str {
+        self.key()
+    }
+}
+
+// As the key alone, which `Borrow` lends.
+impl Hash for Named {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for Named {
+    fn eq(&self, other: &Named) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Named {}
 
 /// Where a numbered variable is.
 #[derive(Clone, Copy, Debug)]
@@ -83,7 +117,7 @@ impl<'r> TxVars<'r> {
     pub(super) fn get(&self, key: &str) -> Option<(&str, MatchedRef<'_>)> {
         match self.names.number_of(key) {
             Some(n) => self.numbered(n),
-            None => self.other.get_key_value(key).map(|(k, (name, value))| (&**k, (name, value))),
+            None => self.other.get_key_value(key).map(|(k, value)| (k.key(), (&k.0, value))),
         }
     }
 
@@ -102,7 +136,7 @@ impl<'r> TxVars<'r> {
     pub(super) fn value_of(&self, n: Option<u32>, key: &str) -> Option<&Arc<[u8]>> {
         match n {
             Some(n) => self.numbered(n).map(|(_, (_, v))| v),
-            None => self.other.get(key).map(|(_, v)| v),
+            None => self.other.get(key),
         }
     }
 
@@ -122,10 +156,9 @@ impl<'r> TxVars<'r> {
                 }
             },
             None => match self.other.get_mut(key) {
-                Some((_, v)) => *v = value,
+                Some(v) => *v = value,
                 None => {
-                    let (key, name) = tx_key(key);
-                    self.other.insert(key, (name, value));
+                    self.other.insert(Named(tx_name(key)), value);
                 }
             },
         }
@@ -150,7 +183,7 @@ impl<'r> TxVars<'r> {
     /// The variables the rule set does not name, with their lowercase keys, in no particular
     /// order.
     pub(super) fn unnumbered(&self) -> impl Iterator<Item = (&str, MatchedRef<'_>)> {
-        self.other.iter().map(|(k, (name, value))| (&**k, (name, value)))
+        self.other.iter().map(|(k, value)| (k.key(), (&k.0, value)))
     }
 
     /// Every variable, with its lowercase key, in no particular order.

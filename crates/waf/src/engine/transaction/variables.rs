@@ -15,7 +15,7 @@ use super::super::body::{multipart, urlencoded, xml, Pair, Text};
 use super::super::compile::{processor_for, Rule, Sel};
 use super::super::operator::Decimal;
 use super::super::request::Request;
-use super::super::transform;
+use super::super::{text, transform};
 use super::{Matched, MatchedRef, Transaction};
 
 /// The variables taken from the request and response.
@@ -87,10 +87,7 @@ impl<'a> Val<'a> {
                 name.extend_from_slice(var.as_bytes());
                 name.push(b':');
                 name.extend_from_slice(k);
-                match std::str::from_utf8(&name) {
-                    Ok(name) => Arc::from(name),
-                    Err(_) => Arc::from(&*String::from_utf8_lossy(&name)),
-                }
+                Arc::from(&*text(&name))
             }
             None => SHARED.with(|s| s.names[self.var as usize].clone()),
         }
