@@ -63,6 +63,11 @@ pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
     Ok(p.out)
 }
 
+/// An empty [`Text`], every byte written.
+fn empty() -> Text {
+    Text::from_buf_and_len([0; 40], 0)
+}
+
 /// The bytes that end a plain run of a string: the closing quote, an escape, a control
 /// character (an error).
 const STOPS: [bool; 256] = {
@@ -129,7 +134,9 @@ impl Parser<'_> {
             Value::Word(w) => w,
         };
         // Filled where it is kept: a pair built first and then moved in costs as much again.
-        self.out.push((Text::new(), Text::new()));
+        // Made whole (zeroed, not only its length set): moving a part-written pair in reads
+        // back, in 16-byte pieces, 8-byte writes just made, which the CPU cannot forward.
+        self.out.push((empty(), empty()));
         if let Some((n, v)) = self.out.last_mut() {
             n.extend_from_slice(&self.name);
             v.extend_from_slice(value);
@@ -266,6 +273,10 @@ impl Parser<'_> {
     /// Reads the string at `i`: where it lies in the document when it holds no escape and no
     /// control character (most strings: found in one walk), else `None`, with the string
     /// unescaped in `text` (or the error).
+    ///
+    /// Inlined, with the rare unescaping apart: its result, returned through memory from a
+    /// call, was read back before the writes had landed, a stall per string.
+    #[inline(always)]
     fn string(&mut self) -> Result<Option<Range<usize>>, String> {
         let start = self.i + 1;
         let end = self.run_end(start);
@@ -273,13 +284,19 @@ impl Parser<'_> {
             self.i = end + 1;
             return Ok(Some(start..end));
         }
+        self.escaped(start, end).map(|()| None)
+    }
+
+    /// [`Parser::string`] past the plain run `start..end`: the string unescaped into `text`.
+    #[inline(never)]
+    fn escaped(&mut self, start: usize, end: usize) -> Result<(), String> {
         let mut text = std::mem::take(&mut self.text);
         text.clear();
         text.extend_from_slice(&self.s[start..end]);
         self.i = end;
         let read = self.unescape(&mut text);
         self.text = text;
-        read.map(|()| None)
+        read
     }
 
     /// Where the plain run from `from` ends: at the first of [`STOPS`], or the end.
