@@ -502,6 +502,15 @@ impl Prescan {
         self.probes.len().div_ceil(64)
     }
 
+    /// No pattern found yet. Zeroed in place: from `SmallVec::from_elem`, a `memset` call of
+    /// a few words read back at once in wider pieces, it stalled on the store buffer.
+    pub(crate) fn nothing_found(&self) -> Found {
+        match self.words() {
+            words @ 0..=8 => Found::from_buf_and_len([0; 8], words),
+            words => Found::from_elem(0, words),
+        }
+    }
+
     /// Room for a transaction's scans.
     pub(crate) fn scans(&self) -> Scans {
         Scans { done: 0, found: vec![0; self.probes.len()] }

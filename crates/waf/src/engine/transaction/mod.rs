@@ -806,7 +806,7 @@ impl<'r> Transaction<'r> {
     /// matches is remembered across transactions (`memo`).
     fn prescan_scope(&self, rule: &Rule, n: usize) -> prescan::Found {
         let prescan = &self.rules.prescan;
-        let mut bits = SmallVec::from_elem(0, prescan.words());
+        let mut bits = prescan.nothing_found();
         let (var, sel, _) = prescan.scope(n);
         let work = |value: &[u8]| {
             let found = self.prescan_member(n, value);
@@ -839,7 +839,7 @@ impl<'r> Transaction<'r> {
     /// The patterns that match a member of prescan scope `n`.
     fn prescan_member(&self, n: usize, value: &[u8]) -> prescan::Found {
         let prescan = &self.rules.prescan;
-        let mut bits = SmallVec::from_elem(0, prescan.words());
+        let mut bits = prescan.nothing_found();
         let (_, _, group) = prescan.scope(n);
         // The distinct forms the member takes, each with the patterns of the chains giving it.
         // Steps that leave the member as it is are skipped, so a chain gives the same form as
