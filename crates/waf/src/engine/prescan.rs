@@ -133,6 +133,30 @@ pub(crate) struct Scans {
     found: Vec<u64>,
 }
 
+/// The most spare [`Scans`] a thread keeps: one for each transaction a worker has open at once
+/// (its ready requests, inspected back to back), within reason.
+const SPARES: usize = 64;
+
+thread_local! {
+    /// The scans of transactions that ended on this thread, for the next ones. A few KiB each
+    /// (a word per pattern), which the allocator otherwise took back and handed out again
+    /// through its slow path, zeroed, every time: 1.4 % of the gateway's time per WAF'd GET.
+    static SPARE_SCANS: RefCell<Vec<Vec<u64>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Drop for Scans {
+    fn drop(&mut self) {
+        let found = std::mem::take(&mut self.found);
+        // Not at all while the thread ends (its spares are gone).
+        let _ = SPARE_SCANS.try_with(|s| {
+            let mut spares = s.borrow_mut();
+            if spares.len() < SPARES {
+                spares.push(found);
+            }
+        });
+    }
+}
+
 impl Scans {
     /// Whether the gate's pattern was found in one of its scopes scanned so far, and which of
     /// its scopes are still to scan.
@@ -511,9 +535,12 @@ impl Prescan {
         }
     }
 
-    /// Room for a transaction's scans.
+    /// Room for a transaction's scans: a spare one of this thread's, zeroed, when it has one.
     pub(crate) fn scans(&self) -> Scans {
-        Scans { done: 0, found: vec![0; self.probes.len()] }
+        let mut found = SPARE_SCANS.try_with(|s| s.borrow_mut().pop()).ok().flatten().unwrap_or_default();
+        found.clear();
+        found.resize(self.probes.len(), 0);
+        Scans { done: 0, found }
     }
 
     /// Forgets the scans of the scopes that loading a body or a response may change: all but
@@ -783,6 +810,27 @@ impl Group {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A transaction's scans start empty, though made of another's (`SPARE_SCANS`) that found
+    /// every pattern everywhere, and fit the rule set at hand.
+    #[test]
+    fn spare_scans_start_empty() {
+        let small = crate::engine::tests::rules(r#"SecRule ARGS "@rx evil" "id:1,phase:2,pass,log""#);
+        let rs = crate::engine::tests::rules(
+            r#"SecRule ARGS "@rx evil" "id:1,phase:2,pass,log"
+SecRule REQUEST_HEADERS "@rx probe" "id:2,phase:1,pass,log"
+SecRule REQUEST_URI "@rx \.\./" "id:3,phase:1,pass,log""#,
+        );
+        for (used, next) in [(&rs.prescan, &rs.prescan), (&small.prescan, &rs.prescan), (&rs.prescan, &small.prescan)] {
+            let mut scans = used.scans();
+            scans.done = u64::MAX;
+            scans.found.iter_mut().for_each(|f| *f = u64::MAX);
+            drop(scans);
+            let scans = next.scans();
+            assert_eq!((scans.done, scans.found.len()), (0, next.probes.len()));
+            assert!(scans.found.iter().all(|&f| f == 0));
+        }
+    }
 
     /// Attacks as CRS's patterns look for them, in their own case, upper case and mixed.
     fn corpus() -> Vec<Vec<u8>> {
