@@ -191,25 +191,56 @@ pub(crate) struct SetVarSpec {
     pub value: Option<Arc<[u8]>>,
 }
 
-/// A `TX` variable's lowercase key and its name as a match records it (`TX:key`).
-pub(crate) type TxKey = (Arc<str>, Arc<str>);
+/// A `TX` variable's name as a match records it, `TX:key`, which holds its lowercase key: maps
+/// find it by the key (`Borrow<str>`), so that one string serves both (920450 makes one per
+/// request header).
+#[derive(Clone, Debug)]
+pub(crate) struct TxName(Arc<str>);
 
 /// What a `TX` variable's name adds to its key.
-pub(crate) const TX_PREFIX: &str = "TX:";
+const TX_PREFIX: &str = "TX:";
 
-/// The [`TxKey`] of `key` (lowercase).
-pub(crate) fn tx_key(key: &str) -> TxKey {
-    (Arc::from(key), tx_name(key))
+impl TxName {
+    /// The name of the variable of `key` (lowercase).
+    pub(crate) fn new(key: &str) -> TxName {
+        // Made on the stack and copied once.
+        let mut name: smallvec::SmallVec<[u8; 128]> = smallvec::SmallVec::new();
+        name.extend_from_slice(TX_PREFIX.as_bytes());
+        name.extend_from_slice(key.as_bytes());
+        TxName(Arc::from(&*super::text(&name)))
+    }
+
+    /// The lowercase key.
+    pub(crate) fn key(&self) -> &str {
+        &self.0[TX_PREFIX.len()..]
+    }
+
+    /// `TX:key`.
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.0
+    }
 }
 
-/// The name a match records for the `TX` variable of `key`: `TX:key`.
-pub(crate) fn tx_name(key: &str) -> Arc<str> {
-    // Made on the stack and copied once.
-    let mut name: smallvec::SmallVec<[u8; 128]> = smallvec::SmallVec::new();
-    name.extend_from_slice(TX_PREFIX.as_bytes());
-    name.extend_from_slice(key.as_bytes());
-    Arc::from(&*super::text(&name))
+impl std::borrow::Borrow<str> for TxName {
+    fn borrow(&self) -> &str {
+        self.key()
+    }
 }
+
+// As the key alone, which `Borrow` lends.
+impl std::hash::Hash for TxName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl PartialEq for TxName {
+    fn eq(&self, other: &TxName) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for TxName {}
 
 impl SetVarSpec {
     fn of(sv: &SetVar) -> SetVarSpec {
@@ -232,8 +263,8 @@ impl SetVarSpec {
 /// that the rules reading and setting them hash nothing.
 #[derive(Debug, Default)]
 pub(crate) struct TxNames {
-    numbers: std::collections::HashMap<Arc<str>, u32, FastHash>,
-    keys: Vec<TxKey>,
+    numbers: std::collections::HashMap<TxName, u32, FastHash>,
+    keys: Vec<TxName>,
 }
 
 impl TxNames {
@@ -243,8 +274,8 @@ impl TxNames {
             return n;
         }
         let n = u32::try_from(self.keys.len()).unwrap_or(u32::MAX);
-        let k = tx_key(key);
-        self.numbers.insert(k.0.clone(), n);
+        let k = TxName::new(key);
+        self.numbers.insert(k.clone(), n);
         self.keys.push(k);
         n
     }
@@ -296,7 +327,7 @@ impl TxNames {
     fn select<'a>(&self, parts: impl Iterator<Item = &'a mut Part>) {
         for t in parts.flat_map(|p| p.targets.iter_mut()) {
             if t.variable == Variable::Tx && matches!(t.sel, Sel::Regex(_) | Sel::Prefix(_)) {
-                let taken = (0..self.keys.len()).filter(|&n| t.sel.matches(self.keys[n].0.as_bytes()));
+                let taken = (0..self.keys.len()).filter(|&n| t.sel.matches(self.keys[n].key().as_bytes()));
                 t.tx_selected = Some(taken.map(|n| n as u32).collect());
             }
         }
@@ -313,8 +344,8 @@ impl TxNames {
         self.numbers.get(key).copied()
     }
 
-    /// The key and `TX:key` name of a number.
-    pub(crate) fn key(&self, n: u32) -> &TxKey {
+    /// The name (and key) of a number.
+    pub(crate) fn at(&self, n: u32) -> &TxName {
         &self.keys[n as usize]
     }
 

@@ -408,7 +408,7 @@ impl<'r> Folder<'r> {
                     None => {
                         let name = name_pattern(&sv.setvar.var.name);
                         let taken: Vec<u32> = (0..self.rs.tx_names.len() as u32)
-                            .filter(|&n| name.as_ref().is_none_or(|re| re.is_match(&self.rs.tx_names.key(n).0)))
+                            .filter(|&n| name.as_ref().is_none_or(|re| re.is_match(self.rs.tx_names.at(n).key())))
                             .collect();
                         taken.into_iter().for_each(|n| self.forget(n));
                     }

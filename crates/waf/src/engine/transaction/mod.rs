@@ -1011,7 +1011,7 @@ impl<'r> Transaction<'r> {
         let sv = &spec.setvar;
         let mut made = Expansion::new();
         let name: Cow<'_, str> = match spec.tx_slot {
-            Some(n) => Cow::Borrowed(&self.rules.tx_names.key(n).0),
+            Some(n) => Cow::Borrowed(self.rules.tx_names.at(n).key()),
             None => {
                 self.expand_into(&sv.var.name, rule, &mut made);
                 made.make_ascii_lowercase();

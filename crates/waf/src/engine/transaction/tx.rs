@@ -4,12 +4,10 @@
 //! made at run time (`setvar:tx.%{rule.id}_...`) go by name: to their number when the rule set
 //! has one, to a hash map otherwise.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::super::compile::{tx_name, TxNames, TX_PREFIX};
+use super::super::compile::{TxName, TxNames};
 use super::super::fast_hash::FastHash;
 use super::{Matched, MatchedRef};
 
@@ -26,40 +24,8 @@ pub(super) struct TxVars<'r> {
     /// on a name the rule set holds would be written by every worker's core in turn.
     own: Vec<Arc<[u8]>>,
     /// By lowercase key, those the rule set does not name.
-    other: HashMap<Named, Arc<[u8]>, FastHash>,
+    other: HashMap<TxName, Arc<[u8]>, FastHash>,
 }
-
-/// A variable the rule set does not name, found by its lowercase key: its name (`TX:key`)
-/// holds the key, so that making one (920450, once per request header) makes one string.
-#[derive(Debug)]
-struct Named(Arc<str>);
-
-impl Named {
-    fn key(&self) -> &str {
-        &self.0[TX_PREFIX.len()..]
-    }
-}
-
-impl Borrow<str> for Named {
-    fn borrow(&self) -> &str {
-        self.key()
-    }
-}
-
-// As the key alone, which `Borrow` lends.
-impl Hash for Named {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.key().hash(state);
-    }
-}
-
-impl PartialEq for Named {
-    fn eq(&self, other: &Named) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for Named {}
 
 /// Where a numbered variable is.
 #[derive(Clone, Copy, Debug)]
@@ -93,14 +59,14 @@ impl<'r> TxVars<'r> {
         match at {
             At::Unset | At::Gone(_) => None,
             At::Baked((name, value)) => Some((name, value)),
-            At::Own(i) => Some((&self.names.key(n).1, self.own.get(i as usize)?)),
+            At::Own(i) => Some((self.names.at(n).name(), self.own.get(i as usize)?)),
         }
     }
 
     /// The lowercase key and the variable by number.
     pub(super) fn numbered(&self, n: u32) -> Option<(&'r str, MatchedRef<'_>)> {
         let m = self.at(n, *self.numbered.get(n as usize)?)?;
-        Some((&self.names.key(n).0, m))
+        Some((self.names.at(n).key(), m))
     }
 
     /// The numbered variables, by number.
@@ -117,7 +83,7 @@ impl<'r> TxVars<'r> {
     pub(super) fn get(&self, key: &str) -> Option<(&str, MatchedRef<'_>)> {
         match self.names.number_of(key) {
             Some(n) => self.numbered(n),
-            None => self.other.get_key_value(key).map(|(k, value)| (k.key(), (&k.0, value))),
+            None => self.other.get_key_value(key).map(|(k, value)| (k.key(), (k.name(), value))),
         }
     }
 
@@ -158,7 +124,7 @@ impl<'r> TxVars<'r> {
             None => match self.other.get_mut(key) {
                 Some(v) => *v = value,
                 None => {
-                    self.other.insert(Named(tx_name(key)), value);
+                    self.other.insert(TxName::new(key), value);
                 }
             },
         }
@@ -183,7 +149,7 @@ impl<'r> TxVars<'r> {
     /// The variables the rule set does not name, with their lowercase keys, in no particular
     /// order.
     pub(super) fn unnumbered(&self) -> impl Iterator<Item = (&str, MatchedRef<'_>)> {
-        self.other.iter().map(|(k, value)| (k.key(), (&k.0, value)))
+        self.other.iter().map(|(k, value)| (k.key(), (k.name(), value)))
     }
 
     /// Every variable, with its lowercase key, in no particular order.
