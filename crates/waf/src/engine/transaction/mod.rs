@@ -727,16 +727,13 @@ impl<'r> Transaction<'r> {
             }
         }
         let tv = self.transformed(part, &val.value);
-        // `^.*$` captures the whole value: the one the hit keeps, not a copy of it.
-        let whole = capture && matches!(operand.op, Op::Rx(Rx::Whole));
-        let (hit, captures) = if whole { (true, None) } else { run(&tv) };
+        let (hit, captures) = run(&tv);
         if hit != part.negated {
             let value = match (tv, val.shared) {
                 (Transformed::Same(_), Some((_, shared))) => shared.clone(),
                 (Transformed::Same(v), None) => Arc::from(v),
                 (Transformed::Changed(v), _) => v,
             };
-            let captures = if whole { Some(smallvec::smallvec![Some(value.clone())]) } else { captures };
             hits.push(Hit { name: val.name(), value, captures });
         }
     }
