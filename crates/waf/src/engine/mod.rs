@@ -24,6 +24,7 @@ pub(crate) mod operator;
 mod per_thread;
 pub(crate) mod prescan;
 pub mod request;
+mod required;
 pub mod support;
 pub mod transaction;
 pub mod transform;

@@ -51,6 +51,7 @@ use super::caseless;
 use super::compile::{Part, Sel, TargetSpec};
 use super::memo::Memo;
 use super::operator::{NumArg, Op, Regex, Rx};
+use super::required::Needles;
 use super::transform::Features;
 
 /// The prescan automata of a rule set and what their patterns belong to.
@@ -192,8 +193,10 @@ enum Probe {
     /// A regex (an `@rx`, or a short `@pm` as the alternation of its phrases), joined with the
     /// others into the automata; when it does not tell cases apart, also its lowercase form, to
     /// run alone on a value lowercased (see [`caseless`]). On a 1 KiB body, CRS's
-    /// `java-classes.data` takes 0.1 µs so (lowercasing included) against 1.5 µs.
-    Regex(Regex, Option<Regex>),
+    /// `java-classes.data` takes 0.1 µs so (lowercasing included) against 1.5 µs. Last, the
+    /// literals every match contains when they are rarer than those it starts with (see
+    /// [`required`]): on a long value, a search for them rules most such patterns out at once.
+    Regex(Regex, Option<Regex>, Option<Needles>),
     /// A check: an operator no automaton takes (`@detectSQLi`, a long `@pmFromFile`, a
     /// negated `@rx`, ...) whose answer depends on the value alone, run on each form of a
     /// member, and whether the part is negated. Its bit tells whether the part holds for
@@ -206,20 +209,22 @@ impl Probe {
     /// keeps `value` lowercased for the next probe that wants it.
     fn holds_alone(&self, value: &[u8], lower: &mut Option<Vec<u8>>) -> bool {
         match self {
-            Probe::Regex(_, Some(lowercase)) => {
+            Probe::Regex(_, _, Some(needles)) if value.len() > LONG && !needles.found_in(value) => false,
+            Probe::Regex(_, Some(lowercase), _) => {
                 lowercase.is_match(lower.get_or_insert_with(|| value.to_ascii_lowercase()))
             }
             _ => self.holds(value),
         }
     }
 
-    /// The probe with the lowercase form of its regex, if it has one: made once per distinct
-    /// pattern, when the prescan takes it in.
-    fn with_lowercase_form(self) -> Probe {
+    /// The probe with the lowercase form of its regex and its required literals, where it has
+    /// them: made once per distinct pattern, when the prescan takes it in.
+    fn with_shortcuts(self) -> Probe {
         match self {
-            Probe::Regex(re, _) => {
+            Probe::Regex(re, ..) => {
                 let lowercase = caseless::lowercase_form(re.as_str()).map(Regex::from);
-                Probe::Regex(re, lowercase)
+                let needles = Needles::of(re.as_str());
+                Probe::Regex(re, lowercase, needles)
             }
             check => check,
         }
@@ -227,7 +232,7 @@ impl Probe {
 
     fn holds(&self, value: &[u8]) -> bool {
         match self {
-            Probe::Regex(re, _) => re.is_match(value),
+            Probe::Regex(re, ..) => re.is_match(value),
             Probe::Check(op, negated) => {
                 // A check's argument is literal (see `pure`).
                 let arg = op.macro_arg().and_then(|m| m.as_literal()).map(str::as_bytes);
@@ -360,7 +365,8 @@ impl Joint {
 
 /// A value longer than this (a request body), wanted by at most [`ALONE_UP_TO`] patterns, is
 /// scanned pattern by pattern: each stops at its first match and skips ahead with its own
-/// literal prefilter, where the joint automaton walks every byte. With CRS 4.28.0, 15 patterns
+/// literal prefilter (or first looks for the literals it requires, [`Needles`]), where the joint
+/// automaton walks every byte. With CRS 4.28.0, 15 patterns
 /// look at `REQUEST_BODY`: 1.3 µs alone on 1 KiB of JSON, 1.5-2.2 µs for one joint pass. About
 /// 200 look at a parameter: on 1 KiB of text 90-160 µs alone, 2-4 µs for the joint passes (the
 /// overlapping search included: quiet patterns match at few places). Random bytes cost the
@@ -415,13 +421,13 @@ impl Prescan {
         for (part, checks) in parts {
             let Some(probe) = eligible(part, checks) else { continue };
             let same = |(c, p): &(usize, Probe)| match (p, &probe) {
-                (Probe::Regex(p, _), Probe::Regex(re, _)) => *c == part.chain_id && p.as_str() == re.as_str(),
+                (Probe::Regex(p, ..), Probe::Regex(re, ..)) => *c == part.chain_id && p.as_str() == re.as_str(),
                 _ => false,
             };
             let index = match patterns.iter().position(same) {
                 Some(i) => i,
                 None => {
-                    patterns.push((part.chain_id, probe.with_lowercase_form()));
+                    patterns.push((part.chain_id, probe.with_shortcuts()));
                     patterns.len() - 1
                 }
             };
@@ -455,7 +461,7 @@ impl Prescan {
         let noisy: Vec<bool> = patterns
             .iter()
             .map(|(_, p)| match p {
-                Probe::Regex(p, _) => BENIGN.iter().any(|v| p.original().is_match(v)),
+                Probe::Regex(p, ..) => BENIGN.iter().any(|v| p.original().is_match(v)),
                 Probe::Check(..) => false,
             })
             .collect();
@@ -697,7 +703,7 @@ fn eligible(part: &Part, checks: bool) -> Option<Probe> {
     };
     if let Some(re) = regex.filter(|_| !part.negated) {
         if !ordinary.iter().any(|v| re.is_match(v)) {
-            return Some(Probe::Regex(re.clone().into(), None));
+            return Some(Probe::Regex(re.clone().into(), None, None));
         }
     }
     if !checks || !pure(op) {
@@ -783,7 +789,7 @@ impl Group {
     /// `None` when an automaton cannot be built.
     fn build(patterns: &[(usize, Probe)], quiet: Vec<usize>, noisy: Vec<usize>, words: usize) -> Option<Group> {
         let regex = |&i: &usize| match &patterns[i].1 {
-            Probe::Regex(re, _) => Some(re.as_str()),
+            Probe::Regex(re, ..) => Some(re.as_str()),
             Probe::Check(..) => None,
         };
         let joint = |ids: &[usize]| Joint::build(&ids.iter().filter_map(regex).collect::<Vec<_>>());
@@ -832,6 +838,35 @@ SecRule REQUEST_URI "@rx \.\./" "id:3,phase:1,pass,log""#,
         }
     }
 
+    /// On long values a probe searches first for the literals every match of its pattern
+    /// contains: CRS's patterns answer so as they do alone, on attacks inside a long body.
+    #[test]
+    fn required_literals_of_crs_patterns_rule_out_only_what_cannot_match() {
+        let rs = super::super::tests::crs(1);
+        let padding: Vec<u8> = BENIGN.concat();
+        assert!(padding.len() > LONG);
+        let (mut gated, mut matches) = (0, 0);
+        for probe in &rs.prescan.probes {
+            let Probe::Regex(re, _, Some(_)) = probe else { continue };
+            gated += 1;
+            for v in corpus() {
+                let long = [&padding[..], &v[..], &padding[..]].concat();
+                let holds = re.is_match(&long);
+                assert_eq!(
+                    probe.holds_alone(&long, &mut None),
+                    holds,
+                    "{} on {:?}",
+                    re.as_str(),
+                    String::from_utf8_lossy(&v)
+                );
+                matches += usize::from(holds);
+            }
+        }
+        // 921110 (`http/`), 931110 (`://`), 934xxx (`__`), ...
+        assert!(gated >= 10, "{gated} patterns with required literals");
+        assert!(matches > 20, "{matches} matches");
+    }
+
     /// Attacks as CRS's patterns look for them, in their own case, upper case and mixed.
     fn corpus() -> Vec<Vec<u8>> {
         let attacks: [&[u8]; 16] = [
@@ -869,7 +904,7 @@ SecRule REQUEST_URI "@rx \.\./" "id:3,phase:1,pass,log""#,
         let (mut forms, mut matches) = (0, 0);
         // Every pattern that has a lowercase form, whether or not the prescan takes it.
         for probe in &rs.prescan.probes {
-            let Probe::Regex(re, _) = probe else { continue };
+            let Probe::Regex(re, ..) = probe else { continue };
             let Some(lower) = caseless::any_lowercase_form(re.as_str()) else { continue };
             forms += 1;
             for v in &values {
@@ -888,7 +923,7 @@ SecRule REQUEST_URI "@rx \.\./" "id:3,phase:1,pass,log""#,
         assert!(forms > 150, "{forms} lowercase forms");
         assert!(matches > 300, "{matches} matches");
         // The prescan takes those that start with fewer literals than the pattern (65).
-        let taken = rs.prescan.probes.iter().filter(|p| matches!(p, Probe::Regex(_, Some(_)))).count();
+        let taken = rs.prescan.probes.iter().filter(|p| matches!(p, Probe::Regex(_, Some(_), _))).count();
         assert!(taken > 50 && taken < forms, "{taken} of {forms} lowercase forms taken");
     }
 }
