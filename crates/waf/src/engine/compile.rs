@@ -30,6 +30,7 @@ use super::memo::Memo;
 use super::operator::{self, Op, Regex};
 use super::prescan::{Gate, Prescan};
 use super::transaction::fold::{fold, Baked, Effects, Folded};
+use super::transaction::variables::pairs_of;
 use super::transaction::Matched;
 use super::transform;
 
@@ -443,8 +444,56 @@ pub(crate) struct Rule {
     pub skip: u32,
     /// Set when a part cannot run: the rule never matches.
     pub broken: bool,
+    /// Chained parts that fail the rule before it does anything when their variables hold no
+    /// value (see [`Rule::guard_parts`]): 920170 asks whether a `GET` has a `Content-Length`,
+    /// and most have none.
+    pub guards: Vec<usize>,
     /// Where it was written: `file:line`.
     pub location: Arc<str>,
+}
+
+impl Rule {
+    /// Finds the rule's guards: the parts after the first, reached through parts with no effect
+    /// of their own (no `setvar`, `capture` or `multiMatch`: what a part does when it matches
+    /// and the chain then fails), whose targets are collections or named `TX` variables. When
+    /// none of such a part's targets holds a value, the part cannot match (a counted target
+    /// counts 0, which the part must refuse: `&REQUEST_HEADERS:Transfer-Encoding "!@eq 0"`),
+    /// and the rule fails as it would at that part, with nothing done before.
+    fn guard_parts(&mut self) {
+        self.guards.clear();
+        for (i, part) in self.parts.iter().enumerate() {
+            let checkable = |t: &TargetSpec| match t.variable {
+                Variable::Tx => t.tx_slot.is_some(),
+                v => pairs_of(v).is_some() && matches!(t.sel, Sel::All | Sel::Key(_)),
+            };
+            let guards = i > 0
+                && !part.multi_match
+                && !part.targets.is_empty()
+                && part.targets.iter().all(checkable)
+                && (!part.targets.iter().any(|t| t.count) || part.refuses_zero());
+            if guards && part.op.is_some() {
+                self.guards.push(i);
+            }
+            if !part.setvars.is_empty() || part.capture || part.multi_match {
+                break;
+            }
+        }
+    }
+}
+
+impl Part {
+    /// Whether the part refuses the count of an empty collection, `0`, through its
+    /// transformations (`false` when its operator's argument is only known at run time).
+    fn refuses_zero(&self) -> bool {
+        let Some(op) = self.op.as_deref().filter(|op| !matches!(op, Op::RxMacro(_))) else { return false };
+        let arg = match op.macro_arg().map(MacroString::as_literal) {
+            Some(None) => return false,
+            Some(Some(literal)) => Some(literal.as_bytes()),
+            None => None,
+        };
+        let zero = transform::apply_chain(&self.transforms, b"0", transform::Features::of(b"0"));
+        op.run(&zero, false, arg, None).0 == self.negated
+    }
 }
 
 /// A step of a phase: a rule (index into the rule table) or a marker.
@@ -593,6 +642,7 @@ impl RuleSet {
         }
         let tx_names = TxNames::number(rules.iter_mut().flat_map(|r| r.parts.iter_mut()));
         tx_names.select(rules.iter_mut().flat_map(|r| r.parts.iter_mut()));
+        rules.iter_mut().for_each(Rule::guard_parts);
 
         let mut phases: [Vec<Step>; 5] = Default::default();
         for o in order {
@@ -769,6 +819,7 @@ fn compile_rule(
         resume_at: 0,
         skip: 0,
         broken: false,
+        guards: Vec::new(),
         location: location.into(),
     };
     let mut fallbacks = Vec::new();

@@ -751,3 +751,51 @@ SecRule UNIQUE_ID "@rx ^[0-9a-f]{16}$" "id:1,phase:1,pass,log,logdata:'%{MATCHED
     all.dedup();
     assert_eq!(all.len(), n);
 }
+
+/// A chained part whose variables hold nothing fails the rule before it runs (`guards`), with
+/// the same outcome as running it: no match, `MATCHED_VARS` cleared, and a part before it that
+/// does something (a `setvar`) keeps the rule running.
+#[test]
+fn a_chained_part_with_nothing_to_read_fails_the_rule_as_running_it_would() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRule REQUEST_METHOD "@rx ^GET$" "id:1,phase:1,pass,log,chain"
+    SecRule REQUEST_HEADERS:Content-Length "!@rx ^0?$" "setvar:tx.one=1"
+SecRule REQUEST_METHOD "@rx ^GET$" "id:2,phase:1,pass,log"
+SecRule REQUEST_METHOD "@rx ^GET$" "id:3,phase:1,pass,log,chain"
+    SecRule TX:unset "@rx ." "t:none"
+SecRule &MATCHED_VARS "@eq 0" "id:4,phase:1,pass,log"
+SecRule REQUEST_METHOD "@rx ^GET$" "id:5,phase:1,pass,nolog,setvar:tx.five=1,chain"
+    SecRule REQUEST_HEADERS:X-Absent "@rx ." "t:none"
+SecRule TX:five "@eq 1" "id:6,phase:1,pass,log"
+SecRule REQUEST_METHOD "@rx ^GET$" "id:7,phase:1,pass,log,chain"
+    SecRule &REQUEST_HEADERS:Content-Length "@eq 0" "t:none"
+SecRule REQUEST_METHOD "@rx ^GET$" "id:8,phase:1,pass,log,chain"
+    SecRule &REQUEST_HEADERS:Content-Length "!@eq 0" "t:none""#,
+    );
+    let guards = |id: u64| rs.rules.iter().find(|r| r.id == id).map(|r| r.guards.clone()).unwrap();
+    assert_eq!(guards(1), vec![1]);
+    assert_eq!(guards(3), vec![1]);
+    // A `setvar` on the first part: no guard. A count that takes 0: no guard; one that
+    // refuses it: a guard.
+    assert_eq!(guards(5), Vec::<usize>::new());
+    assert_eq!(guards(7), Vec::<usize>::new());
+    assert_eq!(guards(8), vec![1]);
+    // No Content-Length: rule 1 fails, and rule 4 sees the MATCHED_VARS rule 2 left cleared
+    // by rule 3's failure; rule 5's setvar ran though its chain failed.
+    let o = rs.evaluate(&Request::new("GET", "/").header("Host", "x"), None);
+    assert_eq!(ids(&o), vec![2, 4, 6, 7]);
+    let o = rs.evaluate(&Request::new("GET", "/").header("Host", "x").header("Content-Length", "5"), None);
+    assert_eq!(ids(&o), vec![1, 2, 4, 6, 8]);
+}
+
+/// The guards CRS's rules get: 920170 and 920171 (a `GET` or `HEAD` with a `Content-Length` or
+/// a `Transfer-Encoding`) and 905110 (Apache's internal requests, by `User-Agent`) among them.
+#[test]
+fn crs_rules_with_chained_collections_get_guards() {
+    let rs = crs(1);
+    let guarded: Vec<u64> = rs.rules.iter().filter(|r| !r.guards.is_empty()).map(|r| r.id).collect();
+    assert!([920170, 920171, 905110].iter().all(|id| guarded.contains(id)), "{guarded:?}");
+    // 920450 captures and sets variables on its first part: the chain must run.
+    assert!(!guarded.contains(&920450));
+}

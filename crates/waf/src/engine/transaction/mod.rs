@@ -210,7 +210,7 @@ enum Flow {
 
 pub(crate) mod fold;
 mod tx;
-mod variables;
+pub(crate) mod variables;
 
 use tx::TxVars;
 use variables::{store_index, tx_val, Val, Vals, Vars};
@@ -559,6 +559,10 @@ impl<'r> Transaction<'r> {
     }
 
     fn eval_rule(&mut self, rule: &'r Rule) -> Flow {
+        if rule.guards.iter().any(|&i| rule.parts[i].targets.iter().all(|t| self.holds_nothing(t))) {
+            self.matched_vars.clear();
+            return Flow::Next;
+        }
         for part in &rule.parts {
             let hits = self.eval_part(rule, part);
             if hits.is_empty() {
@@ -633,6 +637,17 @@ impl<'r> Transaction<'r> {
             }
         }
         flow
+    }
+
+    /// Whether a guard's target (see `Rule::guard_parts`) holds no value.
+    fn holds_nothing(&self, t: &TargetSpec) -> bool {
+        if let Some(n) = t.tx_slot {
+            return self.tx.numbered(n).is_none();
+        }
+        match self.v.pair_lists(t.variable) {
+            Some((lists, _)) => !lists.iter().any(|l| l.iter().any(|(k, _)| t.sel.matches(k))),
+            None => false,
+        }
     }
 
     /// The last of `MATCHED_VARS`: `MATCHED_VAR_NAME` and `MATCHED_VAR`.

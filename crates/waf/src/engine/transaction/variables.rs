@@ -208,23 +208,48 @@ impl Vars {
     /// (`ARGS_NAMES`) rather than their values: the collections evaluated most, which a rule
     /// part can read in place.
     pub(super) fn pair_lists(&self, var: Variable) -> Option<([&[Pair]; 2], bool)> {
-        use Variable as V;
         let v = self;
         let none: &[Pair] = &[];
-        Some(match var {
-            V::Args => ([&v.args_get, &v.args_post], false),
-            V::ArgsNames => ([&v.args_get, &v.args_post], true),
-            V::ArgsGet => ([&v.args_get, none], false),
-            V::ArgsGetNames => ([&v.args_get, none], true),
-            V::ArgsPost => ([&v.args_post, none], false),
-            V::ArgsPostNames => ([&v.args_post, none], true),
-            V::RequestHeaders => ([&v.headers, none], false),
-            V::RequestHeadersNames => ([&v.headers, none], true),
-            V::RequestCookies => ([&v.cookies, none], false),
-            V::RequestCookiesNames => ([&v.cookies, none], true),
-            _ => return None,
-        })
+        let (lists, names) = pairs_of(var)?;
+        Some((
+            match lists {
+                PairLists::Args => [&v.args_get, &v.args_post],
+                PairLists::ArgsGet => [&v.args_get, none],
+                PairLists::ArgsPost => [&v.args_post, none],
+                PairLists::Headers => [&v.headers, none],
+                PairLists::Cookies => [&v.cookies, none],
+            },
+            names,
+        ))
     }
+}
+
+/// Which lists of request pairs a collection reads (see [`Vars::pair_lists`]).
+pub(crate) enum PairLists {
+    Args,
+    ArgsGet,
+    ArgsPost,
+    Headers,
+    Cookies,
+}
+
+/// The lists of request pairs `var` reads, and whether it reads their names: `None` for the
+/// variables that are not such a collection.
+pub(crate) fn pairs_of(var: Variable) -> Option<(PairLists, bool)> {
+    use Variable as V;
+    Some(match var {
+        V::Args => (PairLists::Args, false),
+        V::ArgsNames => (PairLists::Args, true),
+        V::ArgsGet => (PairLists::ArgsGet, false),
+        V::ArgsGetNames => (PairLists::ArgsGet, true),
+        V::ArgsPost => (PairLists::ArgsPost, false),
+        V::ArgsPostNames => (PairLists::ArgsPost, true),
+        V::RequestHeaders => (PairLists::Headers, false),
+        V::RequestHeadersNames => (PairLists::Headers, true),
+        V::RequestCookies => (PairLists::Cookies, false),
+        V::RequestCookiesNames => (PairLists::Cookies, true),
+        _ => return None,
+    })
 }
 
 impl Transaction<'_> {
