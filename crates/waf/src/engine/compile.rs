@@ -408,6 +408,10 @@ pub(crate) struct Part {
     /// through the part's transformations, holds a phrase, remembered across transactions
     /// (most values come again and hold none).
     pub verdicts: Option<Memo<bool>>,
+    /// Whether the part cannot match when its variables hold no value: its targets are request
+    /// collections or named `TX` variables, and a counted one refuses the count 0 (see
+    /// [`Rule::quiet`]).
+    pub guard: bool,
     /// Whether the part reads numbered `TX` variables only, as they are (no counting,
     /// exclusions, transformations or `multiMatch`): it is evaluated without collecting values.
     pub numbered_tx: bool,
@@ -444,38 +448,33 @@ pub(crate) struct Rule {
     pub skip: u32,
     /// Set when a part cannot run: the rule never matches.
     pub broken: bool,
-    /// Chained parts that fail the rule before it does anything when their variables hold no
-    /// value (see [`Rule::guard_parts`]): 920170 asks whether a `GET` has a `Content-Length`,
-    /// and most have none.
-    pub guards: Vec<usize>,
+    /// How many of its parts, from the first, can rule it out before it does anything: up to
+    /// the first that has an effect of its own when it matches and the chain then fails (a
+    /// `setvar`, `capture` or `multiMatch`), included. A chained part among them that the
+    /// prescan rules out (`Part::prescan`) or whose variables hold nothing (`Part::guard`)
+    /// fails the rule at once, as running it would: 920170 asks whether a `GET` has a
+    /// `Content-Length`, and most have none; 920180 whether a request without one is a `POST`.
+    pub quiet: usize,
     /// Where it was written: `file:line`.
     pub location: Arc<str>,
 }
 
 impl Rule {
-    /// Finds the rule's guards: the parts after the first, reached through parts with no effect
-    /// of their own (no `setvar`, `capture` or `multiMatch`: what a part does when it matches
-    /// and the chain then fails), whose targets are collections or named `TX` variables. When
-    /// none of such a part's targets holds a value, the part cannot match (a counted target
-    /// counts 0, which the part must refuse: `&REQUEST_HEADERS:Transfer-Encoding "!@eq 0"`),
-    /// and the rule fails as it would at that part, with nothing done before.
-    fn guard_parts(&mut self) {
-        self.guards.clear();
-        for (i, part) in self.parts.iter().enumerate() {
+    /// Sets [`Rule::quiet`] and each part's [`Part::guard`].
+    fn find_guards(&mut self) {
+        self.quiet = self.parts.len();
+        for (i, part) in self.parts.iter_mut().enumerate() {
             let checkable = |t: &TargetSpec| match t.variable {
                 Variable::Tx => t.tx_slot.is_some(),
                 v => pairs_of(v).is_some() && matches!(t.sel, Sel::All | Sel::Key(_)),
             };
-            let guards = i > 0
+            part.guard = part.op.is_some()
                 && !part.multi_match
                 && !part.targets.is_empty()
                 && part.targets.iter().all(checkable)
                 && (!part.targets.iter().any(|t| t.count) || part.refuses_zero());
-            if guards && part.op.is_some() {
-                self.guards.push(i);
-            }
             if !part.setvars.is_empty() || part.capture || part.multi_match {
-                break;
+                self.quiet = self.quiet.min(i + 1);
             }
         }
     }
@@ -642,7 +641,7 @@ impl RuleSet {
         }
         let tx_names = TxNames::number(rules.iter_mut().flat_map(|r| r.parts.iter_mut()));
         tx_names.select(rules.iter_mut().flat_map(|r| r.parts.iter_mut()));
-        rules.iter_mut().for_each(Rule::guard_parts);
+        rules.iter_mut().for_each(Rule::find_guards);
 
         let mut phases: [Vec<Step>; 5] = Default::default();
         for o in order {
@@ -819,7 +818,7 @@ fn compile_rule(
         resume_at: 0,
         skip: 0,
         broken: false,
-        guards: Vec::new(),
+        quiet: 0,
         location: location.into(),
     };
     let mut fallbacks = Vec::new();
@@ -1034,6 +1033,7 @@ fn empty_part() -> Part {
         multi_match: false,
         capture: false,
         verdicts: None,
+        guard: false,
         numbered_tx: false,
         setvars: Vec::new(),
         after: Vec::new(),

@@ -752,9 +752,10 @@ SecRule UNIQUE_ID "@rx ^[0-9a-f]{16}$" "id:1,phase:1,pass,log,logdata:'%{MATCHED
     assert_eq!(all.len(), n);
 }
 
-/// A chained part whose variables hold nothing fails the rule before it runs (`guards`), with
-/// the same outcome as running it: no match, `MATCHED_VARS` cleared, and a part before it that
-/// does something (a `setvar`) keeps the rule running.
+/// A chained part whose variables hold nothing, or that the prescan rules out, fails the rule
+/// before it runs (`Rule::quiet`), with the same outcome as running it: no match,
+/// `MATCHED_VARS` cleared, and a part before it that does something (a `setvar`) keeps the rule
+/// running.
 #[test]
 fn a_chained_part_with_nothing_to_read_fails_the_rule_as_running_it_would() {
     let rs = rules(
@@ -771,9 +772,15 @@ SecRule TX:five "@eq 1" "id:6,phase:1,pass,log"
 SecRule REQUEST_METHOD "@rx ^GET$" "id:7,phase:1,pass,log,chain"
     SecRule &REQUEST_HEADERS:Content-Length "@eq 0" "t:none"
 SecRule REQUEST_METHOD "@rx ^GET$" "id:8,phase:1,pass,log,chain"
-    SecRule &REQUEST_HEADERS:Content-Length "!@eq 0" "t:none""#,
+    SecRule &REQUEST_HEADERS:Content-Length "!@eq 0" "t:none"
+SecRule REQUEST_METHOD "@rx ^GET$" "id:9,phase:1,pass,log,chain"
+    SecRule REQUEST_HEADERS:User-Agent "@rx evil" "t:none""#,
     );
-    let guards = |id: u64| rs.rules.iter().find(|r| r.id == id).map(|r| r.guards.clone()).unwrap();
+    // The chained parts that can rule their rule out before it runs, by their variables.
+    let guards = |id: u64| {
+        let rule = rs.rules.iter().find(|r| r.id == id).expect("rule");
+        (1..rule.quiet).filter(|&i| rule.parts[i].guard).collect::<Vec<_>>()
+    };
     assert_eq!(guards(1), vec![1]);
     assert_eq!(guards(3), vec![1]);
     // A `setvar` on the first part: no guard. A count that takes 0: no guard; one that
@@ -787,6 +794,9 @@ SecRule REQUEST_METHOD "@rx ^GET$" "id:8,phase:1,pass,log,chain"
     assert_eq!(ids(&o), vec![2, 4, 6, 7]);
     let o = rs.evaluate(&Request::new("GET", "/").header("Host", "x").header("Content-Length", "5"), None);
     assert_eq!(ids(&o), vec![1, 2, 4, 6, 8]);
+    // A chained part the prescan rules out fails the rule the same way.
+    let ua = |ua: &str| ids(&rs.evaluate(&Request::new("GET", "/").header("User-Agent", ua), None));
+    assert_eq!((ua("good"), ua("an evil one")), (vec![2, 4, 6, 7], vec![2, 4, 6, 7, 9]));
 }
 
 /// The guards CRS's rules get: 920170 and 920171 (a `GET` or `HEAD` with a `Content-Length` or
@@ -794,7 +804,7 @@ SecRule REQUEST_METHOD "@rx ^GET$" "id:8,phase:1,pass,log,chain"
 #[test]
 fn crs_rules_with_chained_collections_get_guards() {
     let rs = crs(1);
-    let guarded: Vec<u64> = rs.rules.iter().filter(|r| !r.guards.is_empty()).map(|r| r.id).collect();
+    let guarded: Vec<u64> = rs.rules.iter().filter(|r| (1..r.quiet).any(|i| r.parts[i].guard)).map(|r| r.id).collect();
     assert!([920170, 920171, 905110].iter().all(|id| guarded.contains(id)), "{guarded:?}");
     // 920450 captures and sets variables on its first part: the chain must run.
     assert!(!guarded.contains(&920450));

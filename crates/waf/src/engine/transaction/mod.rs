@@ -559,9 +559,14 @@ impl<'r> Transaction<'r> {
     }
 
     fn eval_rule(&mut self, rule: &'r Rule) -> Flow {
-        if rule.guards.iter().any(|&i| rule.parts[i].targets.iter().all(|t| self.holds_nothing(t))) {
-            self.matched_vars.clear();
-            return Flow::Next;
+        // A chained part that cannot match, reached through parts that do nothing: the rule
+        // fails there, whatever the parts before find (see `Rule::quiet`).
+        for part in rule.parts.iter().take(rule.quiet).skip(1) {
+            let empty = part.guard && part.targets.iter().all(|t| self.holds_nothing(t));
+            if empty || part.prescan.is_some_and(|gate| !self.may_match(rule, gate)) {
+                self.matched_vars.clear();
+                return Flow::Next;
+            }
         }
         for part in &rule.parts {
             let hits = self.eval_part(rule, part);
@@ -639,7 +644,7 @@ impl<'r> Transaction<'r> {
         flow
     }
 
-    /// Whether a guard's target (see `Rule::guard_parts`) holds no value.
+    /// Whether a guard's target (see `Part::guard`) holds no value.
     fn holds_nothing(&self, t: &TargetSpec) -> bool {
         if let Some(n) = t.tx_slot {
             return self.tx.numbered(n).is_none();
