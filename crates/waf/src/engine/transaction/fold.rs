@@ -297,7 +297,7 @@ impl<'r> Folder<'r> {
     /// [`Folder::decided`]).
     fn first_part_hits(&self, rule: &Rule) -> Option<Hits> {
         let part = rule.parts.first()?;
-        self.decided(part).then(|| self.scratch.eval_part(rule, part))
+        self.decided(part).then(|| self.scratch.part_hits(rule, part))
     }
 
     /// Whether the rule misses in every transaction: one of its parts reads only what is
@@ -306,7 +306,7 @@ impl<'r> Folder<'r> {
     /// `multiMatch` changes nothing when it misses.
     fn misses(&self, rule: &Rule) -> bool {
         for part in &rule.parts {
-            if self.inputs_known(part) && self.scratch.eval_part(rule, part).is_empty() {
+            if self.inputs_known(part) && self.scratch.part_hits(rule, part).is_empty() {
                 return true;
             }
             if !part.setvars.is_empty() || (part.capture && !part.negated) || part.multi_match {

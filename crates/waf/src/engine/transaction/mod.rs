@@ -140,6 +140,8 @@ pub struct Transaction<'r> {
     /// `MATCHED_VARS`; the last one is `MATCHED_VAR_NAME` and `MATCHED_VAR` (none: empty).
     /// What folded steps matched is borrowed from the rule set, without reference counts.
     matched_vars: Vec<Cow<'r, Matched>>,
+    /// Room for the hits of a part (see [`Hits`]).
+    hits: Hits,
     engine: EngineMode,
     request_body_access: bool,
     response_body_access: bool,
@@ -184,14 +186,17 @@ enum RuleRef {
 }
 
 /// One successful operator run.
+#[derive(Debug)]
 struct Hit {
     name: Arc<str>,
     value: Arc<[u8]>,
     captures: Option<Captures>,
 }
 
-/// The hits of a rule part: most parts have none or one.
-type Hits = SmallVec<[Hit; 2]>;
+/// The hits of a rule part: most parts have none or one. Filled in place, in a vector each
+/// transaction keeps for its parts (a list of hits returned by value was copied out at every
+/// part).
+type Hits = Vec<Hit>;
 
 /// A matched variable's name and value, shared by `MATCHED_VAR` and `MATCHED_VARS`.
 pub(crate) type Matched = (Arc<str>, Arc<[u8]>);
@@ -255,6 +260,7 @@ impl<'r> Transaction<'r> {
             stores: BTreeMap::new(),
             env: BTreeMap::new(),
             matched_vars: Vec::new(),
+            hits: Vec::new(),
             engine: s.engine,
             request_body_access: s.request_body_access,
             response_body_access: s.response_body_access,
@@ -568,16 +574,19 @@ impl<'r> Transaction<'r> {
                 return Flow::Next;
             }
         }
+        let mut hits = std::mem::take(&mut self.hits);
         for part in &rule.parts {
-            let hits = self.eval_part(rule, part);
+            hits.clear();
+            self.eval_part(rule, part, &mut hits);
             if hits.is_empty() {
                 // libmodsecurity3 clears MATCHED_VAR(S) when a rule part does not match, and
                 // only then: the matches of consecutive matching rules accumulate (checked
                 // against 3.0.9; CRS chains that inspect MATCHED_VARS count them all).
                 self.matched_vars.clear();
+                self.hits = hits;
                 return Flow::Next;
             }
-            for h in hits {
+            for h in hits.drain(..) {
                 if let Some(caps) = &h.captures {
                     for (i, c) in caps.iter().enumerate().take(DIGITS.len()) {
                         if let Some(c) = c {
@@ -596,6 +605,7 @@ impl<'r> Transaction<'r> {
                 }
             }
         }
+        self.hits = hits;
         for part in rule.parts.iter().rev() {
             for a in &part.after {
                 self.after_action(rule, a);
@@ -682,21 +692,21 @@ impl<'r> Transaction<'r> {
         self.matches.push(m);
     }
 
-    fn eval_part(&self, rule: &Rule, part: &Part) -> Hits {
-        let mut hits = Hits::new();
+    /// Adds to `hits` the matches of a rule part.
+    fn eval_part(&self, rule: &Rule, part: &Part, hits: &mut Hits) {
         let Some(op) = &part.op else {
             let (name, value) = variables::blank();
             hits.push(Hit { name, value, captures: None });
-            return hits;
+            return;
         };
         if let Some(gate) = part.prescan {
             if !self.may_match(rule, gate) {
-                return hits;
+                return;
             }
         }
         // `ctl:ruleRemoveTarget*` can only take TX values from such a part by naming TX.
         if part.numbered_tx && !self.tx_target_removed() {
-            return self.eval_numbered_tx(rule, part, op);
+            return self.eval_numbered_tx(rule, part, op, hits);
         }
         let mut excluded: SmallVec<[&Exclusion; 4]> = part.exclusions.iter().collect();
         if !self.removed_targets.is_empty() {
@@ -712,16 +722,22 @@ impl<'r> Transaction<'r> {
                 for (k, v) in lists.into_iter().flatten().filter(|(k, _)| t.sel.matches(k)) {
                     let value = if names { k } else { v };
                     let val = Val::new(t.variable, Some(Cow::Borrowed(k)), Cow::Borrowed(value));
-                    self.eval_value(part, &operand, &val, &mut hits);
+                    self.eval_value(part, &operand, &val, hits);
                 }
                 continue;
             }
             vals.clear();
             self.collect(t, rule, &excluded, &mut vals);
             for val in &vals {
-                self.eval_value(part, &operand, val, &mut hits);
+                self.eval_value(part, &operand, val, hits);
             }
         }
+    }
+
+    /// The matches of a rule part, in a list of their own (for folding, at load time).
+    fn part_hits(&self, rule: &Rule, part: &Part) -> Hits {
+        let mut hits = Hits::new();
+        self.eval_part(rule, part, &mut hits);
         hits
     }
 
@@ -777,8 +793,7 @@ impl<'r> Transaction<'r> {
 
     /// [`Transaction::eval_part`] for a part that reads numbered `TX` variables as they are
     /// (`Part::numbered_tx`): each value is taken from its slot and matched as it is.
-    fn eval_numbered_tx(&self, rule: &Rule, part: &Part, op: &Op) -> Hits {
-        let mut hits = Hits::new();
+    fn eval_numbered_tx(&self, rule: &Rule, part: &Part, op: &Op, hits: &mut Hits) {
         let (expanded, dynamic_rx) = self.operand(op, rule);
         for n in part.targets.iter().filter_map(|t| t.tx_slot) {
             let Some((_, (name, value))) = self.tx.numbered(n) else { continue };
@@ -788,7 +803,6 @@ impl<'r> Transaction<'r> {
                 hits.push(Hit { name: name.clone(), value: value.clone(), captures });
             }
         }
-        hits
     }
 
     /// Whether the prescan leaves it possible that the part's pattern matches a value of one
