@@ -10,18 +10,18 @@
 //! phrases, is one too). The prescan runs such patterns so where it runs them alone,
 //! lowercasing each value once for all of them.
 
-use regex_syntax::hir::literal::Extractor;
+use regex_syntax::hir::literal::{Extractor, Seq};
 use regex_syntax::hir::{Class, ClassBytes, ClassBytesRange, Hir, HirKind};
 
-/// The lowercase form of `pattern` (a regex crate pattern, as [`regex::bytes::Regex::as_str`]
-/// gives it), for values lowercased first: `None` when some part of the pattern tells the
-/// cases apart, or when the lowercase form would not search faster: when it does not start
-/// with fewer literals than the pattern (the regex crate's prefilter looks for those). A
-/// pattern that starts with one literal, whatever the case (`(?i)%uff`), is found as fast
-/// (its rare `%`) and its value need not be lowercased.
-pub(crate) fn lowercase_form(pattern: &str) -> Option<regex::bytes::Regex> {
-    let (hir, lower) = rewrite(pattern)?;
-    if prefixes(&lower) >= prefixes(&hir) {
+/// The lowercase form of a pattern (`hir`, from [`syntax`]), for values lowercased first:
+/// `None` when some part of the pattern tells the cases apart, or when the lowercase form would
+/// not search faster: when it does not start with fewer literals than the pattern (the regex
+/// crate's prefilter looks for those). A pattern that starts with one literal, whatever the
+/// case (`(?i)%uff`), is found as fast (its rare `%`) and its value need not be lowercased.
+pub(crate) fn lowercase_form(hir: &Hir) -> Option<regex::bytes::Regex> {
+    let lower = rewrite(hir)?;
+    let count = |hir: &Hir| prefixes(hir).len().unwrap_or(usize::MAX);
+    if count(&lower) >= count(hir) {
         return None;
     }
     build(&lower)
@@ -31,28 +31,33 @@ pub(crate) fn lowercase_form(pattern: &str) -> Option<regex::bytes::Regex> {
 /// rewrite on every pattern that has one).
 #[cfg(test)]
 pub(crate) fn any_lowercase_form(pattern: &str) -> Option<regex::bytes::Regex> {
-    build(&rewrite(pattern)?.1)
+    build(&rewrite(&syntax(pattern)?)?)
 }
 
-/// The pattern parsed, and without its uppercase letters: `None` when some part of it tells
-/// the cases apart, or no part takes a letter in both.
-fn rewrite(pattern: &str) -> Option<(Hir, Hir)> {
-    let hir = regex_syntax::ParserBuilder::new().utf8(false).build().parse(pattern).ok()?;
+/// The syntax of `pattern`, a regex crate pattern with its flags as
+/// [`regex::bytes::Regex::as_str`] gives it (bytes, not UTF-8).
+pub(crate) fn syntax(pattern: &str) -> Option<Hir> {
+    regex_syntax::ParserBuilder::new().utf8(false).build().parse(pattern).ok()
+}
+
+/// The pattern without its uppercase letters: `None` when some part of it tells the cases
+/// apart, or no part takes a letter in both.
+fn rewrite(hir: &Hir) -> Option<Hir> {
     let mut changed = false;
-    let lower = lowercase(&hir, &mut changed)?;
-    changed.then_some((hir, lower))
+    let lower = lowercase(hir, &mut changed)?;
+    changed.then_some(lower)
 }
 
 fn build(hir: &Hir) -> Option<regex::bytes::Regex> {
     super::operator::linear(&hir.to_string()).ok()
 }
 
-/// How many literals every match of `hir` starts with, as a prefilter would take them
-/// (`usize::MAX`: too many to list).
-fn prefixes(hir: &Hir) -> usize {
+/// The literals every match of `hir` starts with, as a prefilter would take them (no list:
+/// too many).
+pub(crate) fn prefixes(hir: &Hir) -> Seq {
     let mut seq = Extractor::new().extract(hir);
     seq.optimize_for_prefix_by_preference();
-    seq.len().unwrap_or(usize::MAX)
+    seq
 }
 
 /// `hir` without its uppercase letters, or `None` when it tells the cases apart; `changed`
@@ -145,8 +150,9 @@ mod tests {
     fn the_lowercase_form_is_taken_when_it_starts_with_fewer_literals() {
         // Dozens of alternatives, each a few ways in each case: a prefilter for the lowercase
         // ones only. One literal whatever the case: the same prefilter either way.
-        assert!(lowercase_form(r"(?i-u)\b(?:include|require|mosconfig_absolute_path|gallery_basedir)\s*=").is_some());
-        assert!(lowercase_form(r"(?i-u)%uff[0-9a-f]{2}").is_none());
+        let form = |pattern| lowercase_form(&syntax(pattern).expect("parses"));
+        assert!(form(r"(?i-u)\b(?:include|require|mosconfig_absolute_path|gallery_basedir)\s*=").is_some());
+        assert!(form(r"(?i-u)%uff[0-9a-f]{2}").is_none());
     }
 
     #[test]

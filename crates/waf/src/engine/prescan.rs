@@ -221,11 +221,13 @@ impl Probe {
     /// them: made once per distinct pattern, when the prescan takes it in.
     fn with_shortcuts(self) -> Probe {
         match self {
-            Probe::Regex(re, ..) => {
-                let lowercase = caseless::lowercase_form(re.as_str()).map(Regex::from);
-                let needles = Needles::of(re.as_str());
-                Probe::Regex(re, lowercase, needles)
-            }
+            Probe::Regex(re, ..) => match caseless::syntax(re.as_str()) {
+                Some(hir) => {
+                    let lowercase = caseless::lowercase_form(&hir).map(Regex::from);
+                    Probe::Regex(re, lowercase, Needles::of(&hir))
+                }
+                None => Probe::Regex(re, None, None),
+            },
             check => check,
         }
     }

@@ -11,8 +11,9 @@
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use memchr::memmem;
-use regex_syntax::hir::literal::Extractor;
 use regex_syntax::hir::{Class, Hir, HirKind};
+
+use super::caseless::prefixes;
 
 /// The most literals a set may hold: more say little about a value.
 const MAX_SET: usize = 16;
@@ -157,9 +158,15 @@ fn class_set(class: &Class) -> Option<Set> {
 /// A set of literals one of which every match of `hir` contains, the most selective found;
 /// `None` when none is known.
 fn required(hir: &Hir) -> Option<Set> {
-    if let Some(e) = exact(hir).filter(|e| !e.has_empty()) {
-        return Some(e);
+    match exact(hir) {
+        // Every string it matches is known: one of them is required, unless it is empty.
+        Some(e) => (!e.has_empty()).then_some(e),
+        None => inexact_required(hir),
     }
+}
+
+/// [`required`] for a part whose strings are not all known.
+fn inexact_required(hir: &Hir) -> Option<Set> {
     match hir.kind() {
         HirKind::Empty | HirKind::Look(_) | HirKind::Literal(_) | HirKind::Class(_) => None,
         HirKind::Capture(c) => required(&c.sub),
@@ -193,7 +200,7 @@ fn required(hir: &Hir) -> Option<Set> {
                         if let Some(r) = run.take() {
                             consider(r);
                         }
-                        if let Some(r) = required(s) {
+                        if let Some(r) = inexact_required(s) {
                             consider(r);
                         }
                     }
@@ -217,29 +224,20 @@ pub(crate) enum Needles {
 }
 
 impl Needles {
-    /// The required literals of `pattern` (a regex crate pattern with its flags), when they
-    /// are more selective than the literals its matches start with, which the regex's own
-    /// prefilter looks for. `None` otherwise, or when the pattern does not parse.
-    pub(crate) fn of(pattern: &str) -> Option<Needles> {
-        let hir = regex_syntax::ParserBuilder::new().utf8(false).build().parse(pattern).ok()?;
-        let mut set = required(&hir)?;
+    /// The required literals of a pattern (`hir`), when they are more selective than the
+    /// literals its matches start with, which the regex's own prefilter looks for.
+    pub(crate) fn of(hir: &Hir) -> Option<Needles> {
+        let mut set = required(hir)?;
         set.literals.iter_mut().for_each(|l| l.truncate(MAX_LEN));
         let set = set.dedup();
         if set.min_len() < 2 {
             return None;
         }
-        let mut prefixes = Extractor::new().extract(&hir);
-        prefixes.optimize_for_prefix_by_preference();
         // Prefixes in both cases count once per literal, as the set's folded ones do.
-        let prefix_count = prefixes.literals().map(|ls| {
-            let mut lower: Vec<Vec<u8>> = ls.iter().map(|l| l.as_bytes().to_ascii_lowercase()).collect();
-            lower.sort();
-            lower.dedup();
-            (lower.len(), ls.iter().map(|l| l.len()).min().unwrap_or(0))
-        });
-        if let Some((count, min_len)) = prefix_count {
-            let theirs = (min_len.min(4), std::cmp::Reverse(count), min_len);
-            if count > 0 && theirs >= set.score() {
+        if let Some(literals) = prefixes(hir).literals() {
+            let theirs =
+                Set { literals: literals.iter().map(|l| l.as_bytes().to_vec()).collect(), folded: false }.fold();
+            if !theirs.literals.is_empty() && theirs.score() >= set.score() {
                 return None;
             }
         }
@@ -261,29 +259,29 @@ impl Needles {
             Needles::Many(ac) => ac.is_match(value),
         }
     }
-
-    /// The literals, for tests and start-up reports.
-    #[cfg(test)]
-    fn literals(pattern: &str) -> Option<(Vec<String>, bool)> {
-        let hir = regex_syntax::ParserBuilder::new().utf8(false).build().parse(pattern).ok()?;
-        let set = required(&hir)?;
-        Some((set.literals.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect(), set.folded))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use super::super::caseless::syntax;
+
+    /// The literals `pattern` requires, and whether they are folded.
     fn lits(pattern: &str) -> Option<(Vec<String>, bool)> {
-        Needles::literals(pattern)
+        let set = required(&syntax(pattern)?)?;
+        Some((set.literals.iter().map(|l| String::from_utf8_lossy(l).into_owned()).collect(), set.folded))
+    }
+
+    fn needles(pattern: &str) -> Option<Needles> {
+        Needles::of(&syntax(pattern).expect("parses"))
     }
 
     #[test]
     fn a_rare_literal_inside_is_preferred_to_common_prefixes() {
         let p = r"(?sm-u)(?:get|p(?:(?:os|u)t|atch|rop(?:find|atch))|head|options|co(?:nnect|py)|delete|trac[ek]|m(?:kcol|ove)|(?:un)?lock)[\s\x0b]+[^\s\x0b]+[\s\x0b]+http/[0-9]";
         assert_eq!(lits(p), Some((vec!["http/".into()], false)));
-        assert!(matches!(Needles::of(p), Some(Needles::One(_))));
+        assert!(matches!(needles(p), Some(Needles::One(_))));
     }
 
     #[test]
@@ -310,8 +308,8 @@ mod tests {
     #[test]
     fn prefixes_as_good_keep_the_regex_prefilter() {
         // The literal the match starts with is the rarest there is.
-        assert!(Needles::of(r"(?-u)java\.lang\.(?:runtime|processbuilder)").is_none());
-        assert!(Needles::of(r"(?-u)[a-z]+").is_none());
+        assert!(needles(r"(?-u)java\.lang\.(?:runtime|processbuilder)").is_none());
+        assert!(needles(r"(?-u)[a-z]+").is_none());
     }
 
     /// Soundness: wherever a pattern matches, its needles are found (on CRS's patterns and
@@ -339,7 +337,7 @@ mod tests {
                 let found =
                     literals.iter().any(|l| memmem::find(&hay, &l.as_bytes()[..l.len().min(MAX_LEN)]).is_some());
                 assert!(found, "{pattern}: none of {literals:?} in {:?}", String::from_utf8_lossy(v));
-                if let Some(n) = Needles::of(pattern) {
+                if let Some(n) = needles(pattern) {
                     assert!(n.found_in(v));
                 }
             }
