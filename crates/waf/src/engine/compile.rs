@@ -449,8 +449,7 @@ pub(crate) struct Rule {
     /// Set when a part cannot run: the rule never matches.
     pub broken: bool,
     /// How many of its parts, from the first, can rule it out before it does anything: up to
-    /// the first that has an effect of its own when it matches and the chain then fails (a
-    /// `setvar`, `capture` or `multiMatch`), included. A chained part among them that the
+    /// the first that acts when it matches (`Part::acts_when_it_matches`), included. A chained part among them that the
     /// prescan rules out (`Part::prescan`) or whose variables hold nothing (`Part::guard`)
     /// fails the rule at once, as running it would: 920170 asks whether a `GET` has a
     /// `Content-Length`, and most have none; 920180 whether a request without one is a `POST`.
@@ -462,18 +461,18 @@ pub(crate) struct Rule {
 impl Rule {
     /// Sets [`Rule::quiet`] and each part's [`Part::guard`].
     fn find_guards(&mut self) {
+        let checkable = |t: &TargetSpec| match t.variable {
+            Variable::Tx => t.tx_slot.is_some(),
+            v => pairs_of(v).is_some() && matches!(t.sel, Sel::All | Sel::Key(_)),
+        };
         self.quiet = self.parts.len();
         for (i, part) in self.parts.iter_mut().enumerate() {
-            let checkable = |t: &TargetSpec| match t.variable {
-                Variable::Tx => t.tx_slot.is_some(),
-                v => pairs_of(v).is_some() && matches!(t.sel, Sel::All | Sel::Key(_)),
-            };
             part.guard = part.op.is_some()
                 && !part.multi_match
                 && !part.targets.is_empty()
                 && part.targets.iter().all(checkable)
                 && (!part.targets.iter().any(|t| t.count) || part.refuses_zero());
-            if !part.setvars.is_empty() || part.capture || part.multi_match {
+            if part.acts_when_it_matches() {
                 self.quiet = self.quiet.min(i + 1);
             }
         }
@@ -481,17 +480,18 @@ impl Rule {
 }
 
 impl Part {
+    /// Whether a match of the part does something that stays when the rest of the chain then
+    /// fails: a `setvar`, a capture (`TX:0..9`), a `multiMatch` match logged. A part that
+    /// does none of these leaves nothing behind but `MATCHED_VARS`, which the failure clears.
+    pub(crate) fn acts_when_it_matches(&self) -> bool {
+        !self.setvars.is_empty() || (self.capture && !self.negated) || self.multi_match
+    }
+
     /// Whether the part refuses the count of an empty collection, `0`, through its
     /// transformations (`false` when its operator's argument is only known at run time).
     fn refuses_zero(&self) -> bool {
-        let Some(op) = self.op.as_deref().filter(|op| !matches!(op, Op::RxMacro(_))) else { return false };
-        let arg = match op.macro_arg().map(MacroString::as_literal) {
-            Some(None) => return false,
-            Some(Some(literal)) => Some(literal.as_bytes()),
-            None => None,
-        };
         let zero = transform::apply_chain(&self.transforms, b"0", transform::Features::of(b"0"));
-        op.run(&zero, false, arg, None).0 == self.negated
+        self.op.as_deref().and_then(|op| op.holds_alone(&zero)).is_some_and(|holds| holds == self.negated)
     }
 }
 

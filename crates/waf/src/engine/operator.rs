@@ -444,6 +444,17 @@ impl Op {
         }
     }
 
+    /// Whether the operator holds for `v` (captures aside), when that needs no transaction:
+    /// its argument, if any, is literal. `None` when only a transaction can expand it.
+    pub(crate) fn holds_alone(&self, v: &[u8]) -> Option<bool> {
+        let arg = match (self, self.macro_arg()) {
+            (Op::RxMacro(_), _) => return None,
+            (_, Some(m)) => Some(m.as_literal()?.as_bytes()),
+            (_, None) => None,
+        };
+        Some(self.run(v, false, arg, None).0)
+    }
+
     /// The argument, when it holds macros (expanded per rule part).
     pub(crate) fn macro_arg(&self) -> Option<&MacroString> {
         match self {

@@ -235,11 +235,8 @@ impl Probe {
     fn holds(&self, value: &[u8]) -> bool {
         match self {
             Probe::Regex(re, ..) => re.is_match(value),
-            Probe::Check(op, negated) => {
-                // A check's argument is literal (see `pure`).
-                let arg = op.macro_arg().and_then(|m| m.as_literal()).map(str::as_bytes);
-                op.run(value, false, arg, None).0 != *negated
-            }
+            // A check's argument is literal (see `pure`).
+            Probe::Check(op, negated) => op.holds_alone(value).is_some_and(|holds| holds != *negated),
         }
     }
 }

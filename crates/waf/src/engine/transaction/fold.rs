@@ -309,7 +309,7 @@ impl<'r> Folder<'r> {
             if self.inputs_known(part) && self.scratch.part_hits(rule, part).is_empty() {
                 return true;
             }
-            if !part.setvars.is_empty() || (part.capture && !part.negated) || part.multi_match {
+            if part.acts_when_it_matches() {
                 return false;
             }
         }
