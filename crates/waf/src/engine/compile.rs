@@ -690,6 +690,9 @@ impl RuleSet {
         }
         // The prescan comes after folding, which tells the rules that run in most
         // transactions: those left in the folded steps (all of a phase that does not fold).
+        // Only their parts are prescanned: the others (CRS's above the paranoia level) are
+        // skipped by every transaction that keeps to the folded steps, and one that leaves
+        // them runs such a rule without a gate.
         let mut runs = vec![false; rs.rules.len()];
         for (written, folded) in rs.phases.iter().zip(&rs.folded) {
             for step in folded.as_ref().map_or(written, |f| &f.steps) {
@@ -698,8 +701,8 @@ impl RuleSet {
                 }
             }
         }
-        let live = rs.rules.iter_mut().zip(removed).zip(runs).filter(|((r, gone), _)| !gone && !r.broken);
-        rs.prescan = Prescan::build(live.flat_map(|((r, _), runs)| r.parts.iter_mut().map(move |p| (p, runs))));
+        let live = rs.rules.iter_mut().zip(removed).zip(runs).filter(|((r, gone), runs)| *runs && !gone && !r.broken);
+        rs.prescan = Prescan::build(live.flat_map(|((r, _), _)| r.parts.iter_mut()));
         rs.set_gates();
         // A phrase list too long for the automata that the prescan does not check either
         // keeps its own verdicts.

@@ -381,6 +381,16 @@ pub(crate) fn crs(paranoia: u8) -> RuleSet {
     compile_crs(&crs.join("crs-setup.conf.example"), &harness, &crs.join("rules/*.conf"))
 }
 
+/// CRS 4.28.0 where every rule runs, and so is in the prescan: at paranoia 4, reading
+/// response bodies.
+pub(crate) fn crs_every_rule() -> RuleSet {
+    let crs = shared_dir().join("crs/v4.28.0");
+    assert!(crs.join("rules").is_dir(), "CRS 4.28.0 not found at {} (set BARBICAN_CRS_DIR)", crs.display());
+    let harness =
+        "SecResponseBodyAccess On\nSecAction \"id:900005,phase:1,nolog,pass,setvar:tx.blocking_paranoia_level=4\"";
+    compile_crs(&crs.join("crs-setup.conf.example"), harness, &crs.join("rules/*.conf"))
+}
+
 /// Debian's CRS 3.3.4 (package `modsecurity-crs`) with the reference's ModSecurity settings,
 /// at `paranoia`.
 pub(crate) fn crs3(paranoia: u8) -> RuleSet {
@@ -470,6 +480,36 @@ fn prescan_changes_no_verdict_on_crs() {
             assert!(!a.matched.is_empty(), "request {i} is an attack and should match something");
         }
     }
+}
+
+/// The prescan takes the rules on the folded path alone: a rule every transaction skips
+/// there (CRS's rules above the paranoia level) would only make the automata larger and the
+/// scans longer. A transaction that leaves the path and reaches such a rule runs it without a
+/// gate, with the same answers.
+#[test]
+fn rules_no_transaction_reaches_on_the_folded_path_are_not_prescanned() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.level=1"
+SecRule ARGS:leave "@rx ." "id:2,phase:1,pass,nolog,ctl:ruleRemoveTargetById=3;TX:level"
+SecRule TX:level "@lt 2" "id:3,phase:2,pass,nolog,skipAfter:END-LEVEL-2"
+SecRule ARGS "@rx attack-two" "id:4,phase:2,pass,log"
+SecMarker END-LEVEL-2
+SecRule ARGS "@rx attack-one" "id:5,phase:2,pass,log""#,
+    );
+    let gated = |id: u64| rs.rules.iter().find(|r| r.id == id).is_some_and(|r| r.parts[0].prescan.is_some());
+    assert!(gated(5) && !gated(4), "only the rule on the folded path is prescanned");
+    let ask = |uri: &str| ids(&rs.evaluate(&Request::new("GET", uri), None));
+    assert_eq!(ask("/?a=attack-one+attack-two"), vec![5]);
+    assert_eq!(ask("/?a=benign"), Vec::<u64>::new());
+    // Without its TX target rule 3 no longer skips: rule 4 runs, as written.
+    assert_eq!(ask("/?leave=1&a=attack-one+attack-two"), vec![4, 5]);
+    assert_eq!(ask("/?leave=1&a=benign"), Vec::<u64>::new());
+    // CRS at paranoia 1: its paranoia 2 rules (932231, 942330) are not in the automata.
+    let crs = crs(1);
+    let gated = |id: u64| crs.rules.iter().find(|r| r.id == id).is_some_and(|r| r.parts[0].prescan.is_some());
+    assert!(gated(930100) && gated(932230), "paranoia 1 rules are prescanned");
+    assert!(!gated(932231) && !gated(942330), "paranoia 2 rules are not");
 }
 
 /// Once a transaction has used up the transitions its prescan automata may compute (random
