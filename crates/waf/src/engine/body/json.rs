@@ -299,9 +299,28 @@ impl Parser<'_> {
         read
     }
 
-    /// Where the plain run from `from` ends: at the first of [`STOPS`], or the end.
+    /// Where the plain run from `from` ends: at the first of [`STOPS`], or the end. Eight
+    /// bytes at a time: a walk byte by byte took a fifth of the parse.
     fn run_end(&self, from: usize) -> usize {
-        self.s[from..].iter().position(|&c| STOPS[usize::from(c)]).map_or(self.s.len(), |n| from + n)
+        const ONES: u64 = u64::from_le_bytes([1; 8]);
+        const HIGH: u64 = ONES << 7;
+        // The high bit of each byte below `n` (at most 128) of `w`. Past the first such byte
+        // (in memory order) a borrow may mark others: only the lowest mark is exact.
+        let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+        let rest = &self.s[from..];
+        let mut chunks = rest.chunks_exact(8);
+        for (k, chunk) in chunks.by_ref().enumerate() {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(chunk);
+            let w = u64::from_le_bytes(bytes);
+            let stops =
+                below(w, 0x20) | below(w ^ (ONES * u64::from(b'"')), 1) | below(w ^ (ONES * u64::from(b'\\')), 1);
+            if stops != 0 {
+                return from + k * 8 + stops.trailing_zeros() as usize / 8;
+            }
+        }
+        let tail = rest.len() - chunks.remainder().len();
+        rest[tail..].iter().position(|&c| STOPS[usize::from(c)]).map_or(self.s.len(), |n| from + tail + n)
     }
 
     /// Unescapes the rest of a string into `out`, from a stop byte at `i` to the closing quote;

@@ -56,6 +56,22 @@ fn json_names_as_libmodsecurity3() {
     assert!(json::parse(b"{} x", 10).is_err());
 }
 
+/// Strings are read eight bytes at a time: a quote, an escape or a control character ends
+/// the plain run wherever it falls in a word, and bytes above 127 never do.
+#[test]
+fn json_strings_end_where_they_end_at_any_offset() {
+    for len in 0..20 {
+        let text = "é".repeat(len / 2) + &"a".repeat(len % 2);
+        let p = json::parse(format!(r#"{{"k":"{text}"}}"#).as_bytes(), 512).unwrap();
+        assert_eq!(plain(&p), [(&b"json.k"[..], text.as_bytes())], "{len}");
+        let escaped = format!(r#"{{"k":"{text}\"x"}}"#);
+        let p = json::parse(escaped.as_bytes(), 512).unwrap();
+        assert_eq!(p[0].1[..], *format!("{text}\"x").as_bytes(), "{len}");
+        let control = format!("{{\"k\":\"{text}\u{1}\"}}");
+        assert!(json::parse(control.as_bytes(), 512).is_err(), "{len}");
+    }
+}
+
 #[test]
 fn xml_text_and_attributes() {
     let d = xml::parse(b"<?xml version=\"1.0\"?><!DOCTYPE r [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><r a=\"1&amp;2\"><b c='3'>hi &x;</b><![CDATA[<raw>]]></r>").unwrap();
