@@ -80,8 +80,7 @@ struct State<V> {
 
 impl<V> Default for Memo<V> {
     fn default() -> Self {
-        static COUNT: OnceLock<usize> = OnceLock::new();
-        let count = *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(SHARDS));
+        let count = shard_count();
         let shard = || {
             let seen = vec![0; SEEN_BITS / 64].into_boxed_slice();
             Shard(Mutex::new(State { young: HashTable::new(), old: HashTable::new(), seen, sightings: 0 }))
@@ -91,12 +90,20 @@ impl<V> Default for Memo<V> {
 }
 
 impl<V> Memo<V> {
-    /// The calling thread's shard: threads are numbered as they first use a memo.
+    /// The calling thread's shard: threads are numbered as they first use a memo, and every
+    /// memo has as many shards, so a thread's shard is worked out once (a division per lookup
+    /// was a tenth of the prescan's own time).
     fn state(&self) -> &Mutex<State<V>> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local!(static THREAD: usize = NEXT.fetch_add(1, Ordering::Relaxed));
-        &self.shards[THREAD.with(|t| *t) % self.shards.len()].0
+        thread_local!(static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % shard_count());
+        &self.shards[SHARD.with(|s| *s)].0
     }
+}
+
+/// How many shards each memo has: one per core, up to [`SHARDS`].
+fn shard_count() -> usize {
+    static COUNT: OnceLock<usize> = OnceLock::new();
+    *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()).min(SHARDS))
 }
 
 impl<V> fmt::Debug for Memo<V> {

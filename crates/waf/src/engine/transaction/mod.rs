@@ -451,7 +451,7 @@ impl<'r> Transaction<'r> {
             // parts and bookkeeping; a rule `ctl` removed does nothing at all.
             if let Some(gate) = gate {
                 if !self.may_match(rule, *gate) {
-                    if self.nothing_removed() || !self.removed(rule) {
+                    if !self.matched_vars.is_empty() && (self.nothing_removed() || !self.removed(rule)) {
                         self.matched_vars.clear();
                     }
                     continue;
