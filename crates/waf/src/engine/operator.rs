@@ -716,11 +716,34 @@ pub(crate) fn str_op(op: StrOp, v: &[u8], arg: &[u8]) -> bool {
     match op {
         StrOp::BeginsWith => v.starts_with(arg),
         StrOp::EndsWith => v.ends_with(arg),
-        StrOp::Contains => memmem::find(v, arg).is_some(),
+        StrOp::Contains => occurs(v, arg),
         StrOp::Streq => v == arg,
-        StrOp::Within => memmem::find(arg, v).is_some(),
+        StrOp::Within => occurs(arg, v),
         StrOp::ContainsWord => contains_word(v, arg),
     }
+}
+
+/// The longest haystack [`occurs`] walks itself.
+const SHORT_HAYSTACK: usize = 256;
+
+/// Whether `needle` occurs in `hay`. `memmem` first builds a searcher for its needle, which
+/// costs more than the search in the short lists `@within` reads (a header name in
+/// `tx.restricted_headers_basic`, once per request header): a haystack up to
+/// [`SHORT_HAYSTACK`] bytes is searched for the needle's second byte (the first is often the
+/// list's separator) and compared there.
+fn occurs(hay: &[u8], needle: &[u8]) -> bool {
+    let [_, second, ..] = *needle else { return memmem::find(hay, needle).is_some() };
+    if hay.len() > SHORT_HAYSTACK {
+        return memmem::find(hay, needle).is_some();
+    }
+    let mut from = 1;
+    while let Some(at) = hay.get(from..).and_then(|h| memchr::memchr(second, h)) {
+        if hay[from + at - 1..].starts_with(needle) {
+            return true;
+        }
+        from += at + 1;
+    }
+    false
 }
 
 /// `@containsWord`: `w` occurs in `v` with no word character on either side.
@@ -858,6 +881,25 @@ pub(crate) fn invalid_utf8(v: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Short haystacks are walked by the needle's second byte, long ones go to `memmem`:
+    /// both answer as a plain search does, needles at the ends and overlapping included.
+    #[test]
+    fn substrings_are_found_in_short_and_long_haystacks() {
+        let list = b"/content-encoding/ /proxy/ /lock-token/ /if/ /x-http-method/ /expect/ //";
+        let long = [&b"x".repeat(300)[..], list].concat();
+        for hay in [&list[..], &long[..], b"", b"a", b"ab"] {
+            let mut needles: Vec<&[u8]> =
+                vec![b"", b"/", b"//", b"/if/", b"/expect/", b"/proxy", b"/host/", b"xx", b"ab"];
+            needles.extend((0..hay.len()).flat_map(|i| [&hay[i..], &hay[..i], &hay[i..(i + 3).min(hay.len())]]));
+            for needle in needles {
+                let expected = needle.is_empty() || hay.windows(needle.len()).any(|w| w == needle);
+                assert_eq!(occurs(hay, needle), expected, "{needle:?} in {:?}", String::from_utf8_lossy(hay));
+            }
+        }
+        assert!(str_op(StrOp::Within, b"/if/", list) && !str_op(StrOp::Within, b"/host/", list));
+        assert!(str_op(StrOp::Contains, b"a /expect/ b", b"/expect/"));
+    }
 
     #[test]
     fn regex_is_byte_oriented() {
