@@ -258,6 +258,25 @@ fn body(kind: &str, n: usize, seed: u64) -> (&'static str, Vec<u8>) {
             b.truncate(n);
             (FORM, b)
         }
+        "form-colliding-args" => {
+            // An SQL injection, so that rules look at every argument, then arguments of 72
+            // bytes that share their FxHash (an unseeded hash anyone can invert: the first
+            // word picks the value, the second undoes it) and that `t:lowercase` changes, so
+            // each goes into the transformation cache. Keyed with FxHash, the cache compared
+            // every key before each insertion.
+            const K: u64 = 0x517c_c1b7_2722_0a95;
+            let step = |h: u64, w: u64| (h.rotate_left(5) ^ w).wrapping_mul(K);
+            let length = step(0, 72);
+            let mut b = b"q=select+*+from+users+where+1%3D1+union+select+password&".to_vec();
+            b = records(b, n, |i| {
+                let first = ((seed << 32) | (i as u64 + 1)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                let second = step(length, 0).rotate_left(5) ^ step(length, first).rotate_left(5);
+                let value = [&first.to_le_bytes()[..], &second.to_le_bytes(), &b"ABCDEFGH".repeat(7)].concat();
+                format!("a{i}={}&", String::from_utf8_lossy(&form_encode(&value)))
+            });
+            b.truncate(n);
+            (FORM, b)
+        }
         "json-records" => {
             let mut b = records(b"[".to_vec(), n.saturating_sub(120), |i| {
                 format!(
@@ -310,6 +329,7 @@ fn body_kinds() -> Vec<String> {
     let mut k: Vec<String> = [
         "form-many-args",
         "form-random-args",
+        "form-colliding-args",
         "json-records",
         "json-one-string",
         "xml-records",

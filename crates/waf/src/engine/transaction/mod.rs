@@ -32,7 +32,7 @@ use crate::seclang::ast::{
 
 use super::body::{json, multipart, urlencoded, xml, Pair};
 use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxNames};
-use super::fast_hash::FastHash;
+use super::fast_hash::{FastHash, SeededHash};
 use super::operator::{self, Captures, NumArg, Op, Rx};
 use super::prescan::{self, Gate, Scans};
 use super::request::{self, Request, Response};
@@ -1176,7 +1176,7 @@ impl std::ops::Deref for Transformed<'_> {
 }
 
 /// Transformed values: chain id, then original value.
-type TransformCache = HashMap<usize, HashMap<Vec<u8>, Arc<[u8]>, FastHash>, FastHash>;
+type TransformCache = HashMap<usize, HashMap<Vec<u8>, Arc<[u8]>, SeededHash>, FastHash>;
 
 /// The new value of a variable after a `setvar` (`value`: its operand expanded), or `None` to
 /// delete it. An unchanged value keeps its allocation, a literal one is shared.

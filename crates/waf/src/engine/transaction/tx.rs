@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::super::compile::{TxName, TxNames};
-use super::super::fast_hash::FastHash;
+use super::super::fast_hash::SeededHash;
 use super::{Matched, MatchedRef};
 
 /// The `TX` collection of one transaction. Each variable is read as a match on it records it
@@ -24,7 +24,7 @@ pub(super) struct TxVars<'r> {
     /// on a name the rule set holds would be written by every worker's core in turn.
     own: Vec<Arc<[u8]>>,
     /// By lowercase key, those the rule set does not name.
-    other: HashMap<TxName, Arc<[u8]>, FastHash>,
+    other: HashMap<TxName, Arc<[u8]>, SeededHash>,
 }
 
 /// Where a numbered variable is.
@@ -50,7 +50,7 @@ impl<'r> TxVars<'r> {
             names,
             numbered: vec![At::Unset; names.len()],
             own: Vec::new(),
-            other: HashMap::with_capacity_and_hasher(24, FastHash),
+            other: HashMap::with_capacity_and_hasher(24, SeededHash::default()),
         }
     }
 
