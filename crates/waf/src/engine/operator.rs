@@ -732,10 +732,10 @@ const SHORT_HAYSTACK: usize = 256;
 /// [`SHORT_HAYSTACK`] bytes is searched for the needle's second byte (the first is often the
 /// list's separator) and compared there.
 fn occurs(hay: &[u8], needle: &[u8]) -> bool {
-    let [_, second, ..] = *needle else { return memmem::find(hay, needle).is_some() };
-    if hay.len() > SHORT_HAYSTACK {
-        return memmem::find(hay, needle).is_some();
-    }
+    let second = match *needle {
+        [_, second, ..] if hay.len() <= SHORT_HAYSTACK => second,
+        _ => return memmem::find(hay, needle).is_some(),
+    };
     let mut from = 1;
     while let Some(at) = hay.get(from..).and_then(|h| memchr::memchr(second, h)) {
         if hay[from + at - 1..].starts_with(needle) {

@@ -375,19 +375,24 @@ SecRule TX:mv "@eq 2" "id:5,phase:1,pass,log,chain"
 
 /// CRS 4.28.0 with the reference's ModSecurity settings, blocking at `paranoia`.
 pub(crate) fn crs(paranoia: u8) -> RuleSet {
-    let crs = shared_dir().join("crs/v4.28.0");
-    assert!(crs.join("rules").is_dir(), "CRS 4.28.0 not found at {} (set BARBICAN_CRS_DIR)", crs.display());
-    let harness = format!("SecAction \"id:900005,phase:1,nolog,pass,setvar:tx.blocking_paranoia_level={paranoia}\"");
-    compile_crs(&crs.join("crs-setup.conf.example"), &harness, &crs.join("rules/*.conf"))
+    crs_with(&paranoia_harness(paranoia))
 }
 
 /// CRS 4.28.0 where every rule runs, and so is in the prescan: at paranoia 4, reading
 /// response bodies.
 pub(crate) fn crs_every_rule() -> RuleSet {
+    crs_with(&format!("SecResponseBodyAccess On\n{}", paranoia_harness(4)))
+}
+
+/// The setting that makes CRS 4 block at `paranoia`.
+fn paranoia_harness(paranoia: u8) -> String {
+    format!("SecAction \"id:900005,phase:1,nolog,pass,setvar:tx.blocking_paranoia_level={paranoia}\"")
+}
+
+/// CRS 4.28.0 with the reference's ModSecurity settings and the harness's.
+fn crs_with(harness: &str) -> RuleSet {
     let crs = shared_dir().join("crs/v4.28.0");
     assert!(crs.join("rules").is_dir(), "CRS 4.28.0 not found at {} (set BARBICAN_CRS_DIR)", crs.display());
-    let harness =
-        "SecResponseBodyAccess On\nSecAction \"id:900005,phase:1,nolog,pass,setvar:tx.blocking_paranoia_level=4\"";
     compile_crs(&crs.join("crs-setup.conf.example"), harness, &crs.join("rules/*.conf"))
 }
 
