@@ -190,6 +190,9 @@ pub(crate) struct SetVarSpec {
     pub tx_slot: Option<u32>,
     /// The value of a `=` with a literal value.
     pub value: Option<Arc<[u8]>>,
+    /// For a `TX` name made at run time: whether it begins with a literal that no numbered
+    /// name begins with (`tx.header_name_920450_%{tx.0}`), so that it is looked up by key alone.
+    pub unnumbered: bool,
 }
 
 /// A `TX` variable's name as a match records it, `TX:key`, which holds its lowercase key: maps
@@ -249,7 +252,7 @@ impl SetVarSpec {
             SetVarOp::Set(v) => v.as_literal().map(|l| Arc::from(l.as_bytes())),
             _ => None,
         };
-        SetVarSpec { setvar: sv.clone(), tx_slot: None, value }
+        SetVarSpec { setvar: sv.clone(), tx_slot: None, value, unnumbered: false }
     }
 
     /// The lowercase key of the `TX` variable it sets, when literal.
@@ -324,12 +327,24 @@ impl TxNames {
         }
     }
 
-    /// Lists, for each `TX` target with a key regex, the numbered variables it takes.
+    /// Lists, for each `TX` target with a key regex, the numbered variables it takes, and
+    /// marks the `setvar`s whose names made at run time cannot be numbered ones
+    /// (`SetVarSpec::unnumbered`).
     fn select<'a>(&self, parts: impl Iterator<Item = &'a mut Part>) {
-        for t in parts.flat_map(|p| p.targets.iter_mut()) {
-            if t.variable == Variable::Tx && matches!(t.sel, Sel::Regex(_) | Sel::Prefix(_)) {
-                let taken = (0..self.keys.len()).filter(|&n| t.sel.matches(self.keys[n].key().as_bytes()));
-                t.tx_selected = Some(taken.map(|n| n as u32).collect());
+        for part in parts {
+            for t in &mut part.targets {
+                if t.variable == Variable::Tx && matches!(t.sel, Sel::Regex(_) | Sel::Prefix(_)) {
+                    let taken = (0..self.keys.len()).filter(|&n| t.sel.matches(self.keys[n].key().as_bytes()));
+                    t.tx_selected = Some(taken.map(|n| n as u32).collect());
+                }
+            }
+            for sv in
+                part.setvars.iter_mut().filter(|sv| sv.tx_slot.is_none() && sv.setvar.var.collection == Variable::Tx)
+            {
+                if let Some(MacroPart::Literal(start)) = sv.setvar.var.name.parts.first() {
+                    let start = start.to_ascii_lowercase();
+                    sv.unnumbered = !start.is_empty() && !self.keys.iter().any(|k| k.key().starts_with(&start));
+                }
             }
         }
     }

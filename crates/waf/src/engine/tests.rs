@@ -706,6 +706,36 @@ SecRule &TX:/^score_/ "@eq 1" "id:7,phase:1,pass,log""#,
 }
 
 #[test]
+fn names_made_at_run_time_reach_the_numbered_variables_they_spell() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecAction "id:1,phase:1,pass,nolog,setvar:'tx.m_%{REQUEST_METHOD}=1',setvar:'tx.h_%{REQUEST_METHOD}=1'"
+SecRule TX:m_get "@eq 1" "id:2,phase:1,pass,log"
+SecRule TX:/^h_/ "@eq 1" "id:3,phase:1,pass,log""#,
+    );
+    // `m_` begins a numbered name (`TX:m_get`), `h_` none: it is looked up by key alone.
+    let unnumbered: Vec<bool> = rs.rules[0].parts[0].setvars.iter().map(|sv| sv.unnumbered).collect();
+    assert_eq!(unnumbered, [false, true]);
+    assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/"), None)), vec![2, 3]);
+}
+
+#[test]
+fn tx_key_regexes_match_in_key_order() {
+    // Set out of order, numbered (`k_b`) and named at run time: each match appends its value.
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecAction "id:1,phase:1,pass,nolog,setvar:'tx.k_%{REQUEST_METHOD}f=6',setvar:'tx.k_%{REQUEST_METHOD}d=4',setvar:tx.k_b=0,\
+    setvar:'tx.k_%{REQUEST_METHOD}a=1',setvar:'tx.k_%{REQUEST_METHOD}e=5',setvar:'tx.k_%{REQUEST_METHOD}b=2',\
+    setvar:'tx.k_%{REQUEST_METHOD}c=3'"
+SecRule TX:/^k_/ "@rx ." "id:2,phase:1,pass,log,msg:'%{MATCHED_VAR_NAME}',setvar:'tx.order=%{tx.order}%{MATCHED_VAR}'"
+SecRule TX:order "@streq 0123456" "id:3,phase:1,pass,log""#,
+    );
+    let o = rs.evaluate(&Request::new("GET", "/"), None);
+    assert_eq!(ids(&o), vec![2, 3]);
+    assert_eq!(o.matched[0].msg, "TX:k_getf");
+}
+
+#[test]
 fn prescan_scans_a_keyed_target_apart_from_the_rest_of_its_collection() {
     let rs = rules(
         r#"SecRuleEngine DetectionOnly

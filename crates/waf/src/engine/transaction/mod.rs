@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use regex_automata::PatternSet;
-use smallvec::SmallVec;
+use smallvec::{smallvec, SmallVec};
 
 use crate::seclang::ast::{
     ActionKind, AllowScope, BodyProcessor, Ctl, EngineMode, IdRange, LimitAction, MacroPart, MacroString, MacroVar,
@@ -728,8 +728,16 @@ impl<'r> Transaction<'r> {
             }
             vals.clear();
             self.collect(t, rule, &excluded, &mut vals);
+            let first = hits.len();
             for val in &vals {
                 self.eval_value(part, &operand, val, hits);
+            }
+            // `TX` by key pattern matches in key order, as libmodsecurity3 keeps the collection:
+            // the matches are put in order, the few there are, rather than every member (920450
+            // looks through one per request header). Names are `TX:key`; a key's `multiMatch`
+            // variants keep theirs.
+            if t.tx_selected.is_some() && hits.len() - first > 1 {
+                hits[first..].sort_by(|a, b| a.name.cmp(&b.name));
             }
         }
     }
@@ -763,13 +771,17 @@ impl<'r> Transaction<'r> {
             }
         }
         let tv = self.transformed(part, &val.value);
-        let (hit, captures) = run(&tv);
+        // `^.*$` captures the value whole (920450, once per request header): the one copy
+        // serves as both.
+        let whole = capture && matches!(operand.op, Op::Rx(Rx::Whole));
+        let (hit, captures) = if whole { (true, None) } else { run(&tv) };
         if hit != part.negated {
             let value = match (tv, val.shared) {
                 (Transformed::Same(_), Some((_, shared))) => shared.clone(),
                 (Transformed::Same(v), None) => Arc::from(v),
                 (Transformed::Changed(v), _) => v,
             };
+            let captures = if whole { Some(smallvec![Some(value.clone())]) } else { captures };
             hits.push(Hit { name: val.name(), value, captures });
         }
     }
@@ -948,12 +960,11 @@ impl<'r> Transaction<'r> {
         match (t.tx_slot, &t.tx_selected) {
             (Some(n), _) => out.extend(self.tx.numbered(n).map(|(k, m)| tx_val(k, m))),
             (None, Some(slots)) => {
-                // In key order, as libmodsecurity3 keeps the collection.
+                // In no particular order: `eval_part` puts the matches in key order.
                 out.extend(slots.iter().filter_map(|&n| self.tx.numbered(n)).map(|(k, m)| tx_val(k, m)));
                 out.extend(
                     self.tx.unnumbered().filter(|(k, _)| t.sel.matches(k.as_bytes())).map(|(k, m)| tx_val(k, m)),
                 );
-                out[start..].sort_unstable_by(|a, b| a.key.cmp(&b.key));
             }
             (None, None) => self.values(t.variable, &t.sel, rule, out),
         }
@@ -994,10 +1005,7 @@ impl<'r> Transaction<'r> {
         if let Some(l) = m.as_literal() {
             return Some(l.as_bytes());
         }
-        if let [MacroPart::Var(mv @ MacroVar { variable: Variable::Tx, key: Some(_), .. })] = &m.parts[..] {
-            return Some(self.tx_macro(mv).map_or(&[][..], |v| &v[..]));
-        }
-        None
+        lone_tx(m).map(|mv| self.tx_macro(mv).map_or(&[][..], |v| &v[..]))
     }
 
     /// Appends the expansion of `m` to `out`: on the stack when short, as most `setvar` names
@@ -1050,10 +1058,16 @@ impl<'r> Transaction<'r> {
             }
         };
         let mut expanded = Expansion::new();
+        // A lone `TX` macro's value is held, not borrowed: the transaction's `TX` changes next.
+        let held: Option<Arc<[u8]>>;
         let value = match &sv.op {
-            SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => match self.expand_borrowed(v) {
-                Some(v) => Some(v),
-                None => {
+            SetVarOp::Set(v) | SetVarOp::Add(v) | SetVarOp::Sub(v) => match (v.as_literal(), lone_tx(v)) {
+                (Some(l), _) => Some(l.as_bytes()),
+                (None, Some(mv)) => {
+                    held = self.tx_macro(mv).cloned();
+                    Some(held.as_deref().unwrap_or_default())
+                }
+                (None, None) => {
                     self.expand_into(v, rule, &mut expanded);
                     Some(&expanded[..])
                 }
@@ -1062,12 +1076,8 @@ impl<'r> Transaction<'r> {
         };
         if sv.var.collection == Variable::Tx {
             // The name made here (once per request header for 920450) is looked up once.
-            let slot = spec.tx_slot.or_else(|| self.tx.number_of(&name));
-            let cur = self.tx.value_of(slot, &name);
-            match apply_setvar(spec, cur, value) {
-                Some(n) => self.tx.set(slot, &name, n),
-                None => self.tx.remove(slot, &name),
-            }
+            let slot = spec.tx_slot.or_else(|| if spec.unnumbered { None } else { self.tx.number_of(&name) });
+            self.tx.update(slot, &name, |cur| apply_setvar(spec, cur, value));
             return;
         }
         // Persistent collections live for this transaction only.
@@ -1198,6 +1208,14 @@ fn apply_setvar(spec: &SetVarSpec, cur: Option<&Arc<[u8]>>, value: Option<&[u8]>
     match cur {
         Some(c) if **c == *new => Some(c.clone()),
         _ => Some(spec.value.clone().unwrap_or_else(|| Arc::from(new))),
+    }
+}
+
+/// The `TX` macro that is the whole of `m` (`%{tx.critical_anomaly_score}`), if it is one.
+fn lone_tx(m: &MacroString) -> Option<&MacroVar> {
+    match &m.parts[..] {
+        [MacroPart::Var(mv @ MacroVar { variable: Variable::Tx, key: Some(_), .. })] => Some(mv),
+        _ => None,
     }
 }
 
