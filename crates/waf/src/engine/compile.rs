@@ -464,10 +464,11 @@ pub(crate) struct Rule {
     /// Set when a part cannot run: the rule never matches.
     pub broken: bool,
     /// How many of its parts, from the first, can rule it out before it does anything: up to
-    /// the first that acts when it matches (`Part::acts_when_it_matches`), included. A chained part among them that the
-    /// prescan rules out (`Part::prescan`) or whose variables hold nothing (`Part::guard`)
-    /// fails the rule at once, as running it would: 920170 asks whether a `GET` has a
-    /// `Content-Length`, and most have none; 920180 whether a request without one is a `POST`.
+    /// the first that acts when it matches (`Part::acts_when_it_matches`), included. A
+    /// chained part among them that the prescan rules out (`Part::prescan`) or whose variables
+    /// hold nothing (`Part::guard`) fails the rule at once, as running it would: 920170 asks
+    /// whether a `GET` has a `Content-Length`, and most have none; 920180 whether a request
+    /// without one is a `POST`.
     pub quiet: usize,
     /// Where it was written: `file:line`.
     pub location: Arc<str>,

@@ -428,7 +428,7 @@ impl<'r> Folder<'r> {
     /// `setvar` of the same bytes would keep it, and the write would not show).
     fn forget(&mut self, n: u32) {
         self.known[n as usize] = false;
-        self.scratch.tx.set(Some(n), "", self.poison.clone());
+        self.scratch.tx.set(n, self.poison.clone());
     }
 }
 

@@ -536,7 +536,7 @@ impl<'r> Transaction<'r> {
         for (n, value) in &effects.tx {
             match value {
                 Some(m) => self.tx.set_baked(*n, m),
-                None => self.tx.remove(Some(*n), ""),
+                None => self.tx.remove(*n),
             }
         }
     }
@@ -590,7 +590,7 @@ impl<'r> Transaction<'r> {
                 if let Some(caps) = &h.captures {
                     for (i, c) in caps.iter().enumerate().take(DIGITS.len()) {
                         if let Some(c) = c {
-                            self.tx.set(Some(TxNames::capture(i)), DIGITS[i], c.clone());
+                            self.tx.set(TxNames::capture(i), c.clone());
                         }
                     }
                 }

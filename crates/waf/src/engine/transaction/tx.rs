@@ -95,56 +95,49 @@ impl<'r> TxVars<'r> {
     }
 
     /// The number of the variable with this lowercase key, `None` when the rule set names none
-    /// so: what [`TxVars::value_of`], [`TxVars::set`] and [`TxVars::remove`] take.
+    /// so: what [`TxVars::update`] takes.
     pub(super) fn number_of(&self, key: &str) -> Option<u32> {
         self.names.number_of(key)
     }
 
-    /// The value by number, or else (the key has none: [`TxVars::number_of`]) by lowercase key.
-    pub(super) fn value_of(&self, n: Option<u32>, key: &str) -> Option<&Arc<[u8]>> {
-        match n {
-            Some(n) => self.numbered(n).map(|(_, (_, v))| v),
-            None => self.other.get(key),
+    /// Sets numbered variable `n`, keeping its name.
+    pub(super) fn set(&mut self, n: u32, value: Arc<[u8]>) {
+        match self.numbered[n as usize] {
+            // Set again, or after a delete: in its place.
+            At::Own(i) | At::Gone(i) => {
+                self.own[i as usize] = value;
+                self.numbered[n as usize] = At::Own(i);
+            }
+            At::Baked(_) | At::Unset => {
+                self.numbered[n as usize] = At::Own(self.own.len() as u32);
+                self.own.push(value);
+            }
         }
     }
 
-    /// Sets a variable by number, or else (the key has none) by lowercase key, keeping its name
-    /// when it exists.
-    pub(super) fn set(&mut self, n: Option<u32>, key: &str, value: Arc<[u8]>) {
-        match n {
-            Some(n) => match self.numbered[n as usize] {
-                // Set again, or after a delete: in its place.
-                At::Own(i) | At::Gone(i) => {
-                    self.own[i as usize] = value;
-                    self.numbered[n as usize] = At::Own(i);
-                }
-                At::Baked(_) | At::Unset => {
-                    self.numbered[n as usize] = At::Own(self.own.len() as u32);
-                    self.own.push(value);
-                }
-            },
-            None => match self.other.get_mut(key) {
-                Some(v) => *v = value,
-                None => {
-                    self.other.insert(TxName::new(key), value);
-                }
-            },
-        }
+    /// Deletes numbered variable `n`.
+    pub(super) fn remove(&mut self, n: u32) {
+        let at = &mut self.numbered[n as usize];
+        *at = match *at {
+            At::Own(i) | At::Gone(i) => At::Gone(i),
+            At::Unset | At::Baked(_) => At::Unset,
+        };
     }
 
-    /// Sets (`Some`) or deletes (`None`) a variable, by number or else (the key has none) by
-    /// lowercase key, to what `new` makes of its value: one lookup, where reading the value
-    /// and then setting it take three (920450 sets one variable per request header).
+    /// Sets (`Some`) or deletes (`None`) a variable, by number or else (the key has none:
+    /// [`TxVars::number_of`]) by lowercase key, to what `new` makes of its value: a variable
+    /// named at run time is looked up once, where reading it and then setting it took three
+    /// (920450 sets one per request header).
     pub(super) fn update(
         &mut self,
         n: Option<u32>,
         key: &str,
         new: impl FnOnce(Option<&Arc<[u8]>>) -> Option<Arc<[u8]>>,
     ) {
-        if n.is_some() {
-            match new(self.value_of(n, key)) {
-                Some(value) => self.set(n, key, value),
-                None => self.remove(n, key),
+        if let Some(n) = n {
+            match new(self.numbered(n).map(|(_, (_, v))| v)) {
+                Some(value) => self.set(n, value),
+                None => self.remove(n),
             }
             return;
         }
@@ -159,22 +152,6 @@ impl<'r> TxVars<'r> {
                 if let Some(value) = new(None) {
                     e.insert_with_key(TxName::new(key), value);
                 }
-            }
-        }
-    }
-
-    /// Deletes a variable by number, or else (the key has none) by lowercase key.
-    pub(super) fn remove(&mut self, n: Option<u32>, key: &str) {
-        match n {
-            Some(n) => {
-                let at = &mut self.numbered[n as usize];
-                *at = match *at {
-                    At::Own(i) | At::Gone(i) => At::Gone(i),
-                    At::Unset | At::Baked(_) => At::Unset,
-                };
-            }
-            None => {
-                self.other.remove(key);
             }
         }
     }
@@ -195,48 +172,51 @@ impl<'r> TxVars<'r> {
 #[cfg(test)]
 mod tests {
     use super::super::super::tests::rules;
+    use super::super::super::RuleSet;
     use super::super::Transaction;
+
+    /// A rule set that numbers one variable, `x`.
+    fn numbering_x() -> RuleSet {
+        rules(
+            r#"SecRuleEngine DetectionOnly
+SecAction "id:1,phase:1,pass,nolog,setvar:tx.x=0""#,
+        )
+    }
 
     #[test]
     fn deleting_and_setting_again_reuses_the_place() {
-        let rs = rules(
-            r#"SecRuleEngine DetectionOnly
-SecAction "id:1,phase:1,pass,nolog,setvar:tx.x=0""#,
-        );
+        let rs = numbering_x();
         let mut t = Transaction::new(&rs);
         let n = rs.tx_names.number_of("x").expect("x is named");
         for i in 0..1000u32 {
-            t.tx.set(Some(n), "x", i.to_string().as_bytes().into());
-            assert_eq!(t.tx.value_of(Some(n), "x").map(|v| &v[..]), Some(i.to_string().as_bytes()));
-            t.tx.remove(Some(n), "x");
-            assert_eq!(t.tx.value_of(Some(n), "x"), None);
+            t.tx.set(n, i.to_string().as_bytes().into());
+            assert_eq!(t.tx.value("x").map(|v| &v[..]), Some(i.to_string().as_bytes()));
+            t.tx.remove(n);
+            assert_eq!(t.tx.value("x"), None);
         }
         assert_eq!(t.tx.own.len(), 1);
         // Set again, the variable keeps the name the rule set gives it.
-        t.tx.set(Some(n), "x", b"y"[..].into());
+        t.tx.set(n, b"y"[..].into());
         assert_eq!(&**t.tx.numbered(n).expect("set").1 .0, "TX:x");
     }
 
     #[test]
     fn variables_named_at_run_time_are_set_changed_and_deleted_in_one_lookup() {
-        let rs = rules(
-            r#"SecRuleEngine DetectionOnly
-SecAction "id:1,phase:1,pass,nolog,setvar:tx.x=0""#,
-        );
+        let rs = numbering_x();
         let mut t = Transaction::new(&rs);
         let key = "header_name_920450_x-made";
         assert_eq!(t.tx.number_of(key), None, "not a name the rule set gives");
         let add = |by: u8| move |cur: Option<&std::sync::Arc<[u8]>>| Some([cur.map_or(0, |c| c[0]) + by][..].into());
         t.tx.update(None, key, add(1));
         t.tx.update(None, key, add(2));
-        assert_eq!(t.tx.value_of(None, key).map(|v| &v[..]), Some(&[3][..]));
+        assert_eq!(t.tx.value(key).map(|v| &v[..]), Some(&[3][..]));
         let (k, (name, _)) = t.tx.get(key).expect("set");
         assert_eq!((k, &**name), (key, "TX:header_name_920450_x-made"));
         t.tx.update(None, key, |cur| {
             assert!(cur.is_some());
             None
         });
-        assert_eq!(t.tx.value_of(None, key), None);
+        assert_eq!(t.tx.value(key), None);
         t.tx.update(None, key, |cur| {
             assert!(cur.is_none(), "deleted");
             None
