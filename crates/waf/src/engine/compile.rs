@@ -427,6 +427,10 @@ pub(crate) struct Part {
     /// collections or named `TX` variables, and a counted one refuses the count 0 (see
     /// [`Rule::quiet`]).
     pub guard: bool,
+    /// Whether the part reads counts alone (`&ARGS`, `&REQUEST_HEADERS:Content-Type`), not of
+    /// `MATCHED_VARS`, with a literal argument: cheap, and answering the same before the parts
+    /// before it in [`Rule::quiet`] as after them, since those change nothing it reads.
+    pub counted: bool,
     /// Whether the part reads numbered `TX` variables only, as they are (no counting,
     /// exclusions, transformations or `multiMatch`): it is evaluated without collecting values.
     pub numbered_tx: bool,
@@ -468,7 +472,9 @@ pub(crate) struct Rule {
     /// chained part among them that the prescan rules out (`Part::prescan`) or whose variables
     /// hold nothing (`Part::guard`) fails the rule at once, as running it would: 920170 asks
     /// whether a `GET` has a `Content-Length`, and most have none; 920180 whether a request
-    /// without one is a `POST`.
+    /// without one is a `POST`. A chained part among them that counts (`Part::counted`) is
+    /// evaluated first: 920340 and 920640 ask whether a request with a body lacks a
+    /// `Content-Type`, and most have one.
     pub quiet: usize,
     /// Where it was written: `file:line`.
     pub location: Arc<str>,
@@ -488,6 +494,13 @@ impl Rule {
                 && !part.targets.is_empty()
                 && part.targets.iter().all(checkable)
                 && (!part.targets.iter().any(|t| t.count) || part.refuses_zero());
+            part.counted = !part.multi_match
+                && !part.targets.is_empty()
+                && part
+                    .targets
+                    .iter()
+                    .all(|t| t.count && !matches!(t.variable, Variable::MatchedVars | Variable::MatchedVarsNames))
+                && part.op.as_deref().is_some_and(Op::literal);
             if part.acts_when_it_matches() {
                 self.quiet = self.quiet.min(i + 1);
             }
@@ -1053,6 +1066,7 @@ fn empty_part() -> Part {
         capture: false,
         verdicts: None,
         guard: false,
+        counted: false,
         numbered_tx: false,
         setvars: Vec::new(),
         after: Vec::new(),

@@ -447,12 +447,16 @@ impl Op {
     /// Whether the operator holds for `v` (captures aside), when that needs no transaction:
     /// its argument, if any, is literal. `None` when only a transaction can expand it.
     pub(crate) fn holds_alone(&self, v: &[u8]) -> Option<bool> {
-        let arg = match (self, self.macro_arg()) {
-            (Op::RxMacro(_), _) => return None,
-            (_, Some(m)) => Some(m.as_literal()?.as_bytes()),
-            (_, None) => None,
-        };
+        if !self.literal() {
+            return None;
+        }
+        let arg = self.macro_arg().and_then(MacroString::as_literal).map(str::as_bytes);
         Some(self.run(v, false, arg, None).0)
+    }
+
+    /// Whether its argument, if any, is literal: it answers alike in every transaction.
+    pub(crate) fn literal(&self) -> bool {
+        !matches!(self, Op::RxMacro(_)) && self.macro_arg().is_none_or(|m| m.as_literal().is_some())
     }
 
     /// The argument, when it holds macros (expanded per rule part).

@@ -874,6 +874,44 @@ SecRule REQUEST_METHOD "@rx ^GET$" "id:9,phase:1,pass,log,chain"
     assert_eq!((ua("good"), ua("an evil one")), (vec![2, 4, 6, 7], vec![2, 4, 6, 7, 9]));
 }
 
+/// A chained part that counts (`Part::counted`) runs before the parts ahead of it in
+/// `Rule::quiet`, with the same outcome as in its place; one that counts `MATCHED_VARS`, which
+/// those parts change, or whose argument is only known at run time, waits its turn.
+#[test]
+fn a_chained_count_runs_first_with_the_same_outcome() {
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecAction "id:10,phase:1,pass,nolog,setvar:tx.zero=0"
+SecRule REQUEST_METHOD "@rx ^POST$" "id:1,phase:1,pass,log,chain"
+    SecRule &REQUEST_HEADERS:Content-Type "@eq 0" "t:none"
+SecRule REQUEST_METHOD "@rx ^POST$" "id:2,phase:1,pass,log,chain"
+    SecRule &MATCHED_VARS "@eq 1" "t:none"
+SecRule REQUEST_METHOD "@rx ^POST$" "id:3,phase:1,pass,log,chain"
+    SecRule &REQUEST_HEADERS:Content-Type "@eq %{tx.zero}" "t:none"
+SecRule &MATCHED_VARS "@eq 0" "id:4,phase:1,pass,log"
+SecRule REQUEST_METHOD "@rx ^POST$" "id:5,phase:1,pass,log,setvar:tx.five=1,chain"
+    SecRule &REQUEST_HEADERS:Content-Type "@eq 0" "t:none"
+SecRule TX:five "@eq 1" "id:6,phase:1,pass,log""#,
+    );
+    let counted = |id: u64| {
+        let rule = rs.rules.iter().find(|r| r.id == id).expect("rule");
+        (1..rule.quiet).filter(|&i| rule.parts[i].counted).collect::<Vec<_>>()
+    };
+    assert_eq!((counted(1), counted(2), counted(3), counted(5)), (vec![1], vec![], vec![], vec![]));
+    let post = |content_type: Option<&str>| {
+        let mut req = Request::new("POST", "/").header("Host", "x");
+        if let Some(t) = content_type {
+            req = req.header("Content-Type", t);
+        }
+        ids(&rs.evaluate(&req, None))
+    };
+    // With a Content-Type, rule 1 fails and clears MATCHED_VARS: rule 2 counts the one match
+    // of its first part. Rule 3 fails, rule 4 sees MATCHED_VARS cleared, rule 5's setvar runs.
+    assert_eq!(post(Some("text/plain")), vec![2, 4, 6]);
+    // Without, rule 1 matches and leaves two matches, which rule 2 counts with its own.
+    assert_eq!(post(None), vec![1, 3, 5, 6]);
+}
+
 /// The guards CRS's rules get: 920170 and 920171 (a `GET` or `HEAD` with a `Content-Length` or
 /// a `Transfer-Encoding`) and 905110 (Apache's internal requests, by `User-Agent`) among them.
 #[test]
@@ -883,4 +921,9 @@ fn crs_rules_with_chained_collections_get_guards() {
     assert!([920170, 920171, 905110].iter().all(|id| guarded.contains(id)), "{guarded:?}");
     // 920450 captures and sets variables on its first part: the chain must run.
     assert!(!guarded.contains(&920450));
+    // A request with a body and a Content-Type (920340, 920640), a POST with a Content-Length
+    // (920180): their chains end at a count.
+    let counted: Vec<u64> =
+        rs.rules.iter().filter(|r| (1..r.quiet).any(|i| r.parts[i].counted)).map(|r| r.id).collect();
+    assert!([920340, 920640, 920180].iter().all(|id| counted.contains(id)), "{counted:?}");
 }

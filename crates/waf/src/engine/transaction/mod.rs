@@ -567,14 +567,22 @@ impl<'r> Transaction<'r> {
     fn eval_rule(&mut self, rule: &'r Rule) -> Flow {
         // A chained part that cannot match, reached through parts that do nothing: the rule
         // fails there, whatever the parts before find (see `Rule::quiet`).
+        let mut hits = std::mem::take(&mut self.hits);
         for part in rule.parts.iter().take(rule.quiet).skip(1) {
             let empty = part.guard && part.targets.iter().all(|t| self.holds_nothing(t));
-            if empty || part.prescan.is_some_and(|gate| !self.may_match(rule, gate)) {
+            let fails = empty
+                || part.prescan.is_some_and(|gate| !self.may_match(rule, gate))
+                || part.counted && {
+                    hits.clear();
+                    self.eval_part(rule, part, &mut hits);
+                    hits.is_empty()
+                };
+            if fails {
                 self.matched_vars.clear();
+                self.hits = hits;
                 return Flow::Next;
             }
         }
-        let mut hits = std::mem::take(&mut self.hits);
         for part in &rule.parts {
             hits.clear();
             self.eval_part(rule, part, &mut hits);
