@@ -660,7 +660,9 @@ fn parse_one_into(
             return Err(ParseError::HeadTooLarge);
         }
         note(indices, bytes, response.headers);
-        let reason = response.reason.map(|r| span(bytes, r.as_bytes()));
+        // A missing reason phrase, or one with a byte httparse refuses, is an empty string of
+        // httparse's own, not a slice of `bytes`: no reason phrase.
+        let reason = response.reason.filter(|r| !r.is_empty()).map(|r| span(bytes, r.as_bytes()));
         (len, response.code.unwrap_or(0), reason, response.version.unwrap_or(1), response.headers.len())
     };
     let mut head = buf.split_to(len);

@@ -135,6 +135,18 @@ fn unusual_reason_phrases_are_kept() {
     assert_eq!(head.status, StatusCode::OK);
 }
 
+/// httparse gives a missing reason phrase, or one with a byte it refuses, as an empty string of
+/// its own, not a slice of the head: the head has no reason phrase then (an upstream's
+/// `HTTP/1.1 200` once panicked the parser).
+#[test]
+fn missing_or_refused_reason_phrases_are_none() {
+    for wire in [&b"HTTP/1.1 200\r\n"[..], b"HTTP/1.1 200 \r\n", b"HTTP/1.1 404 Not \xffound\r\n"] {
+        let wire = [wire, b"Content-Length: 0\r\n\r\n"].concat();
+        let head = parse(&wire, &Method::GET).unwrap_or_else(|e| panic!("{e}")).expect("a head");
+        assert_eq!(head.reason, None, "{:?}", String::from_utf8_lossy(&wire));
+    }
+}
+
 /// Feeds `wire` to a decoder `step` bytes at a time; returns the body, the trailers, and whether
 /// it ended, or the first error.
 fn decode_all(wire: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>, bool, usize), ParseError> {

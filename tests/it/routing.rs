@@ -127,11 +127,13 @@ routes:
 #[tokio::test]
 async fn responses_reach_the_client_without_hop_by_hop_headers() {
     use tokio::io::AsyncWriteExt;
-    // By path: a plain answer (written from the upstream's head as it is), one whose
-    // `connection` names a header to drop, and a chunked one with connection options.
+    // By path: a plain answer (written from the upstream's head as it is), one with no reason
+    // phrase, one whose `connection` names a header to drop, and a chunked one with
+    // connection options.
     let up = scripted_upstream(|head, mut stream| async move {
         let answer: &[u8] = match request_path(&head) {
             "/plain" => b"HTTP/1.1 200 OK\r\nX-Kept: 1\r\nX-Request-Id: upstream's\r\nContent-Length: 2\r\n\r\nok",
+            "/reasonless" => b"HTTP/1.1 200\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok",
             "/named" => {
                 b"HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: s\r\nUpgrade: h2c\r\n\
                 X-Kept: 1\r\nContent-Length: 2\r\n\r\nok"
@@ -150,7 +152,7 @@ async fn responses_reach_the_client_without_hop_by_hop_headers() {
         up.addr
     )))
     .await;
-    for path in ["/plain", "/named", "/chunked"] {
+    for path in ["/plain", "/reasonless", "/named", "/chunked"] {
         let answer = gw.get(path).await;
         assert_eq!((answer.status.as_u16(), &answer.body[..]), (200, &b"ok"[..]), "{path}");
         let headers = &answer.headers;
