@@ -1048,5 +1048,7 @@ pub fn make_room(buf: &mut BytesMut) {
     }
 }
 
+#[cfg(any(test, fuzzing))]
+pub mod robustness;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,98 @@
+//! Any bytes through the parsers, as a connection feeds them: the body of the `h1` fuzz target
+//! (`fuzz/fuzz_targets/h1.rs`) and of the unit tests that run it over mangled messages.
+//!
+//! [`check`] reads a request head or a response head from the bytes, then the chunked body
+//! when the head says so, once all at once and once in small reads. Nothing may panic, and the
+//! two must agree: what the parsers decide cannot depend on how the peer's bytes were split
+//! into reads. Built for tests and for fuzzing (`--cfg fuzzing`) only.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Uri, Version};
+
+use super::{parse_request, parse_response, ChunkedDecoder, Decoded, Framing, ParseError};
+
+/// The largest request head [`check`] accepts (the gateway's default is larger; a small one
+/// lets the fuzzer reach the limit).
+pub const MAX_REQUEST_HEAD: usize = 2048;
+
+/// The first byte chooses a request (even) or a response (odd) and the size of the small reads
+/// (1 to 16 bytes); the rest is the message.
+pub fn check(data: &[u8]) {
+    let Some((&first, wire)) = data.split_first() else { return };
+    let step = usize::from(first >> 1) % 16 + 1;
+    if first & 1 == 0 {
+        assert_eq!(read_request(wire, wire.len()), read_request(wire, step), "{:?}", String::from_utf8_lossy(wire));
+    } else {
+        assert_eq!(read_response(wire, wire.len()), read_response(wire, step), "{:?}", String::from_utf8_lossy(wire));
+    }
+}
+
+/// What a request comes to: its head (but `upgrade`) and its body if chunked.
+type RequestRead = Result<Option<((Method, Uri, Version, HeaderMap), (Framing, bool, bool), Option<Body>)>, ParseError>;
+
+/// What a response comes to: its head (but the fields) and its body if chunked.
+type ResponseRead = Result<Option<((u16, Version, Option<Bytes>), (Framing, bool), Option<Body>)>, ParseError>;
+
+/// A chunked body read from what followed the head: see [`decode_all`].
+type Body = Result<(Vec<u8>, Option<HeaderMap>, bool, usize), ParseError>;
+
+/// Feeds `wire` to the request parser `step` bytes at a time, then the rest to the chunked
+/// decoder when the head says so.
+pub fn read_request(wire: &[u8], step: usize) -> RequestRead {
+    let mut buf = BytesMut::new();
+    for (n, piece) in wire.chunks(step.max(1)).enumerate() {
+        buf.extend_from_slice(piece);
+        if let Some(h) = parse_request(&mut buf, MAX_REQUEST_HEAD)? {
+            let body = (h.framing == Framing::Chunked).then(|| decode_all(&rest(&buf, wire, step, n), step));
+            return Ok(Some((
+                (h.method, h.uri, h.version, h.headers),
+                (h.framing, h.keep_alive, h.expect_continue),
+                body,
+            )));
+        }
+    }
+    Ok(None)
+}
+
+/// [`read_request`] for a response to a `GET`.
+pub fn read_response(wire: &[u8], step: usize) -> ResponseRead {
+    let mut buf = BytesMut::new();
+    for (n, piece) in wire.chunks(step.max(1)).enumerate() {
+        buf.extend_from_slice(piece);
+        if let Some(h) = parse_response(&mut buf, &Method::GET)? {
+            let body = (h.framing == Framing::Chunked).then(|| decode_all(&rest(&buf, wire, step, n), step));
+            return Ok(Some(((h.status.as_u16(), h.version, h.reason), (h.framing, h.keep_alive), body)));
+        }
+    }
+    Ok(None)
+}
+
+/// The bytes after a head: what the parser left of the first `n + 1` reads, and the reads not
+/// made yet.
+fn rest(left: &[u8], wire: &[u8], step: usize, n: usize) -> Vec<u8> {
+    let read = ((n + 1) * step.max(1)).min(wire.len());
+    [left, &wire[read..]].concat()
+}
+
+/// Feeds `wire` to a chunked decoder `step` bytes at a time: the body, the trailers, whether
+/// it ended, and how many bytes it left after its end; or the first error.
+pub fn decode_all(wire: &[u8], step: usize) -> Body {
+    let mut decoder = ChunkedDecoder::new();
+    let mut buf = BytesMut::new();
+    let mut body = Vec::new();
+    let mut trailers = None;
+    let mut fed = 0;
+    loop {
+        match decoder.decode(&mut buf)? {
+            Decoded::Data(data) => body.extend_from_slice(&data),
+            Decoded::Trailers(t) => trailers = Some(t),
+            Decoded::End => return Ok((body, trailers, true, buf.len() + wire.len() - fed)),
+            Decoded::NeedMore if fed == wire.len() => return Ok((body, trailers, false, buf.len())),
+            Decoded::NeedMore => {
+                let next = (fed + step.max(1)).min(wire.len());
+                buf.extend_from_slice(&wire[fed..next]);
+                fed = next;
+            }
+        }
+    }
+}
