@@ -524,7 +524,10 @@ fn parse_request_into(
     let (len, method, target, version, count) = {
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
-        let bytes: &[u8] = buf;
+        // Only the bytes a head may take are parsed: what lies past them cannot make a head
+        // that is too large anything else (a bad byte there, read at once, once made it a
+        // malformed head, and read in pieces a large one).
+        let bytes: &[u8] = &buf[..buf.len().min(max_len)];
         let len = match request.parse_with_uninit_headers(bytes, &mut headers) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > max_len => return Err(ParseError::RequestHeadTooLarge),
@@ -532,9 +535,6 @@ fn parse_request_into(
             Err(httparse::Error::TooManyHeaders) => return Err(ParseError::RequestHeadTooLarge),
             Err(error) => return Err(ParseError::Head(error)),
         };
-        if len > max_len {
-            return Err(ParseError::RequestHeadTooLarge);
-        }
         note(indices, bytes, request.headers);
         let method =
             Method::from_bytes(request.method.unwrap_or_default().as_bytes()).map_err(|_| ParseError::Method)?;
@@ -642,7 +642,8 @@ fn parse_one_into(
     let mut all = Vec::new();
     let (len, code, reason, version, count) = {
         let mut response = httparse::Response::new(&mut few);
-        let bytes: &[u8] = buf;
+        // Only the bytes a head may take, as for requests.
+        let bytes: &[u8] = &buf[..buf.len().min(MAX_HEAD_BYTES)];
         let mut parsed = response.parse(bytes);
         if let Err(httparse::Error::TooManyHeaders) = parsed {
             all.resize(MAX_HEADERS, httparse::EMPTY_HEADER);
@@ -656,9 +657,6 @@ fn parse_one_into(
             Err(httparse::Error::TooManyHeaders) => return Err(ParseError::Head(httparse::Error::TooManyHeaders)),
             Err(error) => return Err(ParseError::Head(error)),
         };
-        if len > MAX_HEAD_BYTES {
-            return Err(ParseError::HeadTooLarge);
-        }
         note(indices, bytes, response.headers);
         // A missing reason phrase, or one with a byte httparse refuses, is an empty string of
         // httparse's own, not a slice of `bytes`: no reason phrase.
