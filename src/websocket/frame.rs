@@ -48,6 +48,11 @@ pub fn parse(bytes: &[u8]) -> Result<Header, &'static str> {
         126 => (u64::from(u16::from_be_bytes([*bytes.get(2).ok_or("short")?, *bytes.get(3).ok_or("short")?])), 4),
         127 => {
             let ext: [u8; 8] = bytes.get(2..10).ok_or("short frame header")?.try_into().map_err(|_| "short")?;
+            // RFC 6455 §5.2: the most significant bit must be 0. Lengths past 2^63 would also
+            // let a message's running length wrap past its limit.
+            if ext[0] & 0x80 != 0 {
+                return Err("payload length over 2^63");
+            }
             (u64::from_be_bytes(ext), 10)
         }
         n => (u64::from(n), 2),
@@ -105,6 +110,11 @@ mod tests {
         assert!(parse(&[0x89, 126, 0, 200]).is_err(), "control frame over 125 bytes");
         assert!(parse(&[0x09, 0x00]).is_err(), "fragmented control frame");
         assert!(parse(&[0x81, 127, 0, 0]).is_err());
+        assert!(parse(&[0x00, 127, 0x80, 0, 0, 0, 0, 0, 0, 0]).is_err(), "a length's most significant bit set");
+        assert_eq!(
+            parse(&[0x00, 127, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).unwrap().payload_len,
+            u64::MAX >> 1
+        );
     }
 
     #[test]

@@ -174,7 +174,7 @@ async fn pump<R, W>(
         };
         if !header.is_control() {
             message_len = if header.opcode == frame::CONTINUATION {
-                message_len + header.payload_len
+                message_len.saturating_add(header.payload_len)
             } else {
                 header.payload_len
             };
