@@ -27,11 +27,18 @@ pub fn check(data: &[u8]) {
     }
 }
 
-/// What a request comes to: its head (but `upgrade`) and its body if chunked.
-type RequestRead = Result<Option<((Method, Uri, Version, HeaderMap), (Framing, bool, bool), Option<Body>)>, ParseError>;
+/// What a request comes to: its head and its body if chunked.
+type RequestRead = Result<Option<(RequestParts, Option<Body>)>, ParseError>;
 
-/// What a response comes to: its head (but the fields) and its body if chunked.
-type ResponseRead = Result<Option<((u16, Version, Option<Bytes>), (Framing, bool), Option<Body>)>, ParseError>;
+/// A request head's parts: method, target, version and fields; framing, keep-alive, `expect:
+/// 100-continue` and `upgrade`.
+type RequestParts = ((Method, Uri, Version, HeaderMap), (Framing, bool, bool, bool));
+
+/// What a response comes to: its head and its body if chunked.
+type ResponseRead = Result<Option<(ResponseParts, Option<Body>)>, ParseError>;
+
+/// A response head's parts: status, version, reason phrase and fields; framing and keep-alive.
+type ResponseParts = ((u16, Version, Option<Bytes>, Vec<(Vec<u8>, Vec<u8>)>), (Framing, bool));
 
 /// A chunked body read from what followed the head: see [`decode_all`].
 type Body = Result<(Vec<u8>, Option<HeaderMap>, bool, usize), ParseError>;
@@ -44,11 +51,9 @@ pub fn read_request(wire: &[u8], step: usize) -> RequestRead {
         buf.extend_from_slice(piece);
         if let Some(h) = parse_request(&mut buf, MAX_REQUEST_HEAD)? {
             let body = (h.framing == Framing::Chunked).then(|| decode_all(&rest(&buf, wire, step, n), step));
-            return Ok(Some((
-                (h.method, h.uri, h.version, h.headers),
-                (h.framing, h.keep_alive, h.expect_continue),
-                body,
-            )));
+            let parts =
+                ((h.method, h.uri, h.version, h.headers), (h.framing, h.keep_alive, h.expect_continue, h.upgrade));
+            return Ok(Some((parts, body)));
         }
     }
     Ok(None)
@@ -61,7 +66,8 @@ pub fn read_response(wire: &[u8], step: usize) -> ResponseRead {
         buf.extend_from_slice(piece);
         if let Some(h) = parse_response(&mut buf, &Method::GET)? {
             let body = (h.framing == Framing::Chunked).then(|| decode_all(&rest(&buf, wire, step, n), step));
-            return Ok(Some(((h.status.as_u16(), h.version, h.reason), (h.framing, h.keep_alive), body)));
+            let fields = h.fields.iter().map(|(name, value)| (name.to_vec(), value.to_vec())).collect();
+            return Ok(Some((((h.status.as_u16(), h.version, h.reason, fields), (h.framing, h.keep_alive)), body)));
         }
     }
     Ok(None)
