@@ -481,7 +481,7 @@ pub(crate) struct Rule {
 }
 
 impl Rule {
-    /// Sets [`Rule::quiet`] and each part's [`Part::guard`].
+    /// Sets [`Rule::quiet`] and each part's [`Part::guard`] and [`Part::counted`].
     fn find_guards(&mut self) {
         let checkable = |t: &TargetSpec| match t.variable {
             Variable::Tx => t.tx_slot.is_some(),
