@@ -241,3 +241,79 @@ where
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::duplex;
+
+    use super::*;
+
+    /// A client's frame (masked): `fin`, `opcode`, a payload of `len` random bytes, the length in
+    /// its shortest form.
+    fn frame(rng: &mut fastrand::Rng, fin: bool, opcode: u8, len: usize) -> Vec<u8> {
+        let mut f = vec![u8::from(fin) << 7 | opcode];
+        match len {
+            0..=125 => f.push(0x80 | len as u8),
+            126..=0xffff => {
+                f.push(0x80 | 126);
+                f.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                f.push(0x80 | 127);
+                f.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        f.extend((0..4 + len).map(|_| rng.u8(..)));
+        f
+    }
+
+    /// What the upstream receives when a client sends `wire` and then ends the connection.
+    async fn relayed(wire: &[u8]) -> Vec<u8> {
+        let (client, mut client_end) = duplex(1 << 20);
+        let (upstream, mut upstream_end) = duplex(1 << 20);
+        let (_keep, close_at) = watch::channel(None);
+        let limits = Limits { max_message: 1 << 20, idle_timeout: Duration::from_secs(5) };
+        let relay = tokio::spawn(relay(client, upstream, limits, close_at));
+        client_end.write_all(wire).await.expect("client writes");
+        client_end.shutdown().await.expect("client ends");
+        let mut got = Vec::new();
+        upstream_end.read_to_end(&mut got).await.expect("upstream reads");
+        drop((client_end, upstream_end));
+        relay.await.expect("the relay ends without panicking");
+        got
+    }
+
+    /// Frames of every length form, fragmented messages and control frames cross untouched;
+    /// a malformed header after them (a reserved opcode, a 64-bit length with its top bit set,
+    /// a fragmented control frame) ends the relay there, nothing of it passed on.
+    #[tokio::test]
+    async fn frames_pass_untouched_and_a_malformed_header_ends_the_relay() {
+        let mut rng = fastrand::Rng::with_seed(6455);
+        let bad: [&[u8]; 4] = [
+            &[0x83, 0x80, 1, 2, 3, 4],
+            &[0x00, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+            &[0x09, 0x80, 1, 2, 3, 4],
+            &[0x89, 0x80 | 126, 0, 200, 1, 2, 3, 4],
+        ];
+        for round in 0..60 {
+            let mut valid = Vec::new();
+            for _ in 0..rng.usize(1..6) {
+                let len = [rng.usize(..126), rng.usize(126..2000), rng.usize(0x10000..0x12000)][rng.usize(..3)];
+                let (fin, opcode) = match rng.u8(..4) {
+                    0 => (false, 0x1),
+                    1 => (true, 0x2),
+                    2 => (true, 0x9),
+                    _ => (true, 0x0),
+                };
+                let len = if opcode == 0x9 { len.min(125) } else { len };
+                valid.extend(frame(&mut rng, fin, opcode, len));
+            }
+            let mut wire = valid.clone();
+            let bad = bad[round % bad.len()];
+            wire.extend_from_slice(bad);
+            wire.extend(frame(&mut rng, true, 0x1, 5));
+            let got = relayed(&wire).await;
+            assert!(got == valid, "round {round}: {} bytes relayed of {} valid, then {bad:?}", got.len(), valid.len());
+        }
+    }
+}
