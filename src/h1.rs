@@ -524,9 +524,9 @@ fn parse_request_into(
     let (len, method, target, version, count) = {
         let mut headers = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut request = httparse::Request::new(&mut []);
-        // Only the bytes a head may take are parsed: what lies past them cannot make a head
-        // that is too large anything else (a bad byte there, read at once, once made it a
-        // malformed head, and read in pieces a large one).
+        // Only the bytes a head may take are parsed, so that what lies past the limit cannot
+        // change the answer (a bad byte there made a long head malformed when it came in one
+        // read, and too large when it came in pieces).
         let bytes: &[u8] = &buf[..buf.len().min(max_len)];
         let len = match request.parse_with_uninit_headers(bytes, &mut headers) {
             Ok(httparse::Status::Complete(len)) => len,
