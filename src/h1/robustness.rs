@@ -46,28 +46,47 @@ type Body = Result<(Vec<u8>, Option<HeaderMap>, bool, usize), ParseError>;
 /// Feeds `wire` to the request parser `step` bytes at a time, then the rest to the chunked
 /// decoder when the head says so.
 pub fn read_request(wire: &[u8], step: usize) -> RequestRead {
-    let mut buf = BytesMut::new();
-    for (n, piece) in wire.chunks(step.max(1)).enumerate() {
-        buf.extend_from_slice(piece);
-        if let Some(h) = parse_request(&mut buf, MAX_REQUEST_HEAD)? {
-            let body = (h.framing == Framing::Chunked).then(|| decode_all(&rest(&buf, wire, step, n), step));
+    read(
+        wire,
+        step,
+        |buf| parse_request(buf, MAX_REQUEST_HEAD),
+        |h| {
             let parts =
                 ((h.method, h.uri, h.version, h.headers), (h.framing, h.keep_alive, h.expect_continue, h.upgrade));
-            return Ok(Some((parts, body)));
-        }
-    }
-    Ok(None)
+            (parts, h.framing)
+        },
+    )
 }
 
 /// [`read_request`] for a response to a `GET`.
 pub fn read_response(wire: &[u8], step: usize) -> ResponseRead {
+    read(
+        wire,
+        step,
+        |buf| parse_response(buf, &Method::GET),
+        |h| {
+            let fields = h.fields.iter().map(|(name, value)| (name.to_vec(), value.to_vec())).collect();
+            (((h.status.as_u16(), h.version, h.reason, fields), (h.framing, h.keep_alive)), h.framing)
+        },
+    )
+}
+
+/// Feeds `wire` to `parse` `step` bytes at a time until it gives a head, then what follows
+/// to the chunked decoder when `parts` (what is compared of the head, and its framing) says
+/// the body is chunked.
+fn read<H, P>(
+    wire: &[u8],
+    step: usize,
+    mut parse: impl FnMut(&mut BytesMut) -> Result<Option<H>, ParseError>,
+    parts: impl Fn(H) -> (P, Framing),
+) -> Result<Option<(P, Option<Body>)>, ParseError> {
     let mut buf = BytesMut::new();
     for (n, piece) in wire.chunks(step.max(1)).enumerate() {
         buf.extend_from_slice(piece);
-        if let Some(h) = parse_response(&mut buf, &Method::GET)? {
-            let body = (h.framing == Framing::Chunked).then(|| decode_all(&rest(&buf, wire, step, n), step));
-            let fields = h.fields.iter().map(|(name, value)| (name.to_vec(), value.to_vec())).collect();
-            return Ok(Some((((h.status.as_u16(), h.version, h.reason, fields), (h.framing, h.keep_alive)), body)));
+        if let Some(head) = parse(&mut buf)? {
+            let (parts, framing) = parts(head);
+            let body = (framing == Framing::Chunked).then(|| decode_all(&rest(&buf, wire, step, n), step));
+            return Ok(Some((parts, body)));
         }
     }
     Ok(None)
