@@ -40,28 +40,34 @@ fn requests() -> Vec<(Request, Response)> {
     [get, json, form, upload].into_iter().map(|r| (r, response.clone())).collect()
 }
 
+/// Loads and compiles a rule file.
+fn load(text: &str) -> Result<RuleSet, Vec<barbican_waf::seclang::Error>> {
+    let mut loader = Loader::new();
+    loader.load_str(Path::new("fuzz.conf"), text);
+    loader.finish().map(|loaded| RuleSet::compile(&loaded))
+}
+
 /// The fuzz target's body: loads `data` as a rule file; errors must say where they are (a line
 /// of the file), a rule set that loads is compiled and evaluated, and nothing may panic.
-pub fn check(data: &[u8]) {
+/// Returns whether it loaded.
+pub fn check(data: &[u8]) -> bool {
     let text = String::from_utf8_lossy(data);
-    let mut loader = Loader::new();
-    loader.load_str(Path::new("fuzz.conf"), &text);
-    let loaded = match loader.finish() {
-        Ok(loaded) => loaded,
+    let rules = match load(&text) {
+        Ok(rules) => rules,
         Err(errors) => {
             assert!(!errors.is_empty(), "a failed load without errors");
             let lines = text.lines().count().max(1);
             for e in &errors {
                 assert!((1..=lines + 1).contains(&e.line()) && e.column() >= 1, "{e} of {lines} lines");
             }
-            return;
+            return false;
         }
     };
-    let rules = RuleSet::compile(&loaded);
     for (request, response) in requests() {
         let outcome = rules.evaluate(&request, Some(&response));
         assert!(outcome.matched.iter().all(|m| !m.location.is_empty()), "a match without its rule's location");
     }
+    true
 }
 
 /// Rules that, between them, use every kind of operator, variable collection,
@@ -112,28 +118,23 @@ fn recombined(draw: &mut impl FnMut(usize) -> usize, words: &[&str]) -> String {
     for _ in 0..=draw(2) {
         let at = (0..=draw(text.len())).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
         let word = words[draw(words.len())];
-        match draw(3) {
-            0 => text.insert_str(at, word),
-            1 => {
-                let end = (at + draw(12)).min(text.len());
-                let end = (end..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
-                text.replace_range(at..end, word);
+        let (span, with) = match draw(3) {
+            0 => {
+                text.insert_str(at, word);
+                continue;
             }
-            _ => {
-                let end = (at + draw(4)).min(text.len());
-                let end = (end..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
-                text.replace_range(at..end, "");
-            }
-        }
+            1 => (draw(12), word),
+            _ => (draw(4), ""),
+        };
+        let end = ((at + span).min(text.len())..=text.len()).find(|&i| text.is_char_boundary(i)).unwrap_or(text.len());
+        text.replace_range(at..end, with);
     }
     text
 }
 
 #[test]
 fn the_seeds_load_and_match() {
-    let mut loader = Loader::new();
-    loader.load_str(Path::new("seeds.conf"), SEEDS);
-    let rules = RuleSet::compile(&loader.finish().unwrap_or_else(|e| panic!("{e:?}")));
+    let rules = load(SEEDS).unwrap_or_else(|e| panic!("{e:?}"));
     assert!(rules.unsupported().is_empty(), "{:?}", rules.unsupported());
     let matched: Vec<u64> = requests()
         .iter()
@@ -152,13 +153,7 @@ fn recombined_rules_are_refused_or_run_never_panic() {
     let (mut refused, mut ran) = (0, 0);
     for _ in 0..5000 {
         let text = recombined(&mut |n| rng.usize(..n.max(1)), &words);
-        let loaded = {
-            let mut l = Loader::new();
-            l.load_str(Path::new("x.conf"), &text);
-            l.finish().is_ok()
-        };
-        check(text.as_bytes());
-        if loaded {
+        if check(text.as_bytes()) {
             ran += 1;
         } else {
             refused += 1;
