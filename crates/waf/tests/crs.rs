@@ -11,22 +11,13 @@ use std::path::{Path, PathBuf};
 use barbican_waf::seclang::ast::{ActionKind, OperatorKind, RuleKind};
 use barbican_waf::seclang::{parse, Loader, RuleSet};
 
-const CRS_TAG: &str = "v4.28.0";
+#[path = "common/mod.rs"]
+mod common;
+
+use common::CRS_TAG;
 
 fn crs_dir() -> PathBuf {
-    let dir = match std::env::var_os("BARBICAN_CRS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs"),
-    };
-    let rules = dir.join(CRS_TAG).join("rules");
-    assert!(
-        rules.is_dir(),
-        "the OWASP CRS {CRS_TAG} is not at {}: run `git clone --branch {CRS_TAG} --depth 1 \
-         https://github.com/coreruleset/coreruleset <dir>/{CRS_TAG}` and set BARBICAN_CRS_DIR=<dir> \
-         (the default is <workspace>/../shared/crs)",
-        rules.display()
-    );
-    dir
+    common::crs_dir("rules")
 }
 
 /// The files of one CRS version, in load order: the setup file, then the rules by name.

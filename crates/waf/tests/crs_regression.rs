@@ -33,11 +33,14 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use barbican_waf::engine::{Request, Response, RuleSet, Transaction};
+use barbican_waf::engine::{Outcome, Request, Response, RuleSet, Transaction};
 use barbican_waf::seclang::{self, Loader};
 use serde_yaml::Value;
 
-const CRS_TAG: &str = "v4.28.0";
+#[path = "common/mod.rs"]
+mod common;
+
+use common::CRS_TAG;
 const KNOWN_FAILURES: &str = "crs-4.28.0-known-failures.txt";
 
 /// The harness settings: what the CRS test containers set through their environment (the
@@ -45,19 +48,7 @@ const KNOWN_FAILURES: &str = "crs-4.28.0-known-failures.txt";
 const HARNESS: &str = include_str!("differential/harness-4.28.0.conf");
 
 fn shared_dir() -> PathBuf {
-    let dir = match std::env::var_os("BARBICAN_CRS_DIR") {
-        Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/crs"),
-    };
-    let tests = dir.join(CRS_TAG).join("tests/tests");
-    assert!(
-        tests.is_dir(),
-        "the OWASP CRS {CRS_TAG} with its tests is not at {}: run `git clone --branch {CRS_TAG} --depth 1 \
-         https://github.com/coreruleset/coreruleset <dir>/{CRS_TAG}` and set BARBICAN_CRS_DIR=<dir> \
-         (the default is <workspace>/../shared/crs)",
-        tests.display()
-    );
-    dir
+    common::crs_dir("tests/tests")
 }
 
 fn reference_conf(crs: &Path) -> PathBuf {
@@ -560,12 +551,7 @@ fn run_case(rs: &RuleSet, case: &Case) -> Result<(), String> {
             Err(0) => (0, Vec::new(), String::new(), true),
             Err(status) => (status, Vec::new(), String::new(), false),
             Ok((req, client_error)) => {
-                let resp = backend(&req);
-                let mut tx = Transaction::new(rs);
-                tx.process_request(req);
-                let status = tx.interruption().map_or(resp.status, |(s, _)| s);
-                tx.process_response(resp);
-                let o = tx.finish();
+                let (status, o) = exchange(rs, req);
                 let ids: Vec<u64> = o.matched.iter().map(|m| m.id).collect();
                 let log: Vec<String> = o.matched.iter().map(|m| m.log_line()).collect();
                 (status, ids, log.join("\n"), client_error)
@@ -601,6 +587,57 @@ fn run_case(rs: &RuleSet, case: &Case) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Runs a request and the backend's answer to it through one transaction: the status the
+/// client would get and the outcome.
+fn exchange(rs: &RuleSet, req: Request) -> (u16, Outcome) {
+    let resp = backend(&req);
+    let mut tx = Transaction::new(rs);
+    tx.process_request(req);
+    let status = tx.interruption().map_or(resp.status, |(s, _)| s);
+    tx.process_response(resp);
+    (status, tx.finish())
+}
+
+/// The engine's shortcuts (folded steps, prescan gates, remembered verdicts, chains reordered)
+/// change no answer: every stage of both suites gets the same status, the same matches in the
+/// same order, the same scores and the same messages with them as without
+/// ([`RuleSet::without_shortcuts`]). The rule set with shortcuts is shared across the stages,
+/// as in the gateway, so later stages also see what earlier ones left in its memos.
+#[test]
+fn shortcuts_change_no_answer_in_the_suites() {
+    let crs = shared_dir();
+    let base = crs.join(CRS_TAG);
+    let tests = base.join("tests");
+    let (crs3, tests3) = debian_crs_3();
+    let suites = [
+        (
+            load(&reference_conf(&crs), &base.join("crs-setup.conf.example"), HARNESS, &base.join("rules/*.conf")),
+            load_cases(&tests.join("tests"), &read_overrides(&tests.join("nginx-overrides.yaml"))),
+        ),
+        (
+            load(&reference_conf(&crs3), Path::new(DEBIAN_SETUP), HARNESS_3, &Path::new(DEBIAN_RULES).join("*.conf")),
+            load_cases(&tests3, &Overrides::new()),
+        ),
+    ];
+    for (loaded, cases) in suites {
+        let (with, without) = (RuleSet::compile(&loaded), RuleSet::compile(&loaded).without_shortcuts());
+        let mut stages = 0;
+        for case in &cases {
+            for (input, _) in &case.stages {
+                let Ok((req, _)) = nginx(&raw_request(input)) else { continue };
+                let answer = |rs| {
+                    let (status, o) = exchange(rs, req.clone());
+                    let logged: Vec<String> = o.matched.iter().map(|m| m.log_line()).collect();
+                    (status, o.verdict, o.inbound_anomaly_score, o.outbound_anomaly_score, logged)
+                };
+                assert_eq!(answer(&with), answer(&without), "{}: the shortcuts changed the answer", case.name);
+                stages += 1;
+            }
+        }
+        assert!(stages > 2000, "only {stages} stages compared");
+    }
 }
 
 /// The known failures: name to reason, and the recorded pass rate.

@@ -743,6 +743,29 @@ impl RuleSet {
         rs
     }
 
+    /// The same rules evaluated as written, with none of the shortcuts: no folded steps, no
+    /// prescan gates, no remembered verdicts, every part of a chain in order, every value
+    /// collected. Many times slower; it is what the shortcuts are checked against (the CRS
+    /// suites' test of them and the `shortcuts` fuzz target): a shortcut that changes an
+    /// answer lets an attack through or blocks a benign request.
+    pub fn without_shortcuts(mut self) -> RuleSet {
+        self.folded = Default::default();
+        self.baked = Baked::default();
+        self.prescan = Prescan::default();
+        for rule in &mut self.rules {
+            rule.quiet = 0;
+            for part in &mut rule.parts {
+                part.prescan = None;
+                part.verdicts = None;
+                part.guard = false;
+                part.counted = false;
+                part.numbered_tx = false;
+            }
+        }
+        self.set_gates();
+        self
+    }
+
     /// Gives each step of a rule the gate of the rule's first part (only live rules' parts
     /// have gates: a broken rule gets none).
     fn set_gates(&mut self) {
