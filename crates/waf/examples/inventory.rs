@@ -489,6 +489,13 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          run at compile time, or removes a `TX` (or `RESPONSE_BODY`) target. Phase 5 runs folded only after phases 1 to 4 \
          ran folded to their end (it also runs after an interruption, and when the response phases \
          did not run).\n\n\
+         None of these shortcuts (folded steps, prescan gates, memos, chains whose cheap parts run \
+         first) may change an answer: a rule set compiled with `RuleSet::without_shortcuts` \
+         evaluates every rule as written, and tests hold the two to the same answer (interruption, \
+         verdict, scores, and every logged match with its message, in order) on every stage of both \
+         CRS regression suites (`crates/waf/tests/crs_regression.rs`) and on requests recombined \
+         from attack seeds (`crates/waf/tests/shortcuts.rs`, also the `shortcuts` fuzz target), \
+         with CRS 4.28.0 at paranoia level 4.\n\n\
          ## Not parsed\n\n\
          Everything both CRS versions use parses. Outside the CRS, the parser refuses with an error \
          (never silently): `SecRuleScript` (Lua rules), remote `@pmFromFile https://...` data, and \
