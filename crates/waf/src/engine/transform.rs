@@ -834,6 +834,37 @@ mod tests {
         assert!(skipped > 100, "the scan should spare most steps on plain values ({skipped})");
     }
 
+    /// The same as the samples above, over random values made of the bytes the transformations
+    /// care about, and over random chains: skipping the steps the features call idle gives what
+    /// applying every step gives, for a chain and for `multiMatch`'s variants.
+    #[test]
+    fn skipping_idle_steps_changes_no_result_on_random_values() {
+        const BYTES: &[u8] = b"aAzZ09 \t\n\r\x0b\x0c\xa0\xc3\xa9\x80\xff\0%+&#;\\/.*-\"'^,xXuU(<>!=";
+        let supported: Vec<Transformation> = Transformation::ALL.iter().copied().filter(|&t| supported(t)).collect();
+        let mut rng = fastrand::Rng::with_seed(0x7f0e);
+        for _ in 0..20_000 {
+            let len = if rng.u8(..10) == 0 { rng.usize(60..100) } else { rng.usize(..12) };
+            let v: Vec<u8> = (0..len).map(|_| BYTES[rng.usize(..BYTES.len())]).collect();
+            let features = Features::of(&v);
+            for &t in supported.iter().filter(|&&t| features.unchanged(t)) {
+                assert_eq!(apply(t, &v), v, "{t} claimed to leave {:?} unchanged", String::from_utf8_lossy(&v));
+            }
+            let steps: Vec<Transformation> =
+                (0..rng.usize(1..5)).map(|_| supported[rng.usize(..supported.len())]).collect();
+            let mut every = vec![v.clone()];
+            for &t in &steps {
+                let next = apply(t, every.last().unwrap_or(&v));
+                if Some(&next) != every.last() {
+                    every.push(next);
+                }
+            }
+            let (whole, last) = (apply_chain(&steps, &v, features), every.last().unwrap_or(&v));
+            assert_eq!(&*whole, &last[..], "{steps:?} on {:?}", String::from_utf8_lossy(&v));
+            let variants: Vec<Vec<u8>> = variants(&steps, &v).into_iter().map(|c| c.into_owned()).collect();
+            assert_eq!(variants, every, "{steps:?} variants of {:?}", String::from_utf8_lossy(&v));
+        }
+    }
+
     #[test]
     fn url_decoding_keeps_invalid_escapes() {
         assert_eq!(url_decode(b"a%20b+c%zz%4"), b"a b c%zz%4");
