@@ -4,6 +4,8 @@
 
 pub mod compile;
 pub mod raw;
+#[cfg(any(test, fuzzing))]
+pub mod robustness;
 pub mod units;
 
 use std::fmt;
@@ -165,7 +167,11 @@ impl Default for Limits {
 /// Everything `barbican validate` checks: the file parses and compiles (certificates, regexes,
 /// secrets in the environment), without binding or starting anything.
 pub fn check(path: &Path) -> Result<(), Vec<ConfigError>> {
-    let source = Source::read(path)?;
+    validate(&Source::read(path)?)
+}
+
+/// [`check`] on a config's text.
+pub fn validate(source: &Source) -> Result<(), Vec<ConfigError>> {
     let raw = source.parse()?;
     let targets = crate::upstream::Targets::new(1);
     let metrics = crate::metrics::Metrics::default();
