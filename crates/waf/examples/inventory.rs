@@ -495,7 +495,7 @@ fn render(v4: &Inventory, v3: &Inventory, files: (usize, usize), engines: (&Engi
          verdict, scores, and every logged match with its message, in order) on every stage of both \
          CRS regression suites (`crates/waf/tests/crs_regression.rs`) and on requests recombined \
          from attack seeds (`crates/waf/tests/shortcuts.rs`, also the `shortcuts` fuzz target), \
-         with CRS 4.28.0 at paranoia level 4.\n\n\
+         with CRS 4.28.0 at paranoia level 4 (and, on the recombined requests, at 1, blocking).\n\n\
          ## Not parsed\n\n\
          Everything both CRS versions use parses. Outside the CRS, the parser refuses with an error \
          (never silently): `SecRuleScript` (Lua rules), remote `@pmFromFile https://...` data, and \
