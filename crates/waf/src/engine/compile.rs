@@ -745,7 +745,7 @@ impl RuleSet {
 
     /// The same rules evaluated as written, with none of the shortcuts: no folded steps, no
     /// prescan gates, no remembered verdicts, every part of a chain in order, every value
-    /// collected. Many times slower; it is what the shortcuts are checked against (the CRS
+    /// collected, no transformed value shared between parts. Many times slower; it is what the shortcuts are checked against (the CRS
     /// suites' test of them and the `shortcuts` fuzz target): a shortcut that changes an
     /// answer lets an attack through or blocks a benign request.
     pub fn without_shortcuts(mut self) -> RuleSet {
@@ -754,13 +754,17 @@ impl RuleSet {
         self.prescan = Prescan::default();
         for rule in &mut self.rules {
             rule.quiet = 0;
-            for part in &mut rule.parts {
-                part.prescan = None;
-                part.verdicts = None;
-                part.guard = false;
-                part.counted = false;
-                part.numbered_tx = false;
-            }
+        }
+        // A chain id of its own per part: the transaction's cache of transformed values is
+        // by chain id.
+        let parts = self.rules.iter_mut().flat_map(|r| r.parts.iter_mut());
+        for (chain_id, part) in parts.enumerate() {
+            part.chain_id = chain_id;
+            part.prescan = None;
+            part.verdicts = None;
+            part.guard = false;
+            part.counted = false;
+            part.numbered_tx = false;
         }
         self.set_gates();
         self
