@@ -62,10 +62,10 @@ pub fn setups() -> &'static [Setup; 2] {
     })
 }
 
-/// Reads bytes as a request: a first line `METHOD TARGET`, then header lines `name: value` up
-/// to an empty line, then the body; lines end in LF or CRLF. Every input is some request: a
-/// line without a colon is a header with no value, a missing method is `GET`, a missing target
-/// `/`.
+/// Reads bytes as a request: a first line `METHOD TARGET [PROTOCOL]`, then header lines
+/// `name: value` up to an empty line, then the body; lines end in LF or CRLF. Every input is
+/// some request: a line without a colon is a header with no value, a missing method is `GET`,
+/// a missing target `/`, a missing protocol `HTTP/1.1`.
 pub fn request(data: &[u8]) -> Request {
     let (head, body) = match data.windows(2).position(|w| w == b"\n\n") {
         Some(at) => (&data[..at], &data[at + 2..]),
@@ -79,7 +79,8 @@ pub fn request(data: &[u8]) -> Request {
     let mut words = first.splitn(3, |&b| b == b' ');
     let method = words.next().filter(|m| !m.is_empty()).unwrap_or(b"GET");
     let target = words.next().filter(|t| !t.is_empty()).unwrap_or(b"/");
-    let mut req = Request::new(method, target).body(body);
+    let protocol = words.next().filter(|p| !p.is_empty()).unwrap_or(b"HTTP/1.1");
+    let mut req = Request::new(method, target).protocol(protocol).body(body);
     for line in lines {
         let (name, value) = match line.iter().position(|&b| b == b':') {
             Some(at) => (&line[..at], line[at + 1..].trim_ascii_start()),
@@ -230,6 +231,7 @@ fn the_seeds_read_as_intended() {
     assert!(json.body.starts_with(b"{\"order\""));
     let bare = request(b"");
     assert_eq!((&bare.method[..], &bare.uri[..], bare.headers.len()), (&b"GET"[..], &b"/"[..], 0));
+    assert_eq!((&bare.protocol[..], &request(SEEDS[7].as_bytes()).protocol[..]), (&b"HTTP/1.1"[..], &b"HTTP/1.0"[..]));
     let crlf = request(b"GET /a\r\nNo-colon\r\nX: 1\r\n\r\nbody");
     assert_eq!(crlf.headers.len(), 2);
     assert_eq!((crlf.header_value("no-colon"), &crlf.body[..]), (Some(&b""[..]), &b"body"[..]));
