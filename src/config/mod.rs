@@ -172,9 +172,14 @@ pub fn check(path: &Path) -> Result<(), Vec<ConfigError>> {
 
 /// [`check`] on a config's text.
 pub fn validate(source: &Source) -> Result<(), Vec<ConfigError>> {
-    let raw = source.parse()?;
+    compiles(&source.parse()?, &source.base_dir)
+}
+
+/// Whether a parsed config compiles, with registries of its own (nothing is shared with a
+/// running gateway).
+fn compiles(raw: &RawConfig, base_dir: &Path) -> Result<(), Vec<ConfigError>> {
     let targets = crate::upstream::Targets::new(1);
     let metrics = crate::metrics::Metrics::default();
     let waf = crate::waf::Rulesets::default();
-    compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics, waf: &waf }).map(drop)
+    compile(raw, base_dir, 1, &Registries { targets: &targets, metrics: &metrics, waf: &waf }).map(drop)
 }
