@@ -745,9 +745,10 @@ impl RuleSet {
 
     /// The same rules evaluated as written, with none of the shortcuts: no folded steps, no
     /// prescan gates, no remembered verdicts, every part of a chain in order, every value
-    /// collected, no transformed value shared between parts. Many times slower; it is what the shortcuts are checked against (the CRS
-    /// suites' test of them and the `shortcuts` fuzz target): a shortcut that changes an
-    /// answer lets an attack through or blocks a benign request.
+    /// collected, no transformed value shared between parts. Many times slower; it is what
+    /// the shortcuts are checked against (the CRS suites' test of them and the `shortcuts` fuzz
+    /// target): a shortcut that changes an answer lets an attack through or blocks a benign
+    /// request.
     pub fn without_shortcuts(mut self) -> RuleSet {
         self.folded = Default::default();
         self.baked = Baked::default();
