@@ -16,6 +16,7 @@
 #   DURATION=5s            wrk -d of each measured run
 #   WARMUP=1s              one unmeasured wrk run per system before the rounds; 0 skips it
 #   CARGO_TARGET_DIR=target
+#   PGO=1                  1: the profile-guided build that ships (pgo/build.sh); 0: cargo build --release
 #   BARBICAN_REFERENCE     the reference stack's run.sh (default ../shared/reference/run.sh)
 #   REF_DIR                where run.sh keeps its files (its default: /tmp/barbican-reference)
 set -euo pipefail
@@ -44,11 +45,8 @@ taskset -c 0,1 true 2>/dev/null || die "needs CPUs 0 and 1: the systems under te
 
 # --- build ------------------------------------------------------------------------------------
 cd "$repo"
-target_dir=${CARGO_TARGET_DIR:-target}
-echo "== building barbican (release, CARGO_TARGET_DIR=$target_dir)"
-CARGO_TARGET_DIR=$target_dir cargo build --release --locked --bin barbican
-case $target_dir in /*) bin=$target_dir/release/barbican ;; *) bin=$repo/$target_dir/release/barbican ;; esac
-[[ -x $bin ]] || die "the build left no binary at $bin"
+. "$repo/bench/binary.sh"
+build_barbican || die "no barbican binary"
 
 # --- start ------------------------------------------------------------------------------------
 stamp=$(date +%Y%m%d-%H%M%S)
@@ -160,7 +158,7 @@ busy_percent() {
 busy=$(busy_percent)
 {
     echo "date:      $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit:    $(git -C "$repo" rev-parse --short HEAD 2>/dev/null)$(git -C "$repo" diff --quiet HEAD 2>/dev/null || echo ' (dirty)')"
+    echo "commit:    $(git -C "$repo" rev-parse --short HEAD 2>/dev/null)$(git -C "$repo" diff --quiet HEAD 2>/dev/null || echo ' (dirty)'), $build"
     echo "host:      $(uname -srm), $(nproc) CPUs, ${busy}% busy just before the runs"
     echo "nginx:     $(nginx -v 2>&1 | sed 's/^nginx version: //')"
     echo "wrk:       $(wrk -v 2>&1 | head -n1 | awk '{print $2}')"

@@ -10,10 +10,10 @@
 # (goal >= 0.5x); checks that attacks are blocked while it runs; and reports how long
 # Barbican takes to load and compile CRS and its resident memory afterwards.
 #
-#   bench/waf.sh      Environment: ROUNDS=3, DURATION=5 (s), CARGO_TARGET_DIR=target, BARBICAN_CRS_DIR
+#   bench/waf.sh      Environment: ROUNDS=3, DURATION=5 (s), CARGO_TARGET_DIR=target, BARBICAN_CRS_DIR,
+#                     PGO=1 (the profile-guided build that ships, pgo/build.sh; 0: cargo build --release)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$repo/target}
 rounds=${ROUNDS:-3}
 duration=${DURATION:-5}
 reference=${BARBICAN_REFERENCE:-$repo/../shared/reference/run.sh}
@@ -27,7 +27,9 @@ trap cleanup EXIT
 for tool in wrk nginx taskset curl; do command -v $tool >/dev/null || { echo "needs $tool (apt-get install nginx libnginx-mod-http-modsecurity modsecurity-crs wrk)" >&2; exit 1; }; done
 [[ -d $crs/v4.28.0/rules ]] || { echo "no CRS 4.28.0 at $crs (set BARBICAN_CRS_DIR)" >&2; exit 1; }
 
-(cd "$repo" && cargo build --release --quiet -p barbican --bin barbican)
+. "$repo/bench/binary.sh"
+build_barbican
+echo "barbican: $bin ($build)"
 . "$repo/bench/reference.sh"
 start_reference
 cat > "$work/barbican.yaml" <<YAML
@@ -44,7 +46,7 @@ waf:
 routes: [{ name: api, upstream: u, waf: { ruleset: crs, mode: block } }]
 YAML
 started=$(date +%s.%N)
-RUST_LOG=warn taskset -c 0 "$target/release/barbican" run --config "$work/barbican.yaml" & gateway=$!; pids+=($gateway)
+RUST_LOG=warn taskset -c 0 "$bin" run --config "$work/barbican.yaml" & gateway=$!; pids+=($gateway)
 until curl -fs -o /dev/null -A bench -H 'accept: */*' 'http://127.0.0.1:18093/'; do
     kill -0 "$gateway" 2>/dev/null || { echo "barbican did not start" >&2; exit 1; }
     sleep 0.02
