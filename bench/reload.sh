@@ -2,10 +2,10 @@
 # Requests/s while the config reloads every 100 ms, against the same gateway at rest.
 # Goal: >= 0.9x the steady figure. Barbican on CPU 0; wrk, the upstream and the reloader on CPU 1.
 #
-#   bench/reload.sh          Environment: ROUNDS=3, DURATION=5 (seconds), CARGO_TARGET_DIR=target
+#   bench/reload.sh          Environment: ROUNDS=3, DURATION=5 (seconds), CARGO_TARGET_DIR=target,
+#                            PGO=1 (the profile-guided build that ships; 0: cargo build --release)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
-target=${CARGO_TARGET_DIR:-$repo/target}
 rounds=${ROUNDS:-3}
 duration=${DURATION:-5}
 reference=${BARBICAN_REFERENCE:-$repo/../shared/reference/run.sh}
@@ -15,7 +15,9 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; "$ref
 trap cleanup EXIT
 for tool in wrk nginx taskset; do command -v $tool >/dev/null || { echo "needs $tool (apt-get install nginx wrk)" >&2; exit 1; }; done
 
-(cd "$repo" && cargo build --release --quiet -p barbican --bin barbican)
+. "$repo/bench/binary.sh"
+build_barbican
+echo "barbican: $bin ($build)"
 . "$repo/bench/reference.sh"
 start_reference            # upstream on 127.0.0.1:18080
 config() {  # $1: which of two configs (they differ in route, weights and a header edit)
@@ -31,7 +33,7 @@ YAML
     mv "$work/barbican.yaml.tmp" "$work/barbican.yaml"
 }
 config 0
-RUST_LOG=warn taskset -c 0 "$target/release/barbican" run --config "$work/barbican.yaml" & gateway=$!; pids+=($gateway)
+RUST_LOG=warn taskset -c 0 "$bin" run --config "$work/barbican.yaml" & gateway=$!; pids+=($gateway)
 for _ in $(seq 100); do curl -fs -o /dev/null http://127.0.0.1:18092/api/x && break; sleep 0.1; done
 
 url='http://127.0.0.1:18092/api/v1/users?id=42&name=alice'

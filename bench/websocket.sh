@@ -6,7 +6,7 @@
 #
 #   bench/websocket.sh [memory|relay|all]      (default all)
 # Environment: CONNECTIONS=10000 (memory), RELAY_CONNECTIONS=32, SECONDS=5, ROUNDS=3,
-#              CARGO_TARGET_DIR=target
+#              CARGO_TARGET_DIR=target, PGO=1 (the profile-guided build that ships; 0: cargo build --release)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 target=${CARGO_TARGET_DIR:-$repo/target}
@@ -28,8 +28,11 @@ if (( connections > fd_room )); then
     echo "note: the descriptor limit ($(ulimit -n)) allows $fd_room proxied connections, not $connections; measuring $fd_room" >&2
     connections=$fd_room
 fi
-(cd "$repo" && cargo build --release --quiet -p barbican --bin barbican --example ws_load)
-barbican=$target/release/barbican
+. "$repo/bench/binary.sh"
+build_barbican
+barbican=$bin
+echo "barbican: $barbican ($build)"
+(cd "$repo" && cargo build --release --locked --quiet -p barbican --example ws_load)
 ws_load=$target/release/examples/ws_load
 
 wait_port() { for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; exit 1; }
