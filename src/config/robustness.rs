@@ -91,23 +91,35 @@ waf:
 access_log: stdout
 "#;
 
-/// A folder with the files [`FULL`] names: `setup.conf` and `rules/own.conf`.
+/// The files of [`folder`], by path within it.
+const FILES: [(&str, &str); 2] = [
+    ("setup.conf", "SecRuleEngine On\nSecRequestBodyAccess On\nSecDefaultAction \"phase:2,log,pass\"\n"),
+    (
+        "rules/own.conf",
+        "SecRule ARGS \"@rx (?i)union\\s+select\" \"id:100,phase:2,deny,status:403,tag:'attack-sqli'\"\n\
+         SecRule ARGS|REQUEST_HEADERS \"@detectXSS\" \"id:101,phase:2,block,t:none,t:urlDecodeUni\"\n",
+    ),
+];
+
+/// A folder with the files [`FULL`] names: `setup.conf` and `rules/own.conf`. Named by what it
+/// holds, so that every test run and fuzzing process shares one (a folder per process left one
+/// behind each time); each file is written whole under another name and renamed into place, so
+/// that a process never reads one that another is writing.
 pub fn folder() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("barbican-config-robustness-{}", std::process::id()));
-        let write = |name: &str, text: &str| {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        FILES.hash(&mut hasher);
+        let dir = std::env::temp_dir().join(format!("barbican-config-robustness-{:016x}", hasher.finish()));
+        for (name, text) in FILES {
             let path = dir.join(name);
+            let part = path.with_extension(format!("part-{}", std::process::id()));
             std::fs::create_dir_all(path.parent().unwrap_or(&dir))
-                .and_then(|()| std::fs::write(&path, text))
+                .and_then(|()| std::fs::write(&part, text))
+                .and_then(|()| std::fs::rename(&part, &path))
                 .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
-        };
-        write("setup.conf", "SecRuleEngine On\nSecRequestBodyAccess On\nSecDefaultAction \"phase:2,log,pass\"\n");
-        write(
-            "rules/own.conf",
-            "SecRule ARGS \"@rx (?i)union\\s+select\" \"id:100,phase:2,deny,status:403,tag:'attack-sqli'\"\n\
-             SecRule ARGS|REQUEST_HEADERS \"@detectXSS\" \"id:101,phase:2,block,t:none,t:urlDecodeUni\"\n",
-        );
+        }
         dir
     })
 }
