@@ -4,7 +4,8 @@
 #
 #   1. build `barbican` instrumented (-Cprofile-generate);
 #   2. run it on a training load (`pgo/train.sh`: plain proxying and CRS-inspected traffic over
-#      HTTP/1.1 and over TLS with h2, benign and attacking, to an origin it serves itself);
+#      HTTP/1.1 and over TLS with h2, benign and attacking, to an origin it serves itself, and
+#      WebSocket messages relayed to an echo server);
 #   3. merge the counts (llvm-profdata, from `rustup component add llvm-tools`);
 #   4. build `barbican` again with them (-Cprofile-use): hot paths laid out together, inlined
 #      where they are hot, cold ones kept small.
@@ -33,8 +34,10 @@ command -v curl >/dev/null || die "needs curl (apt-get install curl)"
 raw=$target/pgo/raw
 flags=${RUSTFLAGS:-}
 echo "== instrumented build" >&2
+# With the WebSocket load tool (examples/ws_load.rs), built alongside to share the compiled
+# dependencies; its own counts are not kept.
 RUSTFLAGS="$flags -Cprofile-generate=$raw" CARGO_TARGET_DIR=$target/pgo/instrumented \
-    cargo build --release --locked --quiet -p barbican --bin barbican >&2
+    cargo build --release --locked --quiet -p barbican --bin barbican --example ws_load >&2
 instrumented=$target/pgo/instrumented/release/barbican
 
 # A profile is named by what made it, the instrumented binary and the training: the same code
@@ -48,7 +51,8 @@ else
     echo "== training" >&2
     # Only the training's counts: build scripts ran instrumented too.
     rm -rf "$raw"
-    LLVM_PROFILE_FILE="$raw/barbican-%p-%m.profraw" "$repo/pgo/train.sh" "$instrumented" >&2
+    LLVM_PROFILE_FILE="$raw/barbican-%p-%m.profraw" "$repo/pgo/train.sh" "$instrumented" \
+        "$target/pgo/instrumented/release/examples/ws_load" >&2
     compgen -G "$raw/*.profraw" >/dev/null || die "the training wrote no profile"
     "$profdata" merge -o "$profile.part" "$raw"
     mv "$profile.part" "$profile"

@@ -10,13 +10,17 @@
 # curl/curl#10634; it differs from h2 over TLS only in how a connection starts); most values are new in each request, so that the WAF's
 # work on unseen values is trained as well as its memos.
 #
-#   pgo/train.sh BINARY
+# With WS_LOAD (examples/ws_load.rs, built), WebSocket connections also go through the gateway
+# to its echo server, exchanging small messages for two seconds.
+#
+#   pgo/train.sh BINARY [WS_LOAD]
 #
 # Environment: BARBICAN_PGO_CRS, a folder of CRS rule files (default: Debian's CRS 3.3.4,
 # /usr/share/modsecurity-crs/rules, else $BARBICAN_CRS_DIR/v4.28.0/rules, BARBICAN_CRS_DIR
 # defaulting to ../shared/crs); PGO_ROUNDS (default 8): how many times the mix is sent.
 set -euo pipefail
-binary=${1:?usage: pgo/train.sh BINARY}
+binary=${1:?usage: pgo/train.sh BINARY [WS_LOAD]}
+ws_load=${2:-}
 repo=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${PGO_ROUNDS:-8}
 die() { echo "pgo/train.sh: $*" >&2; exit 1; }
@@ -31,7 +35,8 @@ fi
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+echo_server=
+cleanup() { for p in "${pids[@]}" $echo_server; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
 # A free loopback port (nothing answers a connection to it).
@@ -44,6 +49,7 @@ free_port() {
 }
 origin=$(free_port)
 http=$(free_port)
+echo_port=$(free_port)
 https=
 if command -v openssl >/dev/null; then
     https=$(free_port)
@@ -77,7 +83,9 @@ YAML
     cat <<YAML
 workers: 1
 access_log: access.log
-upstreams: [{ name: origin, targets: [{ addr: 127.0.0.1:$origin }] }]
+upstreams:
+  - { name: origin, targets: [{ addr: 127.0.0.1:$origin }] }
+  - { name: echo, targets: [{ addr: 127.0.0.1:$echo_port }] }
 waf:
   rulesets:
     crs:
@@ -87,6 +95,7 @@ waf:
 routes:
   - { name: assets, match: { path_prefix: /static/ }, upstream: origin }
   - { name: hooks, match: { path_prefix: /hooks/ }, upstream: origin }
+  - { name: live, match: { path_prefix: /live/ }, upstream: echo, websocket: { max_message: 1MiB, idle_timeout: 60s } }
   - { name: app, match: { path_prefix: / }, upstream: origin, waf: { ruleset: crs, mode: block } }
 YAML
 } >"$work/gateway.yaml"
@@ -95,12 +104,16 @@ YAML
 export RUST_LOG=error
 "$binary" validate "$work/gateway.yaml" >/dev/null || die "the training config does not validate"
 "$binary" run --config "$work/origin.yaml" & pids+=($!)
-"$binary" run --config "$work/gateway.yaml" & pids+=($!)
+"$binary" run --config "$work/gateway.yaml" & gateway=$!; pids+=($gateway)
 for _ in $(seq 300); do
     curl -fs -o /dev/null "http://127.0.0.1:$http/static/ready" && break
-    kill -0 "${pids[1]}" 2>/dev/null || die "the gateway did not start"
+    kill -0 "$gateway" 2>/dev/null || die "the gateway did not start"
     sleep 0.05
 done
+if [[ -n $ws_load ]]; then
+    # The tool's own counts are not the gateway's.
+    LLVM_PROFILE_FILE="$work/ws_load-%p.profraw" "$ws_load" echo "127.0.0.1:$echo_port" & echo_server=$!
+fi
 
 ua='Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15'
 # One curl config of N requests of every kind (curl reads it with --parallel, keeping its
@@ -204,6 +217,15 @@ http2"
     fi
 done
 
+if [[ -n $ws_load ]]; then
+    LLVM_PROFILE_FILE="$work/ws_load-%p.profraw" "$ws_load" pingpong "ws://127.0.0.1:$http/live/feed" 16 2 \
+        >"$work/pingpong" || die "the WebSocket load failed"
+    read -r _ rate _ <"$work/pingpong"
+    ((rate > 0)) || die "no WebSocket message went through: $(cat "$work/pingpong")"
+    echo "pgo/train.sh: WebSocket messages relayed at $rate/s" >&2
+    kill "$echo_server"
+fi
+
 # The load did what it should: attacks blocked, the rest answered.
 code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 [[ $(code "http://127.0.0.1:$http/search?q=1%27%20OR%20%271%27%3D%271") == 403 ]] || die "an attack was not blocked"
@@ -211,5 +233,5 @@ code() { curl -s -o /dev/null -w '%{http_code}' "$@"; }
 echo "pgo/train.sh: answers by HTTP version and status:" >&2
 sort "$work/answers" | uniq -c >&2
 for p in "${pids[@]}"; do kill -TERM "$p"; done
-for p in "${pids[@]}"; do wait "$p" || die "a gateway exited with $?"; done
+for p in "${pids[@]}"; do wait "$p" || die "barbican exited with $?"; done
 pids=()
