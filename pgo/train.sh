@@ -4,11 +4,12 @@
 # that each writes its profile (to LLVM_PROFILE_FILE) as it exits.
 #
 # The gateway proxies `/static/` and `/hooks/` plainly and inspects everything else with the
-# OWASP CRS at paranoia 1, blocking, plus Barbican's own rules (rules/custom). The mix: browser-like GETs,
-# JSON, form, XML and multipart bodies, other methods, attacks (blocked), over HTTP/1.1 and
-# TLS (HTTP/1.1, and h2 by ALPN: not h2c, whose connections curl before 8.0 cannot reuse,
-# curl/curl#10634; it differs from h2 over TLS only in how a connection starts); most values are new in each request, so that the WAF's
-# work on unseen values is trained as well as its memos.
+# OWASP CRS at paranoia 1, blocking, plus Barbican's own rules (rules/custom). The mix:
+# browser-like GETs, JSON, form, XML and multipart bodies, other methods, attacks (blocked),
+# over HTTP/1.1 and TLS (HTTP/1.1, and h2 by ALPN; not h2c, whose connections curl before 8.0
+# cannot reuse, curl/curl#10634, and which differs from h2 over TLS only in how a connection
+# starts). Most values are new in each request, so that the WAF's work on unseen values is
+# trained as well as its memos.
 #
 # With WS_LOAD (examples/ws_load.rs, built), WebSocket connections also go through the gateway
 # to its echo server, exchanging small messages for two seconds.
@@ -39,20 +40,25 @@ echo_server=
 cleanup() { for p in "${pids[@]}" $echo_server; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 
-# A free loopback port (nothing answers a connection to it).
+# A free loopback port (nothing answers a connection to it), not one taken before.
+taken=" "
 free_port() {
     local port
     while :; do
         port=$((20000 + RANDOM % 40000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+        [[ $taken == *" $port "* ]] && continue
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+        taken+="$port "
+        printf -v "$1" '%s' "$port"
+        return
     done
 }
-origin=$(free_port)
-http=$(free_port)
-echo_port=$(free_port)
+free_port origin
+free_port http
+free_port echo_port
 https=
 if command -v openssl >/dev/null; then
-    https=$(free_port)
+    free_port https
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
         -addext subjectAltName=DNS:localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 else
