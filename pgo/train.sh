@@ -8,8 +8,8 @@
 # browser-like GETs, JSON, form, XML and multipart bodies, other methods, attacks (blocked),
 # over HTTP/1.1 and TLS (HTTP/1.1, and h2 by ALPN; not h2c, whose connections curl before 8.0
 # cannot reuse, curl/curl#10634, and which differs from h2 over TLS only in how a connection
-# starts). Most values are new in each request, so that the WAF's work on unseen values is
-# trained as well as its memos.
+# starts). Most values differ from one request to the next within a round (the rounds repeat
+# them), so that the WAF's work on unseen values is trained as well as its memos.
 #
 # With WS_LOAD (examples/ws_load.rs, built), WebSocket connections also go through the gateway
 # to its echo server, exchanging small messages for two seconds.
@@ -123,7 +123,8 @@ fi
 
 ua='Mozilla/5.0 (Macintosh; Intel Mac OS X 14_2) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.2 Safari/605.1.15'
 # One curl config of N requests of every kind (curl reads it with --parallel, keeping its
-# connections alive); $1 is where they go, $2 extra options for every request (the protocol).
+# connections alive); $1 is where they go, $2 extra options for every request (the protocol),
+# $3 is N.
 mix() {
     local base=$1 extra=$2 n=$3 i
     for i in $(seq "$n"); do
@@ -207,20 +208,21 @@ header = "User-Agent: sqlmap/1.7"
 CURL
     done
 }
-send() {  # base URL, options for every request; tallies the answers by protocol and status
-    mix "$1" "$2" 60 >"$work/mix.curl"
-    curl --no-progress-meter --parallel --parallel-max 16 -K "$work/mix.curl" >>"$work/answers" || true
-}
+# A mix per protocol, written once and sent every round.
+mix "http://127.0.0.1:$http" "" 60 >"$work/http1.curl"
+if [[ -n $https ]]; then
+    tls="cacert = \"$work/cert.pem\"
+resolve = \"localhost:$https:127.0.0.1\""
+    mix "https://localhost:$https" "$tls
+http1.1" 60 >"$work/tls-http1.curl"
+    mix "https://localhost:$https" "$tls
+http2" 60 >"$work/tls-h2.curl"
+fi
 for _ in $(seq "$rounds"); do
-    send "http://127.0.0.1:$http" ""
-    if [[ -n $https ]]; then
-        send "https://localhost:$https" "cacert = \"$work/cert.pem\"
-resolve = \"localhost:$https:127.0.0.1\"
-http1.1"
-        send "https://localhost:$https" "cacert = \"$work/cert.pem\"
-resolve = \"localhost:$https:127.0.0.1\"
-http2"
-    fi
+    for load in "$work"/*.curl; do
+        # The answers, tallied by protocol and status below.
+        curl --no-progress-meter --parallel --parallel-max 16 -K "$load" >>"$work/answers" || true
+    done
 done
 
 if [[ -n $ws_load ]]; then
