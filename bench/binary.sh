@@ -1,5 +1,5 @@
 # Sourced by the benchmark scripts: builds the barbican binary they measure; sets $bin to it
-# and $build to what kind of build it is.
+# and $build to what kind of build it is, and says both.
 #
 # By default the binary that ships, the profile-guided build of pgo/build.sh (what the
 # Dockerfile installs); PGO=0 measures a plain `cargo build --release` instead. Either way
@@ -24,4 +24,5 @@ build_barbican() {
             ;;
     esac
     [[ -x $bin ]] || { echo "the build left no binary at $bin" >&2; return 1; }
+    echo "barbican: $bin ($build)"
 }

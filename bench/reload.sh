@@ -17,7 +17,6 @@ for tool in wrk nginx taskset; do command -v $tool >/dev/null || { echo "needs $
 
 . "$repo/bench/binary.sh"
 build_barbican
-echo "barbican: $bin ($build)"
 . "$repo/bench/reference.sh"
 start_reference            # upstream on 127.0.0.1:18080
 config() {  # $1: which of two configs (they differ in route, weights and a header edit)

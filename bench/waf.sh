@@ -29,7 +29,6 @@ for tool in wrk nginx taskset curl; do command -v $tool >/dev/null || { echo "ne
 
 . "$repo/bench/binary.sh"
 build_barbican
-echo "barbican: $bin ($build)"
 . "$repo/bench/reference.sh"
 start_reference
 cat > "$work/barbican.yaml" <<YAML

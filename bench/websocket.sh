@@ -30,8 +30,6 @@ if (( connections > fd_room )); then
 fi
 . "$repo/bench/binary.sh"
 build_barbican
-barbican=$bin
-echo "barbican: $barbican ($build)"
 (cd "$repo" && cargo build --release --locked --quiet -p barbican --example ws_load)
 ws_load=$target/release/examples/ws_load
 
@@ -47,7 +45,7 @@ upstreams: [{ name: echo, targets: [{ addr: 127.0.0.1:19100 }] }]
 routes:
   - { name: ws, match: { path_prefix: /ws/ }, upstream: echo, websocket: { max_message: 1MiB, idle_timeout: 300s, drain: 60s } }
 YAML
-RUST_LOG=warn taskset -c 0 "$barbican" run --config "$work/barbican.yaml" & gateway=$!; pids+=($gateway)
+RUST_LOG=warn taskset -c 0 "$bin" run --config "$work/barbican.yaml" & gateway=$!; pids+=($gateway)
 wait_port 19090
 
 if [[ $what == memory || $what == all ]]; then
