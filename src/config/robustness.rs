@@ -159,7 +159,7 @@ fn in_folder(text: String) -> Source {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EMBEDDED_DEFAULT;
+    use crate::config::{validate, EMBEDDED_DEFAULT};
 
     /// Values that break what expects something else: numbers out of range, malformed
     /// addresses, CIDRs, regexes, durations and sizes, names that dangle.
@@ -248,7 +248,7 @@ mod tests {
 
     #[test]
     fn the_full_config_and_the_embedded_default_validate() {
-        assert!(check(FULL.as_bytes()), "{:?}", super::super::validate(&in_folder(FULL.into())));
+        assert!(check(FULL.as_bytes()), "{:?}", validate(&in_folder(FULL.into())));
         assert!(check(EMBEDDED_DEFAULT.as_bytes()));
     }
 

@@ -753,19 +753,19 @@ impl RuleSet {
         self.folded = Default::default();
         self.baked = Baked::default();
         self.prescan = Prescan::default();
-        for rule in &mut self.rules {
-            rule.quiet = 0;
-        }
         // A chain id of its own per part: the transaction's cache of transformed values is
         // by chain id.
-        let parts = self.rules.iter_mut().flat_map(|r| r.parts.iter_mut());
-        for (chain_id, part) in parts.enumerate() {
-            part.chain_id = chain_id;
-            part.prescan = None;
-            part.verdicts = None;
-            part.guard = false;
-            part.counted = false;
-            part.numbered_tx = false;
+        let mut chain_ids = 0..;
+        for rule in &mut self.rules {
+            rule.quiet = 0;
+            for (part, chain_id) in rule.parts.iter_mut().zip(&mut chain_ids) {
+                part.chain_id = chain_id;
+                part.prescan = None;
+                part.verdicts = None;
+                part.guard = false;
+                part.counted = false;
+                part.numbered_tx = false;
+            }
         }
         self.set_gates();
         self
