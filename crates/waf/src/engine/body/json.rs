@@ -30,6 +30,11 @@ pub const MIN_NAME_BUDGET: usize = 1 << 20;
 /// The most values room is made for before parsing.
 const PRESIZED: usize = 512;
 
+/// Room made for the current value's name, and for the steps to it, before parsing: enough
+/// for ordinary documents, which then never grow them.
+const NAME_ROOM: usize = 256;
+const DEPTH_ROOM: usize = 32;
+
 /// Parses `data`; `Err` holds the message for `REQBODY_ERROR_MSG`. Nesting deeper than
 /// `depth_limit` (or [`MAX_DEPTH`]) is an error.
 pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
@@ -46,16 +51,20 @@ pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
         out: Vec::with_capacity((memchr::memchr_iter(b',', data).count() + 1).min(PRESIZED)),
         text: Vec::new(),
         depth_limit,
-        name: b"json".to_vec(),
-        marks: Vec::new(),
+        name: Vec::with_capacity(NAME_ROOM),
+        marks: Vec::with_capacity(DEPTH_ROOM),
         name_bytes: 0,
         name_limit: data.len().saturating_mul(NAME_BYTES_PER_BODY_BYTE).max(MIN_NAME_BUDGET),
+        error: String::new(),
     };
+    p.name.extend_from_slice(b"json");
     p.ws();
     if p.i >= p.s.len() {
         return Err("JSON parsing error: parse error: premature EOF\n".into());
     }
-    p.value(0)?;
+    if p.value(0).is_err() {
+        return Err(p.error);
+    }
     p.ws();
     if p.i < p.s.len() {
         return Err(format!("JSON parsing error: parse error: trailing garbage at offset {}", p.i));
@@ -63,9 +72,25 @@ pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
     Ok(p.out)
 }
 
-/// An empty [`Text`], every byte written.
-fn empty() -> Text {
-    Text::from_buf_and_len([0; 40], 0)
+/// A parse that failed; the message is in [`Parser::error`]. Nothing but a byte travels back
+/// up the recursion: a `String` in each `Result` was written to memory and read back at
+/// every return of every value.
+struct Failed;
+
+/// The bytes a [`Text`] keeps in place.
+const INLINE: usize = 40;
+
+/// `buf[start..start + len]` as a [`Text`]. When it is short and `buf` holds [`INLINE`] bytes
+/// from `start`, they are copied as one fixed-size block, and the length says how many count:
+/// a few moves instead of a call to `memcpy`, twice per value.
+#[inline(always)]
+fn text_at(buf: &[u8], start: usize, len: usize) -> Text {
+    if len <= INLINE {
+        if let Some(Ok(block)) = buf.get(start..start + INLINE).map(<[u8; INLINE]>::try_from) {
+            return Text::from_buf_and_len(block, len);
+        }
+    }
+    Text::from_slice(&buf[start..start + len])
 }
 
 /// The bytes that end a plain run of a string: the closing quote, an escape, a control
@@ -110,37 +135,48 @@ struct Parser<'a> {
     /// Bytes of names emitted so far, and how many are allowed.
     name_bytes: usize,
     name_limit: usize,
+    /// Why the parse failed.
+    error: String,
 }
 
 impl Parser<'_> {
+    /// Skips blanks: one compare when there are none, as in most API payloads.
+    #[inline(always)]
     fn ws(&mut self) {
+        if self.s.get(self.i).is_some_and(|&c| c <= b' ') {
+            self.blanks();
+        }
+    }
+
+    fn blanks(&mut self) {
         while self.i < self.s.len() && matches!(self.s[self.i], b' ' | b'\t' | b'\n' | b'\r') {
             self.i += 1;
         }
     }
 
-    fn err<T>(&self, what: &str) -> Result<T, String> {
-        Err(format!("JSON parsing error: parse error: {what} at offset {}", self.i))
+    #[cold]
+    fn err<T>(&mut self, what: &str) -> Result<T, Failed> {
+        self.fail(format!("JSON parsing error: parse error: {what} at offset {}", self.i))
     }
 
-    fn emit(&mut self, value: Value) -> Result<(), String> {
+    #[cold]
+    fn fail<T>(&mut self, message: String) -> Result<T, Failed> {
+        self.error = message;
+        Err(Failed)
+    }
+
+    fn emit(&mut self, value: Value) -> Result<(), Failed> {
         self.name_bytes += self.name.len();
         if self.name_bytes > self.name_limit {
             return self.err(&format!("argument names longer than {} bytes in all", self.name_limit));
         }
+        let name = Text::from_slice(&self.name);
         let value = match value {
-            Value::Document(at) => &self.s[at],
-            Value::Unescaped => &self.text[..],
-            Value::Word(w) => w,
+            Value::Document(at) => text_at(self.s, at.start, at.len()),
+            Value::Unescaped => Text::from_slice(&self.text),
+            Value::Word(w) => Text::from_slice(w),
         };
-        // Filled where it is kept: a pair built first and then moved in costs as much again.
-        // Made whole (zeroed, not only its length set): moving a part-written pair in reads
-        // back, in 16-byte pieces, 8-byte writes just made, which the CPU cannot forward.
-        self.out.push((empty(), empty()));
-        if let Some((n, v)) = self.out.last_mut() {
-            n.extend_from_slice(&self.name);
-            v.extend_from_slice(value);
-        }
+        self.out.push((name, value));
         Ok(())
     }
 
@@ -151,6 +187,9 @@ impl Parser<'_> {
         match step {
             Step::Key(Some(raw)) => self.name.extend_from_slice(&self.s[raw]),
             Step::Key(None) => self.name.extend_from_slice(&self.text),
+            Step::Index(n @ 0..10) => {
+                self.name.extend_from_slice(&[b'a', b'r', b'r', b'a', b'y', b'_', b'0' + n as u8])
+            }
             Step::Index(n) => {
                 let n = i64::try_from(n).unwrap_or(i64::MAX);
                 self.name.extend_from_slice(b"array_");
@@ -165,13 +204,14 @@ impl Parser<'_> {
         }
     }
 
-    fn value(&mut self, depth: usize) -> Result<(), String> {
+    fn value(&mut self, depth: usize) -> Result<(), Failed> {
         self.ws();
         let Some(&c) = self.s.get(self.i) else { return self.err("unexpected end") };
         match c {
             b'{' | b'[' => {
                 if depth >= self.depth_limit {
-                    return Err(format!("JSON depth limit of {} exceeded", self.depth_limit));
+                    let message = format!("JSON depth limit of {} exceeded", self.depth_limit);
+                    return self.fail(message);
                 }
                 self.i += 1;
                 if c == b'{' {
@@ -212,7 +252,7 @@ impl Parser<'_> {
         }
     }
 
-    fn object(&mut self, depth: usize) -> Result<(), String> {
+    fn object(&mut self, depth: usize) -> Result<(), Failed> {
         self.ws();
         if self.s.get(self.i) == Some(&b'}') {
             self.i += 1;
@@ -245,7 +285,7 @@ impl Parser<'_> {
         }
     }
 
-    fn array(&mut self, depth: usize) -> Result<(), String> {
+    fn array(&mut self, depth: usize) -> Result<(), Failed> {
         self.ws();
         if self.s.get(self.i) == Some(&b']') {
             self.i += 1;
@@ -277,7 +317,7 @@ impl Parser<'_> {
     /// Inlined, with the rare unescaping apart: its result, returned through memory from a
     /// call, was read back before the writes had landed, a stall per string.
     #[inline(always)]
-    fn string(&mut self) -> Result<Option<Range<usize>>, String> {
+    fn string(&mut self) -> Result<Option<Range<usize>>, Failed> {
         let start = self.i + 1;
         let end = self.run_end(start);
         if self.s.get(end) == Some(&b'"') {
@@ -289,7 +329,7 @@ impl Parser<'_> {
 
     /// [`Parser::string`] past the plain run `start..end`: the string unescaped into `text`.
     #[inline(never)]
-    fn escaped(&mut self, start: usize, end: usize) -> Result<(), String> {
+    fn escaped(&mut self, start: usize, end: usize) -> Result<(), Failed> {
         let mut text = std::mem::take(&mut self.text);
         text.clear();
         text.extend_from_slice(&self.s[start..end]);
@@ -325,7 +365,7 @@ impl Parser<'_> {
 
     /// Unescapes the rest of a string into `out`, from a stop byte at `i` to the closing quote;
     /// the plain runs between escapes are copied at once.
-    fn unescape(&mut self, out: &mut Vec<u8>) -> Result<(), String> {
+    fn unescape(&mut self, out: &mut Vec<u8>) -> Result<(), Failed> {
         loop {
             let Some(&c) = self.s.get(self.i) else { return self.err("unterminated string") };
             self.i += 1;
@@ -366,7 +406,7 @@ impl Parser<'_> {
         }
     }
 
-    fn hex4(&mut self) -> Result<u32, String> {
+    fn hex4(&mut self) -> Result<u32, Failed> {
         let Some(h) = self.s.get(self.i..self.i + 4) else { return self.err("short \\u escape") };
         let Ok(t) = std::str::from_utf8(h) else { return self.err("bad \\u escape") };
         let Ok(n) = u32::from_str_radix(t, 16) else { return self.err("bad \\u escape") };
