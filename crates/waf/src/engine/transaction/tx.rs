@@ -47,11 +47,11 @@ enum At<'r> {
 impl<'r> TxVars<'r> {
     pub(super) fn new(names: &'r TxNames) -> TxVars<'r> {
         // CRS makes a few per request (920450: one per header, and browsers send a dozen or
-        // more headers).
+        // more headers), and sets a few numbered ones of its own (anomaly scores, captures).
         TxVars {
             names,
             numbered: vec![At::Unset; names.len()],
-            own: Vec::new(),
+            own: Vec::with_capacity(16),
             other: HashMap::with_capacity_and_hasher(24, SeededHash::default()),
         }
     }
