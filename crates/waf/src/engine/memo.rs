@@ -196,20 +196,28 @@ impl<V> Memo<V> {
 }
 
 impl<V> State<V> {
+    /// The answer for `value`, found by its `hash`. Values in use are in the young
+    /// generation: that lookup is all a lookup does, the rest is out of its way.
+    #[inline]
     fn get(&mut self, hash: u64, value: &[u8]) -> Option<&V> {
         let eq = |e: &Entry<V>| e.0 == hash && *e.1 == *value;
-        let young = match self.young.find_entry(hash, eq) {
-            Ok(found) => return Some(&found.into_mut().2),
-            Err(absent) => absent.into_table(),
-        };
-        // A value still in use moves to the young generation, so it outlives the next ageing
-        // (when the young one has room: each generation holds at most half the entries).
-        let found = self.old.find_entry(hash, eq).ok()?;
-        if young.len() >= ENTRIES / 2 {
+        match self.young.find_bucket_index(hash, eq) {
+            Some(at) => self.young.get_bucket(at).map(|e| &e.2),
+            None => self.get_old(hash, value),
+        }
+    }
+
+    /// [`State::get`] for a value not in the young generation. One still in use moves to it,
+    /// so it outlives the next ageing (when the young one has room: each generation holds at
+    /// most half the entries).
+    #[cold]
+    fn get_old(&mut self, hash: u64, value: &[u8]) -> Option<&V> {
+        let found = self.old.find_entry(hash, |e| e.0 == hash && *e.1 == *value).ok()?;
+        if self.young.len() >= ENTRIES / 2 {
             return Some(&found.into_mut().2);
         }
         let (e, _) = found.remove();
-        Some(&young.insert_unique(hash, e, |e| e.0).into_mut().2)
+        Some(&self.young.insert_unique(hash, e, |e| e.0).into_mut().2)
     }
 
     /// Whether `hash` was seen before (and should be kept now); remembers it otherwise.
