@@ -874,11 +874,19 @@ impl<'r> Transaction<'r> {
             }
         };
         // The whole of a collection of pairs (a JSON body's hundred ARGS) goes to the memo as
-        // it is kept, without making a list of its values first.
-        if let (Some((lists, names)), Sel::All) = (self.v.pair_lists(var), sel) {
+        // it is kept, without making a list of its values first; the members of one key (a
+        // scope such as `REQUEST_HEADERS:User-Agent`, of which CRS has dozens) as a list of
+        // their bytes alone.
+        if let Some((lists, names)) = self.v.pair_lists(var) {
             let key: fn(&Pair) -> &[u8] = if names { |p| &p.0 } else { |p| &p.1 };
-            for list in lists {
-                prescan.memo(n).get_each(list, key, &mut answer, |p| work(key(p)));
+            if let Sel::All = sel {
+                for list in lists {
+                    prescan.memo(n).get_each(list, key, &mut answer, |p| work(key(p)));
+                }
+            } else {
+                let picked: SmallVec<[&[u8]; 4]> =
+                    lists.into_iter().flatten().filter(|(k, _)| sel.matches(k)).map(key).collect();
+                prescan.memo(n).get_each(&picked, |v| v, &mut answer, |v| work(v));
             }
             return bits;
         }
