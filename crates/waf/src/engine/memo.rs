@@ -195,13 +195,17 @@ impl<V> Memo<V> {
     }
 }
 
+/// Whether an entry is the one of `value` (with its `hash`): the hashes first, then the bytes.
+fn holds<V>(hash: u64, value: &[u8]) -> impl Fn(&Entry<V>) -> bool + '_ {
+    move |e| e.0 == hash && *e.1 == *value
+}
+
 impl<V> State<V> {
     /// The answer for `value`, found by its `hash`. Values in use are in the young
     /// generation: that lookup is all a lookup does, the rest is out of its way.
     #[inline]
     fn get(&mut self, hash: u64, value: &[u8]) -> Option<&V> {
-        let eq = |e: &Entry<V>| e.0 == hash && *e.1 == *value;
-        match self.young.find_bucket_index(hash, eq) {
+        match self.young.find_bucket_index(hash, holds(hash, value)) {
             Some(at) => self.young.get_bucket(at).map(|e| &e.2),
             None => self.get_old(hash, value),
         }
@@ -212,7 +216,7 @@ impl<V> State<V> {
     /// most half the entries).
     #[cold]
     fn get_old(&mut self, hash: u64, value: &[u8]) -> Option<&V> {
-        let found = self.old.find_entry(hash, |e| e.0 == hash && *e.1 == *value).ok()?;
+        let found = self.old.find_entry(hash, holds(hash, value)).ok()?;
         if self.young.len() >= ENTRIES / 2 {
             return Some(&found.into_mut().2);
         }
@@ -237,7 +241,7 @@ impl<V> State<V> {
 
     fn insert(&mut self, hash: u64, value: &[u8], v: V) {
         // Another thread may have kept it while this one worked it out.
-        if self.young.find(hash, |e| e.0 == hash && *e.1 == *value).is_some() {
+        if self.young.find(hash, holds(hash, value)).is_some() {
             return;
         }
         if self.young.len() >= ENTRIES / 2 {

@@ -13,7 +13,7 @@
 use std::ops::Range;
 
 use super::super::operator::Decimal;
-use super::{Pair, Text};
+use super::{Pair, Text, TEXT_INLINE};
 
 /// The deepest nesting parsed whatever the setting: the parser recurses, and a gateway thread's
 /// stack must hold it.
@@ -30,9 +30,11 @@ pub const MIN_NAME_BUDGET: usize = 1 << 20;
 /// The most values room is made for before parsing.
 const PRESIZED: usize = 512;
 
-/// Room made for the current value's name, and for the steps to it, before parsing: enough
-/// for ordinary documents, which then never grow them.
+/// Room made for the current value's name before parsing: enough for ordinary documents,
+/// which then never grow it.
 const NAME_ROOM: usize = 256;
+
+/// Room made for the steps to the current value (its nesting) before parsing.
 const DEPTH_ROOM: usize = 32;
 
 /// Parses `data`; `Err` holds the message for `REQBODY_ERROR_MSG`. Nesting deeper than
@@ -77,16 +79,13 @@ pub fn parse(data: &[u8], depth_limit: usize) -> Result<Vec<Pair>, String> {
 /// every return of every value.
 struct Failed;
 
-/// The bytes a [`Text`] keeps in place.
-const INLINE: usize = 40;
-
-/// `buf[start..start + len]` as a [`Text`]. When it is short and `buf` holds [`INLINE`] bytes
-/// from `start`, they are copied as one fixed-size block, and the length says how many count:
-/// a few moves instead of a call to `memcpy`, twice per value.
+/// `buf[start..start + len]` as a [`Text`]. When it is short and `buf` holds [`TEXT_INLINE`]
+/// bytes from `start`, they are copied as one fixed-size block, and the length says how many
+/// count: a few moves instead of a call to `memcpy`, twice per value.
 #[inline(always)]
 fn text_at(buf: &[u8], start: usize, len: usize) -> Text {
-    if len <= INLINE {
-        if let Some(Ok(block)) = buf.get(start..start + INLINE).map(<[u8; INLINE]>::try_from) {
+    if len <= TEXT_INLINE {
+        if let Some(Ok(block)) = buf.get(start..start + TEXT_INLINE).map(<[u8; TEXT_INLINE]>::try_from) {
             return Text::from_buf_and_len(block, len);
         }
     }
@@ -187,13 +186,13 @@ impl Parser<'_> {
         match step {
             Step::Key(Some(raw)) => self.name.extend_from_slice(&self.s[raw]),
             Step::Key(None) => self.name.extend_from_slice(&self.text),
-            Step::Index(n @ 0..10) => {
-                self.name.extend_from_slice(&[b'a', b'r', b'r', b'a', b'y', b'_', b'0' + n as u8])
-            }
             Step::Index(n) => {
-                let n = i64::try_from(n).unwrap_or(i64::MAX);
                 self.name.extend_from_slice(b"array_");
-                self.name.extend_from_slice(Decimal::new(n).as_bytes());
+                match u8::try_from(n) {
+                    // Most arrays are short: their indexes without the number formatting.
+                    Ok(digit @ 0..10) => self.name.push(b'0' + digit),
+                    _ => self.name.extend_from_slice(Decimal::new(i64::try_from(n).unwrap_or(i64::MAX)).as_bytes()),
+                }
             }
         }
     }

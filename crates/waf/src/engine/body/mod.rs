@@ -11,9 +11,12 @@ pub mod multipart;
 pub mod urlencoded;
 pub mod xml;
 
-/// The bytes of a name or a value, kept in place up to 40 bytes (most header and parameter
-/// names and values), so that loading a request allocates for its long strings only.
-pub type Text = smallvec::SmallVec<[u8; 40]>;
+/// The bytes of a name or a value, kept in place up to [`TEXT_INLINE`] bytes (most header and
+/// parameter names and values), so that loading a request allocates for its long strings only.
+pub type Text = smallvec::SmallVec<[u8; TEXT_INLINE]>;
+
+/// How many bytes a [`Text`] keeps in place.
+pub const TEXT_INLINE: usize = 40;
 
 /// A name and a value.
 pub type Pair = (Text, Text);

@@ -97,9 +97,9 @@ fn hex_if_needed(s: &str) -> String {
     out
 }
 
-/// Room made in advance for the matches a transaction collects (`MATCHED_VARS`, a part's
-/// hits): benign requests collect a few (920450, one per request header), and growing each
-/// vector from nothing cost three reallocations per request.
+/// Room made in advance for what a transaction collects (`MATCHED_VARS`, a part's hits, the
+/// `TX` values it sets): benign requests collect a few of each (920450, one per request
+/// header), and growing each vector from nothing cost three reallocations per request.
 const ROOM: usize = 16;
 
 /// The decision.

@@ -11,7 +11,7 @@ use hashbrown::HashMap;
 
 use super::super::compile::{TxName, TxNames};
 use super::super::fast_hash::SeededHash;
-use super::{Matched, MatchedRef};
+use super::{Matched, MatchedRef, ROOM};
 
 /// The `TX` collection of one transaction. Each variable is read as a match on it records it
 /// (`TX:key` and the value), so that matching a `TX` variable copies nothing.
@@ -51,7 +51,7 @@ impl<'r> TxVars<'r> {
         TxVars {
             names,
             numbered: vec![At::Unset; names.len()],
-            own: Vec::with_capacity(16),
+            own: Vec::with_capacity(ROOM),
             other: HashMap::with_capacity_and_hasher(24, SeededHash::default()),
         }
     }
