@@ -114,12 +114,6 @@ enum Value {
     Word(&'static [u8]),
 }
 
-/// A step into a member: its key (where [`Parser::string`] read it) or its index.
-enum Step {
-    Key(Option<Range<usize>>),
-    Index(usize),
-}
-
 struct Parser<'a> {
     s: &'a [u8],
     i: usize,
@@ -179,21 +173,14 @@ impl Parser<'_> {
         Ok(())
     }
 
-    /// Steps into a member: `.key`, or `.array_N` for element `N`.
-    fn push(&mut self, step: Step) {
+    /// Steps into a member by its key (where [`Parser::string`] read it, or `None`: in
+    /// [`Parser::text`]): `.key`.
+    fn push(&mut self, key: Option<Range<usize>>) {
         self.marks.push(self.name.len());
         self.name.push(b'.');
-        match step {
-            Step::Key(Some(raw)) => self.name.extend_from_slice(&self.s[raw]),
-            Step::Key(None) => self.name.extend_from_slice(&self.text),
-            Step::Index(n) => {
-                self.name.extend_from_slice(b"array_");
-                match u8::try_from(n) {
-                    // Most arrays are short: their indexes without the number formatting.
-                    Ok(digit @ 0..10) => self.name.push(b'0' + digit),
-                    _ => self.name.extend_from_slice(Decimal::new(i64::try_from(n).unwrap_or(i64::MAX)).as_bytes()),
-                }
-            }
+        match key {
+            Some(raw) => self.name.extend_from_slice(&self.s[raw]),
+            None => self.name.extend_from_slice(&self.text),
         }
     }
 
@@ -268,7 +255,7 @@ impl Parser<'_> {
                 return self.err("expected `:`");
             }
             self.i += 1;
-            self.push(Step::Key(key));
+            self.push(key);
             let r = self.value(depth);
             self.pop();
             r?;
@@ -290,18 +277,28 @@ impl Parser<'_> {
             self.i += 1;
             return Ok(());
         }
+        // `.array_` once; each element's index after it.
+        self.marks.push(self.name.len());
+        self.name.extend_from_slice(b".array_");
+        let at = self.name.len();
         let mut n = 0usize;
         loop {
-            self.push(Step::Index(n));
-            let r = self.value(depth);
-            self.pop();
-            r?;
+            self.name.truncate(at);
+            match u8::try_from(n) {
+                // Most arrays are short: their indexes without the number formatting.
+                Ok(digit @ 0..10) => self.name.push(b'0' + digit),
+                Ok(two @ 10..100) => self.name.extend_from_slice(&[b'0' + two / 10, b'0' + two % 10]),
+                _ => self.name.extend_from_slice(Decimal::new(i64::try_from(n).unwrap_or(i64::MAX)).as_bytes()),
+            }
+            // A failed parse leaves the name as it is: nothing reads it after.
+            self.value(depth)?;
             n += 1;
             self.ws();
             match self.s.get(self.i) {
                 Some(b',') => self.i += 1,
                 Some(b']') => {
                     self.i += 1;
+                    self.pop();
                     return Ok(());
                 }
                 _ => return self.err("expected `,` or `]`"),

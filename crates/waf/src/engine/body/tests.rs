@@ -36,10 +36,18 @@ fn json_names_as_libmodsecurity3() {
             "json.s=A\n"
         ]
     );
-    // Indexes of more than one digit, and the names' steps undone after each element.
-    let p = json::parse(format!("{{\"t\":[{}],\"u\":0}}", ["0"; 12].join(",")).as_bytes(), 512).unwrap();
+    // Indexes of one, two and three digits, and the names' steps undone after each element
+    // and each array (nested ones too).
+    let p = json::parse(format!("{{\"t\":[{}],\"u\":0}}", ["0"; 101].join(",")).as_bytes(), 512).unwrap();
     let names: Vec<&[u8]> = p.iter().map(|(k, _)| &k[..]).collect();
-    assert_eq!(names[10..], [&b"json.t.array_10"[..], b"json.t.array_11", b"json.u"]);
+    assert_eq!(names[9..12], [&b"json.t.array_9"[..], b"json.t.array_10", b"json.t.array_11"]);
+    assert_eq!(names[99..], [&b"json.t.array_99"[..], b"json.t.array_100", b"json.u"]);
+    let p = json::parse(br#"[[1,[2]],{"a":[3]},4]"#, 512).unwrap();
+    let names: Vec<&[u8]> = p.iter().map(|(k, _)| &k[..]).collect();
+    assert_eq!(
+        names,
+        [&b"json.array_0.array_0"[..], b"json.array_0.array_1.array_0", b"json.array_1.a.array_0", b"json.array_2"]
+    );
     // Names and values longer than a pair keeps in place.
     let (key, value) = ("k".repeat(60), r"\u0041".repeat(50));
     let p = json::parse(format!("{{\"{key}\":\"{value}\"}}").as_bytes(), 512).unwrap();
