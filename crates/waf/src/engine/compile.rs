@@ -201,22 +201,28 @@ pub(crate) struct SetVarSpec {
 #[derive(Clone, Debug)]
 pub(crate) struct TxName(Arc<str>);
 
-/// What a `TX` variable's name adds to its key.
-const TX_PREFIX: &str = "TX:";
-
 impl TxName {
+    /// What a `TX` variable's name adds to its key.
+    pub(crate) const PREFIX: &'static str = "TX:";
+
     /// The name of the variable of `key` (lowercase).
     pub(crate) fn new(key: &str) -> TxName {
         // Made on the stack and copied once.
         let mut name: smallvec::SmallVec<[u8; 128]> = smallvec::SmallVec::new();
-        name.extend_from_slice(TX_PREFIX.as_bytes());
+        name.extend_from_slice(TxName::PREFIX.as_bytes());
         name.extend_from_slice(key.as_bytes());
         TxName(Arc::from(&*super::text(&name)))
     }
 
+    /// The variable of `name`, made already: [`TxName::PREFIX`] and a lowercase key.
+    pub(crate) fn made(name: &str) -> TxName {
+        debug_assert!(name.starts_with(TxName::PREFIX));
+        TxName(Arc::from(name))
+    }
+
     /// The lowercase key.
     pub(crate) fn key(&self) -> &str {
-        &self.0[TX_PREFIX.len()..]
+        &self.0[TxName::PREFIX.len()..]
     }
 
     /// `TX:key`.

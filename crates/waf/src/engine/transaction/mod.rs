@@ -31,7 +31,7 @@ use crate::seclang::ast::{
 };
 
 use super::body::{json, multipart, urlencoded, xml, Pair};
-use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxNames};
+use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxName, TxNames};
 use super::fast_hash::{FastHash, SeededHash};
 use super::operator::{self, Captures, NumArg, Op, Rx};
 use super::prescan::{self, Gate, Scans};
@@ -1069,12 +1069,17 @@ impl<'r> Transaction<'r> {
 
     fn setvar(&mut self, rule: &Rule, spec: &SetVarSpec) {
         let sv = &spec.setvar;
+        let tx = sv.var.collection == Variable::Tx;
+        // A `TX` name made at run time (920450 makes one per request header) is made as a
+        // match records it, `TX:key`: looked up by its key, kept as it is when new.
         let mut made = Expansion::new();
         let name: Cow<'_, str> = match spec.tx_slot {
             Some(n) => Cow::Borrowed(self.rules.tx_names.at(n).key()),
             None => {
+                let prefix = if tx { TxName::PREFIX } else { "" };
+                made.extend_from_slice(prefix.as_bytes());
                 self.expand_into(&sv.var.name, rule, &mut made);
-                made.make_ascii_lowercase();
+                made[prefix.len()..].make_ascii_lowercase();
                 text(&made)
             }
         };
@@ -1095,10 +1100,12 @@ impl<'r> Transaction<'r> {
             },
             _ => None,
         };
-        if sv.var.collection == Variable::Tx {
-            // The name made here (once per request header for 920450) is looked up once.
-            let slot = spec.tx_slot.or_else(|| if spec.unnumbered { None } else { self.tx.number_of(&name) });
-            self.tx.update(slot, &name, |cur| apply_setvar(spec, cur, value));
+        if tx {
+            let apply = |cur: Option<&Arc<[u8]>>| apply_setvar(spec, cur, value);
+            match spec.tx_slot {
+                Some(n) => self.tx.update(Some(n), &name, apply),
+                None => self.tx.update_made(&name, !spec.unnumbered, apply),
+            }
             return;
         }
         // Persistent collections live for this transaction only.
