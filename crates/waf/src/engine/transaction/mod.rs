@@ -884,8 +884,12 @@ impl<'r> Transaction<'r> {
                     prescan.memo(n).get_each(list, key, &mut answer, |p| work(key(p)));
                 }
             } else {
-                let picked: SmallVec<[&[u8]; 4]> =
-                    lists.into_iter().flatten().filter(|(k, _)| sel.matches(k)).map(key).collect();
+                let mut picked: SmallVec<[&[u8]; 4]> = SmallVec::new();
+                for p in lists.into_iter().flatten() {
+                    if sel.matches(&p.0) {
+                        picked.push(key(p));
+                    }
+                }
                 prescan.memo(n).get_each(&picked, |v| v, &mut answer, |v| work(v));
             }
             return bits;
