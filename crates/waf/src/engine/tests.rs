@@ -373,6 +373,23 @@ SecRule TX:mv "@eq 2" "id:5,phase:1,pass,log,chain"
     assert_eq!(ids(&rs.evaluate(&Request::new("GET", "/?a=x&b=y&c=z&d=w"), None)), vec![5]);
 }
 
+/// A collection member's name, written out only when read, reads the same wherever it is
+/// read: `MATCHED_VAR_NAME`, `MATCHED_VARS_NAMES` (and selected by it), a logged match. A
+/// match on `MATCHED_VARS` is named after it and the member's name.
+#[test]
+fn member_names_read_as_var_colon_key() {
+    let rs = rules(
+        r#"SecRule REQUEST_HEADERS_NAMES "@rx ^x-" "id:1,phase:1,pass,log,t:lowercase,setvar:'tx.first=%{MATCHED_VAR_NAME}',chain"
+    SecRule MATCHED_VARS_NAMES:REQUEST_HEADERS_NAMES:X-One "@streq REQUEST_HEADERS_NAMES:X-One" "chain"
+    SecRule MATCHED_VARS "@streq x-two" "setvar:'tx.last=%{MATCHED_VAR_NAME}'"
+SecRule TX:first "@rx ." "id:2,phase:1,pass,log,msg:'%{tx.first} %{tx.last}'""#,
+    );
+    let o = rs.evaluate(&Request::new("GET", "/").header("X-One", "1").header("X-Two", "2"), None);
+    assert_eq!(ids(&o), vec![1, 2]);
+    assert_eq!(o.matched[0].matched_var_name, "MATCHED_VARS:REQUEST_HEADERS_NAMES:X-Two");
+    assert_eq!(o.matched[1].msg, "REQUEST_HEADERS_NAMES:X-Two MATCHED_VARS:REQUEST_HEADERS_NAMES:X-Two");
+}
+
 /// CRS 4.28.0 with the reference's ModSecurity settings, blocking at `paranoia`.
 pub(crate) fn crs(paranoia: u8) -> RuleSet {
     crs_with(&paranoia_harness(paranoia))

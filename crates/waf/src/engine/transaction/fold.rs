@@ -33,13 +33,13 @@
 //! it also runs after an interruption, and when the response phases did not run, and then
 //! what they set is not what folding saw.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::seclang::ast::{ActionKind, Ctl, IdRange, MacroString, MacroVar, SetVarOp, Variable};
 
 use super::super::compile::{Disruptive, Part, Rule, RuleSet, Step};
-use super::{Flow, Hits, Matched, MatchedRef, Transaction};
+use super::variables::VarName;
+use super::{Flow, Hits, Matched, MatchedRef, Seen, Transaction};
 
 /// A phase's steps with the folded rules replaced, and for each step its index in the phase
 /// as written (where a transaction goes on when the folded steps stop holding).
@@ -229,7 +229,7 @@ impl<'r> Folder<'r> {
                     // It matches in every transaction, but its setvars read what only the
                     // transaction knows (949052 adds the run-time score of paranoia level 1).
                     flush(&mut out, &mut pending, at);
-                    out.steps.push(Step::Replay(*i, hits.into_iter().map(|h| (h.name, h.value)).collect()));
+                    out.steps.push(Step::Replay(*i, hits.into_iter().map(|h| (h.name.into_made(), h.value)).collect()));
                     out.origin.push(at);
                     self.baked.add(rule);
                     self.left_to_run(rule);
@@ -374,14 +374,20 @@ impl<'r> Folder<'r> {
         let s = &mut self.scratch;
         let owned = |m: Option<MatchedRef<'_>>| m.map(|(name, value)| (name.clone(), value.clone()));
         let before: Vec<Option<Matched>> = s.tx.numbered_slots().map(owned).collect();
-        let mark: Matched = (Arc::from("fold mark"), Arc::from(&b""[..]));
-        s.matched_vars = vec![Cow::Owned(mark.clone())];
+        let mark: Arc<str> = Arc::from("fold mark");
+        s.matched_vars = vec![Seen::Hit(VarName::Made(mark.clone()), Arc::from(&b""[..]))];
         let flow = s.eval_rule(rule);
         // A part that does not match clears MATCHED_VARS, mark and all.
-        let kept_mark = s.matched_vars.first().is_some_and(|m| Arc::ptr_eq(&m.0, &mark.0));
+        let kept_mark = s
+            .matched_vars
+            .first()
+            .is_some_and(|m| matches!(m, Seen::Hit(VarName::Made(n), _) if Arc::ptr_eq(n, &mark)));
         let mut effects = Effects {
             clear_matched: !kept_mark,
-            matched: s.matched_vars[usize::from(kept_mark)..].iter().map(|m| m.clone().into_owned()).collect(),
+            matched: s.matched_vars[usize::from(kept_mark)..]
+                .iter()
+                .map(|m| (Arc::from(m.name().as_ref()), m.value().clone()))
+                .collect(),
             tx: Vec::new(),
         };
         for (n, (old, new)) in before.iter().zip(s.tx.numbered_slots()).enumerate() {

@@ -144,7 +144,7 @@ pub struct Transaction<'r> {
     env: BTreeMap<String, Vec<u8>>,
     /// `MATCHED_VARS`; the last one is `MATCHED_VAR_NAME` and `MATCHED_VAR` (none: empty).
     /// What folded steps matched is borrowed from the rule set, without reference counts.
-    matched_vars: Vec<Cow<'r, Matched>>,
+    matched_vars: Vec<Seen<'r>>,
     /// Room for the hits of a part (see [`Hits`]).
     hits: Hits,
     engine: EngineMode,
@@ -193,7 +193,7 @@ enum RuleRef {
 /// One successful operator run.
 #[derive(Debug)]
 struct Hit {
-    name: Arc<str>,
+    name: VarName,
     value: Arc<[u8]>,
     captures: Option<Captures>,
 }
@@ -209,6 +209,29 @@ pub(crate) type Matched = (Arc<str>, Arc<[u8]>);
 /// A variable's name and value where they are kept (read without reference counts).
 pub(crate) type MatchedRef<'a> = (&'a Arc<str>, &'a Arc<[u8]>);
 
+/// A member of `MATCHED_VARS`: what a folded step matched, borrowed from the rule set without
+/// reference counts, or what the transaction matched.
+#[derive(Clone, Debug)]
+enum Seen<'r> {
+    Folded(&'r Matched),
+    Hit(VarName, Arc<[u8]>),
+}
+
+impl Seen<'_> {
+    fn name(&self) -> Cow<'_, str> {
+        match self {
+            Seen::Folded((name, _)) => Cow::Borrowed(name),
+            Seen::Hit(name, _) => name.text(),
+        }
+    }
+
+    fn value(&self) -> &Arc<[u8]> {
+        match self {
+            Seen::Folded((_, value)) | Seen::Hit(_, value) => value,
+        }
+    }
+}
+
 enum Flow {
     Next,
     /// Resume after the rule's `skipAfter` marker.
@@ -223,7 +246,7 @@ mod tx;
 pub(crate) mod variables;
 
 use tx::TxVars;
-use variables::{store_index, tx_val, Val, Vals, Vars};
+use variables::{store_index, tx_val, Val, Vals, VarName, Vars};
 
 /// The keys of `TX:0`..`TX:9`, which `capture` sets, and the usual counts (`&ARGS`).
 pub(crate) const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
@@ -537,7 +560,7 @@ impl<'r> Transaction<'r> {
         if effects.clear_matched {
             self.matched_vars.clear();
         }
-        self.matched_vars.extend(effects.matched.iter().map(Cow::Borrowed));
+        self.matched_vars.extend(effects.matched.iter().map(Seen::Folded));
         for (n, value) in &effects.tx {
             match value {
                 Some(m) => self.tx.set_baked(*n, m),
@@ -550,7 +573,7 @@ impl<'r> Transaction<'r> {
     /// each in `MATCHED_VAR(S)` and runs the `setvar`s (see `fold`).
     fn replay(&mut self, rule: &Rule, matched: &'r [Matched]) {
         for m in matched {
-            self.matched_vars.push(Cow::Borrowed(m));
+            self.matched_vars.push(Seen::Folded(m));
             for sv in &rule.parts[0].setvars {
                 self.setvar(rule, sv);
             }
@@ -607,7 +630,7 @@ impl<'r> Transaction<'r> {
                         }
                     }
                 }
-                self.matched_vars.push(Cow::Owned((h.name, h.value)));
+                self.matched_vars.push(Seen::Hit(h.name, h.value));
                 for sv in &part.setvars {
                     self.setvar(rule, sv);
                 }
@@ -679,8 +702,8 @@ impl<'r> Transaction<'r> {
     }
 
     /// The last of `MATCHED_VARS`: `MATCHED_VAR_NAME` and `MATCHED_VAR`.
-    fn last_match(&self) -> Option<&Matched> {
-        self.matched_vars.last().map(|m| &**m)
+    fn last_match(&self) -> Option<&Seen<'r>> {
+        self.matched_vars.last()
     }
 
     /// Records a match of a rule that logs.
@@ -698,7 +721,7 @@ impl<'r> Transaction<'r> {
                 Some(tags) => tags.clone(),
                 None => rule.tags.iter().map(|t| lossy(self.expand(t, rule).into_owned())).collect(),
             },
-            matched_var_name: self.last_match().map(|(name, _)| name.to_string()).unwrap_or_default(),
+            matched_var_name: self.last_match().map(|m| m.name().into_owned()).unwrap_or_default(),
             location: rule.location.clone(),
             disruptive,
         };
@@ -709,7 +732,7 @@ impl<'r> Transaction<'r> {
     fn eval_part(&self, rule: &Rule, part: &Part, hits: &mut Hits) {
         let Some(op) = &part.op else {
             let (name, value) = variables::blank();
-            hits.push(Hit { name, value, captures: None });
+            hits.push(Hit { name: VarName::Made(name), value, captures: None });
             return;
         };
         if let Some(gate) = part.prescan {
@@ -750,7 +773,7 @@ impl<'r> Transaction<'r> {
             // looks through one per request header). Names are `TX:key`; a key's `multiMatch`
             // variants keep theirs.
             if t.tx_selected.is_some() && hits.len() - first > 1 {
-                hits[first..].sort_by(|a, b| a.name.cmp(&b.name));
+                hits[first..].sort_by(|a, b| a.name.text().cmp(&b.name.text()));
             }
         }
     }
@@ -825,7 +848,7 @@ impl<'r> Transaction<'r> {
             let (hit, captures) =
                 op.run(value, part.capture && !part.negated, expanded.as_deref(), dynamic_rx.as_deref());
             if hit != part.negated {
-                hits.push(Hit { name: name.clone(), value: value.clone(), captures });
+                hits.push(Hit { name: VarName::Made(name.clone()), value: value.clone(), captures });
             }
         }
     }

@@ -16,7 +16,7 @@ use super::super::compile::{processor_for, Rule, Sel};
 use super::super::operator::Decimal;
 use super::super::request::Request;
 use super::super::{text, transform};
-use super::{Matched, MatchedRef, Transaction};
+use super::{Matched, MatchedRef, Seen, Transaction};
 
 /// The variables taken from the request and response.
 #[derive(Debug, Default)]
@@ -74,22 +74,44 @@ impl<'a> Val<'a> {
         Val { var, key, value, shared: None }
     }
 
-    /// `VAR:key`, or `VAR` for a scalar (shared from this thread's [`SHARED`]).
-    pub(super) fn name(&self) -> Arc<str> {
+    /// `VAR:key`, or `VAR` for a scalar (shared from this thread's [`SHARED`]): a member's
+    /// name is its variable and key, written out when read.
+    pub(super) fn name(&self) -> VarName {
         if let Some((name, _)) = self.shared {
-            return name.clone();
+            return VarName::Made(name.clone());
         }
-        let var = self.var.name();
         match &self.key {
-            Some(k) => {
-                // Built in place and copied once into the `Arc`.
-                let mut name: SmallVec<[u8; 128]> = SmallVec::with_capacity(var.len() + 1 + k.len());
-                name.extend_from_slice(var.as_bytes());
-                name.push(b':');
-                name.extend_from_slice(k);
-                Arc::from(&*text(&name))
-            }
-            None => SHARED.with(|s| s.names[self.var as usize].clone()),
+            Some(k) => VarName::Member(self.var, Text::from_slice(k)),
+            None => VarName::Made(SHARED.with(|s| s.names[self.var as usize].clone())),
+        }
+    }
+}
+
+/// The name of a matched variable. Most are never read (only `MATCHED_VAR_NAME`, `MATCHED_VARS`
+/// and a logged match read them), so a collection member's is kept as its variable and key
+/// and written out as `VAR:key` when read: 920450 matches every request header.
+#[derive(Clone, Debug)]
+pub(crate) enum VarName {
+    /// Made already: a scalar's, a `TX` variable's, one the rule set keeps.
+    Made(Arc<str>),
+    /// A member of a collection, by its key.
+    Member(Variable, Text),
+}
+
+impl VarName {
+    /// `VAR:key` (a key that is not UTF-8 written lossily).
+    pub(crate) fn text(&self) -> Cow<'_, str> {
+        match self {
+            VarName::Made(name) => Cow::Borrowed(name),
+            VarName::Member(var, key) => Cow::Owned(format!("{}:{}", var.name(), text(key))),
+        }
+    }
+
+    /// The name as a shared string.
+    pub(crate) fn into_made(self) -> Arc<str> {
+        match self {
+            VarName::Made(name) => name,
+            member => Arc::from(member.text().as_ref()),
         }
     }
 }
@@ -367,20 +389,24 @@ impl Transaction<'_> {
                     }
                 }
             }
-            V::MatchedVar => scalar(self.last_match().map_or(&[][..], |(_, v)| v), out),
-            V::MatchedVarName => scalar(self.last_match().map_or(&[][..], |(n, _)| n.as_bytes()), out),
-            V::MatchedVars => {
-                for (k, val) in self.matched_vars.iter().map(|m| &**m) {
-                    if sel.matches(k.as_bytes()) {
-                        out.push(Val::new(var, Some(Cow::Borrowed(k.as_bytes())), Cow::Borrowed(val)));
+            V::MatchedVar => scalar(self.last_match().map_or(&[][..], |m| m.value()), out),
+            V::MatchedVarName => match self.last_match().map(Seen::name) {
+                Some(Cow::Borrowed(name)) => scalar(name.as_bytes(), out),
+                Some(Cow::Owned(name)) => owned(name.into_bytes(), out),
+                None => scalar(b"", out),
+            },
+            V::MatchedVars | V::MatchedVarsNames => {
+                for m in &self.matched_vars {
+                    let name = m.name();
+                    if !sel.matches(name.as_bytes()) {
+                        continue;
                     }
-                }
-            }
-            V::MatchedVarsNames => {
-                for (k, _) in self.matched_vars.iter().map(|m| &**m) {
-                    if sel.matches(k.as_bytes()) {
-                        out.push(Val::new(var, Some(Cow::Borrowed(k.as_bytes())), Cow::Borrowed(k.as_bytes())));
-                    }
+                    let key = match name {
+                        Cow::Borrowed(name) => Cow::Borrowed(name.as_bytes()),
+                        Cow::Owned(name) => Cow::Owned(name.into_bytes()),
+                    };
+                    let value = if var == V::MatchedVars { Cow::Borrowed(&m.value()[..]) } else { key.clone() };
+                    out.push(Val::new(var, Some(key), value));
                 }
             }
             V::Xml => {
