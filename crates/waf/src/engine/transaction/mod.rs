@@ -485,7 +485,7 @@ impl<'r> Transaction<'r> {
                     continue;
                 }
             }
-            if rule.broken || self.removed(rule) {
+            if rule.broken || (!self.nothing_removed() && self.removed(rule)) {
                 continue;
             }
             let flow = self.eval_rule(rule);
