@@ -384,10 +384,7 @@ impl<'r> Folder<'r> {
             .is_some_and(|m| matches!(m, Seen::Hit(VarName::Made(n), _) if Arc::ptr_eq(n, &mark)));
         let mut effects = Effects {
             clear_matched: !kept_mark,
-            matched: s.matched_vars[usize::from(kept_mark)..]
-                .iter()
-                .map(|m| (Arc::from(m.name().as_ref()), m.value().clone()))
-                .collect(),
+            matched: s.matched_vars[usize::from(kept_mark)..].iter().map(Seen::to_matched).collect(),
             tx: Vec::new(),
         };
         for (n, (old, new)) in before.iter().zip(s.tx.numbered_slots()).enumerate() {

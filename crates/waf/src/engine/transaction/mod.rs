@@ -225,9 +225,25 @@ impl Seen<'_> {
         }
     }
 
+    /// [`Seen::name`] as bytes, as a variable's value reads it.
+    fn name_bytes(&self) -> Cow<'_, [u8]> {
+        match self.name() {
+            Cow::Borrowed(name) => Cow::Borrowed(name.as_bytes()),
+            Cow::Owned(name) => Cow::Owned(name.into_bytes()),
+        }
+    }
+
     fn value(&self) -> &Arc<[u8]> {
         match self {
             Seen::Folded((_, value)) | Seen::Hit(_, value) => value,
+        }
+    }
+
+    /// As the rule set keeps a match (folding).
+    fn to_matched(&self) -> Matched {
+        match self {
+            Seen::Folded(m) => (*m).clone(),
+            Seen::Hit(name, value) => (name.clone().into_made(), value.clone()),
         }
     }
 }
@@ -479,13 +495,13 @@ impl<'r> Transaction<'r> {
             // parts and bookkeeping; a rule `ctl` removed does nothing at all.
             if let Some(gate) = gate {
                 if !self.may_match(rule, *gate) {
-                    if !self.matched_vars.is_empty() && (self.nothing_removed() || !self.removed(rule)) {
+                    if !self.matched_vars.is_empty() && !self.removed(rule) {
                         self.matched_vars.clear();
                     }
                     continue;
                 }
             }
-            if rule.broken || (!self.nothing_removed() && self.removed(rule)) {
+            if rule.broken || self.removed(rule) {
                 continue;
             }
             let flow = self.eval_rule(rule);
@@ -585,7 +601,14 @@ impl<'r> Transaction<'r> {
         self.removed_ids.is_empty() && self.removed_tags.is_empty() && self.removed_msgs.is_empty()
     }
 
+    /// Whether `ctl:ruleRemove*` removed the rule: asked for each rule a request evaluates,
+    /// so the common answer (nothing was removed) is read from three lengths, in line.
+    #[inline]
     fn removed(&self, rule: &Rule) -> bool {
+        !self.nothing_removed() && self.removed_by_ctl(rule)
+    }
+
+    fn removed_by_ctl(&self, rule: &Rule) -> bool {
         self.removed_ids.iter().any(|r| r.contains(rule.id))
             || (!self.removed_tags.is_empty() && rule.tag_text.iter().any(|t| self.removed_tags.contains(t)))
             || (!self.removed_msgs.is_empty()
@@ -1130,7 +1153,7 @@ impl<'r> Transaction<'r> {
         if tx {
             let apply = |cur: Option<&Arc<[u8]>>| apply_setvar(spec, cur, value);
             match spec.tx_slot {
-                Some(n) => self.tx.update(Some(n), &name, apply),
+                Some(n) => self.tx.update_numbered(n, apply),
                 None => self.tx.update_made(&name, !spec.unnumbered, apply),
             }
             return;

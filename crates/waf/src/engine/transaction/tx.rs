@@ -118,25 +118,11 @@ impl<'r> TxVars<'r> {
         };
     }
 
-    /// Sets (`Some`) or deletes (`None`) a variable, by number or else (the rule set names
-    /// none so) by lowercase key, to what `new` makes of its value: a variable named at run
-    /// time is looked up once, where reading it and then setting it took three (920450 sets
-    /// one per request header).
-    pub(super) fn update(
-        &mut self,
-        n: Option<u32>,
-        key: &str,
-        new: impl FnOnce(Option<&Arc<[u8]>>) -> Option<Arc<[u8]>>,
-    ) {
-        match n {
-            Some(n) => self.update_numbered(n, new),
-            None => self.update_other(key, || TxName::new(key), new),
-        }
-    }
-
-    /// [`TxVars::update`] for a variable named at run time, by its name as made, `TX:key`
-    /// (lowercase key), and numbered when the rule set names its key (`lookup`: for a name
-    /// that may be one): the name a new variable keeps is the one made, not made again.
+    /// Sets (`Some`) or deletes (`None`) a variable named at run time to what `new` makes of
+    /// its value, by its name as made, `TX:key` (lowercase key): by number when the rule set
+    /// names its key (`lookup`: for a name that may be one), else by key, the name a new
+    /// variable keeps being the one made. Looked up once, where reading it and then setting
+    /// it took three (920450 sets one per request header).
     pub(super) fn update_made(
         &mut self,
         name: &str,
@@ -146,23 +132,20 @@ impl<'r> TxVars<'r> {
         let key = name.get(TxName::PREFIX.len()..).unwrap_or_default();
         match lookup.then(|| self.names.number_of(key)).flatten() {
             Some(n) => self.update_numbered(n, new),
-            None => self.update_other(key, || TxName::made(name), new),
+            None => self.update_other(key, name, new),
         }
     }
 
-    fn update_numbered(&mut self, n: u32, new: impl FnOnce(Option<&Arc<[u8]>>) -> Option<Arc<[u8]>>) {
+    /// [`TxVars::update_made`] for a variable the rule set numbers.
+    pub(super) fn update_numbered(&mut self, n: u32, new: impl FnOnce(Option<&Arc<[u8]>>) -> Option<Arc<[u8]>>) {
         match new(self.numbered(n).map(|(_, (_, v))| v)) {
             Some(value) => self.set(n, value),
             None => self.remove(n),
         }
     }
 
-    fn update_other(
-        &mut self,
-        key: &str,
-        name: impl FnOnce() -> TxName,
-        new: impl FnOnce(Option<&Arc<[u8]>>) -> Option<Arc<[u8]>>,
-    ) {
+    /// [`TxVars::update_made`] for a variable the rule set does not number: `key` is `name`'s.
+    fn update_other(&mut self, key: &str, name: &str, new: impl FnOnce(Option<&Arc<[u8]>>) -> Option<Arc<[u8]>>) {
         match self.other.entry_ref(key) {
             EntryRef::Occupied(mut e) => match new(Some(e.get())) {
                 Some(value) => *e.get_mut() = value,
@@ -172,7 +155,7 @@ impl<'r> TxVars<'r> {
             },
             EntryRef::Vacant(e) => {
                 if let Some(value) = new(None) {
-                    e.insert_with_key(name(), value);
+                    e.insert_with_key(TxName::made(name), value);
                 }
             }
         }
@@ -231,7 +214,7 @@ SecAction "id:1,phase:1,pass,nolog,setvar:tx.x=0""#,
         assert_eq!(rs.tx_names.number_of(key), None, "not a name the rule set gives");
         let add = |by: u8| move |cur: Option<&std::sync::Arc<[u8]>>| Some([cur.map_or(0, |c| c[0]) + by][..].into());
         t.tx.update_made(made, true, add(1));
-        t.tx.update(None, key, add(2));
+        t.tx.update_made(made, true, add(2));
         assert_eq!(t.tx.value(key).map(|v| &v[..]), Some(&[3][..]));
         let (k, (name, _)) = t.tx.get(key).expect("set");
         assert_eq!((k, &**name), (key, made));
@@ -240,12 +223,12 @@ SecAction "id:1,phase:1,pass,nolog,setvar:tx.x=0""#,
         let n = rs.tx_names.number_of("x").expect("x is named");
         assert_eq!(t.tx.numbered(n).map(|(_, (_, v))| &v[..]), Some(&[5][..]));
         assert_eq!(t.tx.unnumbered().count(), 1);
-        t.tx.update(None, key, |cur| {
+        t.tx.update_made(made, true, |cur| {
             assert!(cur.is_some());
             None
         });
         assert_eq!(t.tx.value(key), None);
-        t.tx.update(None, key, |cur| {
+        t.tx.update_made(made, true, |cur| {
             assert!(cur.is_none(), "deleted");
             None
         });

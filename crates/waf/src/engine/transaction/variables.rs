@@ -390,21 +390,16 @@ impl Transaction<'_> {
                 }
             }
             V::MatchedVar => scalar(self.last_match().map_or(&[][..], |m| m.value()), out),
-            V::MatchedVarName => match self.last_match().map(Seen::name) {
-                Some(Cow::Borrowed(name)) => scalar(name.as_bytes(), out),
-                Some(Cow::Owned(name)) => owned(name.into_bytes(), out),
-                None => scalar(b"", out),
-            },
+            V::MatchedVarName => {
+                let name = self.last_match().map_or(Cow::Borrowed(&[][..]), Seen::name_bytes);
+                out.push(Val::new(var, None, name));
+            }
             V::MatchedVars | V::MatchedVarsNames => {
                 for m in &self.matched_vars {
-                    let name = m.name();
-                    if !sel.matches(name.as_bytes()) {
+                    let key = m.name_bytes();
+                    if !sel.matches(&key) {
                         continue;
                     }
-                    let key = match name {
-                        Cow::Borrowed(name) => Cow::Borrowed(name.as_bytes()),
-                        Cow::Owned(name) => Cow::Owned(name.into_bytes()),
-                    };
                     let value = if var == V::MatchedVars { Cow::Borrowed(&m.value()[..]) } else { key.clone() };
                     out.push(Val::new(var, Some(key), value));
                 }
