@@ -257,10 +257,12 @@ enum Flow {
     Stop,
 }
 
+mod expansion;
 pub(crate) mod fold;
 mod tx;
 pub(crate) mod variables;
 
+use expansion::Expansion;
 use tx::TxVars;
 use variables::{store_index, tx_val, Val, Vals, VarName, Vars};
 
@@ -269,9 +271,6 @@ pub(crate) const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "
 
 /// At most this many bytes (originals and results) in a transaction's transformation cache.
 const CACHE_BUDGET: usize = 4 << 20;
-
-/// A macro expansion: on the stack up to this size.
-type Expansion = SmallVec<[u8; 128]>;
 
 /// Values up to this long are transformed again rather than kept (see `transformed`).
 const SHORT_VALUE: usize = 64;
@@ -1084,7 +1083,7 @@ impl<'r> Transaction<'r> {
     fn expand_into(&self, m: &MacroString, rule: &Rule, out: &mut Expansion) {
         for p in &m.parts {
             match p {
-                MacroPart::Literal(s) => out.extend_from_slice(s.as_bytes()),
+                MacroPart::Literal(s) => out.push(s.as_bytes()),
                 MacroPart::Var(mv) => self.push_macro_value(mv, rule, out),
             }
         }
@@ -1102,7 +1101,7 @@ impl<'r> Transaction<'r> {
     fn push_macro_value(&self, mv: &MacroVar, rule: &Rule, out: &mut Expansion) {
         if mv.variable == Variable::Tx && mv.key.is_some() {
             if let Some(v) = self.tx_macro(mv) {
-                out.extend_from_slice(v);
+                out.push(v);
             }
             return;
         }
@@ -1113,7 +1112,7 @@ impl<'r> Transaction<'r> {
         let mut vals = Vals::new();
         self.values(mv.variable, &sel, rule, &mut vals);
         if let Some(v) = vals.first() {
-            out.extend_from_slice(&v.value);
+            out.push(&v.value);
         }
     }
 
@@ -1127,7 +1126,7 @@ impl<'r> Transaction<'r> {
             Some(n) => Cow::Borrowed(self.rules.tx_names.at(n).key()),
             None => {
                 let prefix = if tx { TxName::PREFIX } else { "" };
-                made.extend_from_slice(prefix.as_bytes());
+                made.push(prefix.as_bytes());
                 self.expand_into(&sv.var.name, rule, &mut made);
                 made[prefix.len()..].make_ascii_lowercase();
                 text(&made)
