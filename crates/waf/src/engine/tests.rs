@@ -93,6 +93,31 @@ SecRule REQUEST_COOKIES:/^sess/ "@rx evil" "id:34,phase:1,pass,log""#,
     assert_eq!(ids(&o), vec![33, 34, 31]);
 }
 
+/// Counts of request collections are counted where the members are kept (no exclusions) or
+/// from the listed members (with them): the same numbers either way, for every selector, over
+/// query and body arguments together, with repeated names counted each time.
+#[test]
+fn counts_of_request_collections() {
+    let rs = rules(
+        r#"SecRequestBodyAccess On
+SecRule &ARGS "@eq 4" "id:60,phase:2,pass,log"
+SecRule &ARGS|!ARGS:zz "@eq 4" "id:61,phase:2,pass,log"
+SecRule &ARGS:a "@eq 2" "id:62,phase:2,pass,log"
+SecRule &ARGS:/^[ab]$/ "@eq 3" "id:63,phase:2,pass,log"
+SecRule &ARGS_NAMES|!ARGS_NAMES:b "@eq 3" "id:64,phase:2,pass,log"
+SecRule &REQUEST_HEADERS:x-twice "@eq 2" "id:65,phase:1,pass,log"
+SecRule &REQUEST_HEADERS:X-Missing "@eq 0" "id:66,phase:1,pass,log"
+SecRule &REQUEST_COOKIES "@eq 2" "id:67,phase:1,pass,log"
+SecRule &ARGS_POST "@eq 5" "id:68,phase:2,pass,log""#,
+    );
+    let request = post("/?a=1&b=2", "application/x-www-form-urlencoded", "a=3&c=4")
+        .header("X-Twice", "1")
+        .header("x-twice", "2")
+        .header("Cookie", "s=1; t=2");
+    // 68 expects five body arguments where there are two: it must not match.
+    assert_eq!(ids(&rs.evaluate(&request, None)), vec![65, 66, 67, 60, 61, 62, 63, 64]);
+}
+
 #[test]
 fn runtime_ctl_removes_rules_and_targets() {
     let rs = rules(

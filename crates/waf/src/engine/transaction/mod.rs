@@ -1026,6 +1026,13 @@ impl<'r> Transaction<'r> {
     /// Pushes the values of one target, without the excluded ones (`excl`: the part's own
     /// `!` exclusions, then those `ctl:` removed).
     fn collect<'a>(&'a self, t: &TargetSpec, rule: &Rule, excl: &[&Exclusion], out: &mut Vals<'a>) {
+        // A count of request members (`&REQUEST_HEADERS:Content-Type`, a dozen CRS rules per
+        // request) is counted where they are kept, without listing them first.
+        if let Some((lists, _)) = self.v.pair_lists(t.variable).filter(|_| t.count && excl.is_empty()) {
+            let n = lists.into_iter().flatten().filter(|(k, _)| t.sel.matches(k)).count();
+            out.push(count_val(t.variable, n));
+            return;
+        }
         let start = out.len();
         match (t.tx_slot, &t.tx_selected) {
             (Some(n), _) => out.extend(self.tx.numbered(n).map(|(k, m)| tx_val(k, m))),
@@ -1053,9 +1060,7 @@ impl<'r> Transaction<'r> {
         if t.count {
             let n = out.len() - start;
             out.truncate(start);
-            let count =
-                DIGITS.get(n).map_or_else(|| Cow::Owned(n.to_string().into_bytes()), |d| Cow::Borrowed(d.as_bytes()));
-            out.push(Val::new(t.variable, None, count));
+            out.push(count_val(t.variable, n));
         }
     }
 
@@ -1234,6 +1239,12 @@ type Form<'a> = (Cow<'a, [u8]>, SmallVec<[u64; 8]>);
 
 fn or_into(bits: &mut [u64], mask: &[u64]) {
     bits.iter_mut().zip(mask).for_each(|(a, b)| *a |= b);
+}
+
+/// The value of a count target (`&ARGS`): the number, as text.
+fn count_val(variable: Variable, n: usize) -> Val<'static> {
+    let count = DIGITS.get(n).map_or_else(|| Cow::Owned(n.to_string().into_bytes()), |d| Cow::Borrowed(d.as_bytes()));
+    Val::new(variable, None, count)
 }
 
 /// Adds the patterns of `mask` to the form with these bytes, or adds the form.
