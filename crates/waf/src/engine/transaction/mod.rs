@@ -766,7 +766,11 @@ impl<'r> Transaction<'r> {
         if part.numbered_tx && !self.tx_target_removed() {
             return self.eval_numbered_tx(rule, part, op, hits);
         }
-        let mut excluded: SmallVec<[&Exclusion; 4]> = part.exclusions.iter().collect();
+        // Most parts exclude nothing: no list is made for them.
+        let mut excluded: SmallVec<[&Exclusion; 4]> = SmallVec::new();
+        if !part.exclusions.is_empty() {
+            excluded.extend(part.exclusions.iter());
+        }
         if !self.removed_targets.is_empty() {
             excluded.extend(self.removed_targets(rule));
         }
