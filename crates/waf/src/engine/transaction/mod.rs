@@ -779,9 +779,15 @@ impl<'r> Transaction<'r> {
         let mut vals = Vals::new();
         for t in &part.targets {
             // The members of a request collection go to the operator as they are read, when
-            // nothing is excluded or counted (most targets: a JSON body's ARGS hold hundreds).
-            if let Some((lists, names)) = self.v.pair_lists(t.variable).filter(|_| excluded.is_empty() && !t.count) {
-                for (k, v) in lists.into_iter().flatten().filter(|(k, _)| t.sel.matches(k)) {
+            // nothing is excluded (most targets: a JSON body's ARGS hold hundreds); a count of
+            // them (`&REQUEST_HEADERS:Content-Type`, a dozen CRS parts a request) is counted so.
+            if let Some((lists, names)) = self.v.pair_lists(t.variable).filter(|_| excluded.is_empty()) {
+                let members = lists.into_iter().flatten().filter(|(k, _)| t.sel.matches(k));
+                if t.count {
+                    self.eval_value(part, &operand, &count_val(t.variable, members.count()), hits);
+                    continue;
+                }
+                for (k, v) in members {
                     let value = if names { k } else { v };
                     let val = Val::new(t.variable, Some(Cow::Borrowed(k)), Cow::Borrowed(value));
                     self.eval_value(part, &operand, &val, hits);
@@ -1030,13 +1036,6 @@ impl<'r> Transaction<'r> {
     /// Pushes the values of one target, without the excluded ones (`excl`: the part's own
     /// `!` exclusions, then those `ctl:` removed).
     fn collect<'a>(&'a self, t: &TargetSpec, rule: &Rule, excl: &[&Exclusion], out: &mut Vals<'a>) {
-        // A count of request members (`&REQUEST_HEADERS:Content-Type`, a dozen CRS rules per
-        // request) is counted where they are kept, without listing them first.
-        if let Some((lists, _)) = self.v.pair_lists(t.variable).filter(|_| t.count && excl.is_empty()) {
-            let n = lists.into_iter().flatten().filter(|(k, _)| t.sel.matches(k)).count();
-            out.push(count_val(t.variable, n));
-            return;
-        }
         let start = out.len();
         match (t.tx_slot, &t.tx_selected) {
             (Some(n), _) => out.extend(self.tx.numbered(n).map(|(k, m)| tx_val(k, m))),
