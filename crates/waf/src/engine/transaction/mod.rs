@@ -1128,19 +1128,21 @@ impl<'r> Transaction<'r> {
         let sv = &spec.setvar;
         let tx = sv.var.collection == Variable::Tx;
         // A `TX` name made at run time (920450 makes one per request header) is made as a
-        // match records it, `TX:key`: looked up by its key, kept as it is when new.
-        let mut made = Expansion::new();
+        // match records it, `TX:key`: looked up by its key, kept as it is when new. The
+        // buffers are made only when a name or value is expanded (most `setvar`s are literal).
+        let mut made;
         let name: Cow<'_, str> = match spec.tx_slot {
             Some(n) => Cow::Borrowed(self.rules.tx_names.at(n).key()),
             None => {
                 let prefix = if tx { TxName::PREFIX } else { "" };
+                made = Expansion::new();
                 made.push(prefix.as_bytes());
                 self.expand_into(&sv.var.name, rule, &mut made);
                 made[prefix.len()..].make_ascii_lowercase();
                 text(&made)
             }
         };
-        let mut expanded = Expansion::new();
+        let mut expanded;
         // A lone `TX` macro's value is held, not borrowed: the transaction's `TX` changes next.
         let held: Option<Arc<[u8]>>;
         let value = match &sv.op {
@@ -1151,6 +1153,7 @@ impl<'r> Transaction<'r> {
                     Some(held.as_deref().unwrap_or_default())
                 }
                 (None, None) => {
+                    expanded = Expansion::new();
                     self.expand_into(v, rule, &mut expanded);
                     Some(&expanded[..])
                 }
