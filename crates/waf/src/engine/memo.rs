@@ -8,9 +8,9 @@
 //! automaton.
 //!
 //! A memo is bounded and never in the way:
-//! - it keeps values of up to [`LONGEST`] bytes, at most [`ENTRIES`] of them, in two
-//!   generations: when the young one fills, the old one is dropped and the young one ages, so
-//!   values in use stay and a flood of new values only costs their own work;
+//! - it keeps values up to a length, and so many of them ([`Limits`]), in two generations:
+//!   when the young one fills, the old one is dropped and the young one ages, so values in use
+//!   stay and a flood of new values only costs their own work;
 //! - a value is kept the second time it comes (a small Bloom filter, cleared now and then,
 //!   remembers the first), so values that never repeat cost a hash, not an allocation and an
 //!   insertion;
@@ -25,7 +25,9 @@
 //!   turn: with two threads on one rule set and one shard, every lookup moved the lock's cache
 //!   line between the cores (9 % of the engine's time for that line alone).
 //!
-//! A memo belongs to the compiled rule set: a new rule set starts with empty ones.
+//! A memo belongs to the compiled rule set: a new rule set starts with empty ones. Most keep
+//! short values ([`Limits::SHORT`]); a scope's memo of whole collections keeps fewer, longer
+//! ones ([`Limits::WHOLE`]).
 
 use std::fmt;
 use std::hash::BuildHasher;
@@ -51,9 +53,27 @@ const SEEN_BITS: usize = 8192;
 /// The most shards a memo has: one per core, up to this many (threads beyond share them).
 pub(crate) const SHARDS: usize = 8;
 
+/// What a memo keeps: values of up to `longest` bytes, at most `entries` of them in each
+/// shard. A shard holds at most `longest * entries` bytes of values.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Limits {
+    pub longest: usize,
+    pub entries: usize,
+}
+
+impl Limits {
+    /// Header values, names, short parameters: [`LONGEST`] and [`ENTRIES`].
+    pub(crate) const SHORT: Limits = Limits { longest: LONGEST, entries: ENTRIES };
+
+    /// The whole contents of a collection (a JSON document's argument names): up to 4 KiB,
+    /// 64 of them (256 KiB a shard).
+    pub(crate) const WHOLE: Limits = Limits { longest: 4096, entries: 64 };
+}
+
 /// Answers by value (see the module documentation).
 pub(crate) struct Memo<V> {
     hasher: RandomState,
+    longest: usize,
     shards: Box<[Shard<V>]>,
 }
 
@@ -71,6 +91,8 @@ type Entry<V> = (u64, SmallVec<[u8; KEPT_INLINE]>, V);
 const KEPT_INLINE: usize = 32;
 
 struct State<V> {
+    /// The most entries each generation holds: half the memo's.
+    half: usize,
     young: HashTable<Entry<V>>,
     old: HashTable<Entry<V>>,
     /// Values seen once: a Bloom filter over their hashes, and how many it holds.
@@ -80,16 +102,33 @@ struct State<V> {
 
 impl<V> Default for Memo<V> {
     fn default() -> Self {
-        let count = shard_count();
-        let shard = || {
-            let seen = vec![0; SEEN_BITS / 64].into_boxed_slice();
-            Shard(Mutex::new(State { young: HashTable::new(), old: HashTable::new(), seen, sightings: 0 }))
-        };
-        Memo { hasher: RandomState::default(), shards: (0..count).map(|_| shard()).collect() }
+        Memo::with_limits(Limits::SHORT)
     }
 }
 
 impl<V> Memo<V> {
+    /// An empty memo that keeps what `limits` allow.
+    pub(crate) fn with_limits(limits: Limits) -> Self {
+        let count = shard_count();
+        let shard = || {
+            let seen = vec![0; SEEN_BITS / 64].into_boxed_slice();
+            let half = limits.entries / 2;
+            Shard(Mutex::new(State { half, young: HashTable::new(), old: HashTable::new(), seen, sightings: 0 }))
+        };
+        Memo { hasher: RandomState::default(), longest: limits.longest, shards: (0..count).map(|_| shard()).collect() }
+    }
+
+    /// Whether a value is short enough to be kept.
+    pub(crate) fn keeps(&self, value_len: usize) -> bool {
+        value_len <= self.longest
+    }
+
+    /// How many values the calling thread's shard keeps.
+    #[cfg(test)]
+    pub(crate) fn kept(&self) -> usize {
+        self.state().lock().map_or(0, |s| s.young.len() + s.old.len())
+    }
+
     /// The calling thread's shard: threads are numbered as they first use a memo, and every
     /// memo has as many shards, so a thread's shard is worked out once (a division per lookup
     /// was a tenth of the prescan's own time).
@@ -119,7 +158,7 @@ impl<V: Clone> Memo<V> {
     /// The answer for `value`: remembered, or computed by `work` (and remembered when the
     /// value is short enough, comes for the second time and the memo is free).
     pub(crate) fn get_or(&self, value: &[u8], work: impl FnOnce() -> V) -> V {
-        if value.len() > LONGEST {
+        if !self.keeps(value.len()) {
             return work();
         }
         let hash = self.hasher.hash_one(value);
@@ -160,7 +199,7 @@ impl<V> Memo<V> {
             Ok(mut s) => {
                 for (i, item) in items.iter().enumerate() {
                     let value = key(item);
-                    if value.len() > LONGEST {
+                    if !self.keeps(value.len()) {
                         missed.push((i, 0, false));
                         continue;
                     }
@@ -217,7 +256,7 @@ impl<V> State<V> {
     #[cold]
     fn get_old(&mut self, hash: u64, value: &[u8]) -> Option<&V> {
         let found = self.old.find_entry(hash, holds(hash, value)).ok()?;
-        if self.young.len() >= ENTRIES / 2 {
+        if self.young.len() >= self.half {
             return Some(&found.into_mut().2);
         }
         let (e, _) = found.remove();
@@ -244,7 +283,7 @@ impl<V> State<V> {
         if self.young.find(hash, holds(hash, value)).is_some() {
             return;
         }
-        if self.young.len() >= ENTRIES / 2 {
+        if self.young.len() >= self.half {
             self.old = std::mem::take(&mut self.young);
         }
         self.young.insert_unique(hash, (hash, SmallVec::from_slice(value), v), |e| e.0);
@@ -335,6 +374,25 @@ mod tests {
         }
         let s = memo.state().lock().unwrap();
         assert!(s.young.len() <= ENTRIES / 2 && s.old.len() <= ENTRIES / 2);
+    }
+
+    #[test]
+    fn a_memo_of_whole_collections_keeps_fewer_longer_values() {
+        let memo = Memo::with_limits(Limits::WHOLE);
+        let long = vec![b'a'; 1024];
+        memo.get_or(&long, || 1);
+        assert_eq!(memo.get_or(&long, || 2), 2);
+        assert_eq!(memo.get_or(&long, || 3), 2, "a 1 KiB value is kept");
+        let too_long = vec![b'a'; Limits::WHOLE.longest + 1];
+        memo.get_or(&too_long, || 1);
+        memo.get_or(&too_long, || 2);
+        assert_eq!(memo.get_or(&too_long, || 3), 3, "a value past the limit is not");
+        for i in 0..4 * Limits::WHOLE.entries {
+            let value = format!("{i:01024}");
+            memo.get_or(value.as_bytes(), || 0);
+            memo.get_or(value.as_bytes(), || 0);
+        }
+        assert!(memo.kept() <= Limits::WHOLE.entries, "{} kept", memo.kept());
     }
 
     #[test]

@@ -35,7 +35,9 @@
 //! fewer than half as many.
 //!
 //! What a short member matches depends on its bytes alone, so each scope remembers it for the
-//! members it saw recently (`memo`): a user agent seen before costs a lookup, not a scan.
+//! members it saw recently (`memo`): a user agent seen before costs a lookup, not a scan. What
+//! a collection of many members matches (a JSON body's arguments, or their names, which an
+//! API's calls share) is remembered whole, by all its members (`whole`): one lookup, not sixty.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -54,7 +56,7 @@ use crate::seclang::ast::{Transformation, Variable};
 
 use super::caseless;
 use super::compile::{Part, Sel, TargetSpec};
-use super::memo::Memo;
+use super::memo::{Limits, Memo};
 use super::operator::{NumArg, Op, Regex, Rx};
 use super::required::Needles;
 use super::transform::Features;
@@ -106,6 +108,9 @@ struct Scanned {
     /// none: most members of benign requests, whose entries then take no second place in
     /// memory.
     memo: Memo<Option<Box<[u64]>>>,
+    /// The patterns found in the whole of a collection of many members, by its contents (see
+    /// [`Prescan::whole`]).
+    whole: Memo<Option<Box<[u64]>>>,
     /// The [`Plan`]s for the features its members had lately.
     plans: Memo<Plan>,
 }
@@ -522,7 +527,8 @@ impl Prescan {
             .into_iter()
             .map(|((variable, key), group, looks)| {
                 let sel = key.map_or(Sel::All, Sel::Key);
-                Scanned { variable, sel, group, looks, memo: Memo::default(), plans: Memo::default() }
+                let (memo, plans, whole) = (Memo::default(), Memo::default(), Memo::with_limits(Limits::WHOLE));
+                Scanned { variable, sel, group, looks, memo, whole, plans }
             })
             .collect();
         let head =
@@ -568,6 +574,20 @@ impl Prescan {
     /// What recent members of scope `n` were found to match, by member.
     pub(crate) fn memo(&self, n: usize) -> &Memo<Option<Box<[u64]>>> {
         &self.scopes[n].memo
+    }
+
+    /// What the whole of a collection in scope `n` was found to match, by its contents: the
+    /// members one after the other, each after its length. A client that sends one document
+    /// again (an API's argument names, the same for every call; a retry; a flood) costs one
+    /// lookup for the scope instead of one for each member (a JSON body's sixty).
+    pub(crate) fn whole(&self, n: usize) -> &Memo<Option<Box<[u64]>>> {
+        &self.scopes[n].whole
+    }
+
+    /// How many whole collections the scopes' memos keep (this thread's shards).
+    #[cfg(test)]
+    pub(crate) fn kept_whole(&self) -> usize {
+        self.scopes.iter().map(|s| s.whole.kept()).sum()
     }
 
     /// How members of scope `n` with these features are scanned (see [`Plan`]): chains that

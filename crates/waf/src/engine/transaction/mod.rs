@@ -914,29 +914,43 @@ impl<'r> Transaction<'r> {
 
     /// Scans every member of prescan scope `n` with the prescan automaton, once per distinct
     /// form the member takes through the chains that look at the scope. What a short member
-    /// matches is remembered across transactions (`memo`).
+    /// matches is remembered across transactions (`memo`), and so is what a collection of many
+    /// members matches as a whole (`whole`). In line in its one caller.
+    #[inline(always)]
     fn prescan_scope(&self, rule: &Rule, n: usize) -> prescan::Found {
         let prescan = &self.rules.prescan;
         let mut bits = prescan.nothing_found();
         let (var, sel, _) = prescan.scope(n);
-        let work = |value: &[u8]| {
-            let found = self.prescan_member(n, value);
-            found.iter().any(|&w| w != 0).then(|| Box::from(&found[..]))
-        };
+        let work = |value: &[u8]| self.prescan_member(n, value);
         let mut answer = |found: &Option<Box<[u64]>>| {
             if let Some(found) = found {
                 or_into(&mut bits, found);
             }
         };
         // The whole of a collection of pairs (a JSON body's hundred ARGS) goes to the memo as
-        // it is kept, without making a list of its values first; the members of one key (a
-        // scope such as `REQUEST_HEADERS:User-Agent`, of which CRS has dozens) as a list of
-        // their bytes alone.
+        // it is kept, without making a list of its values first, unless the memo of whole
+        // collections knows it; the members of one key (a scope such as
+        // `REQUEST_HEADERS:User-Agent`, of which CRS has dozens) as a list of their bytes alone.
         if let Some((lists, names)) = self.v.pair_lists(var) {
             let key: fn(&Pair) -> &[u8] = if names { |p| &p.0 } else { |p| &p.1 };
             if let Sel::All = sel {
-                for list in lists {
-                    prescan.memo(n).get_each(list, key, &mut answer, |p| work(key(p)));
+                let whole = prescan.whole(n);
+                match contents(&lists, names, |len| whole.keeps(len)) {
+                    Some(contents) => whole.get_each(
+                        &[contents],
+                        |c| c,
+                        &mut answer,
+                        |_| {
+                            let mut found = prescan.nothing_found();
+                            self.prescan_members(n, &lists, key, |f| {
+                                if let Some(f) = f {
+                                    or_into(&mut found, f);
+                                }
+                            });
+                            any_found(found)
+                        },
+                    ),
+                    None => self.prescan_members(n, &lists, key, answer),
                 }
             } else {
                 let mut picked: SmallVec<[&[u8]; 4]> = SmallVec::new();
@@ -959,8 +973,22 @@ impl<'r> Transaction<'r> {
         bits
     }
 
-    /// The patterns that match a member of prescan scope `n`.
-    fn prescan_member(&self, n: usize, value: &[u8]) -> prescan::Found {
+    /// Gives `answer` what each member of a collection in prescan scope `n` matches.
+    #[inline]
+    fn prescan_members(
+        &self,
+        n: usize,
+        lists: &[&[Pair]; 2],
+        key: fn(&Pair) -> &[u8],
+        mut answer: impl FnMut(&Option<Box<[u64]>>),
+    ) {
+        for list in lists {
+            self.rules.prescan.memo(n).get_each(list, key, &mut answer, |p| self.prescan_member(n, key(p)));
+        }
+    }
+
+    /// The patterns that match a member of prescan scope `n`: `None` for none.
+    fn prescan_member(&self, n: usize, value: &[u8]) -> Option<Box<[u64]>> {
         let prescan = &self.rules.prescan;
         let mut bits = prescan.nothing_found();
         let (_, _, group) = prescan.scope(n);
@@ -986,7 +1014,7 @@ impl<'r> Transaction<'r> {
             prescan.scan(group, form, mask, &mut budget, &mut found, &mut bits);
             self.transitions.set(budget);
         }
-        bits
+        any_found(bits)
     }
 
     /// A value at the end of the part's transformation chain. A value no step changes is
@@ -1245,6 +1273,36 @@ type Form<'a> = (Cow<'a, [u8]>, SmallVec<[u64; 8]>);
 
 fn or_into(bits: &mut [u64], mask: &[u64]) {
     bits.iter_mut().zip(mask).for_each(|(a, b)| *a |= b);
+}
+
+/// Patterns found, as a memo keeps them: `None` for none (most members of benign requests).
+fn any_found(found: prescan::Found) -> Option<Box<[u64]>> {
+    found.iter().any(|&w| w != 0).then(|| Box::from(&found[..]))
+}
+
+/// A collection with fewer members is prescanned member by member, without looking it up
+/// whole first (see [`prescan::Prescan::whole`]).
+const WHOLE_MEMBERS: usize = 8;
+
+/// The members of a collection one after the other, each after its length: its key in the
+/// memo of whole collections, when it has [`WHOLE_MEMBERS`] or more and the memo `keeps` its
+/// length.
+fn contents(lists: &[&[Pair]; 2], names: bool, keeps: impl Fn(usize) -> bool) -> Option<Vec<u8>> {
+    if lists[0].len() + lists[1].len() < WHOLE_MEMBERS {
+        return None;
+    }
+    let pairs = || lists.iter().flat_map(|l| l.iter());
+    let len = pairs().map(|(k, v)| 4 + if names { k.len() } else { v.len() }).sum();
+    if !keeps(len) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(len);
+    for (k, v) in pairs() {
+        let m: &[u8] = if names { k } else { v };
+        out.extend_from_slice(&u32::try_from(m.len()).unwrap_or(u32::MAX).to_le_bytes());
+        out.extend_from_slice(m);
+    }
+    Some(out)
 }
 
 /// The value of a count target (`&ARGS`): the number, as text.
