@@ -103,7 +103,15 @@ impl VarName {
     pub(crate) fn text(&self) -> Cow<'_, str> {
         match self {
             VarName::Made(name) => Cow::Borrowed(name),
-            VarName::Member(var, key) => Cow::Owned(format!("{}:{}", var.name(), text(key))),
+            // Pieces pushed, not `format!`: its machinery cost as much as the rest of a match.
+            VarName::Member(var, key) => {
+                let (var, key) = (var.name(), text(key));
+                let mut name = String::with_capacity(var.len() + 1 + key.len());
+                name.push_str(var);
+                name.push(':');
+                name.push_str(&key);
+                Cow::Owned(name)
+            }
         }
     }
 
