@@ -39,7 +39,7 @@
 //! a collection of many members matches (a JSON body's arguments, or their names, which an
 //! API's calls share) is remembered whole, by all its members (`whole`): one lookup, not sixty.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -137,11 +137,14 @@ pub(crate) struct Gate {
 
 /// A transaction's scans, by pattern: the scopes scanned so far where it matches some
 /// member, so that a gate is one load and a mask (`scopes & done`, then `found & scopes`).
+/// In cells, read and written through a shared reference: a transaction checks a gate for
+/// each of the hundreds of rules a request passes, and a `RefCell` around them counted a
+/// borrow each time.
 #[derive(Debug)]
 pub(crate) struct Scans {
-    done: u64,
+    done: Cell<u64>,
     /// By pattern, the scopes (bits) where it was found.
-    found: Vec<u64>,
+    found: Vec<Cell<u64>>,
 }
 
 /// The most spare [`Scans`] a thread keeps: one for each transaction a worker has open at once
@@ -152,7 +155,7 @@ thread_local! {
     /// The scans of transactions that ended on this thread, for the next ones. A few KiB each
     /// (a word per pattern), which the allocator otherwise took back and handed out again
     /// through its slow path, zeroed, every time: 1.4 % of the gateway's time per WAF'd GET.
-    static SPARE_SCANS: RefCell<Vec<Vec<u64>>> = const { RefCell::new(Vec::new()) };
+    static SPARE_SCANS: RefCell<Vec<Vec<Cell<u64>>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl Drop for Scans {
@@ -171,24 +174,27 @@ impl Drop for Scans {
 impl Scans {
     /// Whether the gate's pattern was found in one of its scopes scanned so far, and which of
     /// its scopes are still to scan.
+    #[inline]
     pub(crate) fn check(&self, gate: Gate) -> (bool, u64) {
-        (self.found[gate.pattern] & gate.scopes != 0, gate.scopes & !self.done)
+        (self.found[gate.pattern].get() & gate.scopes != 0, gate.scopes & !self.done.get())
     }
 
     /// Records the scan of scope `n`: the patterns set in `bits` were found in it.
-    pub(crate) fn store(&mut self, n: usize, bits: &[u64]) {
+    pub(crate) fn store(&self, n: usize, bits: &[u64]) {
         for p in ones(bits.iter().copied()) {
-            self.found[p] |= 1 << n;
+            let f = &self.found[p];
+            f.set(f.get() | 1 << n);
         }
-        self.done |= 1 << n;
+        self.done.set(self.done.get() | 1 << n);
     }
 
     /// Forgets the scans of the scopes outside `kept`.
     fn keep(&mut self, kept: u64) {
-        if self.done & !kept != 0 {
-            self.found.iter_mut().for_each(|f| *f &= kept);
+        let done = self.done.get_mut();
+        if *done & !kept != 0 {
+            self.found.iter_mut().for_each(|f| *f.get_mut() &= kept);
         }
-        self.done &= kept;
+        *done &= kept;
     }
 
     /// Forgets every scan.
@@ -555,8 +561,8 @@ impl Prescan {
     pub(crate) fn scans(&self) -> Scans {
         let mut found = SPARE_SCANS.try_with(|s| s.borrow_mut().pop()).ok().flatten().unwrap_or_default();
         found.clear();
-        found.resize(self.probes.len(), 0);
-        Scans { done: 0, found }
+        found.resize(self.probes.len(), Cell::new(0));
+        Scans { done: Cell::new(0), found }
     }
 
     /// Forgets the scans of the scopes that loading a body or a response may change: all but
@@ -852,13 +858,13 @@ SecRule REQUEST_HEADERS "@rx probe" "id:2,phase:1,pass,log"
 SecRule REQUEST_URI "@rx \.\./" "id:3,phase:1,pass,log""#,
         );
         for (used, next) in [(&rs.prescan, &rs.prescan), (&small.prescan, &rs.prescan), (&rs.prescan, &small.prescan)] {
-            let mut scans = used.scans();
-            scans.done = u64::MAX;
-            scans.found.iter_mut().for_each(|f| *f = u64::MAX);
+            let scans = used.scans();
+            scans.done.set(u64::MAX);
+            scans.found.iter().for_each(|f| f.set(u64::MAX));
             drop(scans);
             let scans = next.scans();
-            assert_eq!((scans.done, scans.found.len()), (0, next.probes.len()));
-            assert!(scans.found.iter().all(|&f| f == 0));
+            assert_eq!((scans.done.get(), scans.found.len()), (0, next.probes.len()));
+            assert!(scans.found.iter().all(|f| f.get() == 0));
         }
     }
 

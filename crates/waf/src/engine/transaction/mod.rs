@@ -176,7 +176,7 @@ pub struct Transaction<'r> {
     cached_bytes: Cell<usize>,
     /// Prescan bitsets by scope, dropped when the scope's values may change: when the request
     /// body or response data is loaded (see [`prescan::Prescan::forget_body`]).
-    prescanned: RefCell<Scans>,
+    prescanned: Scans,
     /// Scratch space for prescanning.
     found: RefCell<PatternSet>,
     /// How many more transitions the prescan's automata may compute (`Prescan::transitions`).
@@ -324,7 +324,7 @@ impl<'r> Transaction<'r> {
             started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             transformed: RefCell::new(HashMap::default()),
             cached_bytes: Cell::new(0),
-            prescanned: RefCell::new(rules.prescan.scans()),
+            prescanned: rules.prescan.scans(),
             found: RefCell::new(rules.prescan.pattern_set()),
             transitions: Cell::new(rules.prescan.transitions),
         }
@@ -343,7 +343,7 @@ impl<'r> Transaction<'r> {
     /// Runs phases 1 and 2 over a request, which the transaction keeps (its headers and body
     /// become the variables as they are, without a copy).
     pub fn process_request(&mut self, mut req: Request) {
-        self.prescanned.get_mut().clear();
+        self.prescanned.clear();
         let body = std::mem::take(&mut req.body);
         self.load_request(req);
         self.run_phase(Phase::RequestHeaders);
@@ -390,7 +390,7 @@ impl<'r> Transaction<'r> {
     /// Drops the prescan bitsets of the variables that loading a body or a response may
     /// change: all but those of the request head.
     fn forget_prescan(&mut self) {
-        self.rules.prescan.forget_body(self.prescanned.get_mut());
+        self.rules.prescan.forget_body(&mut self.prescanned);
     }
 
     /// Runs phase 5 and returns the outcome.
@@ -889,7 +889,7 @@ impl<'r> Transaction<'r> {
     /// of its targets (see `prescan`).
     #[inline]
     fn may_match(&self, rule: &Rule, gate: Gate) -> bool {
-        let checked = self.prescanned.borrow().check(gate);
+        let checked = self.prescanned.check(gate);
         match checked {
             (true, _) => true,
             (false, 0) => false,
@@ -904,7 +904,7 @@ impl<'r> Transaction<'r> {
             let n = unscanned.trailing_zeros() as usize;
             unscanned &= unscanned - 1;
             let bits = self.prescan_scope(rule, n);
-            self.prescanned.borrow_mut().store(n, &bits);
+            self.prescanned.store(n, &bits);
             if prescan::has(&bits, gate.pattern) {
                 return true;
             }
