@@ -59,6 +59,7 @@ use super::compile::{Part, Sel, TargetSpec};
 use super::memo::{Limits, Memo};
 use super::operator::{NumArg, Op, Regex, Rx};
 use super::required::Needles;
+use super::transaction::variables::pairs_of;
 use super::transform::Features;
 
 /// The prescan automata of a rule set and what their patterns belong to.
@@ -109,8 +110,8 @@ struct Scanned {
     /// memory.
     memo: Memo<Option<Box<[u64]>>>,
     /// The patterns found in the whole of a collection of many members, by its contents (see
-    /// [`Prescan::whole`]).
-    whole: Memo<Option<Box<[u64]>>>,
+    /// [`Prescan::whole`]): only for a scope of all the members of a collection of pairs.
+    whole: Option<Memo<Option<Box<[u64]>>>>,
     /// The [`Plan`]s for the features its members had lately.
     plans: Memo<Plan>,
 }
@@ -532,9 +533,9 @@ impl Prescan {
         let scopes: Vec<Scanned> = assigned
             .into_iter()
             .map(|((variable, key), group, looks)| {
+                let whole = (key.is_none() && pairs_of(variable).is_some()).then(|| Memo::with_limits(Limits::WHOLE));
                 let sel = key.map_or(Sel::All, Sel::Key);
-                let (memo, plans, whole) = (Memo::default(), Memo::default(), Memo::with_limits(Limits::WHOLE));
-                Scanned { variable, sel, group, looks, memo, whole, plans }
+                Scanned { variable, sel, group, looks, memo: Memo::default(), whole, plans: Memo::default() }
             })
             .collect();
         let head =
@@ -585,15 +586,16 @@ impl Prescan {
     /// What the whole of a collection in scope `n` was found to match, by its contents: the
     /// members one after the other, each after its length. A client that sends one document
     /// again (an API's argument names, the same for every call; a retry; a flood) costs one
-    /// lookup for the scope instead of one for each member (a JSON body's sixty).
-    pub(crate) fn whole(&self, n: usize) -> &Memo<Option<Box<[u64]>>> {
-        &self.scopes[n].whole
+    /// lookup for the scope instead of one for each member (a JSON body's sixty). `None` for a
+    /// scope that is not all of a collection of pairs.
+    pub(crate) fn whole(&self, n: usize) -> Option<&Memo<Option<Box<[u64]>>>> {
+        self.scopes[n].whole.as_ref()
     }
 
     /// How many whole collections the scopes' memos keep (this thread's shards).
     #[cfg(test)]
     pub(crate) fn kept_whole(&self) -> usize {
-        self.scopes.iter().map(|s| s.whole.kept()).sum()
+        self.scopes.iter().filter_map(|s| s.whole.as_ref()).map(Memo::kept).sum()
     }
 
     /// How members of scope `n` with these features are scanned (see [`Plan`]): chains that

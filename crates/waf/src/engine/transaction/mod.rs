@@ -33,6 +33,7 @@ use crate::seclang::ast::{
 use super::body::{json, multipart, urlencoded, xml, Pair};
 use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxName, TxNames};
 use super::fast_hash::{FastHash, SeededHash};
+use super::memo::Memo;
 use super::operator::{self, Captures, NumArg, Op, Rx};
 use super::prescan::{self, Gate, Scans};
 use super::request::{self, Request, Response};
@@ -787,9 +788,8 @@ impl<'r> Transaction<'r> {
                     self.eval_value(part, &operand, &count_val(t.variable, members.count()), hits);
                     continue;
                 }
-                for (k, v) in members {
-                    let value = if names { k } else { v };
-                    let val = Val::new(t.variable, Some(Cow::Borrowed(k)), Cow::Borrowed(value));
+                for p in members {
+                    let val = Val::new(t.variable, Some(Cow::Borrowed(&p.0)), Cow::Borrowed(member(p, names)));
                     self.eval_value(part, &operand, &val, hits);
                 }
                 continue;
@@ -932,31 +932,19 @@ impl<'r> Transaction<'r> {
         // collections knows it; the members of one key (a scope such as
         // `REQUEST_HEADERS:User-Agent`, of which CRS has dozens) as a list of their bytes alone.
         if let Some((lists, names)) = self.v.pair_lists(var) {
-            let key: fn(&Pair) -> &[u8] = if names { |p| &p.0 } else { |p| &p.1 };
             if let Sel::All = sel {
-                let whole = prescan.whole(n);
-                match contents(&lists, names, |len| whole.keeps(len)) {
-                    Some(contents) => whole.get_each(
-                        &[contents],
-                        |c| c,
-                        &mut answer,
-                        |_| {
-                            let mut found = prescan.nothing_found();
-                            self.prescan_members(n, &lists, key, |f| {
-                                if let Some(f) = f {
-                                    or_into(&mut found, f);
-                                }
-                            });
-                            any_found(found)
-                        },
-                    ),
-                    None => self.prescan_members(n, &lists, key, answer),
+                let known = prescan.whole(n).and_then(|whole| Some((whole, contents(&lists, names, whole)?)));
+                match known {
+                    Some((whole, contents)) => {
+                        whole.get_each(&[contents], |c| c, answer, |_| self.prescan_collection(n, &lists, names))
+                    }
+                    None => self.prescan_members(n, &lists, names, answer),
                 }
             } else {
                 let mut picked: SmallVec<[&[u8]; 4]> = SmallVec::new();
                 for p in lists.into_iter().flatten() {
                     if sel.matches(&p.0) {
-                        picked.push(key(p));
+                        picked.push(member(p, names));
                     }
                 }
                 prescan.memo(n).get_each(&picked, |v| v, &mut answer, |v| work(v));
@@ -973,18 +961,31 @@ impl<'r> Transaction<'r> {
         bits
     }
 
-    /// Gives `answer` what each member of a collection in prescan scope `n` matches.
+    /// Gives `answer` what each member of a collection in prescan scope `n` matches (its
+    /// keys with `names`, else its values).
     #[inline]
     fn prescan_members(
         &self,
         n: usize,
         lists: &[&[Pair]; 2],
-        key: fn(&Pair) -> &[u8],
+        names: bool,
         mut answer: impl FnMut(&Option<Box<[u64]>>),
     ) {
+        let memo = self.rules.prescan.memo(n);
         for list in lists {
-            self.rules.prescan.memo(n).get_each(list, key, &mut answer, |p| self.prescan_member(n, key(p)));
+            memo.get_each(list, |p| member(p, names), &mut answer, |p| self.prescan_member(n, member(p, names)));
         }
+    }
+
+    /// What the members of a collection in prescan scope `n` match, together.
+    fn prescan_collection(&self, n: usize, lists: &[&[Pair]; 2], names: bool) -> Option<Box<[u64]>> {
+        let mut found = self.rules.prescan.nothing_found();
+        self.prescan_members(n, lists, names, |f| {
+            if let Some(f) = f {
+                or_into(&mut found, f);
+            }
+        });
+        any_found(found)
     }
 
     /// The patterns that match a member of prescan scope `n`: `None` for none.
@@ -1284,21 +1285,31 @@ fn any_found(found: prescan::Found) -> Option<Box<[u64]>> {
 /// whole first (see [`prescan::Prescan::whole`]).
 const WHOLE_MEMBERS: usize = 8;
 
+/// A member of a collection of pairs: its key for a variable of names (`ARGS_NAMES`), else its
+/// value.
+#[inline(always)]
+fn member(pair: &Pair, names: bool) -> &[u8] {
+    if names {
+        &pair.0
+    } else {
+        &pair.1
+    }
+}
+
 /// The members of a collection one after the other, each after its length: its key in the
-/// memo of whole collections, when it has [`WHOLE_MEMBERS`] or more and the memo `keeps` its
+/// memo of whole collections, when it has [`WHOLE_MEMBERS`] or more and that memo keeps its
 /// length.
-fn contents(lists: &[&[Pair]; 2], names: bool, keeps: impl Fn(usize) -> bool) -> Option<Vec<u8>> {
+fn contents<V>(lists: &[&[Pair]; 2], names: bool, whole: &Memo<V>) -> Option<Vec<u8>> {
     if lists[0].len() + lists[1].len() < WHOLE_MEMBERS {
         return None;
     }
-    let pairs = || lists.iter().flat_map(|l| l.iter());
-    let len = pairs().map(|(k, v)| 4 + if names { k.len() } else { v.len() }).sum();
-    if !keeps(len) {
+    let members = || lists.iter().flat_map(|l| l.iter()).map(|p| member(p, names));
+    let len = members().map(|m| 4 + m.len()).sum();
+    if !whole.keeps(len) {
         return None;
     }
     let mut out = Vec::with_capacity(len);
-    for (k, v) in pairs() {
-        let m: &[u8] = if names { k } else { v };
+    for m in members() {
         out.extend_from_slice(&u32::try_from(m.len()).unwrap_or(u32::MAX).to_le_bytes());
         out.extend_from_slice(m);
     }
