@@ -124,14 +124,17 @@ pub(crate) enum Disruptive {
     Redirect,
 }
 
-/// Which members of a collection a target takes.
+/// Which members of a collection a target takes. With a tag of its own (no niche in a
+/// field), read in one load by [`Sel::matches`], which runs hundreds of times a request.
 #[derive(Clone, Debug)]
+#[repr(u8)]
 pub(crate) enum Sel {
     All,
     /// Lowercase key, compared without case.
     Key(String),
-    /// Key regex, case-insensitive.
-    Regex(Regex),
+    /// Key regex, case-insensitive, and a literal every key it takes holds: a key without
+    /// it is not run.
+    Regex(Regex, KeyLiteral),
     /// A key regex that is a literal prefix (`/^header_name_920450_/`), lowercase, compared
     /// without case.
     Prefix(String),
@@ -157,6 +160,7 @@ impl Sel {
                     .build()
                     .map_err(|e| format!("key regex /{r}/: {e}"))?
                     .into(),
+                KeyLiteral::of(r),
             ),
             Some(seclang::ast::Selector::XPath(x)) => Sel::XPath(x.clone()),
         })
@@ -164,19 +168,74 @@ impl Sel {
 
     /// Drops the threads' copies of its regex (see [`PerThread`](super::per_thread::PerThread)).
     fn forget_copies(&mut self) {
-        if let Sel::Regex(r) = self {
+        if let Sel::Regex(r, _) = self {
             r.forget_copies();
         }
     }
 
-    /// Whether a key is selected.
+    /// Whether a key is selected. In line where it is called (hundreds of times a request,
+    /// mostly on keys of another length); only regexes and prefixes are a call.
+    #[inline(always)]
     pub(crate) fn matches(&self, key: &[u8]) -> bool {
         match self {
             Sel::All => true,
-            Sel::Key(k) => key.eq_ignore_ascii_case(k.as_bytes()),
-            Sel::Regex(r) => r.is_match(key),
-            Sel::Prefix(p) => key.get(..p.len()).is_some_and(|k| k.eq_ignore_ascii_case(p.as_bytes())),
+            Sel::Key(k) => key.len() == k.len() && key.eq_ignore_ascii_case(k.as_bytes()),
+            Sel::Regex(..) | Sel::Prefix(_) | Sel::XPath(_) => self.matches_pattern(key),
+        }
+    }
+
+    /// [`Sel::matches`] for the selectors that are patterns.
+    #[inline(never)]
+    fn matches_pattern(&self, key: &[u8]) -> bool {
+        match self {
+            Sel::All | Sel::Key(_) => self.matches(key),
+            Sel::Regex(r, literal) => literal.held_by(key) && r.is_match(key),
+            Sel::Prefix(p) => starts_with_caseless(key, p),
             Sel::XPath(x) => key == x.as_bytes(),
+        }
+    }
+}
+
+/// Whether `key` starts with `start` (lowercase), ASCII letters in either case.
+fn starts_with_caseless(key: &[u8], start: &str) -> bool {
+    key.get(..start.len()).is_some_and(|k| k.eq_ignore_ascii_case(start.as_bytes()))
+}
+
+/// A literal that every key a key regex takes holds, lowercase, found without case as the
+/// regex is: `pbjs-` at the start of `/^pbjs-\w+$/`'s keys, `multipart_headers_content_types`
+/// anywhere in `/MULTIPART_HEADERS_CONTENT_TYPES_*/`'s (which CRS runs on every `TX` name).
+/// Looking for it costs a fraction of running the regex, on keys that mostly lack it.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyLiteral {
+    text: Box<str>,
+    /// At the start of the key.
+    anchored: bool,
+}
+
+impl KeyLiteral {
+    /// The letters, digits, `_` and `-` a regex starts with (after its `^`), less the last one
+    /// when a quantifier that allows none of it follows; empty (held by every key) when the
+    /// regex has an alternative (`|`) or starts otherwise.
+    pub(crate) fn of(regex: &str) -> KeyLiteral {
+        let rest = regex.strip_prefix('^').unwrap_or(regex);
+        let anchored = rest.len() < regex.len();
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-')).unwrap_or(rest.len());
+        let text = match rest[end..].chars().next() {
+            _ if regex.contains('|') => "",
+            Some('?' | '*' | '{') => &rest[..end.saturating_sub(1)],
+            _ => &rest[..end],
+        };
+        KeyLiteral { text: text.to_ascii_lowercase().into(), anchored }
+    }
+
+    /// Whether `key` holds the literal (where it must).
+    pub(crate) fn held_by(&self, key: &[u8]) -> bool {
+        match self.text.as_bytes().first() {
+            None => true,
+            Some(_) if self.anchored => starts_with_caseless(key, &self.text),
+            // Keys are short: a loop, not `memchr` (whose setup costs more than the regex).
+            Some(&first) => (0..key.len().saturating_sub(self.text.len() - 1))
+                .any(|at| key[at].to_ascii_lowercase() == first && starts_with_caseless(&key[at..], &self.text)),
         }
     }
 }
@@ -339,7 +398,7 @@ impl TxNames {
     fn select<'a>(&self, parts: impl Iterator<Item = &'a mut Part>) {
         for part in parts {
             for t in &mut part.targets {
-                if t.variable == Variable::Tx && matches!(t.sel, Sel::Regex(_) | Sel::Prefix(_)) {
+                if t.variable == Variable::Tx && matches!(t.sel, Sel::Regex(..) | Sel::Prefix(_)) {
                     let taken = (0..self.keys.len()).filter(|&n| t.sel.matches(self.keys[n].key().as_bytes()));
                     t.tx_selected = Some(taken.map(|n| n as u32).collect());
                 }
@@ -1082,7 +1141,7 @@ fn same_sel(a: &Sel, b: &Sel) -> bool {
     match (a, b) {
         (Sel::All, Sel::All) => true,
         (Sel::Key(x), Sel::Key(y)) | (Sel::XPath(x), Sel::XPath(y)) | (Sel::Prefix(x), Sel::Prefix(y)) => x == y,
-        (Sel::Regex(x), Sel::Regex(y)) => x.as_str() == y.as_str(),
+        (Sel::Regex(x, _), Sel::Regex(y, _)) => x.as_str() == y.as_str(),
         _ => false,
     }
 }

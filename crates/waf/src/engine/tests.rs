@@ -803,6 +803,39 @@ SecRule TX:order "@streq 0123456" "id:3,phase:1,pass,log""#,
 }
 
 #[test]
+fn key_regexes_with_a_literal_take_the_keys_their_regex_takes() {
+    // CRS leaves out cookies this way (`!REQUEST_COOKIES:/^pbjs-\w+$/`); the literal the
+    // keys must hold is looked for before the regex runs, without case, as the regex is.
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRule REQUEST_COOKIES|!REQUEST_COOKIES:/^pbjs-\w+$/|!REQUEST_COOKIES:/^_ga(?:_\w+)?$/|!REQUEST_COOKIES:/^ab?c/ "@rx evil" \
+    "id:1,phase:1,pass,nolog,setvar:'tx.seen=%{tx.seen} %{MATCHED_VAR_NAME}'"
+SecRule TX:seen "@rx ." "id:2,phase:1,pass,log,msg:'%{tx.seen}'""#,
+    );
+    let names = |cookie: &str| {
+        let o = rs.evaluate(&Request::new("GET", "/").header("Cookie", cookie), None);
+        o.matched.iter().map(|m| m.msg.clone()).collect::<String>()
+    };
+    assert_eq!(names("PBJS-x=evil; pbjs-=evil; pbjs=evil"), " REQUEST_COOKIES:pbjs- REQUEST_COOKIES:pbjs");
+    assert_eq!(names("_GA=evil; _ga_X1=evil; _gax=evil"), " REQUEST_COOKIES:_gax");
+    // `b?` may be absent: `ac` and `abc` are left out alike, `bc` is not.
+    assert_eq!(names("ac=evil; Abc=evil; bc=evil"), " REQUEST_COOKIES:bc");
+    let held = |pattern: &str, key: &str| compile::KeyLiteral::of(pattern).held_by(key.as_bytes());
+    for (pattern, key) in
+        [("^pbjs-\\w+$", "PBJS-x"), ("^ab?c", "ac"), ("^ab+", "Abb"), ("RFI_param_.*", "x_rfi_Param_1")]
+    {
+        assert!(held(pattern, key), "/{pattern}/ {key}");
+    }
+    for (pattern, key) in [("^pbjs-\\w+$", "xpbjs-x"), ("^ab+", "a"), ("^ab?c", "bc"), ("TYPES_*", "type")] {
+        assert!(!held(pattern, key), "/{pattern}/ {key}");
+    }
+    // No literal to look for: every key holds it.
+    for pattern in ["^a|b", "^(?i)x", "^\\x22", "a?b", ".*x"] {
+        assert!(held(pattern, "-"), "/{pattern}/");
+    }
+}
+
+#[test]
 fn prescan_scans_a_keyed_target_apart_from_the_rest_of_its_collection() {
     let rs = rules(
         r#"SecRuleEngine DetectionOnly
