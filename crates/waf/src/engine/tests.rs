@@ -858,6 +858,31 @@ SecRule REQUEST_HEADERS:User-Agent|REQUEST_HEADERS:Referer "@rx probe" "id:3,pha
 }
 
 #[test]
+fn checks_that_ordinary_values_pass_are_prescanned_on_one_value_only() {
+    // A negated validator holds for "a" and "42", as for no real request line or `Accept`
+    // header: on a variable of one value (or a member by key) it is a check all the same, run
+    // once per value seen; on a whole collection it is left to the rule.
+    let rs = rules(
+        r#"SecRuleEngine DetectionOnly
+SecRule REQUEST_LINE "!@rx ^(?:GET|POST) /\S* HTTP/1\.[01]$" "id:1,phase:1,pass,log"
+SecRule REQUEST_HEADERS:Accept "!@rx ^\*/\*$" "id:2,phase:1,pass,log"
+SecRule ARGS "!@rx ^\d+$" "id:3,phase:1,pass,log""#,
+    );
+    let prescanned: Vec<bool> = rs.rules.iter().map(|r| r.parts[0].prescan.is_some()).collect();
+    assert_eq!(prescanned, [true, true, false]);
+    let get = |method: &str, uri: &str, accept: Option<&str>| {
+        let r = Request::new(method, uri);
+        ids(&rs.evaluate(&accept.map_or(r.clone(), |a| r.header("Accept", a)), None))
+    };
+    for _ in 0..2 {
+        assert_eq!(get("GET", "/a?x=1", Some("*/*")), Vec::<u64>::new());
+        assert_eq!(get("GET", "/a?x=1", None), Vec::<u64>::new());
+        assert_eq!(get("PUT", "/a?x=1", Some("*/*")), vec![1]);
+        assert_eq!(get("GET", "/a?x=y", Some("text/html")), vec![2, 3]);
+    }
+}
+
+#[test]
 fn a_short_phrase_list_is_prescanned_with_pm_semantics() {
     let rs = rules(
         r#"SecRuleEngine DetectionOnly
