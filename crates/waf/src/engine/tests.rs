@@ -613,6 +613,17 @@ SecRule ARGS "@rx (?i)/etc/passwd" "id:4,phase:2,pass,log""#;
     assert_eq!(ids(&kept.evaluate(&requests[3], None)), vec![2, 4]);
 }
 
+/// Evaluates `requests` in order, three times over, with `kept` (whose memos fill as it goes)
+/// and with a fresh rule set of `text`: each must match the same rules.
+fn same_matches_as_fresh(text: &str, kept: &RuleSet, requests: &[&Request]) {
+    for round in 0..3 {
+        for (i, req) in requests.iter().enumerate() {
+            let (a, b) = (kept.evaluate(req, None), rules(text).evaluate(req, None));
+            assert_eq!(ids(&a), ids(&b), "round {round}, request {i}");
+        }
+    }
+}
+
 /// A collection of many members seen before is answered whole (`Prescan::whole`), with the
 /// answers a fresh rule set gives: an attack in one member, or in one name, or made by moving
 /// bytes from one member to the next, is found after the benign document was kept.
@@ -632,17 +643,31 @@ SecRule ARGS_NAMES "@rx (?i)passwd" "id:3,phase:2,pass,log""#;
     // The same bytes one after the other, but the attack now in one member.
     let moved = body("1 union select 2", "", "end");
     let named = body("1 union ", "select 2", "passwd");
-    for round in 0..3 {
-        // The benign document comes twice first, so that it is kept before the others come.
-        for (i, req) in [&benign, &benign, &moved, &named].into_iter().enumerate() {
-            let (a, b) = (kept.evaluate(req, None), rules(text).evaluate(req, None));
-            assert_eq!(ids(&a), ids(&b), "round {round}, request {i}");
-        }
-    }
+    // The benign document comes twice first, so that it is kept before the others come.
+    same_matches_as_fresh(text, &kept, &[&benign, &benign, &moved, &named]);
     assert!(kept.prescan.kept_whole() > 0, "no collection was kept whole");
     assert_eq!(ids(&kept.evaluate(&benign, None)), Vec::<u64>::new());
     assert_eq!(ids(&kept.evaluate(&moved, None)), vec![2]);
     assert_eq!(ids(&kept.evaluate(&named, None)), vec![3]);
+}
+
+/// A body longer than a short value, seen before, is answered whole (`Prescan::whole`), with
+/// the answers a fresh rule set gives: the same body with an attack in place of benign bytes,
+/// of the same length, is found after the benign one was kept.
+#[test]
+fn bodies_seen_before_get_the_answers_they_would_get_fresh() {
+    let text = r#"SecRuleEngine DetectionOnly
+SecRequestBodyAccess On
+SecRule REQUEST_BODY "@rx (?i)union\s+select" "id:1,phase:2,pass,log"
+SecRule REQUEST_BODY "@rx %uff[0-9a-f]{2}" "id:2,phase:2,pass,log,t:none,t:lowercase""#;
+    let kept = rules(text);
+    let body = |word: &str| post("/", "text/plain", &format!("{} 1 {word} 2 {}", "a".repeat(600), "b".repeat(600)));
+    let (benign, attack, encoded) = (body("and    select"), body("union  select"), body("%UFF41%uff42"));
+    same_matches_as_fresh(text, &kept, &[&benign, &benign, &attack, &encoded]);
+    assert!(kept.prescan.kept_whole() > 0, "no body was kept whole");
+    assert_eq!(ids(&kept.evaluate(&benign, None)), Vec::<u64>::new());
+    assert_eq!(ids(&kept.evaluate(&attack, None)), vec![1]);
+    assert_eq!(ids(&kept.evaluate(&encoded, None)), vec![2]);
 }
 
 #[test]

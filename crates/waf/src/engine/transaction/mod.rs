@@ -33,7 +33,7 @@ use crate::seclang::ast::{
 use super::body::{json, multipart, urlencoded, xml, Pair};
 use super::compile::{Disruptive, Exclusion, Part, Rule, RuleSet, Sel, SetVarSpec, Step, TargetSpec, TxName, TxNames};
 use super::fast_hash::{FastHash, SeededHash};
-use super::memo::Memo;
+use super::memo::{self, Memo};
 use super::operator::{self, Captures, NumArg, Op, Rx};
 use super::prescan::{self, Gate, Scans};
 use super::request::{self, Request, Response};
@@ -957,7 +957,10 @@ impl<'r> Transaction<'r> {
             // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
         }
-        prescan.memo(n).get_each(&vals, |v| &v.value, answer, |v| work(&v.value));
+        // A body goes to the memo of whole values, which keeps longer ones.
+        let long = !vals.is_empty() && vals.iter().all(|v| v.value.len() > memo::LONGEST);
+        let kept = prescan.whole(n).filter(|_| long).unwrap_or(prescan.memo(n));
+        kept.get_each(&vals, |v| &v.value, answer, |v| work(&v.value));
         bits
     }
 
