@@ -174,7 +174,7 @@ impl Sel {
     }
 
     /// Whether a key is selected. In line where it is called (hundreds of times a request,
-    /// mostly on keys of another length); only regexes and prefixes are a call.
+    /// mostly on keys of another length); only the patterns (regex, prefix, XPath) are a call.
     #[inline(always)]
     pub(crate) fn matches(&self, key: &[u8]) -> bool {
         match self {

@@ -774,7 +774,7 @@ fn pure(op: &Op) -> bool {
     }
 }
 
-/// Variables of one value that is a whole body, too long for the memo of short values.
+/// Variables of one value that is a whole body, often too long for the memo of short values.
 fn a_body(v: Variable) -> bool {
     matches!(v, Variable::RequestBody | Variable::ResponseBody)
 }

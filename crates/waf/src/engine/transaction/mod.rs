@@ -957,8 +957,9 @@ impl<'r> Transaction<'r> {
             // `XML:/*` is the text, `XML://@*` the attribute values: both, for any selector.
             self.values(var, &Sel::XPath("//@*".into()), rule, &mut vals);
         }
-        // A body goes to the memo of whole values, which keeps longer ones.
-        let long = !vals.is_empty() && vals.iter().all(|v| v.value.len() > memo::LONGEST);
+        // A body too long for the memo of short values goes to the scope's memo of whole
+        // values (only a body's scope has one here).
+        let long = vals.iter().all(|v| v.value.len() > memo::LONGEST);
         let kept = prescan.whole(n).filter(|_| long).unwrap_or(prescan.memo(n));
         kept.get_each(&vals, |v| &v.value, answer, |v| work(&v.value));
         bits
