@@ -8,8 +8,10 @@
 # The reference nginx forwards only Host. Barbican also sends the upstream x-forwarded-for,
 # x-forwarded-proto and x-request-id, and answers with x-request-id; "nginx+hdr" is the same
 # nginx doing that too (proxy_set_header, add_header $request_id), the like-for-like proxy.
-# Rounds are interleaved (nginx, nginx+hdr, barbican, ...) and compared by their medians, as
-# ratios: single runs drift by ±15 %, a ratio within one run does not. See bench/README.md.
+# Rounds are interleaved (nginx, nginx+hdr, barbican, ...) and compared as ratios, of the
+# medians and of each round's figures: single runs drift by ±15 %, a ratio within one run does
+# not. On a VM whose speed swings within seconds, use many short rounds (ROUNDS=25
+# DURATION=1s). See bench/README.md.
 #
 # Environment:
 #   ROUNDS=3               rounds per workload (each round runs nginx, nginx+hdr, then barbican)
@@ -229,6 +231,20 @@ done
 # --- report -----------------------------------------------------------------------------------
 median() { printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+# paired_ratios W SYS: Barbican's req/s over SYS's in each round of workload W, as "median,
+# quartiles q1-q3" (nearest rank). A round's systems ran seconds apart, so the machine's drift
+# between rounds cancels in each round's ratio where it does not in a ratio of medians.
+paired_ratios() {
+    local r
+    for ((r = 1; r <= rounds; r++)); do
+        awk -v a="${rps[$r,$1,barbican]}" -v b="${rps[$r,$1,$2]}" 'BEGIN { if (b > 0) print a / b }'
+    done | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "n/a"; exit }
+        m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+        q1 = int((NR + 3) / 4); q3 = int((3 * NR + 3) / 4)
+        printf "%.2fx, quartiles %.2f-%.2fx", m, v[q1], v[q3]
+    }'
+}
 
 report() {
     local w title r sys e
@@ -269,6 +285,9 @@ report() {
             printf '  barbican/%-9s req/s %sx (higher is better)   p99 %sx (lower is better)\n' "$sys" \
                 "$(ratio "${median_rps[barbican]}" "${median_rps[$sys]}")" \
                 "$(ratio "${median_p99[barbican]}" "${median_p99[$sys]}")"
+        done
+        for sys in nginx nginx+hdr; do
+            printf '  barbican/%-9s req/s per round %s\n' "$sys" "$(paired_ratios "$w" "$sys")"
         done
     done
     if ((total_errors > 0)); then
