@@ -100,7 +100,10 @@ fn run(config: Option<PathBuf>, upgrade_socket: Option<PathBuf>, takeover: bool)
 
 fn validate(file: &std::path::Path) -> ExitCode {
     match barbican::config::check(file) {
-        Ok(()) => {
+        Ok(warnings) => {
+            for warning in &warnings {
+                eprintln!("warning: {warning}");
+            }
             println!("{}: ok", file.display());
             ExitCode::SUCCESS
         }

@@ -208,7 +208,9 @@ async fn put_config(request: Request<Incoming>, shared: &Shared, request_id: &He
         return error(StatusCode::BAD_REQUEST, "bad_request", "the config must be UTF-8 YAML or JSON");
     };
     match shared.replace(text, if_match).await {
-        Ok(revision) => respond::json(StatusCode::OK, &serde_json::json!({"revision": revision}), request_id),
+        Ok((revision, warnings)) => {
+            respond::json(StatusCode::OK, &serde_json::json!({"revision": revision, "warnings": warnings}), request_id)
+        }
         Err(ReplaceError::Stale { serving }) => respond::json(
             StatusCode::CONFLICT,
             &serde_json::json!({"error": "stale_revision", "message": format!("revision {serving} is serving"), "revision": serving}),

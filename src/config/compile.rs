@@ -1,6 +1,6 @@
 //! `RawConfig` → [`Snapshot`]: every check the config needs, all errors collected with their
-//! paths, and live state (targets, route counters) attached from the registries so that a
-//! reload keeps what it does not change.
+//! paths, warnings for settings that have no effect, and live state (targets, route counters)
+//! attached from the registries so that a reload keeps what it does not change.
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -41,7 +41,14 @@ pub fn compile(
     revision: u64,
     registries: &Registries<'_>,
 ) -> Result<Snapshot, Vec<ConfigError>> {
-    let mut cx = Compiler { errors: Vec::new(), base_dir, registries, files: Vec::new() };
+    let mut cx = Compiler {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        broken: Broken::default(),
+        files: Vec::new(),
+        base_dir,
+        registries,
+    };
     cx.reject_pending(raw);
     let workers = cx.workers(raw.worker_count());
     let listeners = cx.listeners(&raw.listeners);
@@ -70,19 +77,35 @@ pub fn compile(
         waf,
         shutdown_timeout: raw.shutdown_timeout.map_or(Duration::from_secs(30), |d| d.0),
         files: cx.files,
+        warnings: cx.warnings,
     })
 }
 
 struct Compiler<'a> {
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+    broken: Broken,
     files: Vec<std::path::PathBuf>,
     base_dir: &'a Path,
     registries: &'a Registries<'a>,
 }
 
+/// Upstreams and WAF rule sets that are declared but did not compile. Their own errors say
+/// why; a route naming one gets no second error claiming that it does not exist.
+#[derive(Default)]
+struct Broken {
+    upstreams: HashSet<String>,
+    rulesets: HashSet<String>,
+}
+
 impl Compiler<'_> {
     fn error(&mut self, path: impl Into<String>, message: impl Into<String>) {
         self.errors.push(ConfigError::new(path, message));
+    }
+
+    /// A setting that loads but does nothing where it stands: the config still applies.
+    fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError::new(path, message));
     }
 
     /// `Ok` of the value, or the error recorded at `path` and `None`.
@@ -216,8 +239,11 @@ impl Compiler<'_> {
             if !names.insert(up.name.as_str()) {
                 self.error(format!("{path}.name"), format!("another upstream is named {:?}", up.name));
             }
-            if let Some(upstream) = self.upstream(&path, up) {
-                out.push(Arc::new(upstream));
+            match self.upstream(&path, up) {
+                Some(upstream) => out.push(Arc::new(upstream)),
+                None => {
+                    self.broken.upstreams.insert(up.name.clone());
+                }
             }
         }
         out
@@ -244,18 +270,15 @@ impl Compiler<'_> {
                 members.push(Member::new(target, t.weight, t.labels.clone()));
             }
         }
-        let balancer = match (raw.balance, &raw.hash_on) {
-            (raw::Balance::RoundRobin, None) => Balancer::RoundRobin,
-            (raw::Balance::LeastRequest, None) => Balancer::LeastRequest,
-            (raw::Balance::Hash, None) => Balancer::Hash(HashOn::Ip),
-            (raw::Balance::Hash, Some(on)) => {
-                let on = self.check(|| format!("{path}.hash_on"), parse_hash_on(on));
-                Balancer::Hash(on.unwrap_or(HashOn::Ip))
-            }
-            (_, Some(_)) => {
-                self.error(format!("{path}.hash_on"), "only applies with balance: hash");
-                Balancer::RoundRobin
-            }
+        let hash_on = raw.hash_on.as_ref().and_then(|on| self.check(|| format!("{path}.hash_on"), parse_hash_on(on)));
+        // Kept, and checked, for when the upstream turns to `balance: hash`.
+        if hash_on.is_some() && !matches!(raw.balance, raw::Balance::Hash) {
+            self.warn(format!("{path}.hash_on"), "has no effect until balance is hash");
+        }
+        let balancer = match raw.balance {
+            raw::Balance::RoundRobin => Balancer::RoundRobin,
+            raw::Balance::LeastRequest => Balancer::LeastRequest,
+            raw::Balance::Hash => Balancer::Hash(hash_on.unwrap_or(HashOn::Ip)),
         };
         let health_check = raw.health_check.as_ref().map(|hc| {
             let check = HealthCheck {
@@ -404,7 +427,9 @@ impl Compiler<'_> {
                 Some(RoutePolicy { ruleset: ruleset.clone(), mode: w.mode, expose_rule_ids: w.expose_rule_ids })
             }
             None => {
-                self.error(format!("{path}.waf.ruleset"), format!("no WAF rule set named {:?}", w.ruleset));
+                if !self.broken.rulesets.contains(&w.ruleset) {
+                    self.error(format!("{path}.waf.ruleset"), format!("no WAF rule set named {:?}", w.ruleset));
+                }
                 None
             }
         });
@@ -427,7 +452,9 @@ impl Compiler<'_> {
 
     fn proxy(&mut self, path: &str, raw: &raw::Route, name: &str, upstreams: &[Arc<Upstream>]) -> Option<Action> {
         let Some(upstream) = upstreams.iter().find(|u| *u.name == *name) else {
-            self.error(format!("{path}.upstream"), format!("no upstream named {name:?}"));
+            if !self.broken.upstreams.contains(name) {
+                self.error(format!("{path}.upstream"), format!("no upstream named {name:?}"));
+            }
             return None;
         };
         let backends = self.backend_set(&format!("{path}.subset"), upstream, &raw.subset);
@@ -523,6 +550,7 @@ impl Compiler<'_> {
             }
             if spec.include.is_empty() && spec.setup.is_none() {
                 self.error(format!("waf.rulesets.{name}.include"), "needs at least one rule file");
+                self.broken.rulesets.insert(name.clone());
                 continue;
             }
             match self.registries.waf.build(name, spec, self.base_dir, request_body_limit) {
@@ -534,6 +562,7 @@ impl Compiler<'_> {
                     for error in errors {
                         self.error(format!("waf.rulesets.{name}"), error);
                     }
+                    self.broken.rulesets.insert(name.clone());
                 }
             }
         }

@@ -115,6 +115,9 @@ pub struct Snapshot {
     /// Files besides the config file that this snapshot was built from (certificates, keys):
     /// a change to any of them reloads the config.
     pub files: Vec<PathBuf>,
+    /// Settings that loaded but have no effect where they stand, logged when the snapshot is
+    /// applied and printed by `barbican validate`.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Snapshot {
@@ -134,6 +137,7 @@ impl Snapshot {
             waf: crate::waf::WafConfig::default(),
             shutdown_timeout: Duration::from_secs(30),
             files: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 }
@@ -165,21 +169,22 @@ impl Default for Limits {
 }
 
 /// Everything `barbican validate` checks: the file parses and compiles (certificates, regexes,
-/// secrets in the environment), without binding or starting anything.
-pub fn check(path: &Path) -> Result<(), Vec<ConfigError>> {
+/// secrets in the environment), without binding or starting anything. `Ok` holds the
+/// warnings.
+pub fn check(path: &Path) -> Result<Vec<ConfigError>, Vec<ConfigError>> {
     validate(&Source::read(path)?)
 }
 
 /// [`check`] on a config's text.
-pub fn validate(source: &Source) -> Result<(), Vec<ConfigError>> {
+pub fn validate(source: &Source) -> Result<Vec<ConfigError>, Vec<ConfigError>> {
     compiles(&source.parse()?, &source.base_dir)
 }
 
 /// Whether a parsed config compiles, with registries of its own (nothing is shared with a
-/// running gateway).
-fn compiles(raw: &RawConfig, base_dir: &Path) -> Result<(), Vec<ConfigError>> {
+/// running gateway); `Ok` holds the warnings.
+fn compiles(raw: &RawConfig, base_dir: &Path) -> Result<Vec<ConfigError>, Vec<ConfigError>> {
     let targets = crate::upstream::Targets::new(1);
     let metrics = crate::metrics::Metrics::default();
     let waf = crate::waf::Rulesets::default();
-    compile(raw, base_dir, 1, &Registries { targets: &targets, metrics: &metrics, waf: &waf }).map(drop)
+    compile(raw, base_dir, 1, &Registries { targets: &targets, metrics: &metrics, waf: &waf }).map(|s| s.warnings)
 }

@@ -139,7 +139,7 @@ pub fn check(data: &[u8]) -> bool {
     let (errors, located) = match source.parse() {
         Err(errors) => (errors, false),
         Ok(raw) => match compiles(&raw, &source.base_dir) {
-            Ok(()) => return true,
+            Ok(_warnings) => return true,
             Err(errors) => (errors, true),
         },
     };

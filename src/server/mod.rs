@@ -139,6 +139,9 @@ impl Shared {
             let _ = next.waf.audit.set(audit.clone());
         }
         Watchers::resolve_unresolved(&next.upstreams).await;
+        for warning in &next.warnings {
+            tracing::warn!(%warning, revision = next.revision, "config setting has no effect");
+        }
         let next = Arc::new(next);
         self.snapshot.store(next.clone());
         self.listeners.commit(prepared, &self.workers);

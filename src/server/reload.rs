@@ -45,8 +45,8 @@ impl Shared {
     }
 
     /// Applies config `text` submitted through the admin API; with `if_match`, only when that
-    /// revision is the one serving.
-    pub async fn replace(&self, text: String, if_match: Option<u64>) -> Result<u64, ReplaceError> {
+    /// revision is the one serving. `Ok` holds the new revision and its warnings.
+    pub async fn replace(&self, text: String, if_match: Option<u64>) -> Result<(u64, Vec<ConfigError>), ReplaceError> {
         let _one_at_a_time = self.reloading.lock().await;
         let serving = self.snapshot().revision;
         if if_match.is_some_and(|wanted| wanted != serving) {
@@ -62,7 +62,8 @@ impl Shared {
                 tracing::warn!(path = %path.display(), %error, "applied, but could not write the config file; a restart would load the old file");
             }
         }
-        Ok(revision)
+        // Still under the reload lock: the snapshot serving is the one just applied.
+        Ok((revision, self.snapshot().warnings.clone()))
     }
 
     /// The source of the serving config.

@@ -82,6 +82,7 @@ async fn the_admin_api_shows_and_replaces_the_config() {
     let applied = gw.admin("PUT", "/api/v1/config", "admin-secret", &[("if-match", "1")], &next).await;
     assert_eq!(applied.status, 200, "{:?}", applied.body);
     assert_eq!(applied.json()["revision"], 2);
+    assert_eq!(applied.json()["warnings"], serde_json::json!([]));
     assert_eq!(gw.get("/").await.upstream(), "b", "visible to the very next request");
     // Written back, so a restart (and the file watcher) see the same config.
     let on_disk = std::fs::read_to_string(gw.dir.path().join("barbican.yaml")).unwrap();
@@ -96,6 +97,16 @@ async fn the_admin_api_shows_and_replaces_the_config() {
         gw.admin("PUT", "/api/v1/config", "admin-secret", &[("content-type", "application/json")], &as_json).await;
     assert_eq!(applied.status, 200);
     assert_eq!(gw.get("/").await.upstream(), "a");
+
+    // A setting that does nothing where it stands applies, and the answer says so.
+    let idle = routed_to(b.addr).replace("targets:", "hash_on: ip, targets:");
+    assert!(idle.contains("hash_on"), "{idle}");
+    let applied = gw.admin("PUT", "/api/v1/config", "admin-secret", &[], &idle).await;
+    assert_eq!(applied.status, 200, "{:?}", applied.body);
+    let warnings = &applied.json()["warnings"];
+    assert_eq!(warnings[0]["path"], "upstreams[0].hash_on", "{warnings}");
+    assert_eq!(warnings[0]["message"], "has no effect until balance is hash");
+    assert_eq!(gw.get("/").await.upstream(), "b");
 }
 
 #[tokio::test]

@@ -73,6 +73,83 @@ fn every_error_is_printed_not_just_the_first() {
     }
 }
 
+/// `reference.yaml` keeps `hash_on` beside `balance: round_robin`, ready for a switch to
+/// `hash`: it loads, with a warning that it does nothing yet, and is still checked.
+#[test]
+fn hash_on_without_balance_hash_is_a_warning_and_still_checked() {
+    for balance in ["round_robin", "least_request"] {
+        let yaml = GOOD.replace("targets:", &format!("balance: {balance}, hash_on: header:x-user-id, targets:"));
+        let (code, stderr) = validate(&yaml);
+        assert_eq!(code, 0, "{balance}: {stderr}");
+        assert!(
+            stderr.contains("warning: upstreams[0].hash_on: has no effect until balance is hash"),
+            "{balance}: {stderr}"
+        );
+        let (code, stderr) = validate(&yaml.replace("header:x-user-id", "header:bad name"));
+        assert_eq!(code, 1, "{balance}: {stderr}");
+        assert!(stderr.lines().any(|l| l.starts_with("upstreams[0].hash_on")), "{balance}: {stderr}");
+    }
+    let (code, stderr) = validate(GOOD);
+    assert_eq!(code, 0);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+/// The running gateway logs the same warning when it applies the config.
+#[test]
+fn the_gateway_logs_warnings_when_it_applies_the_config() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    let yaml = GOOD.replace("targets:", "hash_on: 'cookie:sid', targets:").replace("127.0.0.1:8080", "127.0.0.1:0");
+    std::fs::write(&path, yaml).unwrap();
+    let mut child = barbican()
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines.send(line);
+        }
+    });
+    let mut got = Vec::new();
+    let logged = loop {
+        match seen.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(line) if line.contains("upstreams[0].hash_on: has no effect until balance is hash") => break true,
+            Ok(line) => got.push(line),
+            Err(_) => break false,
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(logged, "no warning logged: {got:?}");
+}
+
+/// A route naming an upstream or a rule set that failed to compile gets no second error
+/// saying that it does not exist: the operator sees the one thing to fix.
+#[test]
+fn what_a_route_names_is_reported_broken_once_not_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let broken = GOOD.replace("{ addr: 127.0.0.1:9001 }", "{ addr: 127.0.0.1:9001, weight: 0 }").replace(
+        "upstream: orders }]",
+        &format!(
+            "upstream: orders, waf: {{ ruleset: crs }} }}]\nwaf: {{ rulesets: {{ crs: {{ include: [{}/none/*.conf] }} }} }}",
+            dir.path().display()
+        ),
+    );
+    let (code, stderr) = validate(&broken);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("upstreams[0].targets[0].weight")), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("waf.rulesets.crs")), "{stderr}");
+    assert!(!stderr.contains("routes[0]"), "{stderr}");
+    assert!(stderr.contains(": 2 errors"), "{stderr}");
+}
+
 #[test]
 fn a_missing_file_is_an_error_not_a_panic() {
     let output = barbican().args(["validate", "/nonexistent/barbican.yaml"]).output().unwrap();

@@ -109,7 +109,7 @@ fn bad_cidrs_and_binds_are_reported_together() {
 listeners: [{ name: public, bind: 'localhost:80' }]
 real_ip: { trusted_proxies: [10.0.0.0/33, 127.0.0.1] }
 ip_rules: { deny: [not-an-ip] }
-upstreams: [{ name: u, targets: [{ addr: 'bad host:80' }], balance: round_robin, hash_on: ip }]
+upstreams: [{ name: u, targets: [{ addr: 'bad host:80' }], balance: round_robin, hash_on: 'header:bad name' }]
 ";
     let found = errors(yaml);
     let paths: Vec<&str> = found.iter().map(|e| e.path.as_str()).collect();
