@@ -2,7 +2,7 @@
 //! paths, warnings for settings that have no effect, and live state (targets, route counters)
 //! attached from the registries so that a reload keeps what it does not change.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
@@ -227,6 +227,9 @@ impl Compiler<'_> {
             Some(name) => self.check(|| "real_ip.header".into(), parse_header_name(name)),
             None => None,
         };
+        if header.is_some() && raw.trusted_proxies.is_empty() {
+            self.warn("real_ip.header", "has no effect without trusted_proxies: the client IP is the peer's address");
+        }
         let default = RealIp::default();
         RealIp { trusted, header: header.unwrap_or(default.header) }
     }
@@ -337,11 +340,24 @@ impl Compiler<'_> {
 
     fn routes(&mut self, raw: &[raw::Route], upstreams: &[Arc<Upstream>], waf: &WafConfig) -> Vec<Route> {
         let mut names = HashSet::new();
+        let mut matches: HashMap<MatchKey, usize> = HashMap::new();
         let mut out = Vec::new();
         for (i, route) in raw.iter().enumerate() {
             let path = format!("routes[{i}]");
             if !names.insert(route.name.as_str()) {
                 self.error(format!("{path}.name"), format!("another route is named {:?}", route.name));
+            }
+            // Equal matches tie, and file order breaks ties: the later route never wins.
+            if let Some(&first) = matches.get(&MatchKey::of(&route.matcher)) {
+                self.warn(
+                    format!("{path}.match"),
+                    format!(
+                        "never matches: routes[{first}] ({:?}) has the same match and comes first",
+                        raw[first].name
+                    ),
+                );
+            } else {
+                matches.insert(MatchKey::of(&route.matcher), i);
             }
             if let Some(route) = self.route(&path, route, upstreams, waf) {
                 out.push(route);
@@ -650,6 +666,35 @@ pub fn parse_net(text: &str) -> Result<IpNet, String> {
 
 fn parse_header_name(name: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("{name:?} is not a valid header name"))
+}
+
+/// What a route's match takes, written one way: host names and methods in any case and
+/// order, header names in any case.
+#[derive(PartialEq, Eq, Hash)]
+struct MatchKey {
+    hosts: Option<BTreeSet<String>>,
+    paths: [Option<String>; 3],
+    methods: Option<BTreeSet<String>>,
+    headers: BTreeMap<String, String>,
+}
+
+impl MatchKey {
+    fn of(m: &raw::Match) -> Self {
+        let folded = |list: &Option<Vec<String>>, upper: bool| {
+            list.as_ref().map(|items| {
+                items
+                    .iter()
+                    .map(|i| if upper { i.to_ascii_uppercase() } else { i.trim().to_ascii_lowercase() })
+                    .collect()
+            })
+        };
+        Self {
+            hosts: folded(&m.hosts, false),
+            paths: [m.path.clone(), m.path_prefix.clone(), m.path_regex.clone()],
+            methods: folded(&m.methods, true),
+            headers: m.headers.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.clone())).collect(),
+        }
+    }
 }
 
 fn parse_hash_on(text: &str) -> Result<HashOn, String> {

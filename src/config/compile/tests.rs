@@ -1,4 +1,5 @@
-//! Table of broken configs and the error each must produce.
+//! Tables of broken configs and the error each must produce, and of settings that load but
+//! do nothing and the warning each gets.
 
 use std::path::PathBuf;
 
@@ -8,22 +9,17 @@ use crate::upstream::Targets;
 
 use super::{compile, Registries};
 
-fn errors(yaml: &str) -> Vec<ConfigError> {
+/// The warnings of a config that compiles, or its errors.
+fn compiled(yaml: &str) -> Result<Vec<ConfigError>, Vec<ConfigError>> {
     let source = Source { text: yaml.to_string(), base_dir: PathBuf::from("."), file: None };
-    let raw = match source.parse() {
-        Ok(raw) => raw,
-        Err(errors) => return errors,
-    };
+    let raw = source.parse()?;
     let (targets, metrics) = (Targets::new(1), Metrics::default());
-    match compile(
-        &raw,
-        &source.base_dir,
-        1,
-        &Registries { targets: &targets, metrics: &metrics, waf: &Default::default() },
-    ) {
-        Ok(_) => Vec::new(),
-        Err(errors) => errors,
-    }
+    compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics, waf: &Default::default() })
+        .map(|snapshot| snapshot.warnings)
+}
+
+fn errors(yaml: &str) -> Vec<ConfigError> {
+    compiled(yaml).err().unwrap_or_default()
 }
 
 const BASE: &str = "
@@ -142,11 +138,74 @@ fn missing_secret_names_the_variable() {
 }
 
 #[test]
+fn settings_that_do_nothing_where_they_stand_are_warnings() {
+    let route = |name: &str, matcher: &str| format!("  - {{ name: {name}, match: {matcher}, upstream: orders }}\n");
+    let cases = [
+        (
+            "the same match twice",
+            with_route(&(route("a", "{ path_prefix: /api }") + &route("b", "{ path_prefix: /api }"))),
+            vec![("routes[1].match", "never matches: routes[0] (\"a\") has the same match and comes first")],
+        ),
+        (
+            "the same match, written another way",
+            with_route(
+                &(route(
+                    "a",
+                    "{ hosts: [A.example.com, b.example.com], methods: [get, POST], headers: { X-Env: prod } }",
+                ) + &route("b", "{ path_prefix: /x }")
+                    + &route(
+                        "c",
+                        "{ hosts: [b.example.com, a.example.com], methods: [post, GET], headers: { x-env: prod } }",
+                    )),
+            ),
+            vec![("routes[2].match", "never matches: routes[0] (\"a\")")],
+        ),
+        (
+            "a header the gateway never believes",
+            with_route(&route("a", "{}")) + "real_ip: { header: x-real-ip }\n",
+            vec![("real_ip.header", "has no effect without trusted_proxies")],
+        ),
+        (
+            "hash_on without hash",
+            BASE.replace("  - name: orders\n", "  - name: orders\n    hash_on: ip\n") + &route("a", "{}"),
+            vec![("upstreams[0].hash_on", "has no effect until balance is hash")],
+        ),
+        // Near misses: each of these routes can win a request.
+        (
+            "matches that differ",
+            with_route(
+                &(route("a", "{ path_prefix: /api }")
+                    + &route("b", "{ path: /api }")
+                    + &route("c", "{ path_prefix: /api, methods: [GET] }")
+                    + &route("d", "{ path_prefix: /api, headers: { x-env: Prod } }")
+                    + &route("e", "{ path_prefix: /api, hosts: [a.example.com] }")
+                    + &route("f", "{ path_prefix: /API }")),
+            ) + "real_ip: { trusted_proxies: [10.0.0.0/8], header: x-real-ip }\n",
+            vec![],
+        ),
+    ];
+    for (what, yaml, wanted) in cases {
+        let warnings = compiled(&yaml).unwrap_or_else(|errors| panic!("{what}: {errors:?}"));
+        assert_eq!(warnings.len(), wanted.len(), "{what}: {warnings:?}");
+        for ((path, message), warning) in wanted.iter().zip(&warnings) {
+            assert_eq!(warning.path, *path, "{what}: {warning:?}");
+            assert!(warning.message.starts_with(message), "{what}: {warning:?}");
+        }
+    }
+}
+
+#[test]
 fn the_embedded_default_compiles() {
     let source = Source::embedded();
     let raw = source.parse().unwrap();
     let (targets, metrics) = (Targets::new(1), Metrics::default());
-    compile(&raw, &source.base_dir, 1, &Registries { targets: &targets, metrics: &metrics, waf: &Default::default() })
-        .map_err(|e| format!("{e:?}"))
-        .unwrap();
+    let snapshot = compile(
+        &raw,
+        &source.base_dir,
+        1,
+        &Registries { targets: &targets, metrics: &metrics, waf: &Default::default() },
+    )
+    .map_err(|e| format!("{e:?}"))
+    .unwrap();
+    assert!(snapshot.warnings.is_empty(), "{:?}", snapshot.warnings);
 }
