@@ -44,7 +44,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // `validate` answers with its errors and warnings: progress (rule sets compiled) stays out.
+    let level = if matches!(cli.command, Command::Validate { .. }) { "warn" } else { "info" };
+    init_logging(cli.log_format, level);
     match cli.command {
         Command::Validate { file } => validate(&file),
         Command::Run { config, upgrade_socket, takeover } => match run(config, upgrade_socket, takeover) {
@@ -57,8 +59,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logs to stderr, filtered by `RUST_LOG`, else at `level` and above.
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {

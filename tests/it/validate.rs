@@ -150,6 +150,23 @@ fn what_a_route_names_is_reported_broken_once_not_missing() {
     assert!(stderr.contains(": 2 errors"), "{stderr}");
 }
 
+/// What `validate` prints is what to fix: no progress lines, even where the config compiles a
+/// WAF rule set (which `run` logs at info).
+#[test]
+fn validate_prints_findings_not_progress() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.conf"), "SecRule ARGS \"@contains evil\" \"id:1,phase:2,deny\"\n").unwrap();
+    let path = dir.path().join("config.yaml");
+    let yaml = GOOD.replace("upstream: orders }]", "upstream: orders, waf: { ruleset: own } }]")
+        + "waf: { rulesets: { own: { include: [rules.conf] } } }\n";
+    std::fs::write(&path, yaml).unwrap();
+    let output = barbican().arg("validate").arg(&path).env_remove("RUST_LOG").output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(stderr, "", "only findings on stderr");
+    assert!(String::from_utf8_lossy(&output.stdout).ends_with(": ok\n"));
+}
+
 #[test]
 fn a_missing_file_is_an_error_not_a_panic() {
     let output = barbican().args(["validate", "/nonexistent/barbican.yaml"]).output().unwrap();
