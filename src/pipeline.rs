@@ -257,7 +257,7 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
 }
 
 /// Headers that describe one connection and never cross a proxy.
-const HOP_BY_HOP: [HeaderName; 7] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

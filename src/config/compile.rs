@@ -425,7 +425,18 @@ impl Compiler<'_> {
             .filter_map(|(j, name)| {
                 self.check(|| format!("{path}.request_headers.remove[{j}]"), parse_header_name(name))
             })
-            .collect();
+            .collect::<Vec<_>>();
+        // The framing and the connection headers are written by the gateway for each hop: a
+        // `content-length` of the route's would tell the upstream to wait for a body that is
+        // not there, or take the next request as this one's.
+        for (name, _) in set_headers.iter().filter(|(name, _)| gateway_writes(name)) {
+            let at = format!("{path}.request_headers.set.{name}");
+            self.error(at, "cannot be set: the gateway writes the framing and connection headers for each hop");
+        }
+        for (j, _) in remove_headers.iter().enumerate().filter(|(_, name)| gateway_writes(name)) {
+            let at = format!("{path}.request_headers.remove[{j}]");
+            self.warn(at, "has no effect: the gateway writes the framing and connection headers for each hop");
+        }
 
         let action = match (&raw.upstream, &raw.respond) {
             (Some(name), None) => self.proxy(path, raw, name, upstreams),
@@ -695,6 +706,11 @@ impl MatchKey {
             headers: m.headers.iter().map(|(name, value)| (name.to_ascii_lowercase(), value.clone())).collect(),
         }
     }
+}
+
+/// Headers the gateway writes itself on the way upstream, never as a route edits them.
+fn gateway_writes(name: &HeaderName) -> bool {
+    *name == http::header::CONTENT_LENGTH || crate::pipeline::HOP_BY_HOP.contains(name)
 }
 
 fn parse_hash_on(text: &str) -> Result<HashOn, String> {

@@ -92,6 +92,16 @@ fn each_broken_config_names_its_path() {
             "  - name: r\n    upstream: orders\n    strip_path_prefix: true\n",
             "routes[0].strip_path_prefix",
         ),
+        (
+            "a length of the route's",
+            "  - name: r\n    upstream: orders\n    request_headers: { set: { Content-Length: '5' } }\n",
+            "routes[0].request_headers.set.content-length",
+        ),
+        (
+            "a connection header of the route's",
+            "  - name: r\n    upstream: orders\n    request_headers: { set: { x-a: b, connection: close } }\n",
+            "routes[0].request_headers.set.connection",
+        ),
     ];
     for (what, route, path) in cases {
         let found = errors(&with_route(route));
@@ -164,6 +174,16 @@ fn settings_that_do_nothing_where_they_stand_are_warnings() {
             "a header the gateway never believes",
             with_route(&route("a", "{}")) + "real_ip: { header: x-real-ip }\n",
             vec![("real_ip.header", "has no effect without trusted_proxies")],
+        ),
+        (
+            "removing what the gateway writes anyway",
+            with_route(
+                "  - { name: a, upstream: orders, request_headers: { remove: [x-debug, Content-Length, te] } }\n",
+            ),
+            vec![
+                ("routes[0].request_headers.remove[1]", "has no effect"),
+                ("routes[0].request_headers.remove[2]", "has no effect"),
+            ],
         ),
         (
             "hash_on without hash",
