@@ -135,7 +135,10 @@ async fn dispatch<'s>(
         return reject(Rejection::HeadersTooLarge);
     }
     let host = route::request_host(request.uri(), request.headers());
-    let Some(route) = snapshot.router.find(&host, request.uri().path(), request.method(), request.headers()) else {
+    // Routed, and forwarded, as the upstream will read it; the stages see what was sent.
+    let normalized = route::path::normalize(request.uri().path());
+    let path = normalized.as_deref().unwrap_or(request.uri().path());
+    let Some(route) = snapshot.router.find(&host, path, request.method(), request.headers()) else {
         return reject(Rejection::NoRoute);
     };
     drop(host);
@@ -173,7 +176,8 @@ async fn dispatch<'s>(
     };
     outcome.upstream = Some(&proxy.upstream.name);
     if let Some(policy) = route.websocket.as_ref().filter(|_| websocket::is_upgrade(&request)) {
-        upstream_request(&mut request, route, conn, snapshot, request_id).insert_into(request.headers_mut());
+        upstream_request(&mut request, normalized.as_deref(), route, conn, snapshot, request_id)
+            .insert_into(request.headers_mut());
         let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
         let handshake = websocket::handshake(*request, route.name.clone(), proxy, policy, conn, &input).await;
         return match handshake {
@@ -209,7 +213,7 @@ async fn dispatch<'s>(
         }
     }
     let retryable = idempotent && request.body().is_buffered();
-    let added = upstream_request(&mut request, route, conn, snapshot, request_id);
+    let added = upstream_request(&mut request, normalized.as_deref(), route, conn, snapshot, request_id);
     let input = PickInput::new(&proxy.upstream.balancer, client_ip, request.headers());
     let backends = proxy.backends_for(request.headers());
     let forwarded = forward(&proxy.upstream, backends, &input, request, &added, retryable).await;
@@ -287,18 +291,19 @@ fn remove_named_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Makes the request what the upstream gets: origin-form URI, HTTP/1.1, no hop-by-hop headers,
-/// and the route's header edits applied; returns the forwarding headers and request id to add
+/// Makes the request what the upstream gets: origin-form URI (with the `normalized` path when
+/// the path needed it), HTTP/1.1, no hop-by-hop headers, and the route's header edits applied; returns the forwarding headers and request id to add
 /// (unless the route edits them).
 fn upstream_request(
     request: &mut Request<Body>,
+    normalized: Option<&str>,
     route: &Route,
     conn: &Conn,
     snapshot: &Snapshot,
     request_id: &HeaderValue,
 ) -> Added {
     let uri = request.uri();
-    let path = route.upstream_path(uri.path());
+    let path = route.upstream_path(normalized.unwrap_or(uri.path()));
     // Already origin-form and unchanged: kept as it is.
     let unchanged = uri.authority().is_none() && uri.scheme().is_none() && path == uri.path();
     let origin_form: Option<Uri> = match uri.query() {

@@ -5,8 +5,10 @@
 //! (a longer wildcard beats a shorter one), which beats a route for any host; within those, an
 //! exact path beats a regex, which beats a prefix (a longer prefix a shorter one), as in nginx;
 //! then routes with more header and method conditions win; the file order breaks what is left.
+//! Paths are matched normalized ([`path`]).
 
 pub mod canary;
+pub mod path;
 
 use std::collections::HashMap;
 use std::sync::Arc;

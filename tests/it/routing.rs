@@ -84,6 +84,42 @@ async fn no_route_is_a_json_404_with_the_request_id() {
     assert_eq!(answer.headers["x-request-id"].len(), 32);
 }
 
+/// `/public/../admin` is `/admin` to an upstream that resolves paths itself: it must be routed,
+/// and forwarded, as `/admin`, or one route's policies would guard another's backend.
+#[tokio::test]
+async fn paths_are_routed_and_forwarded_normalized() {
+    let public = upstream("public").run().await;
+    let admin = upstream("admin").run().await;
+    let gw = gateway(&config(&format!(
+        "upstreams:
+  - {{ name: public, targets: [{{ addr: {} }}] }}
+  - {{ name: admin, targets: [{{ addr: {} }}] }}
+routes:
+  - {{ name: public, match: {{ path_prefix: /public }}, upstream: public }}
+  - {{ name: admin, match: {{ path_prefix: /admin }}, upstream: admin }}
+",
+        public.addr, admin.addr
+    )))
+    .await;
+    let cases = [
+        ("/public/../admin/users?id=1", "admin", "/admin/users?id=1"),
+        ("/public/%2e%2E/admin", "admin", "/admin"),
+        ("/public/./x/..//admin", "public", "/public/admin"),
+        ("//admin//users", "admin", "/admin/users"),
+        ("/%61dmin/x", "admin", "/admin/x"),
+        ("/public/a%2Fb/../c", "public", "/public/c"),
+        ("/public/a%2F..%2Fb", "public", "/public/a%2F..%2Fb"),
+        ("/public/ok?next=/../admin", "public", "/public/ok?next=/../admin"),
+    ];
+    for (sent, route, forwarded) in cases {
+        let answer = gw.get(sent).await;
+        assert_eq!(answer.status, 200, "{sent}");
+        assert_eq!(answer.upstream(), route, "{sent}");
+        assert_eq!(answer.json()["uri"], forwarded, "{sent}");
+    }
+    assert_eq!(gw.get("/public/../nowhere").await.status, 404);
+}
+
 #[tokio::test]
 async fn requests_are_rewritten_for_the_upstream() {
     let up = upstream("a").run().await;
