@@ -72,6 +72,12 @@ pub enum ParseError {
     TransferEncoding,
     #[error("both transfer-encoding and content-length")]
     BothLengths,
+    #[error("HTTP/1.1 request without a host header")]
+    NoHost,
+    #[error("more than one host header")]
+    Hosts,
+    #[error("invalid host header")]
+    Host,
 }
 
 /// How a message body is delimited on the wire.
@@ -552,9 +558,15 @@ fn parse_request_into(
     // say, folded as they come (see `length_of`).
     let (mut expect, mut transfer_encoding, mut content_length_seen) = (None, None, false);
     let mut length = Some(None);
+    // One valid `host` (RFC 9112, 3.2): with two, the gateway and the upstream could each
+    // route by a different one.
+    let (mut hosts, mut host_valid) = (0, true);
     for at in indices.iter() {
         let (name, value) = field(&head, at)?;
-        if name == header::CONNECTION {
+        if name == header::HOST {
+            hosts += 1;
+            host_valid &= valid_host(value.as_bytes());
+        } else if name == header::CONNECTION {
             close |= has_token(value.as_bytes(), b"close");
             keep |= has_token(value.as_bytes(), b"keep-alive");
             upgrade |= has_token(value.as_bytes(), b"upgrade");
@@ -581,7 +593,19 @@ fn parse_request_into(
         },
         (None, false) => Framing::Empty,
     };
+    match hosts {
+        0 if version == Version::HTTP_11 => return Err(ParseError::NoHost),
+        0 | 1 if !host_valid => return Err(ParseError::Host),
+        0 | 1 => {}
+        _ => return Err(ParseError::Hosts),
+    }
     Ok(Some(RequestHead { method, uri, version, headers, framing, keep_alive, expect_continue, upgrade }))
+}
+
+/// Whether `value` can be a `host` field: empty, or a name or address with an optional port.
+/// What no host holds (user info, a path, spaces, quotes) makes it invalid.
+fn valid_host(value: &[u8]) -> bool {
+    value.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
 }
 
 /// Where one header's name and value lie in the head.

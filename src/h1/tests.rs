@@ -343,13 +343,13 @@ fn request_heads_and_their_framing() {
     let cases: &[(&[u8], Framing, bool, bool)] = &[
         (b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Empty, true, false),
         (b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", Empty, true, false),
-        (b"GET / HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n", Empty, false, false),
+        (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n", Empty, false, false),
         (b"GET / HTTP/1.0\r\n\r\n", Empty, false, false),
         (b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n", Empty, true, false),
-        (b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", Empty, true, false),
-        (b"POST / HTTP/1.1\r\nContent-Length: 7, 7\r\n\r\n", Length(7), true, false),
-        (b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Chunked, true, false),
-        (b"PUT / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n\r\n", Length(3), true, true),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", Empty, true, false),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 7, 7\r\n\r\n", Length(7), true, false),
+        (b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Chunked, true, false),
+        (b"PUT / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nExpect: 100-Continue\r\n\r\n", Length(3), true, true),
         (b"PUT / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n", Length(3), false, false),
     ];
     for (text, framing, keep_alive, expect) in cases {
@@ -360,9 +360,20 @@ fn request_heads_and_their_framing() {
 }
 
 #[test]
+fn hosts_a_request_may_name() {
+    for host in ["a.test", "A.Test:8080", "127.0.0.1:80", "[::1]:443", "xn--bcher-kva.example", ""] {
+        let text = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+        let head = request(text.as_bytes()).unwrap_or_else(|e| panic!("{host:?}: {e}")).expect("complete");
+        assert_eq!(head.headers["host"], host);
+    }
+    assert!(request(b"GET / HTTP/1.0\r\n\r\n").unwrap().is_some(), "HTTP/1.0 needs no host");
+}
+
+#[test]
 fn request_heads_keep_what_the_client_sent() {
     let mut buf = BytesMut::from(
-        &b"OPTIONS http://h.test/a?b=1 HTTP/1.1\r\nX-A: 1\r\nx-a: 2\r\nConnection: upgrade\r\n\r\nrest"[..],
+        &b"OPTIONS http://h.test/a?b=1 HTTP/1.1\r\nHost: h.test\r\nX-A: 1\r\nx-a: 2\r\nConnection: upgrade\r\n\r\nrest"
+            [..],
     );
     let head = parse_request(&mut buf, 4096).unwrap().unwrap();
     assert_eq!((head.method, head.version), (Method::OPTIONS, Version::HTTP_11));
@@ -385,6 +396,14 @@ fn ambiguous_or_malformed_requests_are_errors() {
         (b"POST / HTTP/1.1\r\nContent-Length: -3\r\n\r\n", ContentLength),
         (b"GET /\x7f HTTP/1.1\r\n\r\n", Head(httparse::Error::Token)),
         (b"GET / HTTP/2.0\r\n\r\n", Head(httparse::Error::Version)),
+        // The host a request is for: one, and a host.
+        (b"GET / HTTP/1.1\r\n\r\n", NoHost),
+        (b"GET http://a.test/ HTTP/1.1\r\n\r\n", NoHost),
+        (b"GET / HTTP/1.1\r\nHost: a.test\r\nhost: b.test\r\n\r\n", Hosts),
+        (b"GET / HTTP/1.0\r\nHost: a.test\r\nHost: a.test\r\n\r\n", Hosts),
+        (b"GET / HTTP/1.1\r\nHost: a.test@b.test\r\n\r\n", Host),
+        (b"GET / HTTP/1.1\r\nHost: a.test/x\r\n\r\n", Host),
+        (b"GET / HTTP/1.1\r\nHost: a test\r\n\r\n", Host),
     ];
     for (text, error) in cases {
         assert_eq!(request(text).unwrap_err(), *error, "{}", String::from_utf8_lossy(text));

@@ -5,7 +5,7 @@
 use std::pin::pin;
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use hyper::ext::ReasonPhrase;
 
 use super::balance::{BackendSet, PickInput};
@@ -52,6 +52,13 @@ pub async fn forward<'u>(
         return Forwarded { result: Err(Failure::Unavailable), target: None };
     };
     let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: Some(&upstream.members[index].target) };
+    // HTTP/1.1 needs a host. A request that came without one (HTTP/1.0, or HTTP/2 without an
+    // authority) names the first target, as health checks do.
+    if !request.headers().contains_key(header::HOST) {
+        if let Ok(host) = HeaderValue::from_str(&upstream.members[index].target.key.addr) {
+            request.headers_mut().insert(header::HOST, host);
+        }
+    }
     // Encoded once: a retry sends the same bytes again.
     let mut out = client::encode(&mut request, added);
     if let Err(failure) = coalesce(upstream, &mut out).await {

@@ -232,9 +232,13 @@ async fn ambiguous_framing_is_refused_before_any_upstream_sees_it() {
 #[tokio::test]
 async fn malformed_and_oversized_heads_get_json_errors() {
     let (gw, up) = setup().await;
-    let cases: [(&[u8], u16, &str); 3] = [
+    let cases: [(&[u8], u16, &str); 6] = [
         (b"GET /a b c\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n", 400, "bad_request"),
+        // Which host is it for? The gateway must not pick one while the upstream reads another.
+        (b"GET / HTTP/1.1\r\nHost: a.test\r\nHost: b.test\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\nHost: a.test@b.test\r\n\r\n", 400, "bad_request"),
+        (b"GET / HTTP/1.1\r\n\r\n", 400, "bad_request"),
         (b"GET / HTTP/1.1\r\nHost: a.test\r\n", 431, "headers_too_large"),
     ];
     for (request, status, error) in cases {
@@ -282,6 +286,22 @@ async fn http_1_0_closes_unless_asked_to_keep_alive_and_head_has_no_body() {
     assert_eq!(answer.json()["uri"], "/after");
     assert_eq!(answer.header("connection"), Some("close"));
     assert!(closes(&mut stream, &buf).await);
+}
+
+/// HTTP/1.0 may leave out the host; the upstream is spoken to in HTTP/1.1, which may not, so
+/// it gets the target's address (as nginx sends its upstream's name).
+#[tokio::test]
+async fn a_request_without_a_host_reaches_the_upstream_with_one() {
+    let (gw, up) = setup().await;
+    let mut buf = Vec::new();
+    let mut stream = connect(&gw).await;
+    stream.write_all(b"GET /no-host HTTP/1.0\r\n\r\n").await.unwrap();
+    let answer = read_response(&mut stream, &mut buf, false).await;
+    assert_eq!(answer.status, 200);
+    let echo = answer.json();
+    assert_eq!(echo["uri"], "/no-host");
+    assert_eq!(echo["version"], "HTTP/1.1");
+    assert_eq!(echo["headers"]["host"], up.addr.to_string());
 }
 
 #[tokio::test]
