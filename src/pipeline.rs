@@ -314,11 +314,9 @@ fn upstream_request(
     // One pass over the names finds what has to go (usually nothing): hop-by-hop headers, and
     // `expect`, which the gateway answers itself when it reads the body; and which of the
     // headers the gateway sets are there already (usually none), so that no lookup is needed.
-    let (mut hop_by_hop, mut expect, mut host, mut forwarded_by, mut proto) = (false, false, false, false, false);
+    let (mut hop_by_hop, mut expect, mut forwarded_by, mut proto) = (false, false, false, false);
     for name in request.headers().keys() {
-        if *name == header::HOST {
-            host = true;
-        } else if *name == X_FORWARDED_FOR {
+        if *name == X_FORWARDED_FOR {
             forwarded_by = true;
         } else if *name == X_FORWARDED_PROTO {
             proto = true;
@@ -328,10 +326,12 @@ fn upstream_request(
             hop_by_hop |= HOP_BY_HOP.contains(name);
         }
     }
-    let host = match host {
-        true => None,
-        false => request.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
+    // A target with an authority (HTTP/2, absolute-form) names the host the request was routed
+    // by, and a `host` header that says otherwise must not reach the upstream (RFC 9112, 3.2.2).
+    let host = request.uri().authority().and_then(|authority| {
+        let text = authority.as_str();
+        HeaderValue::from_str(text.rsplit_once('@').map_or(text, |(_userinfo, host)| host)).ok()
+    });
     if let Some(origin_form) = origin_form {
         *request.uri_mut() = origin_form;
     }

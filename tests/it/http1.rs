@@ -288,20 +288,30 @@ async fn http_1_0_closes_unless_asked_to_keep_alive_and_head_has_no_body() {
     assert!(closes(&mut stream, &buf).await);
 }
 
-/// HTTP/1.0 may leave out the host; the upstream is spoken to in HTTP/1.1, which may not, so
-/// it gets the target's address (as nginx sends its upstream's name).
+/// The upstream gets the host the request was routed by. An absolute-form target names it,
+/// whatever the `host` header says (RFC 9112, 3.2.2), user info left out. HTTP/1.0 may leave
+/// out the host, HTTP/1.1 to the upstream may not: it gets the target's address (as nginx
+/// sends its upstream's name).
 #[tokio::test]
-async fn a_request_without_a_host_reaches_the_upstream_with_one() {
+async fn the_upstream_gets_the_host_the_request_was_routed_by() {
     let (gw, up) = setup().await;
-    let mut buf = Vec::new();
-    let mut stream = connect(&gw).await;
-    stream.write_all(b"GET /no-host HTTP/1.0\r\n\r\n").await.unwrap();
-    let answer = read_response(&mut stream, &mut buf, false).await;
-    assert_eq!(answer.status, 200);
-    let echo = answer.json();
-    assert_eq!(echo["uri"], "/no-host");
-    assert_eq!(echo["version"], "HTTP/1.1");
-    assert_eq!(echo["headers"]["host"], up.addr.to_string());
+    let target = up.addr.to_string();
+    let cases: [(&[u8], &str, &str); 3] = [
+        (b"GET /no-host HTTP/1.0\r\n\r\n", "/no-host", &target),
+        (b"GET http://b.test/x?y=1 HTTP/1.1\r\nHost: a.test\r\n\r\n", "/x?y=1", "b.test"),
+        (b"GET http://u:p@B.test:8080/x HTTP/1.1\r\nHost: a.test\r\n\r\n", "/x", "B.test:8080"),
+    ];
+    for (request, uri, host) in cases {
+        let mut buf = Vec::new();
+        let mut stream = connect(&gw).await;
+        stream.write_all(request).await.unwrap();
+        let answer = read_response(&mut stream, &mut buf, false).await;
+        assert_eq!(answer.status, 200);
+        let echo = answer.json();
+        assert_eq!(echo["uri"], uri);
+        assert_eq!(echo["version"], "HTTP/1.1");
+        assert_eq!(echo["headers"]["host"], host, "{}", String::from_utf8_lossy(request));
+    }
 }
 
 #[tokio::test]
