@@ -128,6 +128,8 @@ pub struct RequestFraming {
 #[derive(Debug, Default)]
 pub struct Added {
     fields: [Option<(HeaderName, HeaderValue)>; Added::CAPACITY],
+    /// The message has no `host` (HTTP/1.0 may leave it out): the proxy names its target.
+    pub host_missing: bool,
 }
 
 impl Added {
@@ -605,7 +607,19 @@ fn parse_request_into(
 /// Whether `value` can be a `host` field: empty, or a name or address with an optional port.
 /// What no host holds (user info, a path, spaces, quotes) makes it invalid.
 fn valid_host(value: &[u8]) -> bool {
-    value.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%:[]".contains(&b))
+    const HOST_BYTES: [bool; 256] = {
+        let mut table = [false; 256];
+        let mut byte = 0;
+        while byte < 256 {
+            table[byte] = matches!(byte as u8,
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'%' | b':' | b'[' | b']'
+                | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=');
+            byte += 1;
+        }
+        table
+    };
+    // Every byte looked up, without a branch per byte: most hosts are valid.
+    value.iter().fold(true, |valid, &b| valid & HOST_BYTES[usize::from(b)])
 }
 
 /// Where one header's name and value lie in the head.

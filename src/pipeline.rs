@@ -314,9 +314,11 @@ fn upstream_request(
     // One pass over the names finds what has to go (usually nothing): hop-by-hop headers, and
     // `expect`, which the gateway answers itself when it reads the body; and which of the
     // headers the gateway sets are there already (usually none), so that no lookup is needed.
-    let (mut hop_by_hop, mut expect, mut forwarded_by, mut proto) = (false, false, false, false);
+    let (mut hop_by_hop, mut expect, mut has_host, mut forwarded_by, mut proto) = (false, false, false, false, false);
     for name in request.headers().keys() {
-        if *name == X_FORWARDED_FOR {
+        if *name == header::HOST {
+            has_host = true;
+        } else if *name == X_FORWARDED_FOR {
             forwarded_by = true;
         } else if *name == X_FORWARDED_PROTO {
             proto = true;
@@ -343,12 +345,14 @@ fn upstream_request(
     if expect {
         headers.remove(header::EXPECT);
     }
+    let host_missing = host.is_none() && !has_host;
     if let Some(host) = host {
         headers.insert(header::HOST, host);
     }
     // The forwarding headers and the request id go out after the request's own (replacing
     // them), written by the encoder rather than inserted here.
     let mut added = Added::default();
+    added.host_missing = host_missing;
     let earlier = if forwarded_by { headers.get(X_FORWARDED_FOR) } else { None };
     if let Some(value) = forwarded_for(earlier, conn.peer.ip()) {
         added.push(X_FORWARDED_FOR, value);

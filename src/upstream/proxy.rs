@@ -54,7 +54,7 @@ pub async fn forward<'u>(
     let mut outcome = Forwarded { result: Err(Failure::Unavailable), target: Some(&upstream.members[index].target) };
     // HTTP/1.1 needs a host. A request that came without one (HTTP/1.0, or HTTP/2 without an
     // authority) names the first target, as health checks do.
-    if !request.headers().contains_key(header::HOST) {
+    if added.host_missing {
         if let Ok(host) = HeaderValue::from_str(&upstream.members[index].target.key.addr) {
             request.headers_mut().insert(header::HOST, host);
         }
