@@ -292,8 +292,9 @@ fn remove_named_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Makes the request what the upstream gets: origin-form URI (with the `normalized` path when
-/// the path needed it), HTTP/1.1, no hop-by-hop headers, and the route's header edits applied; returns the forwarding headers and request id to add
-/// (unless the route edits them).
+/// the path needed it), HTTP/1.1, the host it was routed by, no hop-by-hop headers, and the
+/// route's header edits applied; returns the forwarding headers and request id to add (unless
+/// the route edits them), and whether the request has no host at all.
 fn upstream_request(
     request: &mut Request<Body>,
     normalized: Option<&str>,

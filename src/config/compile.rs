@@ -2,6 +2,7 @@
 //! paths, warnings for settings that have no effect, and live state (targets, route counters)
 //! attached from the registries so that a reload keeps what it does not change.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
@@ -348,16 +349,18 @@ impl Compiler<'_> {
                 self.error(format!("{path}.name"), format!("another route is named {:?}", route.name));
             }
             // Equal matches tie, and file order breaks ties: the later route never wins.
-            if let Some(&first) = matches.get(&MatchKey::of(&route.matcher)) {
-                self.warn(
-                    format!("{path}.match"),
-                    format!(
+            match matches.entry(MatchKey::of(&route.matcher)) {
+                Entry::Occupied(first) => {
+                    let first = *first.get();
+                    let message = format!(
                         "never matches: routes[{first}] ({:?}) has the same match and comes first",
                         raw[first].name
-                    ),
-                );
-            } else {
-                matches.insert(MatchKey::of(&route.matcher), i);
+                    );
+                    self.warn(format!("{path}.match"), message);
+                }
+                Entry::Vacant(slot) => {
+                    slot.insert(i);
+                }
             }
             if let Some(route) = self.route(&path, route, upstreams, waf) {
                 out.push(route);
@@ -423,19 +426,20 @@ impl Compiler<'_> {
             .iter()
             .enumerate()
             .filter_map(|(j, name)| {
-                self.check(|| format!("{path}.request_headers.remove[{j}]"), parse_header_name(name))
+                let name = self.check(|| format!("{path}.request_headers.remove[{j}]"), parse_header_name(name))?;
+                if gateway_writes(&name) {
+                    let at = format!("{path}.request_headers.remove[{j}]");
+                    self.warn(at, "has no effect: the gateway writes the framing and connection headers for each hop");
+                }
+                Some(name)
             })
-            .collect::<Vec<_>>();
+            .collect();
         // The framing and the connection headers are written by the gateway for each hop: a
         // `content-length` of the route's would tell the upstream to wait for a body that is
         // not there, or take the next request as this one's.
         for (name, _) in set_headers.iter().filter(|(name, _)| gateway_writes(name)) {
             let at = format!("{path}.request_headers.set.{name}");
             self.error(at, "cannot be set: the gateway writes the framing and connection headers for each hop");
-        }
-        for (j, _) in remove_headers.iter().enumerate().filter(|(_, name)| gateway_writes(name)) {
-            let at = format!("{path}.request_headers.remove[{j}]");
-            self.warn(at, "has no effect: the gateway writes the framing and connection headers for each hop");
         }
 
         let action = match (&raw.upstream, &raw.respond) {
